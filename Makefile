@@ -1,0 +1,61 @@
+# StoryShort preview images. `make run` starts everything; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
+GEN_DIR := storyshort
+
+.PHONY: all venv run test test-all lint format protos protos-check clean migrate demo bench bench-quick ci
+
+all: venv
+
+# The virtual environment, rebuilt whenever the lock file changes.
+$(STAMP): requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Regenerate the lock file from pyproject.toml (needs the network).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
+
+# Generated gRPC code: one package, `storyshort/`, never edited by hand.
+protos: $(STAMP)
+	$(PY) -m tools.gen_protos $(GEN_DIR)
+
+# Fails when the committed generated code differs from what `make protos` makes.
+protos-check: $(STAMP)
+	$(PY) -m tools.gen_protos --check $(GEN_DIR)
+
+migrate: $(STAMP)
+	$(PY) -m services.status.migrate
+
+run: $(STAMP)
+	$(PY) -m tools.run_local
+
+demo: $(STAMP)
+	$(PY) -m tools.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+ci: lint protos-check test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

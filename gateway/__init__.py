@@ -1,0 +1,1 @@
+"""gateway: the HTTP front door for the frontend, and the per-video scene pipeline."""

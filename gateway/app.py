@@ -1,0 +1,212 @@
+"""HTTP routes: start a video, read its status, serve local images, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.clients import ServiceClients
+from gateway.errors import HTTPError, error_response, grpc_error_response
+from gateway.pipeline import Pipeline, Scene
+from gateway.runs import RunRegistry
+from gateway.schemas import ErrorOut, GenerateIn, GenerateOut, VideoStatusOut
+from services.common import validation
+from services.common.config import GatewaySettings
+from services.common.errors import InvalidArgument
+from services.storage import paths
+from services.storage.backends.local import PUBLIC_PREFIX, resolve_inside
+from storyshort.status.v1 import status_pb2
+
+log = logging.getLogger("gateway")
+NO_STORE = {"Cache-Control": "no-store"}
+MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+ERRORS = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
+def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
+    if not body.scenes:
+        raise InvalidArgument("scenes is empty; give at least one scene with a prompt")
+    if len(body.scenes) > max_scenes:
+        raise InvalidArgument(f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video")
+    scenes: list[Scene] = []
+    for position, scene in enumerate(body.scenes):
+        number = position + 1 if scene.index is None else scene.index + 1
+        if number < 1:
+            raise InvalidArgument(f"scene {position}: index must be 0 or more; got {scene.index}")
+        try:
+            scenes.append(Scene(number, validation.prompt(scene.prompt)))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"scene {number}: {exc}") from exc
+    numbers = [s.number for s in scenes]
+    if len(set(numbers)) != len(numbers):
+        raise InvalidArgument("two scenes have the same index; each index may appear once")
+    return scenes
+
+
+def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
+    video = answer.video
+    s = video.summary
+    return VideoStatusOut(
+        videoId=video.video_id,
+        status=video.status,
+        progress=video.progress,
+        degraded=answer.degraded,
+        images=[
+            {"scene": sc.scene, "url": sc.url, "placeholder": sc.placeholder, "provider": sc.provider}
+            for sc in video.scenes
+            if sc.state == "stored"
+        ],
+        failedScenes=[{"scene": sc.scene, "error": sc.error} for sc in video.scenes if sc.state == "failed"],
+        sceneCount=video.scene_count,
+        error=video.error,
+        stalled=answer.stalled,
+        ageMs=answer.age_ms,
+        degradedReason=answer.degraded_reason,
+        summary={
+            "generated": s.generated, "placeholders": s.placeholders, "failed": s.failed,
+            "hardProviderFailures": s.hard_provider_failures, "providerAttempts": s.provider_attempts,
+            "elapsedMs": s.elapsed_ms,
+        },
+    )
+
+
+class LastKnown:
+    """The gateway's own memory of status answers, for when the status service is down."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._items: OrderedDict[str, tuple[status_pb2.GetVideoResponse, float]] = OrderedDict()
+        self._size = size
+
+    def remember(self, answer: status_pb2.GetVideoResponse) -> None:
+        self._items[answer.video.video_id] = (answer, time.monotonic())
+        self._items.move_to_end(answer.video.video_id)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def degraded(self, video_id: str, reason: str) -> status_pb2.GetVideoResponse:
+        known = self._items.get(video_id)
+        if known is None:
+            metrics.STATUS_DEGRADED.labels("unknown").inc()
+            return status_pb2.GetVideoResponse(
+                video=status_pb2.Video(video_id=video_id, status="processing"), degraded=True, degraded_reason=reason
+            )
+        answer, seen = known
+        metrics.STATUS_DEGRADED.labels("last_known").inc()
+        return status_pb2.GetVideoResponse(
+            video=answer.video, degraded=True, degraded_reason=reason,
+            age_ms=answer.age_ms + int((time.monotonic() - seen) * 1000),
+        )
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        clients = ServiceClients.connect(
+            settings.imagegen_addr, settings.storage_addr, settings.status_addr, settings.image_gen_timeout
+        )
+        app.state.clients = clients
+        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size))
+        app.state.last_known = LastKnown()
+        try:
+            yield
+        finally:
+            await app.state.runs.drain(settings.shutdown_grace)
+            await clients.close()
+
+    app = FastAPI(
+        title="StoryShort preview images",
+        version="1.0.0",
+        description="Turns a story's scenes into stored images and tracks the video's progress.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(400, "INVALID_ARGUMENT", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(InvalidArgument)
+    async def invalid(_request: Request, exc: InvalidArgument) -> JSONResponse:
+        return error_response(400, "INVALID_ARGUMENT", str(exc))
+
+    @app.exception_handler(HTTPError)
+    async def http_error(_request: Request, exc: HTTPError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(grpc.aio.AioRpcError)
+    async def rpc_error(_request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
+        return grpc_error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "INTERNAL", "internal error; see the gateway logs")
+
+    @app.post("/api/generate-preview-images", status_code=202, response_model=GenerateOut, responses=ERRORS)
+    async def generate_preview_images(body: GenerateIn, request: Request) -> JSONResponse:
+        """Start generating one image per scene; answers at once (202) while the run goes on."""
+        video_id = validation.video_id(body.videoId)
+        scenes = parse_scenes(body, settings.max_scenes)
+        run, started = await request.app.state.runs.start(video_id, scenes)
+        out = GenerateOut(videoId=video_id, status="generating_images", scenes=len(run.scenes), alreadyRunning=not started)
+        return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
+
+    @app.get("/api/video-status", response_model=VideoStatusOut, responses=ERRORS)
+    async def video_status(request: Request, videoId: str = Query(..., description="The video's id")) -> JSONResponse:
+        """The video's status and progress. Never 502: a status outage answers degraded."""
+        video_id = validation.video_id(videoId)
+        last_known: LastKnown = request.app.state.last_known
+        try:
+            answer = await request.app.state.clients.get_video(video_id)
+            if not answer.degraded:
+                last_known.remember(answer)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return grpc_error_response(exc)
+            answer = last_known.degraded(video_id, f"status service: {exc.code().name}")
+        return JSONResponse(status_json(answer).model_dump(), headers=NO_STORE)
+
+    @app.get(PUBLIC_PREFIX + "/{bucket}/{object_path:path}", responses=ERRORS, include_in_schema=True)
+    async def public_object(bucket: str, object_path: str) -> Response:
+        """Images stored by the local backend, at Supabase's public URL layout."""
+        if bucket != settings.bucket:
+            raise HTTPError(404, "NOT_FOUND", f"no bucket {bucket!r}")
+        paths.object_path(object_path)
+        target = resolve_inside(settings.storage_root, bucket, object_path)
+        media = MEDIA_TYPES.get(target.suffix.lstrip(".").lower())
+        if media is None or not target.is_file():
+            raise HTTPError(404, "NOT_FOUND", f"no object {object_path!r}")
+        return FileResponse(target, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The gateway process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when imagegen, storage and status all answer SERVING."""
+        services = await request.app.state.clients.health()
+        ready = all(v == "SERVING" for v in services.values())
+        return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503, headers=NO_STORE)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

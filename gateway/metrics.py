@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Summary
+
+RUNS = Counter("storyshort_gateway_runs_total", "Video runs by final status", ["status"])
+SCENES = Counter("storyshort_gateway_scenes_total", "Scenes by outcome", ["outcome"])
+HARD_FAILURES = Counter("storyshort_gateway_hard_provider_failures_total", "Hard provider failures seen by runs")
+PROVIDER_ATTEMPTS = Counter("storyshort_gateway_provider_attempts_total", "Provider attempts made for runs")
+RUN_SECONDS = Histogram(
+    "storyshort_gateway_run_seconds", "Wall time of one video run", buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800)
+)
+STATUS_DEGRADED = Counter(
+    "storyshort_gateway_status_degraded_total", "Video-status answers marked degraded", ["reason"]
+)
+
+
+def record_run(final: str, summary: Summary) -> None:
+    RUNS.labels(final).inc()
+    SCENES.labels("generated").inc(summary.generated)
+    SCENES.labels("placeholder").inc(summary.placeholders)
+    SCENES.labels("failed").inc(summary.failed)
+    SCENES.labels("skipped").inc(summary.skipped)
+    HARD_FAILURES.inc(summary.hard_provider_failures)
+    PROVIDER_ATTEMPTS.inc(summary.provider_attempts)
+    RUN_SECONDS.observe(summary.elapsed_ms / 1000)

@@ -1,0 +1,189 @@
+"""The per-video scene pipeline: scenes in parallel up to a limit, each one
+generate -> upload -> record -> progress. One scene's failure never stops the others;
+scenes that already have a real image are never generated (paid for) again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from gateway import metrics
+from gateway.clients import ServiceClients
+from services.common import validation
+from services.common.images import inspect_image, render_placeholder
+from storyshort.imagegen.v1 import imagegen_pb2
+from storyshort.status.v1 import status_pb2
+from storyshort.storage.v1 import storage_pb2
+
+log = logging.getLogger("pipeline")
+
+GATEWAY_PLACEHOLDER = "gateway-placeholder"
+
+
+@dataclass(frozen=True)
+class Scene:
+    number: int  # 1-based
+    prompt: str
+
+
+@dataclass
+class Summary:
+    generated: int = 0
+    placeholders: int = 0
+    failed: int = 0
+    skipped: int = 0
+    hard_provider_failures: int = 0
+    provider_attempts: int = 0
+    elapsed_ms: int = 0
+
+    def to_pb(self) -> status_pb2.RunSummary:
+        return status_pb2.RunSummary(
+            generated=self.generated,
+            placeholders=self.placeholders,
+            failed=self.failed,
+            hard_provider_failures=self.hard_provider_failures,
+            provider_attempts=self.provider_attempts,
+            elapsed_ms=self.elapsed_ms,
+        )
+
+
+@dataclass
+class SceneOutcome:
+    result: status_pb2.SceneResult
+    reported: bool = False
+
+
+@dataclass
+class VideoRun:
+    video_id: str
+    scenes: list[Scene]
+    summary: Summary = field(default_factory=Summary)
+    outcomes: dict[int, SceneOutcome] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> tuple[tuple[int, str], ...]:
+        return tuple((s.number, s.prompt) for s in self.scenes)
+
+
+def object_path(video_id: str, scene: int, extension: str) -> str:
+    return f"videos/{validation.video_id(video_id)}/images/scene-{scene}.{extension}"
+
+
+class Pipeline:
+    def __init__(self, clients: ServiceClients, concurrency: int, image_size: str) -> None:
+        self.clients = clients
+        self.concurrency = concurrency
+        self.image_size = image_size
+
+    async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
+        """Run the scenes not in ``done_scenes``; answer the final status."""
+        started = time.monotonic()
+        gate = asyncio.Semaphore(self.concurrency)
+        todo = [s for s in run.scenes if s.number not in done_scenes]
+        run.summary.skipped = len(run.scenes) - len(todo)
+
+        async def one(scene: Scene) -> None:
+            async with gate:
+                await self._scene(run, scene)
+
+        await asyncio.gather(*(one(s) for s in todo))
+        await self._flush_unreported(run)
+        run.summary.elapsed_ms = int((time.monotonic() - started) * 1000)
+        failed = [n for n, o in sorted(run.outcomes.items()) if o.result.state == "failed"]
+        final = "failed" if failed else "assets_generated"
+        error = f"scenes {', '.join(map(str, failed))} could not be stored" if failed else ""
+        try:
+            await self.clients.update_video(
+                status_pb2.UpdateVideoRequest(
+                    video_id=run.video_id, status=final, error=error, summary=run.summary.to_pb(),
+                    **({"progress": 100} if not failed else {}),
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details()})
+        s = run.summary
+        metrics.record_run(final, s)
+        log.info(
+            "run summary",
+            extra={
+                "video_id": run.video_id, "final_status": final, "scenes": len(run.scenes),
+                "generated": s.generated, "placeholders": s.placeholders, "failed": s.failed,
+                "skipped_already_stored": s.skipped, "hard_provider_failures": s.hard_provider_failures,
+                "provider_attempts": s.provider_attempts, "elapsed_ms": s.elapsed_ms,
+            },
+        )
+        return final
+
+    async def _scene(self, run: VideoRun, scene: Scene) -> None:
+        ctx = {"video_id": run.video_id, "scene": scene.number}
+        t0 = time.monotonic()
+        image, content_type, extension, provider, placeholder, attempts = await self._generate(run, scene)
+        generate_ms = int((time.monotonic() - t0) * 1000)
+        t1 = time.monotonic()
+        result = status_pb2.SceneResult(
+            scene=scene.number, provider=provider, placeholder=placeholder, attempts=attempts,
+            generate_ms=generate_ms, content_type=content_type,
+        )
+        try:
+            uploaded = await self.clients.upload(
+                storage_pb2.UploadRequest(
+                    path=object_path(run.video_id, scene.number, extension), data=image, content_type=content_type
+                )
+            )
+            result.state, result.url, result.path = "stored", uploaded.public_url, uploaded.path
+            if placeholder:
+                run.summary.placeholders += 1
+            else:
+                run.summary.generated += 1
+        except grpc.aio.AioRpcError as exc:
+            result.state, result.error = "failed", f"upload failed: {exc.code().name}: {exc.details()}"
+            run.summary.failed += 1
+            log.error("scene could not be stored", extra={**ctx, "error": result.error})
+        result.upload_ms = int((time.monotonic() - t1) * 1000)
+        outcome = SceneOutcome(result)
+        run.outcomes[scene.number] = outcome
+        await self._report(run.video_id, outcome)
+
+    async def _generate(self, run: VideoRun, scene: Scene) -> tuple[bytes, str, str, str, bool, int]:
+        try:
+            answer = await self.clients.generate(
+                imagegen_pb2.GenerateRequest(
+                    prompt=scene.prompt, size=self.image_size, video_id=run.video_id, scene=scene.number
+                )
+            )
+            for attempt in answer.attempts:
+                if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
+                    run.summary.hard_provider_failures += 1
+                if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
+                    run.summary.provider_attempts += 1
+            return (answer.image, answer.content_type, answer.extension, answer.provider,
+                    answer.placeholder, len(answer.attempts))
+        except grpc.aio.AioRpcError as exc:
+            # imagegen down or out of time: the scene still gets an image.
+            log.warning(
+                "imagegen failed; using the gateway's placeholder",
+                extra={"video_id": run.video_id, "scene": scene.number, "code": exc.code().name},
+            )
+            width, height = validation.image_size(self.image_size)
+            data = await asyncio.to_thread(render_placeholder, width, height, f"Scene {scene.number}")
+            info = inspect_image(data)
+            return data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0
+
+    async def _report(self, video_id: str, outcome: SceneOutcome) -> None:
+        try:
+            await self.clients.report_scene(status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result))
+            outcome.reported = True
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "could not record scene; will try again at the end of the run",
+                extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code().name},
+            )
+
+    async def _flush_unreported(self, run: VideoRun) -> None:
+        for outcome in run.outcomes.values():
+            if not outcome.reported:
+                await self._report(run.video_id, outcome)

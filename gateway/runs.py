@@ -1,0 +1,79 @@
+"""One run per video: a second start of a running video joins it instead of starting
+another; a start with different scenes is refused. A finished or failed video resumes,
+regenerating only the scenes that have no real image yet."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.errors import HTTPError
+from gateway.pipeline import Pipeline, Scene, VideoRun
+from storyshort.status.v1 import status_pb2
+
+log = logging.getLogger("runs")
+
+
+class RunRegistry:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.running: dict[str, VideoRun] = {}
+        self._tasks: dict[str, asyncio.Task[str]] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+        """Answer (run, started): started is False when the video was already running."""
+        run = VideoRun(video_id, scenes)
+        async with self._lock:
+            current = self.running.get(video_id)
+            if current is not None:
+                if current.fingerprint != run.fingerprint:
+                    raise HTTPError(
+                        409,
+                        "ALREADY_EXISTS",
+                        f"video {video_id!r} is already generating with different scenes; "
+                        "wait for it to finish, then post again",
+                    )
+                return current, False
+            self.running[video_id] = run
+        try:
+            done = await self._prepare(run)
+        except BaseException:
+            self.running.pop(video_id, None)
+            raise
+        task = asyncio.create_task(self.pipeline.run(run, done), name=f"video-{video_id}")
+        self._tasks[video_id] = task
+        task.add_done_callback(lambda _t: self._finished(video_id))
+        return run, True
+
+    async def _prepare(self, run: VideoRun) -> set[int]:
+        clients = self.pipeline.clients
+        stored = await clients.create_video(run.video_id, len(run.scenes))
+        await clients.update_video(
+            status_pb2.UpdateVideoRequest(
+                video_id=run.video_id, status="generating_images", scene_count=len(run.scenes), error=""
+            )
+        )
+        numbers = {s.number for s in run.scenes}
+        # Real images already stored are never paid for again; placeholders cost nothing
+        # and are retried, since a resume is when the real image is wanted.
+        done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}
+        if done:
+            log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
+        return done
+
+    def _finished(self, video_id: str) -> None:
+        self.running.pop(video_id, None)
+        task = self._tasks.pop(video_id, None)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("video run crashed", extra={"video_id": video_id}, exc_info=task.exception())
+
+    async def drain(self, grace: float) -> None:
+        """On shutdown: let runs finish within the grace, then cancel what is left."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

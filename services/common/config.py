@@ -1,0 +1,120 @@
+"""Settings read once at start from the environment (names in the README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+MIB = 1024 * 1024
+# gRPC's default 4 MiB receive limit is below the 5 MiB file limit: every server and
+# channel uses this instead (image plus protobuf framing, with room to spare).
+GRPC_MAX_MESSAGE_BYTES = 8 * MIB
+MAX_IMAGE_BYTES = 5 * MIB
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    # gRPC servers listen on loopback unless told otherwise.
+    grpc_host: str = Field("127.0.0.1", validation_alias="GRPC_HOST")
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace: float = Field(10.0, validation_alias="SHUTDOWN_GRACE", gt=0)
+    data_dir: Path = Field(Path("data"), validation_alias="DATA_DIR")
+
+
+class ProviderLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(None, ge=1)
+    timeout: float | None = Field(None, gt=0)
+
+
+class ImagegenSettings(CommonSettings):
+    port: int = Field(50051, validation_alias="IMAGEGEN_PORT")
+    metrics_port: int = Field(0, validation_alias="IMAGEGEN_METRICS_PORT")
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
+    chain: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gpt-image-2.5-sunburst", "gpt-image-2"],
+        validation_alias="IMAGEGEN_CHAIN",
+    )
+    # Seconds for the whole chain of one Generate call.
+    image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
+    placeholder_path: Path | None = Field(None, validation_alias="PLACEHOLDER_PATH")
+    # Longest one provider attempt may take (cut shorter when the budget is nearly spent).
+    attempt_timeout: float = Field(30.0, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
+    placeholder_reserve: float = Field(0.5, validation_alias="IMAGEGEN_PLACEHOLDER_RESERVE", ge=0)
+    same_provider_retries: int = Field(1, validation_alias="IMAGEGEN_SAME_PROVIDER_RETRIES", ge=0, le=3)
+    breaker_cooldown: float = Field(300.0, validation_alias="IMAGEGEN_BREAKER_COOLDOWN", gt=0)
+    # Concurrent requests per provider, shared by every caller (rate limits are per account).
+    concurrency: int = Field(4, validation_alias="IMAGEGEN_CONCURRENCY", ge=1)
+    # Per-model overrides as JSON: {"gpt-image-2": {"concurrency": 2, "timeout": 20}}
+    provider_limits: dict[str, ProviderLimits] = Field(
+        default_factory=dict, validation_alias="IMAGEGEN_PROVIDER_LIMITS"
+    )
+    quality: Literal["", "low", "medium", "high", "auto"] = Field("", validation_alias="IMAGEGEN_QUALITY")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", validation_alias="IMAGEGEN_OUTPUT_FORMAT")
+    model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
+
+    @field_validator("chain", mode="before")
+    @classmethod
+    def _split_chain(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = [n.strip() for n in value.split(",") if n.strip()]
+            return [n for n in names if n != "placeholder"]
+        return value
+
+
+class ObjectLayoutSettings(CommonSettings):
+    """Where objects live and how their public URLs look (storage and gateway share it)."""
+
+    bucket: str = Field("renders-images", validation_alias="STORAGE_BUCKET")
+    # Where the local backend keeps objects; the gateway serves them from here.
+    local_dir: Path | None = Field(None, validation_alias="STORAGE_LOCAL_DIR")
+    # Base of public URLs for the local backend (the gateway's address).
+    public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")
+
+    @property
+    def storage_root(self) -> Path:
+        return self.local_dir or self.data_dir / "storage"
+
+
+class StorageSettings(ObjectLayoutSettings):
+    port: int = Field(50052, validation_alias="STORAGE_PORT")
+    metrics_port: int = Field(0, validation_alias="STORAGE_METRICS_PORT")
+    backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
+    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+    supabase_service_role_key: SecretStr | None = Field(
+        None, validation_alias="SUPABASE_SERVICE_ROLE_KEY"
+    )
+
+
+class StatusSettings(CommonSettings):
+    port: int = Field(50053, validation_alias="STATUS_PORT")
+    metrics_port: int = Field(0, validation_alias="STATUS_METRICS_PORT")
+    store: Literal["sqlite", "postgres", "supabase"] = Field("sqlite", validation_alias="STATUS_STORE")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    sqlite_path: Path | None = Field(None, validation_alias="STATUS_SQLITE_PATH")
+    # Seconds without an update before a generating video counts as stalled.
+    stall_after: float = Field(600.0, validation_alias="STATUS_STALL_AFTER", gt=0)
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path or self.data_dir / "status.sqlite3"
+
+
+class GatewaySettings(ObjectLayoutSettings):
+    http_host: str = Field("127.0.0.1", validation_alias="GATEWAY_HOST")
+    http_port: int = Field(8080, validation_alias="GATEWAY_PORT")
+    imagegen_addr: str = Field("127.0.0.1:50051", validation_alias="IMAGEGEN_ADDR")
+    storage_addr: str = Field("127.0.0.1:50052", validation_alias="STORAGE_ADDR")
+    status_addr: str = Field("127.0.0.1:50053", validation_alias="STATUS_ADDR")
+    scene_concurrency: int = Field(3, validation_alias="SCENE_CONCURRENCY", ge=1, le=32)
+    max_scenes: int = Field(100, validation_alias="MAX_SCENES", ge=1)
+    image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
+    image_size: str = Field("1024x1024", validation_alias="IMAGE_SIZE")

@@ -1,0 +1,53 @@
+"""Checks at the edge, shared by the gateway and every RPC. Each raises InvalidArgument
+(or TooLarge) with a message that names the rule."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.errors import InvalidArgument
+
+VIDEO_ID_MAX = 128
+PROMPT_MAX = 32_000
+_VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
+_SIZE = re.compile(r"(\d{2,5})x(\d{2,5})")
+SIZE_MIN, SIZE_MAX = 64, 4096
+
+
+def video_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("video_id is required")
+    if len(value) > VIDEO_ID_MAX:
+        raise InvalidArgument(f"video_id is {len(value)} characters; at most {VIDEO_ID_MAX} are allowed")
+    if not _VIDEO_ID.fullmatch(value):
+        raise InvalidArgument(
+            "video_id may contain only letters, digits, '-' and '_' (no '/', '..', spaces or control characters)"
+        )
+    return value
+
+
+def scene_number(value: int) -> int:
+    if value < 1:
+        raise InvalidArgument(f"scene must be a 1-based scene number (1 or more); got {value}")
+    return value
+
+
+def prompt(value: str) -> str:
+    if not value.strip():
+        raise InvalidArgument("prompt is empty; give the scene's image prompt")
+    if len(value) > PROMPT_MAX:
+        raise InvalidArgument(f"prompt is {len(value)} characters; at most {PROMPT_MAX} are allowed")
+    if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
+        raise InvalidArgument("prompt contains control characters")
+    return value
+
+
+def image_size(value: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' with each side in 64..4096."""
+    match = _SIZE.fullmatch(value)
+    if not match:
+        raise InvalidArgument(f"size {value!r} is not WIDTHxHEIGHT, for example '1024x1024'")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (SIZE_MIN <= width <= SIZE_MAX and SIZE_MIN <= height <= SIZE_MAX):
+        raise InvalidArgument(f"size {value!r}: each side must be between {SIZE_MIN} and {SIZE_MAX} pixels")
+    return width, height

@@ -1,0 +1,19 @@
+from prometheus_client import Counter, Gauge, Histogram
+
+ATTEMPTS = Counter(
+    "storyshort_imagegen_attempts_total", "Provider attempts by provider and outcome", ["provider", "outcome"]
+)
+ATTEMPT_SECONDS = Histogram(
+    "storyshort_imagegen_attempt_seconds",
+    "Time of one provider attempt",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90),
+)
+FALLBACKS = Counter(
+    "storyshort_imagegen_fallbacks_total", "Times the chain moved past a provider", ["provider", "outcome"]
+)
+PLACEHOLDERS = Counter("storyshort_imagegen_placeholders_total", "Generate calls answered by the placeholder")
+BREAKER_OPEN = Gauge("storyshort_imagegen_breaker_open", "1 while a provider's breaker is open", ["provider"])
+MODEL_AVAILABLE = Gauge(
+    "storyshort_imagegen_model_available", "0 when the model check at start found the model unusable", ["provider"]
+)

@@ -1,0 +1,249 @@
+"""OpenAI image models (and any server that speaks the same API) on the real SDK.
+
+The SDK's own retries are off: the chain is the only retry layer. Each model family gets
+only the parameters it accepts; every failure is classified for the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from services.imagegen.providers.base import Outcome, ProviderFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    sizes: tuple[tuple[int, int], ...]
+    max_prompt_chars: int
+    base64_only: bool  # GPT image models answer b64_json and reject response_format
+    takes_quality: bool
+    takes_output_format: bool
+
+
+GPT_IMAGE = ModelFamily(
+    "gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536)), 32_000, True, True, True
+)
+DALL_E_3 = ModelFamily("dall-e-3", ((1024, 1024), (1792, 1024), (1024, 1792)), 4_000, False, False, False)
+DALL_E_2 = ModelFamily("dall-e-2", ((256, 256), (512, 512), (1024, 1024)), 1_000, False, False, False)
+
+# From the SDK's ImageModel deprecation notes: the date each model stopped answering.
+RETIRED: dict[str, datetime] = {
+    "dall-e-2": datetime(2026, 5, 12, tzinfo=UTC),
+    "dall-e-3": datetime(2026, 5, 12, tzinfo=UTC),
+    "gpt-image-1": datetime(2026, 10, 23, tzinfo=UTC),
+}
+
+# Error codes after which retrying this provider never helps.
+HARD_CODES = {"billing_hard_limit_reached", "insufficient_quota", "invalid_api_key", "model_not_found"}
+
+
+def family_of(model: str) -> ModelFamily:
+    if model.startswith("dall-e-3"):
+        return DALL_E_3
+    if model.startswith("dall-e-2"):
+        return DALL_E_2
+    return GPT_IMAGE
+
+
+def nearest_size(family: ModelFamily, size: tuple[int, int]) -> tuple[int, int]:
+    """The supported size closest in shape, then in area, to the one asked for."""
+    width, height = size
+    ratio = width / height
+
+    def distance(candidate: tuple[int, int]) -> tuple[float, float]:
+        cw, ch = candidate
+        return (abs(cw / ch - ratio), abs(cw * ch - width * height))
+
+    return min(family.sizes, key=distance)
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("code") or inner.get("type") or "")
+    return str(getattr(exc, "code", "") or "")
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        if ms := headers.get("retry-after-ms"):
+            return float(ms) / 1000
+        if seconds := headers.get("retry-after"):
+            return float(seconds)
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def classify(exc: Exception) -> ProviderFailure:
+    """Map an SDK error to what the chain does next. Messages never carry the key."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderFailure(Outcome.TIMEOUT, "provider timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderFailure(Outcome.TRANSIENT, "connection error", retry_same=True)
+    if isinstance(exc, openai.APIStatusError):
+        status, code = exc.status_code, _error_code(exc)
+        label = f"HTTP {status}" + (f" {code}" if code else "")
+        if status in (401, 403):
+            return ProviderFailure(Outcome.HARD_FAILURE, f"{label}: API key rejected or lacks access")
+        if code in HARD_CODES:
+            return ProviderFailure(Outcome.HARD_FAILURE, f"{label}: retrying will not help")
+        if status == 404:
+            return ProviderFailure(Outcome.HARD_FAILURE, f"{label}: model not found")
+        if code == "content_policy_violation" or "moderation" in code or "safety" in code:
+            return ProviderFailure(Outcome.CONTENT_POLICY, f"{label}: prompt refused by content policy")
+        if status == 429:
+            return ProviderFailure(
+                Outcome.RATE_LIMITED, label, retry_same=True, retry_after=_retry_after(exc.response.headers)
+            )
+        if status >= 500 or status in (408, 409):
+            return ProviderFailure(Outcome.TRANSIENT, label, retry_same=True)
+        return ProviderFailure(Outcome.TRANSIENT, f"{label}: request rejected")
+    if isinstance(exc, openai.APIResponseValidationError | openai.APIError):
+        return ProviderFailure(Outcome.TRANSIENT, "unreadable answer from provider", retry_same=True)
+    return ProviderFailure(Outcome.TRANSIENT, f"{type(exc).__name__}")
+
+
+class OpenAIImageProvider:
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        *,
+        quality: str = "",
+        output_format: str = "png",
+        url_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.name = model
+        self.family = family_of(model)
+        self.max_prompt_chars = self.family.max_prompt_chars
+        self.quality = quality
+        self.output_format = output_format
+        self._url_client = url_client
+
+    def request_params(self, prompt: str, size: tuple[int, int], quality: str) -> dict[str, Any]:
+        width, height = nearest_size(self.family, size)
+        params: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": f"{width}x{height}"}
+        if not self.family.base64_only:
+            params["response_format"] = "b64_json"
+        if self.family.takes_quality and (quality or self.quality):
+            params["quality"] = quality or self.quality
+        if self.family.takes_output_format and self.output_format:
+            params["output_format"] = self.output_format
+        return params
+
+    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> bytes:
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.client.images.generate(
+                    **self.request_params(prompt, size, quality), timeout=timeout
+                )
+                items = response.data or []
+                if not items:
+                    raise ProviderFailure(Outcome.TRANSIENT, "answer had an empty data list", retry_same=True)
+                item = items[0]
+                if item.b64_json:
+                    try:
+                        return base64.b64decode(item.b64_json, validate=True)
+                    except (binascii.Error, ValueError) as exc:
+                        raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
+                if item.url:
+                    left = timeout - (asyncio.get_running_loop().time() - started)
+                    return await self._fetch(item.url, left)
+                raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
+        except ProviderFailure:
+            raise
+        except TimeoutError as exc:
+            raise ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s") from exc
+        except Exception as exc:  # the SDK's errors, classified; anything else is transient
+            raise classify(exc) from exc
+
+    async def _fetch(self, url: str, timeout: float) -> bytes:
+        if timeout <= 0:
+            raise ProviderFailure(Outcome.TIMEOUT, "no time left to fetch the image URL")
+        client = self._url_client or httpx.AsyncClient()
+        try:
+            response = await client.get(url, timeout=timeout)
+            if response.status_code != 200:
+                raise ProviderFailure(
+                    Outcome.TRANSIENT, f"image URL answered HTTP {response.status_code}", retry_same=True
+                )
+            return response.content
+        except httpx.TimeoutException as exc:
+            raise ProviderFailure(Outcome.TIMEOUT, "image URL download timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderFailure(Outcome.TRANSIENT, f"image URL download failed: {type(exc).__name__}") from exc
+        finally:
+            if self._url_client is None:
+                await client.aclose()
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    available: bool
+    reason: str
+
+
+async def check_models(client: AsyncOpenAI, models: list[str], timeout: float) -> dict[str, ModelCheck] | None:
+    """Read the provider's model list once. None when it cannot be read."""
+    try:
+        page = await client.models.list(timeout=timeout)
+        listed: dict[str, Any] = {m.id: m for m in page.data}
+    except Exception as exc:
+        log.warning(
+            "could not read the provider's model list; starting with every configured model",
+            extra={"error": str(classify(exc))},
+        )
+        return None
+    now = datetime.now(UTC)
+    result: dict[str, ModelCheck] = {}
+    for model in models:
+        entry = listed.get(model)
+        if entry is None:
+            result[model] = ModelCheck(False, "not in the provider's model list (missing or retired)")
+            continue
+        shutdown = _shutdown_date(entry) or (RETIRED.get(model) if _is_openai(client) else None)
+        if shutdown is not None and shutdown <= now:
+            result[model] = ModelCheck(False, f"retired on {shutdown.date().isoformat()}")
+        else:
+            result[model] = ModelCheck(True, "listed")
+    return result
+
+
+def _is_openai(client: AsyncOpenAI) -> bool:
+    return "api.openai.com" in str(client.base_url)
+
+
+def _shutdown_date(entry: Any) -> datetime | None:
+    """Compatible servers may mark a model with a shutdown date (unix seconds or ISO)."""
+    extra = getattr(entry, "model_extra", None) or {}
+    for key in ("shutdown_at", "shutdown_date", "deprecated_at"):
+        value = extra.get(key)
+        if value in (None, ""):
+            continue
+        try:
+            if isinstance(value, int | float):
+                return datetime.fromtimestamp(value, UTC)
+            parsed = datetime.fromisoformat(str(value))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OSError, OverflowError):
+            continue
+    return None

@@ -1,0 +1,81 @@
+"""ImageGenService: protobuf in, plain Python to the chain, protobuf out."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common import validation
+from services.common.deadlines import Budget
+from services.common.errors import InvalidArgument
+from services.common.rpc import rpc
+from services.imagegen.chain import ProviderChain
+from services.imagegen.providers.base import Outcome
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+
+SERVICE = "storyshort.imagegen.v1.ImageGenService"
+DEFAULT_SIZE = "1024x1024"
+QUALITIES = ("", "low", "medium", "high", "auto")
+
+OUTCOMES = {
+    Outcome.SUCCESS: imagegen_pb2.ATTEMPT_OUTCOME_SUCCESS,
+    Outcome.HARD_FAILURE: imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE,
+    Outcome.CONTENT_POLICY: imagegen_pb2.ATTEMPT_OUTCOME_CONTENT_POLICY,
+    Outcome.RATE_LIMITED: imagegen_pb2.ATTEMPT_OUTCOME_RATE_LIMITED,
+    Outcome.TRANSIENT: imagegen_pb2.ATTEMPT_OUTCOME_TRANSIENT,
+    Outcome.TIMEOUT: imagegen_pb2.ATTEMPT_OUTCOME_TIMEOUT,
+    Outcome.INVALID_IMAGE: imagegen_pb2.ATTEMPT_OUTCOME_INVALID_IMAGE,
+    Outcome.SKIPPED: imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED,
+}
+
+
+class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
+    def __init__(self, chain: ProviderChain, budget_seconds: float) -> None:
+        self.chain = chain
+        self.budget_seconds = budget_seconds
+
+    @rpc(SERVICE)
+    async def Generate(
+        self, request: imagegen_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> imagegen_pb2.GenerateResponse:
+        prompt = validation.prompt(request.prompt)
+        size = validation.image_size(request.size or DEFAULT_SIZE)
+        if request.video_id:
+            validation.video_id(request.video_id)
+        if request.scene or request.video_id:
+            validation.scene_number(request.scene)
+        if request.quality not in QUALITIES:
+            raise InvalidArgument(f"quality {request.quality!r} is not one of low, medium, high, auto")
+        budget = Budget.from_context(context, self.budget_seconds)
+        result = await self.chain.generate(
+            prompt, size, request.quality, budget, context={"video_id": request.video_id, "scene": request.scene}
+        )
+        return imagegen_pb2.GenerateResponse(
+            image=result.image,
+            content_type=result.info.content_type,
+            extension=result.info.extension,
+            width=result.info.width,
+            height=result.info.height,
+            provider=result.provider,
+            placeholder=result.placeholder,
+            attempts=[
+                imagegen_pb2.Attempt(provider=a.provider, outcome=OUTCOMES[a.outcome], reason=a.reason, duration_ms=a.ms)
+                for a in result.attempts
+            ],
+        )
+
+    @rpc(SERVICE)
+    async def ListProviders(
+        self, request: imagegen_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> imagegen_pb2.ListProvidersResponse:
+        states = [
+            imagegen_pb2.ProviderState(
+                name=slot.name,
+                available=slot.available,
+                breaker_open=slot.breaker.is_open(),
+                reason=slot.unavailable_reason or slot.breaker.reason,
+                concurrency_limit=slot.concurrency,
+            )
+            for slot in self.chain.slots
+        ]
+        states.append(imagegen_pb2.ProviderState(name=self.chain.placeholder.name, available=True))
+        return imagegen_pb2.ListProvidersResponse(providers=states)

@@ -1,0 +1,196 @@
+"""The status logic between the servicer and a store: per-attempt timeouts and retries
+inside the caller's deadline, degraded answers instead of errors for reads, a breaker that
+answers at once while the store is down, and recovery of inconsistent videos."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from services.common.deadlines import Budget
+from services.common.errors import NotFound, Unavailable
+from services.common.retry import STATUS_READ_BACKOFF, RetryPolicy, retrying
+from services.status import metrics
+from services.status.model import (
+    ASSETS_GENERATED,
+    GENERATING,
+    PROCESSING,
+    SceneResult,
+    Video,
+    VideoUpdate,
+    now_ms,
+)
+from services.status.stores.base import StatusStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+READ_POLICY = RetryPolicy(attempts=3, backoff=STATUS_READ_BACKOFF, min_attempt=0.05, retry_on=(StoreUnavailable,))
+WRITE_POLICY = READ_POLICY
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    video: Video
+    degraded: bool = False
+    age_ms: int = 0
+    reason: str = ""
+    stalled: bool = False
+
+
+class StoreBreaker:
+    """Opens after `threshold` failures in a row; while open, reads answer degraded without
+    touching the store, except one probe per `probe_every` seconds that may close it."""
+
+    def __init__(self, store: str, threshold: int = 3, probe_every: float = 2.0) -> None:
+        self.store = store
+        self.threshold = threshold
+        self.probe_every = probe_every
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.next_probe = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        now = time.monotonic()
+        if now >= self.next_probe:
+            self.next_probe = now + self.probe_every
+            return True
+        return False
+
+    def success(self) -> None:
+        if self.opened_at is not None:
+            log.info("store answered again; breaker closed", extra={"store": self.store})
+        self.failures, self.opened_at = 0, None
+        metrics.BREAKER_OPEN.labels(self.store).set(0)
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.opened_at is None and self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+            self.next_probe = self.opened_at + self.probe_every
+            metrics.BREAKER_OPEN.labels(self.store).set(1)
+            log.error("store keeps failing; answering degraded until it recovers", extra={"store": self.store})
+
+
+class StatusBook:
+    def __init__(
+        self,
+        store: StatusStore,
+        *,
+        attempt_timeout: float = 5.0,
+        stall_after: float = 600.0,
+        breaker: StoreBreaker | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.attempt_timeout = attempt_timeout
+        self.stall_after_ms = int(stall_after * 1000)
+        self.breaker = breaker or StoreBreaker(store.name)
+        self._known: OrderedDict[str, tuple[Video, float]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, video: Video) -> Video:
+        self._known[video.video_id] = (video, time.monotonic())
+        self._known.move_to_end(video.video_id)
+        while len(self._known) > self._cache_size:
+            self._known.popitem(last=False)
+        return video
+
+    async def _call(self, op: str, budget: Budget, policy: RetryPolicy, work: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in retrying(policy, budget):
+            with attempt:
+                timeout = budget.slice(self.attempt_timeout)
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await work()
+                except TimeoutError as exc:
+                    metrics.STORE_ERRORS.labels(self.store.name, op).inc()
+                    raise StoreUnavailable(f"{self.store.name} did not answer within {timeout:.2f} s") from exc
+                except StoreUnavailable:
+                    metrics.STORE_ERRORS.labels(self.store.name, op).inc()
+                    raise
+                finally:
+                    metrics.STORE_SECONDS.labels(self.store.name, op).observe(time.monotonic() - started)
+        raise AssertionError("unreachable: retrying re-raises the last failure")
+
+    async def _write(self, op: str, budget: Budget, work: Callable[[], Awaitable[Video]]) -> Video:
+        try:
+            video = await self._call(op, budget, WRITE_POLICY, work)
+        except StoreUnavailable as exc:
+            self.breaker.failure()
+            raise Unavailable(f"status store unavailable: {exc}") from exc
+        self.breaker.success()
+        return self._remember(video)
+
+    async def create(self, video_id: str, scene_count: int, budget: Budget) -> Video:
+        return await self._write("create", budget, lambda: self.store.create(video_id, scene_count))
+
+    async def update(self, video_id: str, change: VideoUpdate, budget: Budget) -> Video:
+        return await self._write("update", budget, lambda: self.store.update(video_id, change))
+
+    async def report_scene(self, video_id: str, scene: SceneResult, budget: Budget) -> Video:
+        return await self._write("report_scene", budget, lambda: self.store.report_scene(video_id, scene))
+
+    async def get(self, video_id: str, budget: Budget) -> StatusAnswer:
+        if not self.breaker.allow():
+            return self._degraded(video_id, "store breaker open")
+        try:
+            video = await self._call("get", budget, READ_POLICY, lambda: self.store.get(video_id))
+        except StoreUnavailable as exc:
+            self.breaker.failure()
+            return self._degraded(video_id, str(exc))
+        self.breaker.success()
+        if video is None:
+            self._known.pop(video_id, None)
+            raise NotFound(f"video {video_id!r} does not exist")
+        video = await self._recover(video, budget)
+        return StatusAnswer(self._remember(video), stalled=self._is_stalled(video))
+
+    async def _recover(self, video: Video, budget: Budget) -> Video:
+        """A video at 100% still marked generating is corrected to assets_generated."""
+        if video.status != GENERATING or video.progress < 100:
+            return video
+        if video.scene_count and sum(1 for s in video.scenes if s.state == "stored") < video.scene_count:
+            return video
+        log.warning("video at 100% still generating; corrected to assets_generated", extra={"video_id": video.video_id})
+        metrics.CORRECTIONS.inc()
+        try:
+            return await self._call(
+                "update", budget, WRITE_POLICY,
+                lambda: self.store.update(video.video_id, VideoUpdate(status=ASSETS_GENERATED)),
+            )
+        except Exception as exc:  # the read already succeeded: answer it
+            log.warning("could not correct video status", extra={"video_id": video.video_id, "error": str(exc)})
+            return video
+
+    def _is_stalled(self, video: Video) -> bool:
+        return video.status == GENERATING and now_ms() - video.updated_at_ms > self.stall_after_ms
+
+    def _degraded(self, video_id: str, reason: str) -> StatusAnswer:
+        known = self._known.get(video_id)
+        if known is not None:
+            video, seen = known
+            metrics.DEGRADED.labels("last_known").inc()
+            return StatusAnswer(video, True, int((time.monotonic() - seen) * 1000), reason)
+        metrics.DEGRADED.labels("unknown").inc()
+        return StatusAnswer(Video(video_id=video_id, status=PROCESSING), True, 0, reason)
+
+    async def list_stalled(self, budget: Budget) -> list[Video]:
+        try:
+            return await self._call(
+                "list_stalled", budget, READ_POLICY, lambda: self.store.list_stalled(now_ms() - self.stall_after_ms)
+            )
+        except StoreUnavailable as exc:
+            raise Unavailable(f"status store unavailable: {exc}") from exc

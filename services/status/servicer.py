@@ -1,0 +1,99 @@
+"""StatusService: protobuf in, plain Python to the book, protobuf out."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common import validation
+from services.common.deadlines import Budget
+from services.common.errors import InvalidArgument
+from services.common.rpc import rpc
+from services.status.book import StatusBook
+from services.status.convert import scene_from_pb, summary_from_pb, video_to_pb
+from services.status.model import SCENE_STATES, VideoUpdate, check_progress, check_status
+from storyshort.status.v1 import status_pb2, status_pb2_grpc
+
+SERVICE = "storyshort.status.v1.StatusService"
+# Own budget per call: 3 store attempts of up to 5 s plus backoff.
+CALL_BUDGET = 16.0
+MAX_SCENES = 10_000
+ERROR_MAX = 2_000
+URL_MAX = 2_048
+
+
+def _scene_count(value: int) -> int:
+    if not 0 <= value <= MAX_SCENES:
+        raise InvalidArgument(f"scene_count must be between 0 and {MAX_SCENES}; got {value}")
+    return value
+
+
+class StatusServicer(status_pb2_grpc.StatusServiceServicer):
+    def __init__(self, book: StatusBook) -> None:
+        self.book = book
+
+    @rpc(SERVICE)
+    async def CreateVideo(
+        self, request: status_pb2.CreateVideoRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        video = await self.book.create(
+            video_id, _scene_count(request.scene_count), Budget.from_context(context, CALL_BUDGET)
+        )
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
+    async def GetVideo(
+        self, request: status_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.GetVideoResponse:
+        video_id = validation.video_id(request.video_id)
+        answer = await self.book.get(video_id, Budget.from_context(context, CALL_BUDGET))
+        return status_pb2.GetVideoResponse(
+            video=video_to_pb(answer.video),
+            degraded=answer.degraded,
+            age_ms=answer.age_ms,
+            degraded_reason=answer.reason,
+            stalled=answer.stalled,
+        )
+
+    @rpc(SERVICE)
+    async def UpdateVideo(
+        self, request: status_pb2.UpdateVideoRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        change = VideoUpdate(
+            status=check_status(request.status) if request.HasField("status") else None,
+            progress=check_progress(request.progress) if request.HasField("progress") else None,
+            scene_count=_scene_count(request.scene_count) if request.HasField("scene_count") else None,
+            error=request.error[:ERROR_MAX] if request.HasField("error") else None,
+            summary=summary_from_pb(request.summary) if request.HasField("summary") else None,
+        )
+        video = await self.book.update(video_id, change, Budget.from_context(context, CALL_BUDGET))
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
+    async def ReportScene(
+        self, request: status_pb2.ReportSceneRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        if not request.HasField("scene"):
+            raise InvalidArgument("scene is required")
+        scene = scene_from_pb(request.scene)
+        validation.scene_number(scene.scene)
+        if scene.scene > MAX_SCENES:
+            raise InvalidArgument(f"scene must be at most {MAX_SCENES}; got {scene.scene}")
+        if scene.state not in SCENE_STATES:
+            raise InvalidArgument(f"scene state {scene.state!r} is not one of {', '.join(SCENE_STATES)}")
+        if scene.state == "stored" and not scene.url:
+            raise InvalidArgument("a stored scene needs its url")
+        if len(scene.url) > URL_MAX or len(scene.path) > URL_MAX:
+            raise InvalidArgument(f"url and path must be at most {URL_MAX} characters")
+        scene.error = scene.error[:ERROR_MAX]
+        video = await self.book.report_scene(video_id, scene, Budget.from_context(context, CALL_BUDGET))
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
+    async def ListStalledVideos(
+        self, request: status_pb2.ListStalledVideosRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.ListStalledVideosResponse:
+        videos = await self.book.list_stalled(Budget.from_context(context, CALL_BUDGET))
+        return status_pb2.ListStalledVideosResponse(videos=[video_to_pb(v) for v in videos])

@@ -1,0 +1,44 @@
+"""Rows to domain objects, shared by the SQL stores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+from services.status.model import RunSummary, SceneResult, Video
+
+SCENE_COLUMNS = tuple(f.name for f in fields(SceneResult))
+
+
+def summary_to_json(summary: RunSummary) -> str:
+    return json.dumps(asdict(summary))
+
+
+def summary_from_json(text: str | None) -> RunSummary:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return RunSummary()
+    known = {f.name for f in fields(RunSummary)}
+    return RunSummary(**{k: int(v) for k, v in data.items() if k in known})
+
+
+def scene_from_row(row: Sequence[Any]) -> SceneResult:
+    values = dict(zip(SCENE_COLUMNS, row, strict=True))
+    values["placeholder"] = bool(values["placeholder"])
+    return SceneResult(**values)
+
+
+def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult]) -> Video:
+    return Video(
+        video_id=str(row["id"]),
+        status=str(row["status"] or "draft"),
+        progress=int(row["progress"] or 0),
+        scene_count=int(row["scene_count"] or 0),
+        error=str(row["error"] or ""),
+        updated_at_ms=int(row["updated_at_ms"] or 0),
+        scenes=scenes,
+        summary=summary_from_json(row["summary"]),
+    )

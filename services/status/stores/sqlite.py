@@ -1,0 +1,204 @@
+"""The embedded default store: one SQLite file, one connection, one worker thread.
+
+sqlite3 blocks, so every call runs on a single dedicated thread (bounded, and serialised,
+which also makes each read-check-write below atomic)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from services.common.errors import NotFound
+from services.status.model import (
+    GENERATING,
+    SceneResult,
+    Video,
+    VideoUpdate,
+    check_transition,
+    now_ms,
+    progress_for,
+)
+from services.status.stores.base import StoreUnavailable
+from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
+from services.status.stores.sql_files import migrations
+
+T = TypeVar("T")
+
+_SELECT_VIDEO = """
+SELECT v.id, v.status, v.image_upload_progress AS progress, r.scene_count, r.error, r.summary,
+       r.updated_at_ms
+FROM videos v LEFT JOIN preview_runs r ON r.video_id = v.id
+WHERE v.id = ?
+"""
+
+
+class SQLiteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                result = work(self._conn)
+                self._conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def migrate(self) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at_ms INTEGER)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in migrations("sqlite"):
+                if version in done:
+                    continue
+                code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+                for statement in (s.strip() for s in code.split(";")):
+                    if statement:
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_ms()))
+
+        await self._run(apply)
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, video_id: str) -> Video | None:
+        row = conn.execute(_SELECT_VIDEO, (video_id,)).fetchone()
+        if row is None:
+            return None
+        scenes = [
+            scene_from_row(tuple(r))
+            for r in conn.execute(
+                f"SELECT {', '.join(SCENE_COLUMNS)} FROM preview_scenes WHERE video_id = ? ORDER BY scene",
+                (video_id,),
+            )
+        ]
+        return video_from_row(row, scenes)
+
+    def _read_existing(self, conn: sqlite3.Connection, video_id: str) -> Video:
+        video = self._read(conn, video_id)
+        if video is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return video
+
+    @staticmethod
+    def _ensure_run_row(conn: sqlite3.Connection, video_id: str) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO preview_runs (video_id, updated_at_ms) VALUES (?, ?)", (video_id, now_ms())
+        )
+
+    async def create(self, video_id: str, scene_count: int) -> Video:
+        def work(conn: sqlite3.Connection) -> Video:
+            conn.execute("INSERT OR IGNORE INTO videos (id) VALUES (?)", (video_id,))
+            conn.execute(
+                "INSERT OR IGNORE INTO preview_runs (video_id, scene_count, updated_at_ms) VALUES (?, ?, ?)",
+                (video_id, scene_count, now_ms()),
+            )
+            return self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def get(self, video_id: str) -> Video | None:
+        return await self._run(lambda conn: self._read(conn, video_id))
+
+    async def update(self, video_id: str, change: VideoUpdate) -> Video:
+        def work(conn: sqlite3.Connection) -> Video:
+            current = self._read_existing(conn, video_id)
+            if change.status is not None:
+                check_transition(current.status, change.status)
+                conn.execute("UPDATE videos SET status = ? WHERE id = ?", (change.status, video_id))
+                if change.status == GENERATING and current.status != GENERATING:
+                    conn.execute("UPDATE preview_runs SET error = '' WHERE video_id = ?", (video_id,))
+            if change.progress is not None:
+                conn.execute(
+                    "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
+                    (change.progress, video_id),
+                )
+            self._ensure_run_row(conn, video_id)
+            sets, args = ["updated_at_ms = ?"], [now_ms()]
+            if change.scene_count is not None:
+                sets.append("scene_count = ?")
+                args.append(change.scene_count)
+            if change.error is not None:
+                sets.append("error = ?")
+                args.append(change.error)
+            if change.summary is not None:
+                sets.append("summary = ?")
+                args.append(summary_to_json(change.summary))
+            conn.execute(f"UPDATE preview_runs SET {', '.join(sets)} WHERE video_id = ?", (*args, video_id))
+            return self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+        def work(conn: sqlite3.Connection) -> Video:
+            current = self._read_existing(conn, video_id)
+            values = [getattr(scene, c) for c in SCENE_COLUMNS]
+            placeholders = ", ".join("?" for _ in SCENE_COLUMNS)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in SCENE_COLUMNS if c != "scene")
+            # A stored image is never replaced by a later failure of the same scene.
+            conn.execute(
+                f"INSERT INTO preview_scenes (video_id, {', '.join(SCENE_COLUMNS)}, updated_at_ms) "
+                f"VALUES (?, {placeholders}, ?) "
+                f"ON CONFLICT (video_id, scene) DO UPDATE SET {updates}, updated_at_ms = excluded.updated_at_ms "
+                "WHERE NOT (preview_scenes.state = 'stored' AND excluded.state = 'failed')",
+                (video_id, *values, now_ms()),
+            )
+            stored = conn.execute(
+                "SELECT COUNT(*) FROM preview_scenes WHERE video_id = ? AND state = 'stored'", (video_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
+                (progress_for(stored, current.scene_count), video_id),
+            )
+            self._ensure_run_row(conn, video_id)
+            conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now_ms(), video_id))
+            return self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def list_stalled(self, older_than_ms: int) -> list[Video]:
+        def work(conn: sqlite3.Connection) -> list[Video]:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT v.id FROM videos v JOIN preview_runs r ON r.video_id = v.id "
+                    "WHERE v.status = ? AND r.updated_at_ms < ? ORDER BY r.updated_at_ms",
+                    (GENERATING, older_than_ms),
+                )
+            ]
+            return [self._read_existing(conn, i) for i in ids]
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""storage: ensure the bucket once, upload with retries, answer the public URL."""

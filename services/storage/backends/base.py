@@ -1,0 +1,46 @@
+"""What a storage backend does, and the two kinds of failure the upload policy knows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.errors import ServiceError
+
+
+class TransientStorageError(Exception):
+    """Worth another attempt: 5xx, 429, timeouts, connection errors."""
+
+
+class PermanentStorageError(Exception):
+    """Retrying will not help (too large, bad key, bad path): carries the gRPC-facing error."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    public: bool
+    file_size_limit: int
+    allowed_mime_types: tuple[str, ...]
+
+
+class StorageBackend(Protocol):
+    name: str
+
+    async def bucket_exists(self, spec: BucketSpec, timeout: float) -> bool:
+        """True when the bucket exists (and reports settings that differ from spec)."""
+        ...
+
+    async def create_bucket(self, spec: BucketSpec, timeout: float) -> bool:
+        """Create it; False when someone else created it first (not an error)."""
+        ...
+
+    async def put(self, bucket: str, path: str, data: bytes, content_type: str, timeout: float) -> None: ...
+
+    def public_url(self, bucket: str, path: str) -> str: ...
+
+    async def close(self) -> None: ...

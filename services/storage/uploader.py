@@ -1,0 +1,150 @@
+"""Upload logic: refuse bad input before any network call, ensure the bucket once,
+retry only what can succeed, answer a versioned public URL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from services.common.config import MAX_IMAGE_BYTES
+from services.common.deadlines import Budget
+from services.common.errors import DeadlineExceeded, InvalidArgument, TooLarge, Unavailable
+from services.common.images import CONTENT_TYPES, InvalidImage, inspect_image
+from services.common.retry import UPLOAD_BACKOFF, RetryPolicy, retrying
+from services.storage import metrics, paths
+from services.storage.backends.base import (
+    BucketSpec,
+    PermanentStorageError,
+    StorageBackend,
+    TransientStorageError,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+UPLOAD_POLICY = RetryPolicy(
+    attempts=3, backoff=UPLOAD_BACKOFF, min_attempt=0.2, retry_on=(TransientStorageError,)
+)
+# Longest one attempt may take (cut shorter by the caller's deadline).
+ATTEMPT_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    path: str
+    public_url: str
+    size: int
+    content_type: str
+    sha256: str
+    attempts: int
+
+
+class BucketEnsurer:
+    """Creates the bucket at most once per process: concurrent first uploads share one
+    check (single flight); once known to exist it is never checked again."""
+
+    def __init__(self, backend: StorageBackend, spec: BucketSpec) -> None:
+        self.backend = backend
+        self.spec = spec
+        self._known = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, budget: Budget) -> bool:
+        """True when this call created the bucket."""
+        if self._known:
+            return False
+        async with self._lock:
+            if self._known:
+                return False
+            created = False
+            async for attempt in retrying(UPLOAD_POLICY, budget):
+                with attempt:
+                    timeout = budget.slice(ATTEMPT_TIMEOUT)
+                    if not await self.backend.bucket_exists(self.spec, timeout):
+                        created = await self.backend.create_bucket(self.spec, budget.slice(ATTEMPT_TIMEOUT))
+            self._known = True
+            if created:
+                metrics.BUCKETS_CREATED.inc()
+                log.info("bucket created", extra={"bucket": self.spec.name, "backend": self.backend.name})
+            return created
+
+
+class Uploader:
+    def __init__(self, backend: StorageBackend, bucket: str, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+        self.backend = backend
+        self.bucket = bucket
+        self.max_bytes = max_bytes
+        self.ensurer = BucketEnsurer(
+            backend, BucketSpec(bucket, public=True, file_size_limit=max_bytes, allowed_mime_types=IMAGE_MIME_TYPES)
+        )
+
+    def check_bucket(self, bucket: str) -> str:
+        bucket = bucket or self.bucket
+        paths.bucket_name(bucket)
+        if bucket != self.bucket:
+            raise InvalidArgument(f"unknown bucket {bucket!r}; this service stores into {self.bucket!r}")
+        return bucket
+
+    async def upload(self, bucket: str, path: str, data: bytes, content_type: str, budget: Budget) -> UploadResult:
+        bucket = self.check_bucket(bucket)
+        paths.object_path(path)
+        if len(data) > self.max_bytes:
+            raise TooLarge(f"image is {len(data)} bytes; the limit is {self.max_bytes} bytes (5 MiB)")
+        if content_type not in CONTENT_TYPES:
+            raise InvalidArgument(f"content type {content_type!r} is not one of {', '.join(sorted(CONTENT_TYPES))}")
+        try:
+            info = await asyncio.to_thread(inspect_image, data)
+        except InvalidImage as exc:
+            raise InvalidArgument(f"data is not an image: {exc}") from exc
+        if info.content_type != content_type:
+            raise InvalidArgument(f"content type {content_type} does not match the bytes, which are {info.content_type}")
+        paths.check_extension(path, content_type)
+
+        started = time.monotonic()
+        attempts = 0
+        try:
+            await self.ensurer.ensure(budget)
+            async for attempt in retrying(UPLOAD_POLICY, budget):
+                with attempt:
+                    attempts += 1
+                    metrics.UPLOAD_ATTEMPTS.inc()
+                    timeout = budget.slice(ATTEMPT_TIMEOUT)
+                    if timeout <= 0:
+                        raise DeadlineExceeded("the deadline passed before the upload could start")
+                    try:
+                        await self.backend.put(bucket, path, data, content_type, timeout)
+                    except TransientStorageError as exc:
+                        log.warning(
+                            "upload attempt failed",
+                            extra={"path": path, "attempt": attempts, "error": str(exc)},
+                        )
+                        raise
+        except PermanentStorageError as exc:
+            metrics.UPLOADS.labels("rejected").inc()
+            raise exc.error from exc
+        except TransientStorageError as exc:
+            metrics.UPLOADS.labels("failed").inc()
+            if budget.remaining() <= UPLOAD_POLICY.min_attempt:
+                raise DeadlineExceeded(f"upload did not succeed before the deadline: {exc}") from exc
+            raise Unavailable(f"upload failed after {attempts} attempts: {exc}") from exc
+        metrics.UPLOADS.labels("stored").inc()
+        metrics.UPLOAD_BYTES.inc(len(data))
+        metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
+        digest = hashlib.sha256(data).hexdigest()
+        return UploadResult(
+            bucket=bucket,
+            path=path,
+            public_url=self.versioned_url(bucket, path, digest),
+            size=len(data),
+            content_type=content_type,
+            sha256=digest,
+            attempts=attempts,
+        )
+
+    def versioned_url(self, bucket: str, path: str, digest: str) -> str:
+        # The version makes a re-uploaded scene a new URL, so no cache serves it stale.
+        return f"{self.backend.public_url(bucket, path)}?v={digest[:16]}"

@@ -1,0 +1,110 @@
+"""Start the four processes of the system and stop them cleanly (used by `make run`,
+the end-to-end tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# name -> (python module, env var holding its port, default port)
+SERVICES: dict[str, tuple[str, str, int]] = {
+    "status": ("services.status", "STATUS_PORT", 50053),
+    "storage": ("services.storage", "STORAGE_PORT", 50052),
+    "imagegen": ("services.imagegen", "IMAGEGEN_PORT", 50051),
+    "gateway": ("gateway", "GATEWAY_PORT", 8080),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class System:
+    """The four processes, configured by one environment."""
+
+    env: dict[str, str]
+    log_dir: Path | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def configure(cls, overrides: dict[str, str] | None = None, ports: dict[str, int] | None = None,
+                  log_dir: Path | None = None) -> System:
+        env = dict(os.environ)
+        env.update(overrides or {})
+        for name, (_module, var, default) in SERVICES.items():
+            port = (ports or {}).get(name, int(env.get(var, default)))
+            env[var] = str(port)
+        env.setdefault("IMAGEGEN_ADDR", f"127.0.0.1:{env['IMAGEGEN_PORT']}")
+        env.setdefault("STORAGE_ADDR", f"127.0.0.1:{env['STORAGE_PORT']}")
+        env.setdefault("STATUS_ADDR", f"127.0.0.1:{env['STATUS_PORT']}")
+        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['GATEWAY_PORT']}")
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return cls(env, log_dir)
+
+    def port(self, name: str) -> int:
+        return int(self.env[SERVICES[name][1]])
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.port('gateway')}"
+
+    def start(self, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+        module = SERVICES[name][0]
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=ROOT, env=self.env, stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            # Own session: a Ctrl-C reaches only the supervisor, which stops each in order.
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        wait_for_port(self.port(name), timeout, proc)
+        return proc
+
+    def start_all(self, timeout: float = 30.0) -> None:
+        for name in SERVICES:
+            self.start(name, timeout)
+
+    def stop(self, name: str, grace: float = 15.0, sig: int = signal.SIGTERM) -> int:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return int(proc.returncode)
+
+    def stop_all(self, grace: float = 15.0) -> dict[str, int]:
+        # Gateway first: it stops sending work to the others.
+        return {name: self.stop(name, grace) for name in reversed(list(SERVICES)) if name in self.procs}
