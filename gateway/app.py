@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Query, Request
@@ -30,7 +31,7 @@ from storyshort.status.v1 import status_pb2
 log = logging.getLogger("gateway")
 NO_STORE = {"Cache-Control": "no-store"}
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-ERRORS = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
 def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
@@ -73,8 +74,11 @@ def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
         ageMs=answer.age_ms,
         degradedReason=answer.degraded_reason,
         summary={
-            "generated": s.generated, "placeholders": s.placeholders, "failed": s.failed,
-            "hardProviderFailures": s.hard_provider_failures, "providerAttempts": s.provider_attempts,
+            "generated": s.generated,
+            "placeholders": s.placeholders,
+            "failed": s.failed,
+            "hardProviderFailures": s.hard_provider_failures,
+            "providerAttempts": s.provider_attempts,
             "elapsedMs": s.elapsed_ms,
         },
     )
@@ -103,7 +107,9 @@ class LastKnown:
         answer, seen = known
         metrics.STATUS_DEGRADED.labels("last_known").inc()
         return status_pb2.GetVideoResponse(
-            video=answer.video, degraded=True, degraded_reason=reason,
+            video=answer.video,
+            degraded=True,
+            degraded_reason=reason,
             age_ms=answer.age_ms + int((time.monotonic() - seen) * 1000),
         )
 
@@ -160,16 +166,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.post("/api/generate-preview-images", status_code=202, response_model=GenerateOut, responses=ERRORS)
     async def generate_preview_images(body: GenerateIn, request: Request) -> JSONResponse:
         """Start generating one image per scene; answers at once (202) while the run goes on."""
-        video_id = validation.video_id(body.videoId)
+        video_id = validation.video_id(body.videoId, "videoId")
         scenes = parse_scenes(body, settings.max_scenes)
         run, started = await request.app.state.runs.start(video_id, scenes)
-        out = GenerateOut(videoId=video_id, status="generating_images", scenes=len(run.scenes), alreadyRunning=not started)
+        out = GenerateOut(
+            videoId=video_id, status="generating_images", scenes=len(run.scenes), alreadyRunning=not started
+        )
         return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
 
     @app.get("/api/video-status", response_model=VideoStatusOut, responses=ERRORS)
     async def video_status(request: Request, videoId: str = Query(..., description="The video's id")) -> JSONResponse:
         """The video's status and progress. Never 502: a status outage answers degraded."""
-        video_id = validation.video_id(videoId)
+        video_id = validation.video_id(videoId, "videoId")
         last_known: LastKnown = request.app.state.last_known
         try:
             answer = await request.app.state.clients.get_video(video_id)

@@ -29,7 +29,11 @@ class ServiceClients:
 
     @classmethod
     def connect(cls, imagegen: str, storage: str, status: str, image_budget: float) -> ServiceClients:
-        channels = {"imagegen": open_channel(imagegen), "storage": open_channel(storage), "status": open_channel(status)}
+        channels = {
+            "imagegen": open_channel(imagegen),
+            "storage": open_channel(storage),
+            "status": open_channel(status),
+        }
         return cls(
             imagegen_pb2_grpc.ImageGenServiceStub(channels["imagegen"]),
             storage_pb2_grpc.StorageServiceStub(channels["storage"]),
@@ -39,24 +43,34 @@ class ServiceClients:
         )
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
-        return await self.imagegen.Generate(request, timeout=self.image_budget + IMAGEGEN_MARGIN)
+        answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
+            request, timeout=self.image_budget + IMAGEGEN_MARGIN
+        )
+        return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
-        return await self.storage.Upload(request, timeout=UPLOAD_TIMEOUT)
+        answer: storage_pb2.UploadResponse = await self.storage.Upload(request, timeout=UPLOAD_TIMEOUT)
+        return answer
 
     async def get_video(self, video_id: str) -> status_pb2.GetVideoResponse:
-        return await self.status.GetVideo(status_pb2.GetVideoRequest(video_id=video_id), timeout=STATUS_TIMEOUT)
+        answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
+            status_pb2.GetVideoRequest(video_id=video_id), timeout=STATUS_TIMEOUT
+        )
+        return answer
 
     async def create_video(self, video_id: str, scene_count: int) -> status_pb2.Video:
-        return await self.status.CreateVideo(
+        answer: status_pb2.Video = await self.status.CreateVideo(
             status_pb2.CreateVideoRequest(video_id=video_id, scene_count=scene_count), timeout=STATUS_TIMEOUT
         )
+        return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
-        return await self.status.UpdateVideo(request, timeout=STATUS_TIMEOUT)
+        answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=STATUS_TIMEOUT)
+        return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
-        return await self.status.ReportScene(request, timeout=STATUS_TIMEOUT)
+        answer: status_pb2.Video = await self.status.ReportScene(request, timeout=STATUS_TIMEOUT)
+        return answer
 
     async def health(self) -> dict[str, str]:
         """Each service's gRPC health, asked with a short deadline."""

@@ -99,7 +99,10 @@ class Pipeline:
         try:
             await self.clients.update_video(
                 status_pb2.UpdateVideoRequest(
-                    video_id=run.video_id, status=final, error=error, summary=run.summary.to_pb(),
+                    video_id=run.video_id,
+                    status=final,
+                    error=error,
+                    summary=run.summary.to_pb(),
                     **({"progress": 100} if not failed else {}),
                 )
             )
@@ -110,10 +113,16 @@ class Pipeline:
         log.info(
             "run summary",
             extra={
-                "video_id": run.video_id, "final_status": final, "scenes": len(run.scenes),
-                "generated": s.generated, "placeholders": s.placeholders, "failed": s.failed,
-                "skipped_already_stored": s.skipped, "hard_provider_failures": s.hard_provider_failures,
-                "provider_attempts": s.provider_attempts, "elapsed_ms": s.elapsed_ms,
+                "video_id": run.video_id,
+                "final_status": final,
+                "scenes": len(run.scenes),
+                "generated": s.generated,
+                "placeholders": s.placeholders,
+                "failed": s.failed,
+                "skipped_already_stored": s.skipped,
+                "hard_provider_failures": s.hard_provider_failures,
+                "provider_attempts": s.provider_attempts,
+                "elapsed_ms": s.elapsed_ms,
             },
         )
         return final
@@ -125,8 +134,12 @@ class Pipeline:
         generate_ms = int((time.monotonic() - t0) * 1000)
         t1 = time.monotonic()
         result = status_pb2.SceneResult(
-            scene=scene.number, provider=provider, placeholder=placeholder, attempts=attempts,
-            generate_ms=generate_ms, content_type=content_type,
+            scene=scene.number,
+            provider=provider,
+            placeholder=placeholder,
+            attempts=attempts,
+            generate_ms=generate_ms,
+            content_type=content_type,
         )
         try:
             uploaded = await self.clients.upload(
@@ -160,8 +173,14 @@ class Pipeline:
                     run.summary.hard_provider_failures += 1
                 if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
                     run.summary.provider_attempts += 1
-            return (answer.image, answer.content_type, answer.extension, answer.provider,
-                    answer.placeholder, len(answer.attempts))
+            return (
+                answer.image,
+                answer.content_type,
+                answer.extension,
+                answer.provider,
+                answer.placeholder,
+                len(answer.attempts),
+            )
         except grpc.aio.AioRpcError as exc:
             # imagegen down or out of time: the scene still gets an image.
             log.warning(

@@ -50,8 +50,9 @@ class System:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def configure(cls, overrides: dict[str, str] | None = None, ports: dict[str, int] | None = None,
-                  log_dir: Path | None = None) -> System:
+    def configure(
+        cls, overrides: dict[str, str] | None = None, ports: dict[str, int] | None = None, log_dir: Path | None = None
+    ) -> System:
         env = dict(os.environ)
         env.update(overrides or {})
         for name, (_module, var, default) in SERVICES.items():
@@ -79,7 +80,10 @@ class System:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=self.env, stdout=out,
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
             stderr=subprocess.STDOUT if out else None,
             # Own session: a Ctrl-C reaches only the supervisor, which stops each in order.
             start_new_session=True,

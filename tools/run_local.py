@@ -27,7 +27,7 @@ def main() -> int:
     print(
         "\ntry:\n"
         f"  curl -s -X POST {url}/api/generate-preview-images -H 'Content-Type: application/json' "
-        "-d '{\"videoId\":\"demo-1\",\"scenes\":[{\"prompt\":\"a fox in the snow\"},{\"prompt\":\"a lighthouse at dusk\"}]}'\n"
+        '-d \'{"videoId":"demo-1","scenes":[{"prompt":"a fox in the snow"},{"prompt":"a lighthouse at dusk"}]}\'\n'
         f"  curl -s '{url}/api/video-status?videoId=demo-1'\n"
         f"  open {url}/docs for the API\n\nCtrl-C stops everything.",
         flush=True,

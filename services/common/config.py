@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 MIB = 1024 * 1024
 # gRPC's default 4 MiB receive limit is below the 5 MiB file limit: every server and
@@ -89,9 +88,7 @@ class StorageSettings(ObjectLayoutSettings):
     metrics_port: int = Field(0, validation_alias="STORAGE_METRICS_PORT")
     backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
     supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
-    supabase_service_role_key: SecretStr | None = Field(
-        None, validation_alias="SUPABASE_SERVICE_ROLE_KEY"
-    )
+    supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
 
 
 class StatusSettings(CommonSettings):
@@ -102,6 +99,17 @@ class StatusSettings(CommonSettings):
     sqlite_path: Path | None = Field(None, validation_alias="STATUS_SQLITE_PATH")
     # Seconds without an update before a generating video counts as stalled.
     stall_after: float = Field(600.0, validation_alias="STATUS_STALL_AFTER", gt=0)
+    # Seconds one store call may take before it counts as failed.
+    attempt_timeout: float = Field(5.0, validation_alias="STATUS_ATTEMPT_TIMEOUT", gt=0)
+    # The frontend's table and columns in an existing StoryShort database.
+    videos_table: str = Field("videos", validation_alias="STATUS_VIDEOS_TABLE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    id_column: str = Field("id", validation_alias="STATUS_ID_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    status_column: str = Field("status", validation_alias="STATUS_STATUS_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    progress_column: str = Field(
+        "image_upload_progress", validation_alias="STATUS_PROGRESS_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
+    )
+    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+    supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
 
     @property
     def sqlite_file(self) -> Path:

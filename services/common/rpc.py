@@ -63,6 +63,7 @@ def rpc(service: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                     },
                 )
             await context.abort(code, redact(message))
+            raise AssertionError("unreachable: abort raises")
 
         return handle
 

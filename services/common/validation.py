@@ -14,14 +14,15 @@ _SIZE = re.compile(r"(\d{2,5})x(\d{2,5})")
 SIZE_MIN, SIZE_MAX = 64, 4096
 
 
-def video_id(value: str) -> str:
+def video_id(value: str, name: str = "video_id") -> str:
+    """``name`` is the field as the caller knows it (videoId over HTTP, video_id over gRPC)."""
     if not value:
-        raise InvalidArgument("video_id is required")
+        raise InvalidArgument(f"{name} is required")
     if len(value) > VIDEO_ID_MAX:
-        raise InvalidArgument(f"video_id is {len(value)} characters; at most {VIDEO_ID_MAX} are allowed")
+        raise InvalidArgument(f"{name} is {len(value)} characters; at most {VIDEO_ID_MAX} are allowed")
     if not _VIDEO_ID.fullmatch(value):
         raise InvalidArgument(
-            "video_id may contain only letters, digits, '-' and '_' (no '/', '..', spaces or control characters)"
+            f"{name} may contain only letters, digits, '-' and '_' (no '/', '..', spaces or control characters)"
         )
     return value
 

@@ -167,8 +167,12 @@ class ProviderChain:
                 slot.breaker.trip(failure.reason)
                 log.error(
                     "provider disabled until its breaker cools down: fix the key, billing or model",
-                    extra={**context, "provider": slot.name, "reason": failure.reason,
-                           "cooldown_s": slot.breaker.cooldown},
+                    extra={
+                        **context,
+                        "provider": slot.name,
+                        "reason": failure.reason,
+                        "cooldown_s": slot.breaker.cooldown,
+                    },
                 )
         return None
 
@@ -193,8 +197,14 @@ class ProviderChain:
                 metrics.ATTEMPT_SECONDS.labels(slot.name).observe(ms / 1000)
             log.info(
                 "provider attempt",
-                extra={**context, "provider": slot.name, "attempt": len(attempts),
-                       "outcome": outcome.value, "reason": reason, "ms": ms},
+                extra={
+                    **context,
+                    "provider": slot.name,
+                    "attempt": len(attempts),
+                    "outcome": outcome.value,
+                    "reason": reason,
+                    "ms": ms,
+                },
             )
             return ms
 
@@ -207,9 +217,9 @@ class ProviderChain:
                     left = max(timeout - (time.monotonic() - started), 0.001)
                     data = await slot.provider.generate(prompt, size, quality, left)
         except TimeoutError:
-            failure = ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s")
-            record(failure.outcome, failure.reason)
-            raise failure from None
+            timed_out = ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s")
+            record(timed_out.outcome, timed_out.reason)
+            raise timed_out from None
         except ProviderFailure as failure:
             record(failure.outcome, failure.reason)
             raise
@@ -217,8 +227,8 @@ class ProviderChain:
             # Decoding a large image takes milliseconds of CPU: off the event loop.
             info = await asyncio.to_thread(inspect_image, data)
         except InvalidImage as exc:
-            failure = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
-            record(failure.outcome, failure.reason)
-            raise failure from None
+            invalid = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
+            record(invalid.outcome, invalid.reason)
+            raise invalid from None
         record(Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}")
         return ChainResult(data, info, slot.name, False, list(attempts))

@@ -58,7 +58,9 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             provider=result.provider,
             placeholder=result.placeholder,
             attempts=[
-                imagegen_pb2.Attempt(provider=a.provider, outcome=OUTCOMES[a.outcome], reason=a.reason, duration_ms=a.ms)
+                imagegen_pb2.Attempt(
+                    provider=a.provider, outcome=OUTCOMES[a.outcome], reason=a.reason, duration_ms=a.ms
+                )
                 for a in result.attempts
             ],
         )

@@ -28,7 +28,7 @@ async def main() -> None:
     except StoreUnavailable as exc:
         # Reads degrade instead of failing: start anyway and say so.
         log.error("could not apply the schema; starting degraded", extra={"error": str(exc)})
-    book = StatusBook(store, stall_after=settings.stall_after)
+    book = StatusBook(store, attempt_timeout=settings.attempt_timeout, stall_after=settings.stall_after)
     running = await start_server(
         settings.grpc_host,
         settings.port,

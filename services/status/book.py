@@ -168,7 +168,9 @@ class StatusBook:
         metrics.CORRECTIONS.inc()
         try:
             return await self._call(
-                "update", budget, WRITE_POLICY,
+                "update",
+                budget,
+                WRITE_POLICY,
                 lambda: self.store.update(video.video_id, VideoUpdate(status=ASSETS_GENERATED)),
             )
         except Exception as exc:  # the read already succeeded: answer it

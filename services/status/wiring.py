@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from services.common.config import StatusSettings
+from services.common.logs import register_secret
 from services.status.stores.base import StatusStore
+from services.status.stores.postgres import PostgresStore, VideosTable
 from services.status.stores.sqlite import SQLiteStore
+
+
+def videos_table(settings: StatusSettings) -> VideosTable:
+    return VideosTable(settings.videos_table, settings.id_column, settings.status_column, settings.progress_column)
 
 
 def build_store(settings: StatusSettings) -> StatusStore:
     if settings.store == "postgres":
-        from services.status.stores.postgres import PostgresStore
-
         if not settings.database_url:
-            raise SystemExit("STATUS_STORE=postgres needs DATABASE_URL")
-        return PostgresStore(settings.database_url)
+            raise SystemExit("STATUS_STORE=postgres needs DATABASE_URL, for example postgresql://user@host:5432/db")
+        return PostgresStore(settings.database_url, videos_table(settings))
     if settings.store == "supabase":
         from services.status.stores.supabase import SupabaseStore
 
-        return SupabaseStore.from_settings(settings)
+        if not settings.supabase_url or not settings.supabase_service_role_key:
+            raise SystemExit("STATUS_STORE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        key = settings.supabase_service_role_key.get_secret_value()
+        register_secret(key)
+        return SupabaseStore(settings.supabase_url, key, videos_table(settings), settings.attempt_timeout)
     return SQLiteStore(settings.sqlite_file)

@@ -32,7 +32,10 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.UploadRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.UploadResponse:
         result = await self.uploader.upload(
-            request.bucket, request.path, request.data, request.content_type,
+            request.bucket,
+            request.path,
+            request.data,
+            request.content_type,
             Budget.from_context(context, UPLOAD_BUDGET),
         )
         return storage_pb2.UploadResponse(

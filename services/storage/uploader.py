@@ -25,9 +25,7 @@ from services.storage.backends.base import (
 log = logging.getLogger(__name__)
 
 IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-UPLOAD_POLICY = RetryPolicy(
-    attempts=3, backoff=UPLOAD_BACKOFF, min_attempt=0.2, retry_on=(TransientStorageError,)
-)
+UPLOAD_POLICY = RetryPolicy(attempts=3, backoff=UPLOAD_BACKOFF, min_attempt=0.2, retry_on=(TransientStorageError,))
 # Longest one attempt may take (cut shorter by the caller's deadline).
 ATTEMPT_TIMEOUT = 15.0
 
@@ -101,7 +99,9 @@ class Uploader:
         except InvalidImage as exc:
             raise InvalidArgument(f"data is not an image: {exc}") from exc
         if info.content_type != content_type:
-            raise InvalidArgument(f"content type {content_type} does not match the bytes, which are {info.content_type}")
+            raise InvalidArgument(
+                f"content type {content_type} does not match the bytes, which are {info.content_type}"
+            )
         paths.check_extension(path, content_type)
 
         started = time.monotonic()

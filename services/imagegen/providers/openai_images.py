@@ -33,9 +33,7 @@ class ModelFamily:
     takes_output_format: bool
 
 
-GPT_IMAGE = ModelFamily(
-    "gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536)), 32_000, True, True, True
-)
+GPT_IMAGE = ModelFamily("gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536)), 32_000, True, True, True)
 DALL_E_3 = ModelFamily("dall-e-3", ((1024, 1024), (1792, 1024), (1024, 1792)), 4_000, False, False, False)
 DALL_E_2 = ModelFamily("dall-e-2", ((256, 256), (512, 512), (1024, 1024)), 1_000, False, False, False)
 

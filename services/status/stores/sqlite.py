@@ -106,9 +106,7 @@ class SQLiteStore:
 
     @staticmethod
     def _ensure_run_row(conn: sqlite3.Connection, video_id: str) -> None:
-        conn.execute(
-            "INSERT OR IGNORE INTO preview_runs (video_id, updated_at_ms) VALUES (?, ?)", (video_id, now_ms())
-        )
+        conn.execute("INSERT OR IGNORE INTO preview_runs (video_id, updated_at_ms) VALUES (?, ?)", (video_id, now_ms()))
 
     async def create(self, video_id: str, scene_count: int) -> Video:
         def work(conn: sqlite3.Connection) -> Video:
@@ -138,7 +136,8 @@ class SQLiteStore:
                     (change.progress, video_id),
                 )
             self._ensure_run_row(conn, video_id)
-            sets, args = ["updated_at_ms = ?"], [now_ms()]
+            sets: list[str] = ["updated_at_ms = ?"]
+            args: list[object] = [now_ms()]
             if change.scene_count is not None:
                 sets.append("scene_count = ?")
                 args.append(change.scene_count)

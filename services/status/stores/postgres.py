@@ -1,0 +1,230 @@
+"""PostgreSQL through psycopg 3 with an async pool.
+
+The frontend's `videos` table is read and written in place (its `status` and
+`image_upload_progress` columns; names configurable); our data lives in our own tables.
+Rules are enforced in SQL inside one transaction with the video row locked, so concurrent
+writers (several scenes, several gateways) cannot make progress go backwards."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from services.common.errors import NotFound
+from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms, progress_for
+from services.status.stores.base import StoreUnavailable
+from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
+from services.status.stores.sql_files import migrations
+
+T = TypeVar("T")
+Conn = AsyncConnection[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class VideosTable:
+    """Where the frontend's video status lives (an existing StoryShort database's names)."""
+
+    table: str = "videos"
+    id: str = "id"
+    status: str = "status"
+    progress: str = "image_upload_progress"
+
+
+class PostgresStore:
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        videos: VideosTable | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        max_size: int = 10,
+    ) -> None:
+        self.videos = videos or VideosTable()
+        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            timeout=connect_timeout,
+            open=False,
+            # A connection killed by a restart is found on checkout, not by a failed query.
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)), "row_factory": dict_row},
+            reconnect_timeout=0,
+        )
+        self._opened = False
+        v = self.videos
+        self._v = {
+            "t": sql.Identifier(v.table),
+            "id": sql.Identifier(v.id),
+            "status": sql.Identifier(v.status),
+            "progress": sql.Identifier(v.progress),
+        }
+
+    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        try:
+            if not self._opened:
+                await self.pool.open(wait=False)
+                self._opened = True
+            async with self.pool.connection() as conn, conn.transaction():
+                return await work(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+    async def migrate(self) -> None:
+        async def apply(conn: Conn) -> None:
+            # One migrator at a time, across processes.
+            await conn.execute("SELECT pg_advisory_xact_lock(7410263)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS preview_schema_migrations (version TEXT PRIMARY KEY, applied_at_ms BIGINT)"
+            )
+            cur = await conn.execute("SELECT version FROM preview_schema_migrations")
+            done = {row["version"] for row in await cur.fetchall()}
+            for version, text in migrations("postgres"):
+                if version not in done:
+                    await conn.execute(sql.SQL(text))
+                    await conn.execute(
+                        "INSERT INTO preview_schema_migrations VALUES (%s, %s)", (version, now_ms())
+                    )
+
+        await self._run(apply)
+
+    def _select(self, lock: bool) -> sql.Composed:
+        return sql.SQL(
+            "SELECT v.{id}::text AS id, v.{status} AS status, v.{progress} AS progress, r.scene_count, r.error, "
+            "r.summary, r.updated_at_ms FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
+            "WHERE v.{id} = %s" + (" FOR UPDATE OF v" if lock else "")
+        ).format(**self._v)
+
+    async def _read(self, conn: Conn, video_id: str, lock: bool = False) -> Video | None:
+        cur = await conn.execute(self._select(lock), (video_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        cur2 = await conn.cursor(row_factory=psycopg.rows.tuple_row).execute(
+            f"SELECT {', '.join(SCENE_COLUMNS)} FROM preview_scenes WHERE video_id = %s ORDER BY scene", (video_id,)
+        )
+        scenes = [scene_from_row(r) for r in await cur2.fetchall()]
+        return video_from_row(row, scenes)
+
+    async def _read_existing(self, conn: Conn, video_id: str, lock: bool = False) -> Video:
+        video = await self._read(conn, video_id, lock)
+        if video is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return video
+
+    async def _raise_progress(self, conn: Conn, video_id: str, progress: int) -> None:
+        await conn.execute(
+            sql.SQL("UPDATE {t} SET {progress} = GREATEST(COALESCE({progress}, 0), %s) WHERE {id} = %s").format(
+                **self._v
+            ),
+            (progress, video_id),
+        )
+
+    async def _touch_run(self, conn: Conn, video_id: str, **columns: object) -> None:
+        names = ["updated_at_ms", *columns]
+        values = [now_ms(), *columns.values()]
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO preview_runs (video_id, {cols}) VALUES (%s, {vals}) "
+                "ON CONFLICT (video_id) DO UPDATE SET {sets}"
+            ).format(
+                cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+                vals=sql.SQL(", ").join(sql.Placeholder() for _ in names),
+                sets=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names),
+            ),
+            (video_id, *values),
+        )
+
+    async def create(self, video_id: str, scene_count: int) -> Video:
+        async def work(conn: Conn) -> Video:
+            await conn.execute(
+                sql.SQL("INSERT INTO {t} ({id}) VALUES (%s) ON CONFLICT DO NOTHING").format(**self._v), (video_id,)
+            )
+            await conn.execute(
+                "INSERT INTO preview_runs (video_id, scene_count, updated_at_ms) VALUES (%s, %s, %s) "
+                "ON CONFLICT (video_id) DO NOTHING",
+                (video_id, scene_count, now_ms()),
+            )
+            return await self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def get(self, video_id: str) -> Video | None:
+        return await self._run(lambda conn: self._read(conn, video_id))
+
+    async def update(self, video_id: str, change: VideoUpdate) -> Video:
+        async def work(conn: Conn) -> Video:
+            current = await self._read_existing(conn, video_id, lock=True)
+            run: dict[str, object] = {}
+            if change.status is not None:
+                check_transition(current.status, change.status)
+                await conn.execute(
+                    sql.SQL("UPDATE {t} SET {status} = %s WHERE {id} = %s").format(**self._v),
+                    (change.status, video_id),
+                )
+                if change.status == GENERATING and current.status != GENERATING:
+                    run["error"] = ""
+            if change.progress is not None:
+                await self._raise_progress(conn, video_id, change.progress)
+            if change.scene_count is not None:
+                run["scene_count"] = change.scene_count
+            if change.error is not None:
+                run["error"] = change.error
+            if change.summary is not None:
+                run["summary"] = summary_to_json(change.summary)
+            await self._touch_run(conn, video_id, **run)
+            return await self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+        async def work(conn: Conn) -> Video:
+            current = await self._read_existing(conn, video_id, lock=True)
+            cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
+            sets = sql.SQL(", ").join(
+                sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in SCENE_COLUMNS if c != "scene"
+            )
+            # A stored image is never replaced by a later failure of the same scene.
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO preview_scenes (video_id, {cols}, updated_at_ms) VALUES (%s, {vals}, %s) "
+                    "ON CONFLICT (video_id, scene) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms "
+                    "WHERE NOT (preview_scenes.state = 'stored' AND excluded.state = 'failed')"
+                ).format(cols=cols, vals=sql.SQL(", ").join(sql.Placeholder() for _ in SCENE_COLUMNS), sets=sets),
+                (video_id, *[getattr(scene, c) for c in SCENE_COLUMNS], now_ms()),
+            )
+            cur = await conn.execute(
+                "SELECT COUNT(*) AS n FROM preview_scenes WHERE video_id = %s AND state = 'stored'", (video_id,)
+            )
+            row = await cur.fetchone()
+            stored = int(row["n"]) if row else 0
+            await self._raise_progress(conn, video_id, progress_for(stored, current.scene_count))
+            await self._touch_run(conn, video_id)
+            return await self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def list_stalled(self, older_than_ms: int) -> list[Video]:
+        async def work(conn: Conn) -> list[Video]:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT v.{id}::text AS id FROM {t} v JOIN preview_runs r ON r.video_id = v.{id}::text "
+                    "WHERE v.{status} = %s AND r.updated_at_ms < %s ORDER BY r.updated_at_ms"
+                ).format(**self._v),
+                (GENERATING, older_than_ms),
+            )
+            return [await self._read_existing(conn, row["id"]) for row in await cur.fetchall()]
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()

@@ -1,0 +1,81 @@
+"""Shared test helpers: real gRPC servers on loopback ports, the whole system as real
+processes, and bounded waiting on conditions (never sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.common.channels import open_channel
+from services.common.server import Registration, RunningServer, start_server
+from tools.processes import SERVICES, System, free_port
+
+
+@asynccontextmanager
+async def grpc_server(*registrations: Registration) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
+    """A real grpc.aio server on an ephemeral loopback port, and a channel to it."""
+    running = await start_server("127.0.0.1", 0, list(registrations))
+    channel = open_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield running, channel
+    finally:
+        await channel.close()
+        await running.server.stop(0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.02) -> bool:
+    """Poll an async condition until it holds or the bound passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every)
+    return await check()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
+
+
+@pytest.fixture
+def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
+    """Build the four-process system on free ports with its own data directory."""
+    systems: list[System] = []
+
+    def build(env: dict[str, str] | None = None) -> System:
+        ports = {name: free_port() for name in SERVICES}
+        overrides = {
+            "DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_API_KEY": "",
+            "SHUTDOWN_GRACE": "10",
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+        system = System.configure(overrides, ports, log_dir=tmp_path / "logs")
+        systems.append(system)
+        return system
+
+    yield build
+    for system in systems:
+        system.stop_all(grace=10)
+
+
+def logs_of(system: System, name: str) -> str:
+    assert system.log_dir is not None
+    path = system.log_dir / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

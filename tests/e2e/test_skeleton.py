@@ -1,0 +1,149 @@
+"""The whole system as four real processes on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+import httpx
+import pytest
+from PIL import Image
+
+from services.common.channels import open_channel
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.conftest import wait_until
+from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
+from tools.processes import System
+
+
+def poll_until_done(client: httpx.Client, video_id: str, timeout: float = 60.0) -> list[dict]:
+    """Poll the status endpoint like the frontend; answer every answer seen."""
+    seen: list[dict] = []
+
+    def finished() -> bool:
+        answer = client.get("/api/video-status", params={"videoId": video_id})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        seen.append(answer.json())
+        return seen[-1]["status"] in ("assets_generated", "failed")
+
+    assert wait_until(finished, timeout=timeout, every=0.05), f"video not done: {seen[-1] if seen else None}"
+    return seen
+
+
+@pytest.mark.slow
+def test_story_goes_from_post_to_assets_generated_with_fetchable_images(make_system: Callable[..., System]) -> None:
+    system = make_system()
+    system.start_all()
+    scenes = [{"prompt": f"scene {i}: a fox crossing a frozen river"} for i in range(1, 8)]
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        answer = client.post("/api/generate-preview-images", json={"videoId": "story-1", "scenes": scenes})
+        assert answer.status_code == 202
+        assert answer.json() == {"videoId": "story-1", "status": "generating_images", "scenes": 7, "alreadyRunning": False}
+        seen = poll_until_done(client, "story-1")
+        progress = [s["progress"] for s in seen]
+        assert progress == sorted(progress), f"progress went backwards: {progress}"
+        final = seen[-1]
+        assert final["status"] == "assets_generated"
+        assert final["progress"] == 100
+        assert final["degraded"] is False
+        assert [img["scene"] for img in final["images"]] == list(range(1, 8))
+        for img in final["images"]:
+            assert img["placeholder"] is True and img["provider"] == "placeholder"
+            assert f"/storage/v1/object/public/renders-images/videos/story-1/images/scene-{img['scene']}.png?v=" in img["url"]
+            got = httpx.get(img["url"], timeout=10)
+            assert got.status_code == 200
+            assert got.headers["content-type"] == "image/png"
+            with Image.open(io.BytesIO(got.content)) as decoded:
+                assert decoded.format == "PNG" and decoded.size == (1024, 1024)
+        assert final["summary"]["placeholders"] == 7
+    codes = system.stop_all()
+    assert codes == {"gateway": 0, "imagegen": 0, "storage": 0, "status": 0}
+
+
+BAD_BODIES = [
+    ({"videoId": "", "scenes": [{"prompt": "x"}]}, "videoId"),
+    ({"videoId": "a" * 129, "scenes": [{"prompt": "x"}]}, "at most 128"),
+    ({"videoId": "a/b", "scenes": [{"prompt": "x"}]}, "videoId may contain only"),
+    ({"videoId": "..", "scenes": [{"prompt": "x"}]}, "videoId may contain only"),
+    ({"videoId": "a\u0001b", "scenes": [{"prompt": "x"}]}, "videoId may contain only"),
+    ({"videoId": "v", "scenes": []}, "scenes is empty"),
+    ({"videoId": "v", "scenes": [{"prompt": "x"}] * 101}, "at most 100"),
+    ({"videoId": "v", "scenes": [{"prompt": "   "}]}, "prompt is empty"),
+    ({"videoId": "v", "scenes": [{"prompt": "x" * 32_001}]}, "at most 32000"),
+    ({"videoId": "v", "scenes": [{"prompt": "x", "index": 0}, {"prompt": "y", "index": 0}]}, "same index"),
+    ({"videoId": "v"}, "scenes"),
+    ({"videoId": 5, "scenes": [{"prompt": "x"}]}, "videoId"),
+]
+
+
+@pytest.mark.slow
+def test_bad_input_is_refused_with_a_json_error_and_nothing_is_written(make_system: Callable[..., System]) -> None:
+    system = make_system()
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        for body, words in BAD_BODIES:
+            answer = client.post("/api/generate-preview-images", json=body)
+            assert answer.status_code == 400, (body, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "INVALID_ARGUMENT"
+            assert words in error["message"], (words, error["message"])
+            assert "Traceback" not in answer.text
+        malformed = client.post(
+            "/api/generate-preview-images", content=b'{"videoId": "v", "scenes": [', headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "INVALID_ARGUMENT"
+        for bad_id in ("a/b", "", "x" * 200):
+            answer = client.get("/api/video-status", params={"videoId": bad_id})
+            assert answer.status_code == 400 and "error" in answer.json()
+        missing = client.get("/api/video-status", params={"videoId": "never-posted"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+        traversal = client.get("/storage/v1/object/public/renders-images/..%2F..%2Fstatus.sqlite3")
+        assert traversal.status_code in (400, 404)
+    storage_root = system.env["DATA_DIR"] + "/storage/renders-images"
+    import pathlib
+
+    written = [p for p in pathlib.Path(storage_root).rglob("*") if p.is_file()] if pathlib.Path(storage_root).exists() else []
+    assert written == []
+
+
+@pytest.mark.slow
+def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Callable[..., System]) -> None:
+    with FakeOpenAI(models=[model_entry("gpt-image-2")]) as fake:
+        fake.script("gpt-image-2", Ok(latency=1.5))
+        system = make_system(
+            {"OPENAI_API_KEY": "sk-test-sigterm-000000", "OPENAI_BASE_URL": fake.base_url, "IMAGEGEN_CHAIN": "gpt-image-2"}
+        )
+        proc = system.start("imagegen")
+
+        async def call() -> imagegen_pb2.GenerateResponse:
+            channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
+            try:
+                return await imagegen_pb2_grpc.ImageGenServiceStub(channel).Generate(
+                    imagegen_pb2.GenerateRequest(prompt="a lighthouse", size="1024x1024"), timeout=30
+                )
+            finally:
+                await channel.close()
+
+        async def scenario() -> tuple[imagegen_pb2.GenerateResponse, float]:
+            task = asyncio.create_task(call())
+            assert await asyncio.to_thread(fake.wait_for_requests, 1, 10)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            answer = await task
+            return answer, signalled
+
+        answer, signalled = asyncio.run(scenario())
+        assert answer.provider == "gpt-image-2" and not answer.placeholder
+        assert proc.wait(timeout=12) == 0
+        assert time.monotonic() - signalled < 12
+        # After the signal, new calls are refused (the server stopped accepting).
+        with pytest.raises(grpc.RpcError):
+            with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as ch:
+                imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(imagegen_pb2.GenerateRequest(prompt="x"), timeout=2)

@@ -1,0 +1,266 @@
+"""A fake OpenAI images API: real HTTP on a loopback port, scripted per model, that the
+real `openai` client talks to. It speaks the documented wire protocol:
+POST /v1/images/generations, GET /v1/models, errors as {"error": {...}}.
+
+Each model has a queue of behaviours (used one per request, the last one repeating):
+Ok, Error, Hang, Trickle, Garbage, BadBase64, EmptyData, UrlAnswer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.fakes.images import image_bytes
+
+
+@dataclass
+class Ok:
+    latency: float = 0.0
+    fmt: str = "PNG"
+    size: tuple[int, int] = (64, 64)
+    usage: bool = True
+
+
+@dataclass
+class UrlAnswer:
+    latency: float = 0.0
+    fmt: str = "PNG"
+
+
+@dataclass
+class Error:
+    status: int
+    code: str = ""
+    message: str = "error"
+    type: str = "invalid_request_error"
+    headers: dict[str, str] = field(default_factory=dict)
+    latency: float = 0.0
+
+
+@dataclass
+class Hang:
+    """Accept the request and never answer (until the fake stops)."""
+
+
+@dataclass
+class Trickle:
+    """Answer 200 with a Content-Length, then send the body a few bytes at a time."""
+
+    interval: float = 0.5
+    chunk: int = 8
+
+
+@dataclass
+class Garbage:
+    """Valid base64 of bytes that are not an image."""
+
+
+@dataclass
+class BadBase64:
+    """b64_json that is not base64 at all."""
+
+
+@dataclass
+class EmptyData:
+    """200 with an empty data list (seen from proxies)."""
+
+
+Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData
+
+CONTENT_POLICY = Error(400, "content_policy_violation", "Your request was rejected by the safety system.")
+BILLING = Error(400, "billing_hard_limit_reached", "Billing hard limit has been reached.")
+QUOTA = Error(429, "insufficient_quota", "You exceeded your current quota.", type="insufficient_quota")
+BAD_KEY = Error(401, "invalid_api_key", "Incorrect API key provided.", type="invalid_request_error")
+UNKNOWN_MODEL = Error(404, "model_not_found", "The model does not exist.")
+SERVER_ERROR = Error(500, "server_error", "The server had an error.", type="server_error")
+
+
+def rate_limited(retry_after: float) -> Error:
+    return Error(429, "rate_limit_exceeded", "Rate limit reached.", headers={"retry-after": f"{retry_after:g}"})
+
+
+@dataclass
+class Request:
+    path: str
+    model: str
+    body: dict[str, Any]
+    at: float
+    headers: dict[str, str]
+
+
+class FakeOpenAI:
+    def __init__(self, models: list[dict[str, Any]] | None = None) -> None:
+        self.scripts: dict[str, list[Behaviour]] = {}
+        self.default: Behaviour = Ok()
+        self.models = models
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.arrived = threading.Condition(self.lock)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-openai", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def script(self, model: str, *behaviours: Behaviour) -> None:
+        with self.lock:
+            self.scripts[model] = list(behaviours)
+
+    def count(self, model: str | None = None, path: str = "/v1/images/generations") -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if r.path == path and (model is None or r.model == model))
+
+    def generation_requests(self) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.path == "/v1/images/generations"]
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> bool:
+        """Block until at least n generation requests have arrived (bounded)."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while len([r for r in self.requests if r.path == "/v1/images/generations"]) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.arrived.wait(left)
+        return True
+
+    def _next(self, model: str) -> Behaviour:
+        with self.lock:
+            queue = self.scripts.get(model)
+            if not queue:
+                return self.default
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def start(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _record(self, model: str, body: dict[str, Any]) -> None:
+                with fake.arrived:
+                    fake.requests.append(Request(self.path.split("?")[0], model, body, time.monotonic(),
+                                                 {k.lower(): v for k, v in self.headers.items()}))
+                    fake.arrived.notify_all()
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                self._record("", {})
+                if path == "/v1/models":
+                    if fake.models is None:
+                        self._json(500, {"error": {"message": "model list unavailable", "type": "server_error"}})
+                        return
+                    self._json(200, {"object": "list", "data": fake.models})
+                elif path.startswith("/files/"):
+                    fmt = path.rsplit(".", 1)[-1].upper()
+                    data = image_bytes("JPEG" if fmt == "JPG" else fmt)
+                    self.send_response(200)
+                    self.send_header("Content-Type", f"image/{fmt.lower()}")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
+                model = str(body.get("model", ""))
+                self._record(model, body)
+                if self.path.split("?")[0] != "/v1/images/generations":
+                    self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                    return
+                behaviour = fake._next(model)
+                latency = getattr(behaviour, "latency", 0.0)
+                if latency and fake.stopping.wait(latency):
+                    return
+                self._answer(behaviour, body)
+
+            def _answer(self, b: Behaviour, body: dict[str, Any]) -> None:
+                created = int(time.time())
+                if isinstance(b, Ok):
+                    size = tuple(int(x) for x in str(body.get("size", "64x64")).split("x")) if b.size == (0, 0) else b.size
+                    data = base64.b64encode(image_bytes(b.fmt, size)).decode()  # type: ignore[arg-type]
+                    payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
+                    if b.usage:
+                        payload["usage"] = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
+                    self._json(200, payload)
+                elif isinstance(b, UrlAnswer):
+                    host = f"http://127.0.0.1:{fake.server.server_address[1]}"
+                    self._json(200, {"created": created, "data": [{"url": f"{host}/files/img.{b.fmt.lower()}"}]})
+                elif isinstance(b, Error):
+                    err = {"message": b.message, "type": b.type, "param": None, "code": b.code or None}
+                    self._json(b.status, {"error": err}, b.headers)
+                elif isinstance(b, Hang):
+                    fake.stopping.wait(120)
+                elif isinstance(b, Trickle):
+                    payload_bytes = json.dumps(
+                        {"created": created, "data": [{"b64_json": base64.b64encode(image_bytes()).decode()}]}
+                    ).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload_bytes)))
+                    self.end_headers()
+                    try:
+                        for i in range(0, len(payload_bytes), b.chunk):
+                            self.wfile.write(payload_bytes[i : i + b.chunk])
+                            self.wfile.flush()
+                            if fake.stopping.wait(b.interval):
+                                return
+                    except OSError:
+                        return
+                elif isinstance(b, Garbage):
+                    garbage = base64.b64encode(os.urandom(512)).decode()
+                    self._json(200, {"created": created, "data": [{"b64_json": garbage}]})
+                elif isinstance(b, BadBase64):
+                    self._json(200, {"created": created, "data": [{"b64_json": "this is not base64!!"}]})
+                elif isinstance(b, EmptyData):
+                    self._json(200, {"created": created, "data": []})
+
+        return Handler
+
+
+def model_entry(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "system", **extra}
