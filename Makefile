@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
 GEN_DIR := storyshort
 
-.PHONY: all venv run test test-all lint format protos protos-check clean migrate demo bench bench-quick ci
+.PHONY: all venv lock run test test-quick lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
 
 all: venv
 
@@ -35,6 +35,9 @@ protos-check: $(STAMP)
 
 migrate: $(STAMP)
 	$(PY) -m services.status.migrate
+
+migrate-storage-policy: $(STAMP)
+	$(PY) -m services.status.migrate --storage-policy
 
 run: $(STAMP)
 	$(PY) -m tools.run_local

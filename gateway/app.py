@@ -31,7 +31,12 @@ from storyshort.status.v1 import status_pb2
 log = logging.getLogger("gateway")
 NO_STORE = {"Cache-Control": "no-store"}
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut},
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    503: {"model": ErrorOut},
+}
 
 
 def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:

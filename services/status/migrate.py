@@ -1,27 +1,58 @@
-"""Apply the schema in sql/ to the configured store: `make migrate` (safe to run twice)."""
+"""Apply the schema in sql/: `make migrate` (the configured status store) and
+`make migrate-storage-policy` (the Supabase Storage bucket and read policy, on the
+database in DATABASE_URL). Both are safe to run twice."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 
-from services.common.config import StatusSettings
+import psycopg
+from psycopg import sql
+
+from services.common.config import StatusSettings, StorageSettings
 from services.common.logs import setup_logging
+from services.status.stores.sql_files import SQL_ROOT
 from services.status.wiring import build_store
 
 log = logging.getLogger("migrate")
 
 
-async def main() -> None:
-    settings = StatusSettings()
-    setup_logging("status-migrate", settings.log_level)
+def storage_policy_sql(bucket: str) -> sql.Composed:
+    text = (SQL_ROOT / "supabase" / "storage_policy.sql").read_text()
+    return sql.SQL(text.replace("{bucket}", "{b}")).format(b=sql.Literal(bucket))  # type: ignore[arg-type]
+
+
+async def apply_storage_policy(dsn: str, bucket: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(storage_policy_sql(bucket))
+
+
+async def migrate_status(settings: StatusSettings) -> None:
     store = build_store(settings)
     try:
         await store.migrate()
     finally:
         await store.close()
-    log.info("schema applied", extra={"store": store.name})
+    log.info("status schema applied", extra={"store": store.name})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--storage-policy", action="store_true", help="apply sql/supabase/storage_policy.sql")
+    args = parser.parse_args()
+    settings = StatusSettings()
+    setup_logging("migrate", settings.log_level)
+    if args.storage_policy:
+        if not settings.database_url:
+            raise SystemExit("--storage-policy needs DATABASE_URL (the Supabase database)")
+        bucket = StorageSettings().bucket
+        asyncio.run(apply_storage_policy(settings.database_url, bucket))
+        log.info("storage policy applied", extra={"bucket": bucket})
+    else:
+        asyncio.run(migrate_status(settings))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -16,6 +16,7 @@ from services.common.images import CONTENT_TYPES, InvalidImage, inspect_image
 from services.common.retry import UPLOAD_BACKOFF, RetryPolicy, retrying
 from services.storage import metrics, paths
 from services.storage.backends.base import (
+    BucketMissing,
     BucketSpec,
     PermanentStorageError,
     StorageBackend,
@@ -70,6 +71,10 @@ class BucketEnsurer:
                 log.info("bucket created", extra={"bucket": self.spec.name, "backend": self.backend.name})
             return created
 
+    def forget(self) -> None:
+        """The bucket disappeared: check (and create) it again before the next upload."""
+        self._known = False
+
 
 class Uploader:
     def __init__(self, backend: StorageBackend, bucket: str, max_bytes: int = MAX_IMAGE_BYTES) -> None:
@@ -107,9 +112,9 @@ class Uploader:
         started = time.monotonic()
         attempts = 0
         try:
-            await self.ensurer.ensure(budget)
             async for attempt in retrying(UPLOAD_POLICY, budget):
                 with attempt:
+                    await self.ensurer.ensure(budget)  # free once the bucket is known
                     attempts += 1
                     metrics.UPLOAD_ATTEMPTS.inc()
                     timeout = budget.slice(ATTEMPT_TIMEOUT)
@@ -117,6 +122,9 @@ class Uploader:
                         raise DeadlineExceeded("the deadline passed before the upload could start")
                     try:
                         await self.backend.put(bucket, path, data, content_type, timeout)
+                    except BucketMissing:
+                        self.ensurer.forget()
+                        raise
                     except TransientStorageError as exc:
                         log.warning(
                             "upload attempt failed",

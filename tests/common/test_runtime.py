@@ -16,12 +16,15 @@ from services.common.config import MIB
 from services.common.server import Registration
 from services.imagegen.chain import ChainPolicy, ProviderChain
 from services.imagegen.providers.placeholder import PlaceholderProvider
-from services.imagegen.servicer import SERVICE as IMAGEGEN, ImageGenServicer
+from services.imagegen.servicer import SERVICE as IMAGEGEN
+from services.imagegen.servicer import ImageGenServicer
 from services.status.book import StatusBook
-from services.status.servicer import SERVICE as STATUS, StatusServicer
+from services.status.servicer import SERVICE as STATUS
+from services.status.servicer import StatusServicer
 from services.status.stores.sqlite import SQLiteStore
 from services.storage.backends.local import LocalBackend
-from services.storage.servicer import SERVICE as STORAGE, StorageServicer
+from services.storage.servicer import SERVICE as STORAGE
+from services.storage.servicer import StorageServicer
 from services.storage.uploader import Uploader
 from storyshort.imagegen.v1 import imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2_grpc
@@ -92,7 +95,9 @@ async def test_call_past_its_deadline_answers_deadline_exceeded_promptly(tmp_pat
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Upload(
-                storage_pb2.UploadRequest(path="videos/v/images/scene-1.png", data=noisy_png(2000), content_type="image/png"),
+                storage_pb2.UploadRequest(
+                    path="videos/v/images/scene-1.png", data=noisy_png(2000), content_type="image/png"
+                ),
                 timeout=0.5,
             )
         elapsed = time.monotonic() - started

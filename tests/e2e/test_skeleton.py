@@ -45,7 +45,12 @@ def test_story_goes_from_post_to_assets_generated_with_fetchable_images(make_sys
         assert ready.status_code == 200 and ready.json()["ready"] is True
         answer = client.post("/api/generate-preview-images", json={"videoId": "story-1", "scenes": scenes})
         assert answer.status_code == 202
-        assert answer.json() == {"videoId": "story-1", "status": "generating_images", "scenes": 7, "alreadyRunning": False}
+        assert answer.json() == {
+            "videoId": "story-1",
+            "status": "generating_images",
+            "scenes": 7,
+            "alreadyRunning": False,
+        }
         seen = poll_until_done(client, "story-1")
         progress = [s["progress"] for s in seen]
         assert progress == sorted(progress), f"progress went backwards: {progress}"
@@ -56,7 +61,10 @@ def test_story_goes_from_post_to_assets_generated_with_fetchable_images(make_sys
         assert [img["scene"] for img in final["images"]] == list(range(1, 8))
         for img in final["images"]:
             assert img["placeholder"] is True and img["provider"] == "placeholder"
-            assert f"/storage/v1/object/public/renders-images/videos/story-1/images/scene-{img['scene']}.png?v=" in img["url"]
+            assert (
+                f"/storage/v1/object/public/renders-images/videos/story-1/images/scene-{img['scene']}.png?v="
+                in img["url"]
+            )
             got = httpx.get(img["url"], timeout=10)
             assert got.status_code == 200
             assert got.headers["content-type"] == "image/png"
@@ -96,7 +104,9 @@ def test_bad_input_is_refused_with_a_json_error_and_nothing_is_written(make_syst
             assert words in error["message"], (words, error["message"])
             assert "Traceback" not in answer.text
         malformed = client.post(
-            "/api/generate-preview-images", content=b'{"videoId": "v", "scenes": [', headers={"content-type": "application/json"}
+            "/api/generate-preview-images",
+            content=b'{"videoId": "v", "scenes": [',
+            headers={"content-type": "application/json"},
         )
         assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "INVALID_ARGUMENT"
         for bad_id in ("a/b", "", "x" * 200):
@@ -109,7 +119,9 @@ def test_bad_input_is_refused_with_a_json_error_and_nothing_is_written(make_syst
     storage_root = system.env["DATA_DIR"] + "/storage/renders-images"
     import pathlib
 
-    written = [p for p in pathlib.Path(storage_root).rglob("*") if p.is_file()] if pathlib.Path(storage_root).exists() else []
+    written = (
+        [p for p in pathlib.Path(storage_root).rglob("*") if p.is_file()] if pathlib.Path(storage_root).exists() else []
+    )
     assert written == []
 
 
@@ -118,16 +130,21 @@ def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Call
     with FakeOpenAI(models=[model_entry("gpt-image-2")]) as fake:
         fake.script("gpt-image-2", Ok(latency=1.5))
         system = make_system(
-            {"OPENAI_API_KEY": "sk-test-sigterm-000000", "OPENAI_BASE_URL": fake.base_url, "IMAGEGEN_CHAIN": "gpt-image-2"}
+            {
+                "OPENAI_API_KEY": "sk-test-sigterm-000000",
+                "OPENAI_BASE_URL": fake.base_url,
+                "IMAGEGEN_CHAIN": "gpt-image-2",
+            }
         )
         proc = system.start("imagegen")
 
         async def call() -> imagegen_pb2.GenerateResponse:
             channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
             try:
-                return await imagegen_pb2_grpc.ImageGenServiceStub(channel).Generate(
+                answer: imagegen_pb2.GenerateResponse = await imagegen_pb2_grpc.ImageGenServiceStub(channel).Generate(
                     imagegen_pb2.GenerateRequest(prompt="a lighthouse", size="1024x1024"), timeout=30
                 )
+                return answer
             finally:
                 await channel.close()
 
@@ -144,6 +161,5 @@ def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Call
         assert proc.wait(timeout=12) == 0
         assert time.monotonic() - signalled < 12
         # After the signal, new calls are refused (the server stopped accepting).
-        with pytest.raises(grpc.RpcError):
-            with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as ch:
-                imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(imagegen_pb2.GenerateRequest(prompt="x"), timeout=2)
+        with pytest.raises(grpc.RpcError), grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as ch:
+            imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(imagegen_pb2.GenerateRequest(prompt="x"), timeout=2)

@@ -7,7 +7,9 @@ import io
 from PIL import Image
 
 
-def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (40, 120, 200)) -> bytes:
+def image_bytes(
+    fmt: str = "PNG", size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (40, 120, 200)
+) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, format=fmt)
     return out.getvalue()

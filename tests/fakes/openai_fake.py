@@ -100,6 +100,8 @@ class FakeOpenAI:
         self.default: Behaviour = Ok()
         self.models = models
         self.requests: list[Request] = []
+        self.max_in_flight: dict[str, int] = {}
+        self._flight: dict[str, int] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.arrived = threading.Condition(self.lock)
@@ -177,8 +179,15 @@ class FakeOpenAI:
 
             def _record(self, model: str, body: dict[str, Any]) -> None:
                 with fake.arrived:
-                    fake.requests.append(Request(self.path.split("?")[0], model, body, time.monotonic(),
-                                                 {k.lower(): v for k, v in self.headers.items()}))
+                    fake.requests.append(
+                        Request(
+                            self.path.split("?")[0],
+                            model,
+                            body,
+                            time.monotonic(),
+                            {k.lower(): v for k, v in self.headers.items()},
+                        )
+                    )
                     fake.arrived.notify_all()
 
             def do_GET(self) -> None:
@@ -213,15 +222,24 @@ class FakeOpenAI:
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     return
                 behaviour = fake._next(model)
-                latency = getattr(behaviour, "latency", 0.0)
-                if latency and fake.stopping.wait(latency):
-                    return
-                self._answer(behaviour, body)
+                with fake.lock:
+                    fake._flight[model] = fake._flight.get(model, 0) + 1
+                    fake.max_in_flight[model] = max(fake.max_in_flight.get(model, 0), fake._flight[model])
+                try:
+                    latency = getattr(behaviour, "latency", 0.0)
+                    if latency and fake.stopping.wait(latency):
+                        return
+                    self._answer(behaviour, body)
+                finally:
+                    with fake.lock:
+                        fake._flight[model] -= 1
 
             def _answer(self, b: Behaviour, body: dict[str, Any]) -> None:
                 created = int(time.time())
                 if isinstance(b, Ok):
-                    size = tuple(int(x) for x in str(body.get("size", "64x64")).split("x")) if b.size == (0, 0) else b.size
+                    size = (
+                        tuple(int(x) for x in str(body.get("size", "64x64")).split("x")) if b.size == (0, 0) else b.size
+                    )
                     data = base64.b64encode(image_bytes(b.fmt, size)).decode()  # type: ignore[arg-type]
                     payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
                     if b.usage:

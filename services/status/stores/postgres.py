@@ -76,7 +76,9 @@ class PostgresStore:
             async with self.pool.connection() as conn, conn.transaction():
                 return await work(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise StoreUnavailable(
+                f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
 
     async def migrate(self) -> None:
         async def apply(conn: Conn) -> None:
@@ -90,9 +92,7 @@ class PostgresStore:
             for version, text in migrations("postgres"):
                 if version not in done:
                     await conn.execute(sql.SQL(text))
-                    await conn.execute(
-                        "INSERT INTO preview_schema_migrations VALUES (%s, %s)", (version, now_ms())
-                    )
+                    await conn.execute("INSERT INTO preview_schema_migrations VALUES (%s, %s)", (version, now_ms()))
 
         await self._run(apply)
 

@@ -12,6 +12,10 @@ class TransientStorageError(Exception):
     """Worth another attempt: 5xx, 429, timeouts, connection errors."""
 
 
+class BucketMissing(TransientStorageError):
+    """The bucket vanished after it was ensured: ensure it again, then retry."""
+
+
 class PermanentStorageError(Exception):
     """Retrying will not help (too large, bad key, bad path): carries the gRPC-facing error."""
 

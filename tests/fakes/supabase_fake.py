@@ -1,0 +1,409 @@
+"""A fake Supabase (Storage API and a PostgREST subset): real HTTP on a loopback port that
+the real `supabase` client talks to, with faults injected per route.
+
+Storage speaks like the real one: HTTP 400 for most errors with the real code in the body
+(`{"statusCode": "409", "error": "Duplicate", "message": ...}`). PostgREST supports what the
+status store uses: select with eq/neq/lt/in filters, order, exact counts, insert/upsert
+(merge or ignore duplicates) and update, each answering a representation."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+@dataclass
+class Fail:
+    """Answer an error. For storage: HTTP status plus the body's statusCode and error."""
+
+    http: int = 500
+    status_code: str = "500"
+    error: str = "InternalError"
+    message: str = "internal error"
+
+
+@dataclass
+class Hang:
+    """Accept and never answer (until the fake stops)."""
+
+
+@dataclass
+class Pass:
+    """Behave normally."""
+
+
+@dataclass
+class Record:
+    method: str
+    route: str
+    path: str
+    at: float
+    headers: dict[str, str]
+
+
+Fault = Fail | Hang | Pass
+
+TOO_LARGE = Fail(400, "413", "Payload too large", "The object exceeded the maximum allowed size")
+BAD_KEY = Fail(400, "403", "Unauthorized", "invalid signature")
+DUPLICATE = Fail(400, "409", "Duplicate", "The resource already exists")
+UNAVAILABLE = Fail(503, "503", "ServiceUnavailable", "try again")
+
+PRIMARY_KEYS = {"videos": ("id",), "preview_runs": ("video_id",), "preview_scenes": ("video_id", "scene")}
+
+
+@dataclass
+class FakeSupabase:
+    key: str = "service-role-key-for-tests-0123456789"
+    buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    objects: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    faults: dict[str, list[Fault]] = field(default_factory=dict)
+    requests: list[Record] = field(default_factory=list)
+    # Bucket appears between our check and our create (a racing creator).
+    race_bucket_on_create: bool = False
+    # Slow every storage/rest answer by this many seconds (a slow server).
+    latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        for table in PRIMARY_KEYS:
+            self.tables.setdefault(table, [])
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-supabase", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeSupabase:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeSupabase:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(self, route: str, *faults: Fault) -> None:
+        """Faults for a route ('get_bucket', 'list_buckets', 'create_bucket', 'upload', 'rest'),
+        used one per request; the last one repeats."""
+        with self.lock:
+            self.faults[route] = list(faults)
+
+    def count(self, route: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if r.route == route)
+
+    def times(self, route: str) -> list[float]:
+        with self.lock:
+            return [r.at for r in self.requests if r.route == route]
+
+    def _fault(self, route: str) -> Fault:
+        with self.lock:
+            queue = self.faults.get(route)
+            if not queue:
+                return Pass()
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    # ---- PostgREST subset -------------------------------------------------------------
+
+    def _match(self, row: dict[str, Any], filters: list[tuple[str, str, str]]) -> bool:
+        for column, op, raw in filters:
+            value = row.get(column)
+            if op == "in":
+                options = [o.strip().strip('"') for o in raw.strip("()").split(",") if o.strip()]
+                if str(value) not in options:
+                    return False
+                continue
+            other: Any = raw
+            if isinstance(value, bool):
+                other = raw.lower() == "true"
+            elif isinstance(value, int | float):
+                other = float(raw)
+            if op == "eq" and not value == other:
+                return False
+            if op == "neq" and not value != other:
+                return False
+            if op == "lt" and not (value is not None and value < other):
+                return False
+            if op == "gt" and not (value is not None and value > other):
+                return False
+        return True
+
+    def _rest(
+        self, method: str, table: str, query: list[tuple[str, str]], body: Any, prefer: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if table not in self.tables:
+            return (
+                404,
+                {
+                    "code": "42P01",
+                    "message": f'relation "public.{table}" does not exist',
+                    "details": None,
+                    "hint": None,
+                },
+                {},
+            )
+        rows = self.tables[table]
+        filters = []
+        select, order, on_conflict = "*", "", ""
+        for k, v in query:
+            if k == "select":
+                select = v
+            elif k == "order":
+                order = v
+            elif k == "on_conflict":
+                on_conflict = v
+            elif "." in v:
+                op, _, raw = v.partition(".")
+                filters.append((k, op, raw))
+
+        def project(row: dict[str, Any]) -> dict[str, Any]:
+            if select in ("*", ""):
+                return dict(row)
+            return {c: row.get(c) for c in select.split(",")}
+
+        headers: dict[str, str] = {}
+        with self.lock:
+            if method == "GET":
+                found = [r for r in rows if self._match(r, filters)]
+                if order:
+                    col, _, direction = order.partition(".")
+                    found.sort(key=lambda r: r.get(col) or 0, reverse=direction == "desc")
+                if "count=exact" in prefer:
+                    headers["Content-Range"] = f"0-{max(len(found) - 1, 0)}/{len(found)}"
+                return 200, [project(r) for r in found], headers
+            if method == "POST":
+                items = body if isinstance(body, list) else [body]
+                keys = tuple(on_conflict.split(",")) if on_conflict else PRIMARY_KEYS[table]
+                out = []
+                for item in items:
+                    existing = next((r for r in rows if all(r.get(k) == item.get(k) for k in keys)), None)
+                    if existing is None:
+                        rows.append(dict(item))
+                        out.append(dict(item))
+                    elif "merge-duplicates" in prefer:
+                        existing.update(item)
+                        out.append(dict(existing))
+                    elif "ignore-duplicates" in prefer:
+                        continue
+                    else:
+                        return (
+                            409,
+                            {
+                                "code": "23505",
+                                "message": "duplicate key value violates unique constraint",
+                                "details": None,
+                                "hint": None,
+                            },
+                            {},
+                        )
+                return 201, out, headers
+            if method == "PATCH":
+                changed = []
+                for row in rows:
+                    if self._match(row, filters):
+                        row.update(body)
+                        changed.append(dict(row))
+                return 200, changed, headers
+        return 405, {"code": "PGRST", "message": "method not allowed", "details": None, "hint": None}, {}
+
+    # ---- HTTP -------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _send(
+                self,
+                status: int,
+                payload: Any,
+                headers: dict[str, str] | None = None,
+                content_type: str = "application/json",
+            ) -> None:
+                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _storage_error(self, fail: Fail) -> None:
+                self._send(fail.http, {"statusCode": fail.status_code, "error": fail.error, "message": fail.message})
+
+            def _route(self, method: str, path: str) -> str:
+                if path.startswith("/rest/v1/"):
+                    return "rest"
+                if path.startswith("/storage/v1/object/public/"):
+                    return "public"
+                if path == "/storage/v1/bucket":
+                    return "list_buckets" if method == "GET" else "create_bucket"
+                if path.startswith("/storage/v1/bucket/"):
+                    return "get_bucket"
+                if path.startswith("/storage/v1/object/"):
+                    return "upload" if method in ("POST", "PUT") else "object"
+                return "unknown"
+
+            def _handle(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                path = unquote(parts.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                route = self._route(method, path)
+                with fake.lock:
+                    fake.requests.append(
+                        Record(method, route, path, time.monotonic(), {k.lower(): v for k, v in self.headers.items()})
+                    )
+                fault = fake._fault(route)
+                if isinstance(fault, Hang):
+                    fake.stopping.wait(120)
+                    return
+                if fake.latency and fake.stopping.wait(fake.latency):
+                    return
+                if isinstance(fault, Fail):
+                    if route == "rest":
+                        self._send(
+                            fault.http,
+                            {"code": fault.status_code, "message": fault.message, "details": None, "hint": None},
+                        )
+                    else:
+                        self._storage_error(fault)
+                    return
+                if route == "public":
+                    bucket, _, key = path.removeprefix("/storage/v1/object/public/").partition("/")
+                    with fake.lock:
+                        found = fake.objects.get((bucket, key))
+                    if found is None:
+                        self._storage_error(Fail(400, "404", "not_found", "Object not found"))
+                    else:
+                        self._send(200, found[0], content_type=found[1])
+                    return
+                auth = self.headers.get("Authorization", "")
+                if auth != f"Bearer {fake.key}" or self.headers.get("apikey") != fake.key:
+                    if route == "rest":
+                        self._send(401, {"code": "PGRST301", "message": "JWT invalid", "details": None, "hint": None})
+                    else:
+                        self._storage_error(BAD_KEY)
+                    return
+                if route == "rest":
+                    table = path.removeprefix("/rest/v1/")
+                    body = json.loads(raw) if raw else None
+                    status, payload, headers = fake._rest(
+                        method, table, parse_qsl(parts.query), body, self.headers.get("Prefer", "")
+                    )
+                    self._send(status, payload, headers)
+                    return
+                getattr(self, f"_storage_{route}", self._not_found)(path, raw)
+
+            def _not_found(self, path: str, raw: bytes) -> None:
+                self._storage_error(Fail(400, "404", "not_found", f"no route {path}"))
+
+            def _storage_list_buckets(self, path: str, raw: bytes) -> None:
+                with fake.lock:
+                    self._send(200, list(fake.buckets.values()))
+
+            def _storage_get_bucket(self, path: str, raw: bytes) -> None:
+                name = path.rsplit("/", 1)[-1]
+                with fake.lock:
+                    bucket = fake.buckets.get(name)
+                if bucket is None:
+                    self._storage_error(Fail(400, "404", "Bucket not found", "Bucket not found"))
+                else:
+                    self._send(200, bucket)
+
+            def _storage_create_bucket(self, path: str, raw: bytes) -> None:
+                spec = json.loads(raw or b"{}")
+                name = spec.get("id") or spec.get("name")
+                now = "2026-11-24T00:00:00Z"
+                bucket = {
+                    "id": name,
+                    "name": name,
+                    "owner": "",
+                    "public": bool(spec.get("public")),
+                    "created_at": now,
+                    "updated_at": now,
+                    "file_size_limit": spec.get("file_size_limit"),
+                    "allowed_mime_types": spec.get("allowed_mime_types"),
+                }
+                with fake.lock:
+                    if fake.race_bucket_on_create and name not in fake.buckets:
+                        fake.buckets[name] = {**bucket, "owner": "someone-else"}
+                    if name in fake.buckets:
+                        exists = True
+                    else:
+                        fake.buckets[name] = bucket
+                        exists = False
+                if exists:
+                    self._storage_error(DUPLICATE)
+                else:
+                    self._send(200, {"name": name})
+
+            def _storage_upload(self, path: str, raw: bytes) -> None:
+                bucket, _, key = path.removeprefix("/storage/v1/object/").partition("/")
+                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                    b"Content-Type: " + self.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + raw
+                )
+                data, content_type = b"", "text/plain"
+                for part in message.iter_parts():
+                    if part.get_param("name", header="content-disposition") == "file":
+                        data = part.get_payload(decode=True) or b""
+                        content_type = part.get_content_type()
+                with fake.lock:
+                    spec = fake.buckets.get(bucket)
+                    upsert = self.headers.get("x-upsert") == "true"
+                    if spec is None:
+                        error: Fail | None = Fail(400, "404", "Bucket not found", "Bucket not found")
+                    elif spec.get("file_size_limit") and len(data) > spec["file_size_limit"]:
+                        error = TOO_LARGE
+                    elif (bucket, key) in fake.objects and not upsert:
+                        error = DUPLICATE
+                    else:
+                        error = None
+                        fake.objects[(bucket, key)] = (data, content_type)
+                if error is not None:
+                    self._storage_error(error)
+                else:
+                    self._send(200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())})
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_HEAD(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_PUT(self) -> None:
+                self._handle("PUT")
+
+            def do_PATCH(self) -> None:
+                self._handle("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+        return Handler

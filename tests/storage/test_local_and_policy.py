@@ -1,0 +1,98 @@
+"""The local backend's atomic writes and path safety, and the storage policy SQL against
+the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.common.deadlines import Budget
+from services.common.errors import InvalidArgument
+from services.status.migrate import apply_storage_policy
+from services.storage.backends import local
+from services.storage.backends.local import LocalBackend, resolve_inside
+from services.storage.uploader import Uploader
+from tests.fakes.images import image_bytes
+from tests.pg import pg_dsn
+
+__all__ = ["pg_dsn"]
+BUCKET = "renders-images"
+
+
+async def test_local_upload_writes_the_file_whole_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    uploader = Uploader(LocalBackend(tmp_path, "http://gw"), BUCKET)
+    data = image_bytes("JPEG")
+    result = await uploader.upload("", "videos/v/images/scene-2.jpg", data, "image/jpeg", Budget.of(5))
+    target = tmp_path / BUCKET / "videos/v/images/scene-2.jpg"
+    assert target.read_bytes() == data
+    assert result.public_url.startswith(
+        "http://gw/storage/v1/object/public/renders-images/videos/v/images/scene-2.jpg?v="
+    )
+    assert [p.name for p in target.parent.iterdir()] == ["scene-2.jpg"]
+
+
+async def test_a_write_that_dies_before_the_rename_keeps_the_old_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploader = Uploader(LocalBackend(tmp_path, "http://gw"), BUCKET)
+    old = image_bytes("PNG", color=(1, 1, 1))
+    await uploader.upload("", "videos/v/images/scene-1.png", old, "image/png", Budget.of(5))
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(5, "simulated crash before rename")
+
+    monkeypatch.setattr(local.os, "replace", crash)
+    with pytest.raises(Exception):
+        await uploader.upload("", "videos/v/images/scene-1.png", image_bytes("PNG"), "image/png", Budget.of(2))
+    target = tmp_path / BUCKET / "videos/v/images/scene-1.png"
+    assert target.read_bytes() == old
+    assert [p.name for p in target.parent.iterdir()] == ["scene-1.png"]
+
+
+@pytest.mark.parametrize("path", ["../x.png", "a/../../x.png"])
+def test_paths_that_escape_the_bucket_are_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(InvalidArgument):
+        resolve_inside(tmp_path, BUCKET, path)
+
+
+def test_a_symlink_out_of_the_bucket_is_refused(tmp_path: Path) -> None:
+    (tmp_path / BUCKET).mkdir()
+    os.symlink("/etc", tmp_path / BUCKET / "videos")
+    with pytest.raises(InvalidArgument):
+        resolve_inside(tmp_path, BUCKET, "videos/passwd")
+
+
+MINIMAL_STORAGE_SCHEMA = """
+CREATE SCHEMA storage;
+CREATE TABLE storage.buckets (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, public BOOLEAN DEFAULT FALSE,
+    file_size_limit BIGINT, allowed_mime_types TEXT[]
+);
+CREATE TABLE storage.objects (id UUID DEFAULT gen_random_uuid(), bucket_id TEXT, name TEXT);
+ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
+"""
+
+
+async def test_storage_policy_sql_runs_twice_and_makes_a_public_bucket_with_a_read_policy(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(MINIMAL_STORAGE_SCHEMA)
+        conn.execute(
+            "INSERT INTO storage.buckets (id, name, public) VALUES ('renders-images', 'renders-images', FALSE)"
+        )
+    await apply_storage_policy(pg_dsn, BUCKET)
+    await apply_storage_policy(pg_dsn, BUCKET)
+    await apply_storage_policy(pg_dsn, "other-bucket")
+    with psycopg.connect(pg_dsn) as conn:
+        buckets = conn.execute("SELECT id, public FROM storage.buckets ORDER BY id").fetchall()
+        policies = conn.execute(
+            "SELECT policyname, cmd, qual FROM pg_policies WHERE schemaname = 'storage' ORDER BY policyname"
+        ).fetchall()
+    assert buckets == [("other-bucket", True), ("renders-images", True)]
+    assert [(p[0], p[1]) for p in policies] == [
+        ("Public read other-bucket", "SELECT"),
+        ("Public read renders-images", "SELECT"),
+    ]
+    assert "renders-images" in policies[1][2]

@@ -1,0 +1,59 @@
+"""No docker engine runs here: check that docker-compose.yml and the Dockerfile describe
+the same split as `make run` (commands, ports, variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic_settings import BaseSettings
+
+from services.common.config import GatewaySettings, ImagegenSettings, StatusSettings, StorageSettings
+from tools.processes import ROOT, SERVICES
+
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "imagegen": ImagegenSettings,
+    "storage": StorageSettings,
+    "status": StatusSettings,
+    "gateway": GatewaySettings,
+}
+
+
+def compose() -> dict:
+    loaded: dict = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_compose_runs_the_same_commands_and_ports_as_make_run() -> None:
+    services = compose()["services"]
+    assert set(services) == set(SERVICES)
+    for name, (module, port_var, default_port) in SERVICES.items():
+        svc = services[name]
+        assert svc["command"] == ["python", "-m", module]
+        assert svc["environment"][port_var] == str(default_port)
+        assert f"127.0.0.1:{default_port}:{default_port}" in svc["ports"]
+
+
+def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
+    for name, svc in compose()["services"].items():
+        known = {
+            str(field.validation_alias)
+            for field in SETTINGS[name].model_fields.values()
+            if field.validation_alias is not None
+        }
+        unknown = set(svc["environment"]) - known
+        assert not unknown, f"{name} sets variables it never reads: {unknown}"
+
+
+def test_gateway_reaches_the_services_by_their_compose_names() -> None:
+    env = compose()["services"]["gateway"]["environment"]
+    for name, (_module, _var, port) in SERVICES.items():
+        if name != "gateway":
+            assert env[f"{name.upper()}_ADDR"] == f"{name}:{port}"
+
+
+def test_dockerfile_copies_everything_the_processes_import() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for needed in ("requirements.lock", "storyshort", "services", "gateway", "sql"):
+        assert f"COPY {needed}" in dockerfile, f"the image lacks {needed}"
+    assert Path(ROOT / "requirements.lock").exists()
