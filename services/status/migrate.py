@@ -21,7 +21,7 @@ log = logging.getLogger("migrate")
 
 def storage_policy_sql(bucket: str) -> sql.Composed:
     text = (SQL_ROOT / "supabase" / "storage_policy.sql").read_text()
-    return sql.SQL(text.replace("{bucket}", "{b}")).format(b=sql.Literal(bucket))  # type: ignore[arg-type]
+    return sql.SQL(text.replace("{bucket}", "{b}")).format(b=sql.Literal(bucket))
 
 
 async def apply_storage_policy(dsn: str, bucket: str) -> None:

@@ -56,6 +56,22 @@ BAD_KEY = Fail(400, "403", "Unauthorized", "invalid signature")
 DUPLICATE = Fail(400, "409", "Duplicate", "The resource already exists")
 UNAVAILABLE = Fail(503, "503", "ServiceUnavailable", "try again")
 
+# Column defaults, as sql/postgres/001_init.sql declares them.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "videos": {"status": "draft", "image_upload_progress": 0},
+    "preview_runs": {"scene_count": 0, "error": "", "summary": "{}"},
+    "preview_scenes": {
+        "url": "",
+        "path": "",
+        "content_type": "",
+        "placeholder": False,
+        "provider": "",
+        "attempts": 0,
+        "generate_ms": 0,
+        "upload_ms": 0,
+        "error": "",
+    },
+}
 PRIMARY_KEYS = {"videos": ("id",), "preview_runs": ("video_id",), "preview_scenes": ("video_id", "scene")}
 
 
@@ -136,9 +152,9 @@ class FakeSupabase:
                 other = raw.lower() == "true"
             elif isinstance(value, int | float):
                 other = float(raw)
-            if op == "eq" and not value == other:
+            if op == "eq" and value != other:
                 return False
-            if op == "neq" and not value != other:
+            if op == "neq" and value == other:
                 return False
             if op == "lt" and not (value is not None and value < other):
                 return False
@@ -196,8 +212,9 @@ class FakeSupabase:
                 for item in items:
                     existing = next((r for r in rows if all(r.get(k) == item.get(k) for k in keys)), None)
                     if existing is None:
-                        rows.append(dict(item))
-                        out.append(dict(item))
+                        row = {**DEFAULTS.get(table, {}), **item}
+                        rows.append(row)
+                        out.append(dict(row))
                     elif "merge-duplicates" in prefer:
                         existing.update(item)
                         out.append(dict(existing))
@@ -369,7 +386,8 @@ class FakeSupabase:
                 data, content_type = b"", "text/plain"
                 for part in message.iter_parts():
                     if part.get_param("name", header="content-disposition") == "file":
-                        data = part.get_payload(decode=True) or b""
+                        payload = part.get_payload(decode=True)
+                        data = payload if isinstance(payload, bytes) else b""
                         content_type = part.get_content_type()
                 with fake.lock:
                     spec = fake.buckets.get(bucket)

@@ -10,9 +10,8 @@ import psycopg
 import pytest
 
 from services.common.deadlines import Budget
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ServiceError
 from services.status.migrate import apply_storage_policy
-from services.storage.backends import local
 from services.storage.backends.local import LocalBackend, resolve_inside
 from services.storage.uploader import Uploader
 from tests.fakes.images import image_bytes
@@ -44,8 +43,8 @@ async def test_a_write_that_dies_before_the_rename_keeps_the_old_image(
     def crash(src: object, dst: object) -> None:
         raise OSError(5, "simulated crash before rename")
 
-    monkeypatch.setattr(local.os, "replace", crash)
-    with pytest.raises(Exception):
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(ServiceError):
         await uploader.upload("", "videos/v/images/scene-1.png", image_bytes("PNG"), "image/png", Budget.of(2))
     target = tmp_path / BUCKET / "videos/v/images/scene-1.png"
     assert target.read_bytes() == old

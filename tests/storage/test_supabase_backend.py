@@ -114,7 +114,7 @@ async def test_existing_bucket_with_other_settings_is_reported(
     await storage.Upload(upload(), timeout=10)
     assert fake.count("create_bucket") == 0
     warning = next(r for r in caplog.records if "other settings" in r.getMessage())
-    assert warning.found["public"] is False
+    assert warning.__dict__["found"]["public"] is False
 
 
 async def test_two_server_errors_then_success_takes_three_attempts_with_backoff(

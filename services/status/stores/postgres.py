@@ -16,7 +16,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from services.common.errors import NotFound
+from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms, progress_for
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
@@ -75,6 +75,9 @@ class PostgresStore:
                 self._opened = True
             async with self.pool.connection() as conn, conn.transaction():
                 return await work(conn)
+        except psycopg.DataError as exc:
+            # An id that the videos table's id column cannot hold (a non-UUID for a uuid column).
+            raise NotFound("no such video (the id does not fit the videos table's id column)") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StoreUnavailable(
                 f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -145,9 +148,21 @@ class PostgresStore:
 
     async def create(self, video_id: str, scene_count: int) -> Video:
         async def work(conn: Conn) -> Video:
-            await conn.execute(
-                sql.SQL("INSERT INTO {t} ({id}) VALUES (%s) ON CONFLICT DO NOTHING").format(**self._v), (video_id,)
-            )
+            # In an existing StoryShort database the frontend creates the row (with columns
+            # we know nothing of); we insert one only when it is missing.
+            found = await conn.execute(sql.SQL("SELECT 1 FROM {t} WHERE {id} = %s").format(**self._v), (video_id,))
+            if await found.fetchone() is None:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            sql.SQL("INSERT INTO {t} ({id}) VALUES (%s) ON CONFLICT DO NOTHING").format(**self._v),
+                            (video_id,),
+                        )
+                except psycopg.IntegrityError as exc:
+                    raise FailedPrecondition(
+                        f"video {video_id!r} is not in the {self.videos.table!r} table and cannot be created with "
+                        "only an id there; create the video in StoryShort first"
+                    ) from exc
             await conn.execute(
                 "INSERT INTO preview_runs (video_id, scene_count, updated_at_ms) VALUES (%s, %s, %s) "
                 "ON CONFLICT (video_id) DO NOTHING",

@@ -1,0 +1,255 @@
+"""Supabase through PostgREST with the real `supabase` client and the service-role key.
+
+PostgREST has no multi-statement transactions, so each rule is one conditional write that
+the database applies atomically: progress rises only with `... WHERE progress < new`; a
+status changes only from the status it was read in (compare-and-set, re-read on a race);
+a failed scene report never overwrites a stored one. The client's own GET retries are off:
+the status book is the only retry layer. The schema is applied with the PostgreSQL
+migrator against the Supabase database (`STATUS_STORE=postgres make migrate`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import AClient, AsyncClientOptions, acreate_client
+
+from services.common.errors import FailedPrecondition, NotFound
+from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms, progress_for
+from services.status.stores.base import StoreUnavailable
+from services.status.stores.postgres import VideosTable
+from services.status.stores.rows import SCENE_COLUMNS, summary_from_json, summary_to_json
+
+T = TypeVar("T")
+CAS_TRIES = 5
+
+
+def _one(response: Any) -> dict[str, Any]:
+    """The row of a maybe_single() answer ({} for none)."""
+    return dict(response.data) if response is not None and response.data else {}
+
+
+def _rows(response: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in (response.data or [])]
+
+
+class SupabaseStore:
+    name = "supabase"
+
+    def __init__(
+        self, url: str, service_role_key: str, videos: VideosTable | None = None, timeout: float = 5.0
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise SystemExit("SUPABASE_URL must start with http:// or https://")
+        self.url = url.rstrip("/")
+        self._key = service_role_key
+        self.videos = videos or VideosTable()
+        self.timeout = timeout
+        self._client: AClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def _db(self) -> AClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await acreate_client(
+                        self.url,
+                        self._key,
+                        options=AsyncClientOptions(
+                            persist_session=False,
+                            auto_refresh_token=False,
+                            postgrest_client_retry=False,
+                            httpx_client=httpx.AsyncClient(timeout=self.timeout),
+                        ),
+                    )
+        return self._client
+
+    async def _run(self, work: Callable[[AClient], Awaitable[T]]) -> T:
+        try:
+            return await work(await self._db())
+        except APIError as exc:
+            code = str(exc.code or "")
+            if code.startswith(("PGRST3", "42")) or code in ("401", "403"):
+                raise StoreUnavailable(f"supabase rejected the request: {code} {exc.message}") from exc
+            raise StoreUnavailable(f"supabase error {code}: {exc.message}") from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            # ValueError: an answer that is not the JSON PostgREST promises.
+            raise StoreUnavailable(f"supabase: {type(exc).__name__}") from exc
+
+    async def migrate(self) -> None:
+        """PostgREST cannot run DDL: check that the schema is there and say how to apply it."""
+
+        async def check(db: AClient) -> None:
+            for table in (self.videos.table, "preview_runs", "preview_scenes"):
+                try:
+                    await db.table(table).select("*").limit(1).execute()
+                except APIError as exc:
+                    raise StoreUnavailable(
+                        f"table {table!r} is missing in Supabase ({exc.code}); apply sql/postgres with "
+                        "STATUS_STORE=postgres DATABASE_URL=<the Supabase database URL> make migrate"
+                    ) from exc
+
+        await self._run(check)
+
+    async def _read(self, db: AClient, video_id: str) -> Video | None:
+        v = self.videos
+        row = _one(
+            await db.table(v.table)
+            .select(f"{v.id},{v.status},{v.progress}")
+            .eq(v.id, video_id)
+            .maybe_single()
+            .execute()
+        )
+        if not row:
+            return None
+        r = _one(await db.table("preview_runs").select("*").eq("video_id", video_id).maybe_single().execute())
+        scenes = _rows(
+            await db.table("preview_scenes")
+            .select(",".join(SCENE_COLUMNS))
+            .eq("video_id", video_id)
+            .order("scene")
+            .execute()
+        )
+        return Video(
+            video_id=str(row[v.id]),
+            status=str(row[v.status] or "draft"),
+            progress=int(row[v.progress] or 0),
+            scene_count=int(r.get("scene_count") or 0),
+            error=str(r.get("error") or ""),
+            updated_at_ms=int(r.get("updated_at_ms") or 0),
+            scenes=[SceneResult(**{c: s[c] for c in SCENE_COLUMNS}) for s in scenes],
+            summary=summary_from_json(r.get("summary")),
+        )
+
+    async def _read_existing(self, db: AClient, video_id: str) -> Video:
+        video = await self._read(db, video_id)
+        if video is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return video
+
+    async def _raise_progress(self, db: AClient, video_id: str, progress: int) -> None:
+        v = self.videos
+        await db.table(v.table).update({v.progress: progress}).eq(v.id, video_id).lt(v.progress, progress).execute()
+
+    async def _touch_run(self, db: AClient, video_id: str, **columns: object) -> None:
+        await (
+            db.table("preview_runs")
+            .upsert({"video_id": video_id, "updated_at_ms": now_ms(), **columns}, on_conflict="video_id")
+            .execute()
+        )
+
+    async def create(self, video_id: str, scene_count: int) -> Video:
+        async def work(db: AClient) -> Video:
+            v = self.videos
+            # In an existing StoryShort database the frontend creates the row; insert only when missing.
+            found = _one(await db.table(v.table).select(v.id).eq(v.id, video_id).maybe_single().execute())
+            if not found:
+                await db.table(v.table).upsert({v.id: video_id}, on_conflict=v.id, ignore_duplicates=True).execute()
+            await (
+                db.table("preview_runs")
+                .upsert(
+                    {"video_id": video_id, "scene_count": scene_count, "updated_at_ms": now_ms()},
+                    on_conflict="video_id",
+                    ignore_duplicates=True,
+                )
+                .execute()
+            )
+            return await self._read_existing(db, video_id)
+
+        return await self._run(work)
+
+    async def get(self, video_id: str) -> Video | None:
+        return await self._run(lambda db: self._read(db, video_id))
+
+    async def _set_status(self, db: AClient, video_id: str, new: str) -> str:
+        """Compare-and-set: answer the status it replaced."""
+        v = self.videos
+        for _ in range(CAS_TRIES):
+            current = await self._read_existing(db, video_id)
+            check_transition(current.status, new)
+            if current.status == new:
+                return current.status
+            changed = (
+                await db.table(v.table)
+                .update({v.status: new})
+                .eq(v.id, video_id)
+                .eq(v.status, current.status)
+                .execute()
+            )
+            if changed.data:
+                return current.status
+        raise FailedPrecondition(f"video {video_id!r} kept changing status; try again")
+
+    async def update(self, video_id: str, change: VideoUpdate) -> Video:
+        async def work(db: AClient) -> Video:
+            run: dict[str, object] = {}
+            if change.status is not None:
+                before = await self._set_status(db, video_id, change.status)
+                if change.status == GENERATING and before != GENERATING:
+                    run["error"] = ""
+            else:
+                await self._read_existing(db, video_id)
+            if change.progress is not None:
+                await self._raise_progress(db, video_id, change.progress)
+            if change.scene_count is not None:
+                run["scene_count"] = change.scene_count
+            if change.error is not None:
+                run["error"] = change.error
+            if change.summary is not None:
+                run["summary"] = summary_to_json(change.summary)
+            await self._touch_run(db, video_id, **run)
+            return await self._read_existing(db, video_id)
+
+        return await self._run(work)
+
+    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+        async def work(db: AClient) -> Video:
+            current = await self._read_existing(db, video_id)
+            row = {"video_id": video_id, **asdict(scene), "updated_at_ms": now_ms()}
+            scenes = db.table("preview_scenes")
+            if scene.state == "stored":
+                await scenes.upsert(row, on_conflict="video_id,scene").execute()
+            else:
+                # Never overwrite a stored image with a later failure of the same scene.
+                changed = await (
+                    scenes.update(row)
+                    .eq("video_id", video_id)
+                    .eq("scene", scene.scene)
+                    .neq("state", "stored")
+                    .execute()
+                )
+                if not changed.data:
+                    await scenes.upsert(row, on_conflict="video_id,scene", ignore_duplicates=True).execute()
+            stored = await (
+                db.table("preview_scenes")
+                .select("scene", count="exact")  # type: ignore[arg-type]
+                .eq("video_id", video_id)
+                .eq("state", "stored")
+                .execute()
+            )
+            await self._raise_progress(db, video_id, progress_for(int(stored.count or 0), current.scene_count))
+            await self._touch_run(db, video_id)
+            return await self._read_existing(db, video_id)
+
+        return await self._run(work)
+
+    async def list_stalled(self, older_than_ms: int) -> list[Video]:
+        async def work(db: AClient) -> list[Video]:
+            v = self.videos
+            old = await db.table("preview_runs").select("video_id").lt("updated_at_ms", older_than_ms).execute()
+            ids = [str(r["video_id"]) for r in _rows(old)]
+            if not ids:
+                return []
+            generating = await db.table(v.table).select(v.id).in_(v.id, ids).eq(v.status, GENERATING).execute()
+            return [await self._read_existing(db, str(r[v.id])) for r in _rows(generating)]
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.options.httpx_client.aclose()  # type: ignore[union-attr]
+            self._client = None

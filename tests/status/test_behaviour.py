@@ -1,0 +1,154 @@
+"""One behaviour suite, run against every store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from services.common.deadlines import Budget
+from services.common.errors import FailedPrecondition, NotFound
+from services.status.book import StatusBook
+from services.status.model import RunSummary, SceneResult, VideoUpdate
+from services.status.stores.base import StatusStore
+
+
+def budget() -> Budget:
+    return Budget.of(10)
+
+
+async def test_create_is_idempotent_and_get_reads_it_back(store: StatusStore) -> None:
+    first = await store.create("v1", 4)
+    again = await store.create("v1", 9)
+    assert (first.status, first.progress, first.scene_count) == ("draft", 0, 4)
+    assert again.scene_count == 4
+    got = await store.get("v1")
+    assert got is not None and got.video_id == "v1"
+    assert await store.get("nope") is None
+
+
+async def test_update_is_partial(store: StatusStore) -> None:
+    await store.create("v1", 4)
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    after = await store.update("v1", VideoUpdate(progress=25))
+    assert (after.status, after.progress, after.scene_count) == ("generating_images", 25, 4)
+    after = await store.update("v1", VideoUpdate(summary=RunSummary(generated=3, elapsed_ms=900)))
+    assert (after.status, after.progress, after.summary.generated, after.summary.elapsed_ms) == (
+        "generating_images",
+        25,
+        3,
+        900,
+    )
+
+
+async def test_progress_never_goes_backwards(store: StatusStore) -> None:
+    await store.create("v1", 4)
+    await store.update("v1", VideoUpdate(progress=60))
+    after = await store.update("v1", VideoUpdate(progress=40))
+    assert after.progress == 60
+
+
+async def test_fifty_concurrent_out_of_order_progress_updates_end_at_the_maximum(store: StatusStore) -> None:
+    await store.create("v1", 50)
+    values = list(range(1, 51))
+    random.Random(7).shuffle(values)
+    await asyncio.gather(*(store.update("v1", VideoUpdate(progress=p * 2)) for p in values))
+    final = await store.get("v1")
+    assert final is not None and final.progress == 100
+
+
+async def test_status_follows_the_state_machine(store: StatusStore) -> None:
+    await store.create("v1", 1)
+    with pytest.raises(FailedPrecondition, match="cannot move to 'assets_generated'"):
+        await store.update("v1", VideoUpdate(status="assets_generated"))
+    assert (await store.get("v1")).status == "draft"  # type: ignore[union-attr]
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    await store.update("v1", VideoUpdate(status="generating_images"))  # repeating is harmless
+    await store.update("v1", VideoUpdate(status="failed", error="storage down"))
+    resumed = await store.update("v1", VideoUpdate(status="generating_images"))
+    assert resumed.error == ""
+    done = await store.update("v1", VideoUpdate(status="assets_generated"))
+    assert done.status == "assets_generated"
+
+
+async def test_update_of_an_unknown_video_is_not_found(store: StatusStore) -> None:
+    with pytest.raises(NotFound):
+        await store.update("ghost", VideoUpdate(progress=10))
+
+
+def stored(n: int) -> SceneResult:
+    return SceneResult(
+        scene=n,
+        state="stored",
+        url=f"http://x/scene-{n}.png",
+        path=f"p/{n}.png",
+        content_type="image/png",
+        provider="gpt-image-2",
+        attempts=1,
+        generate_ms=10,
+        upload_ms=5,
+    )
+
+
+async def test_scene_reports_raise_progress_and_a_failure_never_replaces_a_stored_image(store: StatusStore) -> None:
+    await store.create("v1", 4)
+    after = await store.report_scene("v1", stored(2))
+    assert after.progress == 25
+    after = await store.report_scene("v1", SceneResult(scene=2, state="failed", error="late failure"))
+    assert [(s.scene, s.state, s.url) for s in after.scenes] == [(2, "stored", "http://x/scene-2.png")]
+    after = await store.report_scene("v1", SceneResult(scene=3, state="failed", error="upload failed"))
+    assert [(s.scene, s.state) for s in after.scenes] == [(2, "stored"), (3, "failed")]
+    assert after.progress == 25
+    after = await store.report_scene("v1", stored(3))
+    assert [(s.scene, s.state) for s in after.scenes] == [(2, "stored"), (3, "stored")]
+    assert after.progress == 50
+    scene = after.scenes[0]
+    assert (scene.provider, scene.content_type, scene.attempts, scene.placeholder) == (
+        "gpt-image-2",
+        "image/png",
+        1,
+        False,
+    )
+
+
+async def test_concurrent_scene_reports_end_at_one_hundred(store: StatusStore) -> None:
+    await store.create("v1", 12)
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    order = list(range(1, 13))
+    random.Random(3).shuffle(order)
+    await asyncio.gather(*(store.report_scene("v1", stored(n)) for n in order))
+    final = await store.get("v1")
+    assert final is not None and final.progress == 100
+    assert [s.scene for s in final.scenes] == list(range(1, 13))
+
+
+async def test_a_video_at_one_hundred_still_generating_is_corrected_on_read(store: StatusStore) -> None:
+    book = StatusBook(store)
+    await store.create("v1", 2)
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    await store.report_scene("v1", stored(1))
+    await store.report_scene("v1", stored(2))
+    answer = await book.get("v1", budget())
+    assert answer.video.status == "assets_generated" and not answer.degraded
+    assert (await store.get("v1")).status == "assets_generated"  # type: ignore[union-attr]
+
+
+async def test_a_generating_video_without_updates_is_reported_stalled_and_listed(store: StatusStore) -> None:
+    book = StatusBook(store, stall_after=0.05)
+    await store.create("v1", 2)
+    await store.create("v2", 2)
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    for _ in range(200):
+        answer = await book.get("v1", budget())
+        if answer.stalled:
+            break
+        await asyncio.sleep(0.01)
+    assert answer.stalled
+    assert not (await book.get("v2", budget())).stalled  # draft is never stalled
+    assert [v.video_id for v in await book.list_stalled(budget())] == ["v1"]
+
+
+async def test_get_of_an_unknown_video_is_not_found_not_degraded(store: StatusStore) -> None:
+    with pytest.raises(NotFound):
+        await StatusBook(store).get("never", budget())

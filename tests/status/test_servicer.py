@@ -1,0 +1,98 @@
+"""StatusService over gRPC: bad input is refused with INVALID_ARGUMENT and nothing is
+written; a forbidden transition is FAILED_PRECONDITION; a store outage reads degraded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.common.server import Registration
+from services.status.book import StatusBook
+from services.status.servicer import SERVICE, StatusServicer
+from services.status.stores.postgres import PostgresStore
+from services.status.stores.sqlite import SQLiteStore
+from storyshort.status.v1 import status_pb2, status_pb2_grpc
+from tests.conftest import grpc_server
+from tools.processes import free_port
+
+
+@pytest.fixture
+async def status(tmp_path: Path) -> AsyncIterator[tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore]]:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.migrate()
+    reg = Registration(status_pb2_grpc.add_StatusServiceServicer_to_server, StatusServicer(StatusBook(store)), SERVICE)
+    async with grpc_server(reg) as (_running, channel):
+        yield status_pb2_grpc.StatusServiceStub(channel), store
+    await store.close()
+
+
+BAD = [
+    ("CreateVideo", status_pb2.CreateVideoRequest(video_id="", scene_count=1), "video_id is required"),
+    ("CreateVideo", status_pb2.CreateVideoRequest(video_id="a/../b", scene_count=1), "may contain only"),
+    ("CreateVideo", status_pb2.CreateVideoRequest(video_id="v", scene_count=-1), "scene_count"),
+    ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", status="rendering"), "unknown status 'rendering'"),
+    ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", progress=101), "between 0 and 100"),
+    ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", progress=-1), "between 0 and 100"),
+    ("ReportScene", status_pb2.ReportSceneRequest(video_id="v"), "scene is required"),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(video_id="v", scene=status_pb2.SceneResult(scene=0, state="stored", url="u")),
+        "1-based",
+    ),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(video_id="v", scene=status_pb2.SceneResult(scene=1, state="done")),
+        "state",
+    ),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(video_id="v", scene=status_pb2.SceneResult(scene=1, state="stored")),
+        "url",
+    ),
+    ("GetVideo", status_pb2.GetVideoRequest(video_id="x" * 200), "at most 128"),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "words"), BAD, ids=[f"{m}-{i}" for i, (m, _r, _w) in enumerate(BAD)])
+async def test_bad_input_is_invalid_argument_and_nothing_is_written(
+    status: tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore], method: str, request_: object, words: str
+) -> None:
+    stub, store = status
+    await stub.CreateVideo(status_pb2.CreateVideoRequest(video_id="v", scene_count=2), timeout=5)
+    before = await store.get("v")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await getattr(stub, method)(request_, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (err.value.details() or "")
+    assert await store.get("v") == before
+
+
+async def test_forbidden_transition_is_failed_precondition(
+    status: tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore],
+) -> None:
+    stub, _store = status
+    await stub.CreateVideo(status_pb2.CreateVideoRequest(video_id="v", scene_count=2), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.UpdateVideo(status_pb2.UpdateVideoRequest(video_id="v", status="assets_generated"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot move" in (err.value.details() or "")
+
+
+async def test_get_answers_degraded_not_an_error_when_the_store_is_down() -> None:
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout=1)
+    reg = Registration(
+        status_pb2_grpc.add_StatusServiceServicer_to_server,
+        StatusServicer(StatusBook(store, attempt_timeout=0.5)),
+        SERVICE,
+    )
+    async with grpc_server(reg) as (_running, channel):
+        stub = status_pb2_grpc.StatusServiceStub(channel)
+        answer = await stub.GetVideo(status_pb2.GetVideoRequest(video_id="v"), timeout=3)
+        assert answer.degraded and answer.video.status == "processing" and answer.degraded_reason
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.UpdateVideo(status_pb2.UpdateVideoRequest(video_id="v", progress=5), timeout=3)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    await store.close()
