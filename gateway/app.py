@@ -12,15 +12,17 @@ from typing import Any
 import grpc
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError, error_response, grpc_error_response
+from gateway.page import video_page
 from gateway.pipeline import Pipeline, Scene
 from gateway.runs import RunRegistry
 from gateway.schemas import ErrorOut, GenerateIn, GenerateOut, VideoStatusOut
+from gateway.spool import ImageSpool
 from services.common import validation
 from services.common.config import GatewaySettings
 from services.common.errors import InvalidArgument
@@ -128,7 +130,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.imagegen_addr, settings.storage_addr, settings.status_addr, settings.image_gen_timeout
         )
         app.state.clients = clients
-        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size))
+        spool = ImageSpool(settings.data_dir / "spool")
+        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size, spool))
         app.state.last_known = LastKnown()
         try:
             yield
@@ -205,6 +208,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if media is None or not target.is_file():
             raise HTTPError(404, "NOT_FOUND", f"no object {object_path!r}")
         return FileResponse(target, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/videos/{video_id}", response_class=HTMLResponse, responses=ERRORS)
+    async def video_view(video_id: str) -> HTMLResponse:
+        """A page with the video's progress bar and images, refreshing until the video is done."""
+        return HTMLResponse(video_page(validation.video_id(video_id, "videoId")), headers=NO_STORE)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

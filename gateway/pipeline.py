@@ -13,6 +13,7 @@ import grpc
 
 from gateway import metrics
 from gateway.clients import ServiceClients
+from gateway.spool import ImageSpool, SpooledImage
 from services.common import validation
 from services.common.images import inspect_image, render_placeholder
 from storyshort.imagegen.v1 import imagegen_pb2
@@ -74,10 +75,11 @@ def object_path(video_id: str, scene: int, extension: str) -> str:
 
 
 class Pipeline:
-    def __init__(self, clients: ServiceClients, concurrency: int, image_size: str) -> None:
+    def __init__(self, clients: ServiceClients, concurrency: int, image_size: str, spool: ImageSpool) -> None:
         self.clients = clients
         self.concurrency = concurrency
         self.image_size = image_size
+        self.spool = spool
 
     async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
         """Run the scenes not in ``done_scenes``; answer the final status."""
@@ -88,7 +90,17 @@ class Pipeline:
 
         async def one(scene: Scene) -> None:
             async with gate:
-                await self._scene(run, scene)
+                try:
+                    await self._scene(run, scene)
+                except Exception:
+                    # A bug must not stop the other scenes, nor leave the video generating.
+                    log.exception("scene crashed", extra={"video_id": run.video_id, "scene": scene.number})
+                    run.summary.failed += 1
+                    outcome = SceneOutcome(
+                        status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")
+                    )
+                    run.outcomes[scene.number] = outcome
+                    await self._report(run.video_id, outcome)
 
         await asyncio.gather(*(one(s) for s in todo))
         await self._flush_unreported(run)
@@ -130,38 +142,48 @@ class Pipeline:
     async def _scene(self, run: VideoRun, scene: Scene) -> None:
         ctx = {"video_id": run.video_id, "scene": scene.number}
         t0 = time.monotonic()
-        image, content_type, extension, provider, placeholder, attempts = await self._generate(run, scene)
+        # An image paid for in an earlier run whose upload failed is used, not bought again.
+        image = await self.spool.take(run.video_id, scene.number)
+        if image is not None:
+            log.info("uploading the image kept from an earlier run", extra=ctx)
+        else:
+            image = await self._generate(run, scene)
         generate_ms = int((time.monotonic() - t0) * 1000)
         t1 = time.monotonic()
         result = status_pb2.SceneResult(
             scene=scene.number,
-            provider=provider,
-            placeholder=placeholder,
-            attempts=attempts,
+            provider=image.provider,
+            placeholder=image.placeholder,
+            attempts=image.attempts,
             generate_ms=generate_ms,
-            content_type=content_type,
+            content_type=image.content_type,
         )
         try:
             uploaded = await self.clients.upload(
                 storage_pb2.UploadRequest(
-                    path=object_path(run.video_id, scene.number, extension), data=image, content_type=content_type
+                    path=object_path(run.video_id, scene.number, image.extension),
+                    data=image.data,
+                    content_type=image.content_type,
                 )
             )
             result.state, result.url, result.path = "stored", uploaded.public_url, uploaded.path
-            if placeholder:
+            if image.placeholder:
                 run.summary.placeholders += 1
             else:
                 run.summary.generated += 1
+            await self.spool.drop(run.video_id, scene.number)
         except grpc.aio.AioRpcError as exc:
             result.state, result.error = "failed", f"upload failed: {exc.code().name}: {exc.details()}"
             run.summary.failed += 1
             log.error("scene could not be stored", extra={**ctx, "error": result.error})
+            if not image.placeholder:
+                await self.spool.put(run.video_id, scene.number, image)
         result.upload_ms = int((time.monotonic() - t1) * 1000)
         outcome = SceneOutcome(result)
         run.outcomes[scene.number] = outcome
         await self._report(run.video_id, outcome)
 
-    async def _generate(self, run: VideoRun, scene: Scene) -> tuple[bytes, str, str, str, bool, int]:
+    async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
         try:
             answer = await self.clients.generate(
                 imagegen_pb2.GenerateRequest(
@@ -173,7 +195,7 @@ class Pipeline:
                     run.summary.hard_provider_failures += 1
                 if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
                     run.summary.provider_attempts += 1
-            return (
+            return SpooledImage(
                 answer.image,
                 answer.content_type,
                 answer.extension,
@@ -190,7 +212,7 @@ class Pipeline:
             width, height = validation.image_size(self.image_size)
             data = await asyncio.to_thread(render_placeholder, width, height, f"Scene {scene.number}")
             info = inspect_image(data)
-            return data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0
+            return SpooledImage(data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0)
 
     async def _report(self, video_id: str, outcome: SceneOutcome) -> None:
         try:

@@ -15,24 +15,9 @@ from PIL import Image
 
 from services.common.channels import open_channel
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
-from tests.conftest import wait_until
+from tests.e2e.helpers import poll_until_done
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
 from tools.processes import System
-
-
-def poll_until_done(client: httpx.Client, video_id: str, timeout: float = 60.0) -> list[dict]:
-    """Poll the status endpoint like the frontend; answer every answer seen."""
-    seen: list[dict] = []
-
-    def finished() -> bool:
-        answer = client.get("/api/video-status", params={"videoId": video_id})
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["cache-control"] == "no-store"
-        seen.append(answer.json())
-        return seen[-1]["status"] in ("assets_generated", "failed")
-
-    assert wait_until(finished, timeout=timeout, every=0.05), f"video not done: {seen[-1] if seen else None}"
-    return seen
 
 
 @pytest.mark.slow

@@ -1,0 +1,65 @@
+"""Generated images whose upload failed, kept on disk until a later run stores them.
+
+An image from a paid provider is money spent: when storage fails, the bytes wait here so
+resuming the video uploads them instead of generating (paying for) the scene again. Files
+are written atomically and removed once stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from services.common import validation
+from services.storage.backends.local import write_atomically
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpooledImage:
+    data: bytes
+    content_type: str
+    extension: str
+    provider: str
+    placeholder: bool
+    attempts: int
+
+
+class ImageSpool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _paths(self, video_id: str, scene: int) -> tuple[Path, Path]:
+        base = self.root / validation.video_id(video_id) / f"scene-{validation.scene_number(scene)}"
+        return base.with_suffix(".img"), base.with_suffix(".json")
+
+    async def put(self, video_id: str, scene: int, image: SpooledImage) -> None:
+        data_path, meta_path = self._paths(video_id, scene)
+        meta = {k: v for k, v in asdict(image).items() if k != "data"}
+        try:
+            await asyncio.to_thread(write_atomically, data_path, image.data)
+            await asyncio.to_thread(write_atomically, meta_path, json.dumps(meta).encode())
+        except OSError as exc:
+            log.error(
+                "could not keep the image for a later run",
+                extra={"video_id": video_id, "scene": scene, "error": str(exc)},
+            )
+
+    async def take(self, video_id: str, scene: int) -> SpooledImage | None:
+        data_path, meta_path = self._paths(video_id, scene)
+
+        def read() -> SpooledImage | None:
+            try:
+                meta = json.loads(meta_path.read_text())
+                return SpooledImage(data=data_path.read_bytes(), **meta)
+            except (OSError, ValueError, TypeError):
+                return None
+
+        return await asyncio.to_thread(read)
+
+    async def drop(self, video_id: str, scene: int) -> None:
+        for path in self._paths(video_id, scene):
+            path.unlink(missing_ok=True)

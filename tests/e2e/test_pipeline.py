@@ -1,0 +1,235 @@
+"""The scene pipeline end to end: four real processes, imagegen pointed at the fake OpenAI
+server (and storage, where a test needs faults, at the fake Supabase)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import IN_CI, wait_until
+from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
+from tests.fakes import supabase_fake as sf
+from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
+from tools.processes import System
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
+        yield fake
+
+
+def test_ten_scene_video_is_stored_with_each_scene_paid_once(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=0.1, size=(0, 0)))
+    system = make_system(provider_env(fake_openai.base_url))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "ten", scenes(10)).status_code == 202
+        seen = poll_until_done(client, "ten")
+    assert_progress_never_decreased(seen)
+    final = seen[-1]
+    assert final["status"] == "assets_generated" and final["progress"] == 100
+    assert [i["scene"] for i in final["images"]] == list(range(1, 11))
+    assert all(i["provider"] == MODEL and not i["placeholder"] for i in final["images"])
+    for image in final["images"]:
+        got = httpx.get(image["url"], timeout=10)
+        assert got.status_code == 200
+        with Image.open(io.BytesIO(got.content)) as decoded:
+            assert decoded.size == (1024, 1024)
+    assert fake_openai.count(MODEL) == 10
+    summary = final["summary"]
+    assert (summary["generated"], summary["placeholders"], summary["failed"], summary["providerAttempts"]) == (
+        10,
+        0,
+        0,
+        10,
+    )
+    assert "KEY" not in final  # nothing secret in answers
+
+
+def test_imagegen_killed_mid_run_the_remaining_scenes_get_placeholders(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=0.6))
+    system = make_system(provider_env(fake_openai.base_url))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "killed", scenes(9)).status_code == 202
+        assert fake_openai.wait_for_requests(3, timeout=20)
+        system.procs["imagegen"].send_signal(signal.SIGKILL)
+        seen = poll_until_done(client, "killed")
+    final = seen[-1]
+    assert final["status"] == "assets_generated"
+    assert len(final["images"]) == 9
+    providers = {i["provider"] for i in final["images"]}
+    assert "gateway-placeholder" in providers
+    assert all(i["placeholder"] == (i["provider"] != MODEL) for i in final["images"])
+
+
+def test_status_service_stopped_the_status_endpoint_still_answers_200_degraded(
+    make_system: Callable[..., System],
+) -> None:
+    system = make_system()
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "known", scenes(2))
+        poll_until_done(client, "known")
+        system.stop("status")
+        answer = client.get("/api/video-status", params={"videoId": "known"})
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+        body = answer.json()
+        assert body["degraded"] is True and body["status"] == "assets_generated" and body["progress"] == 100
+        unknown = client.get("/api/video-status", params={"videoId": "unknown"})
+        assert unknown.status_code == 200
+        assert unknown.json()["degraded"] is True and unknown.json()["status"] == "processing"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["services"]["status"] != "SERVING"
+
+
+def test_storage_failing_fails_the_video_and_the_resume_pays_for_no_scene_twice(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    with sf.FakeSupabase() as supabase:
+        supabase.inject("upload", sf.UNAVAILABLE)
+        env = provider_env(
+            fake_openai.base_url,
+            STORAGE_BACKEND="supabase",
+            SUPABASE_URL=supabase.url,
+            SUPABASE_SERVICE_ROLE_KEY=supabase.key,
+        )
+        system = make_system(env)
+        system.start_all()
+        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+            assert post(client, "flaky", scenes(4)).status_code == 202
+            failed = poll_until_done(client, "flaky")[-1]
+            assert failed["status"] == "failed"
+            assert "could not be stored" in failed["error"]
+            assert [f["scene"] for f in failed["failedScenes"]] == [1, 2, 3, 4]
+            assert fake_openai.count(MODEL) == 4
+
+            supabase.inject("upload", sf.Pass())
+            again = post(client, "flaky", scenes(4))
+            assert again.status_code == 202 and again.json()["alreadyRunning"] is False
+            done = poll_until_done(client, "flaky")[-1]
+        assert done["status"] == "assets_generated" and len(done["images"]) == 4
+        assert fake_openai.count(MODEL) == 4, "a scene was paid for twice"
+        for image in done["images"]:
+            assert httpx.get(image["url"], timeout=10).status_code == 200
+
+
+def test_a_finished_video_posted_again_generates_nothing(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    system = make_system(provider_env(fake_openai.base_url))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "twice", scenes(3))
+        poll_until_done(client, "twice")
+        post(client, "twice", scenes(3))
+        final = poll_until_done(client, "twice")[-1]
+    assert final["status"] == "assets_generated" and len(final["images"]) == 3
+    assert fake_openai.count(MODEL) == 3
+
+
+def test_two_posts_at_once_for_one_video_start_one_run(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=0.3))
+    system = make_system(provider_env(fake_openai.base_url))
+    system.start_all()
+    answers: list[httpx.Response] = []
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        threads = [threading.Thread(target=lambda: answers.append(post(client, "race", scenes(4)))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(a.status_code for a in answers) == [202, 202]
+        assert sorted(a.json()["alreadyRunning"] for a in answers) == [False, True]
+        conflict = post(client, "race", scenes(4, word="different"))
+        assert conflict.status_code == 409
+        assert conflict.json()["error"]["code"] == "ALREADY_EXISTS"
+        assert "different scenes" in conflict.json()["error"]["message"]
+        poll_until_done(client, "race")
+    assert fake_openai.count(MODEL) == 4
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_the_video_page_shows_progress_and_images_in_a_real_browser(make_system: Callable[..., System]) -> None:
+    browser = chromium()
+    if browser is None:
+        if IN_CI:
+            pytest.fail("CI=true and no chromium: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium); CI installs it")
+    system = make_system()
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "paged", scenes(4))
+        poll_until_done(client, "paged")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={system.env['DATA_DIR']}/chromium",
+    ]
+    url = f"{system.gateway_url}/videos/paged"
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", url], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert 'aria-valuenow="100"' in dom
+    assert "assets_generated · 100%" in dom
+    assert dom.count("<figure") == 4 and dom.count("<img") == 4
+    assert dom.count(">placeholder<") == 4
+    shot = f"{system.env['DATA_DIR']}/page.png"
+    subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", f"--screenshot={shot}", "--window-size=1100,700", url],
+        capture_output=True,
+        timeout=60,
+    )
+    assert wait_until(lambda: __import__("os").path.exists(shot), timeout=5)
+
+
+def test_make_demo_posts_ten_scenes_and_prints_the_table(make_system: Callable[..., System]) -> None:
+    system = make_system()
+    system.start_all()
+    done = subprocess.run(
+        [
+            __import__("sys").executable,
+            "-m",
+            "tools.demo",
+            "--url",
+            system.gateway_url,
+            "--video-id",
+            "demo-t",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=system.env["PYTHONPATH"].split(":")[0],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "100% assets_generated" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if "/videos/demo-t/images/scene-" in line]
+    assert len(rows) == 10
