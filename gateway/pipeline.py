@@ -70,6 +70,12 @@ class VideoRun:
         return tuple((s.number, s.prompt) for s in self.scenes)
 
 
+@dataclass(frozen=True)
+class Stages:
+    generating: asyncio.Semaphore
+    storing: asyncio.Semaphore
+
+
 def object_path(video_id: str, scene: int, extension: str) -> str:
     return f"videos/{validation.video_id(video_id)}/images/scene-{scene}.{extension}"
 
@@ -84,23 +90,26 @@ class Pipeline:
     async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
         """Run the scenes not in ``done_scenes``; answer the final status."""
         started = time.monotonic()
-        gate = asyncio.Semaphore(self.concurrency)
+        # Two stages, each bounded: at most `concurrency` scenes generating (the paid,
+        # rate-limited part) and at most as many storing; a scene that has its image frees
+        # its generation slot while it uploads and records.
+        stages = Stages(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
         todo = [s for s in run.scenes if s.number not in done_scenes]
+        spooled = await self.spool.scenes(run.video_id)
         run.summary.skipped = len(run.scenes) - len(todo)
 
         async def one(scene: Scene) -> None:
-            async with gate:
-                try:
-                    await self._scene(run, scene)
-                except Exception:
-                    # A bug must not stop the other scenes, nor leave the video generating.
-                    log.exception("scene crashed", extra={"video_id": run.video_id, "scene": scene.number})
-                    run.summary.failed += 1
-                    outcome = SceneOutcome(
-                        status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")
-                    )
-                    run.outcomes[scene.number] = outcome
-                    await self._report(run.video_id, outcome)
+            try:
+                await self._scene(run, scene, stages, scene.number in spooled)
+            except Exception:
+                # A bug must not stop the other scenes, nor leave the video generating.
+                log.exception("scene crashed", extra={"video_id": run.video_id, "scene": scene.number})
+                run.summary.failed += 1
+                outcome = SceneOutcome(
+                    status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")
+                )
+                run.outcomes[scene.number] = outcome
+                await self._report(run.video_id, outcome)
 
         await asyncio.gather(*(one(s) for s in todo))
         await self._flush_unreported(run)
@@ -139,16 +148,22 @@ class Pipeline:
         )
         return final
 
-    async def _scene(self, run: VideoRun, scene: Scene) -> None:
+    async def _scene(self, run: VideoRun, scene: Scene, stages: Stages, spooled: bool) -> None:
         ctx = {"video_id": run.video_id, "scene": scene.number}
-        t0 = time.monotonic()
-        # An image paid for in an earlier run whose upload failed is used, not bought again.
-        image = await self.spool.take(run.video_id, scene.number)
-        if image is not None:
-            log.info("uploading the image kept from an earlier run", extra=ctx)
-        else:
-            image = await self._generate(run, scene)
-        generate_ms = int((time.monotonic() - t0) * 1000)
+        async with stages.generating:
+            t0 = time.monotonic()
+            # An image paid for in an earlier run whose upload failed is used, not bought again.
+            image = await self.spool.take(run.video_id, scene.number) if spooled else None
+            if image is not None:
+                log.info("uploading the image kept from an earlier run", extra=ctx)
+            else:
+                image = await self._generate(run, scene)
+            generate_ms = int((time.monotonic() - t0) * 1000)
+        async with stages.storing:
+            await self._store(run, scene, image, generate_ms)
+
+    async def _store(self, run: VideoRun, scene: Scene, image: SpooledImage, generate_ms: int) -> None:
+        ctx = {"video_id": run.video_id, "scene": scene.number}
         t1 = time.monotonic()
         result = status_pb2.SceneResult(
             scene=scene.number,

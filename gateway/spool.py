@@ -60,6 +60,19 @@ class ImageSpool:
 
         return await asyncio.to_thread(read)
 
+    async def scenes(self, video_id: str) -> set[int]:
+        """Scenes of this video with a kept image (one directory listing per run)."""
+
+        def listing() -> set[int]:
+            folder = self.root / validation.video_id(video_id)
+            try:
+                names = [p.name for p in folder.iterdir()]
+            except OSError:
+                return set()
+            return {int(n[6:-4]) for n in names if n.startswith("scene-") and n.endswith(".img") and n[6:-4].isdigit()}
+
+        return await asyncio.to_thread(listing)
+
     async def drop(self, video_id: str, scene: int) -> None:
         for path in self._paths(video_id, scene):
             path.unlink(missing_ok=True)

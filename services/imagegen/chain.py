@@ -18,6 +18,7 @@ from services.imagegen.providers.base import ImageProvider, Outcome, ProviderFai
 from services.imagegen.providers.placeholder import PlaceholderProvider
 
 log = logging.getLogger(__name__)
+INLINE_CHECK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,12 @@ class ProviderChain:
             record(failure.outcome, failure.reason)
             raise
         try:
-            # Decoding a large image takes milliseconds of CPU: off the event loop.
-            info = await asyncio.to_thread(inspect_image, data)
+            # Checking a large image takes milliseconds of CPU: off the event loop. A small
+            # one is checked in place (a thread hop would cost more than the check).
+            if len(data) > INLINE_CHECK_BYTES:
+                info = await asyncio.to_thread(inspect_image, data)
+            else:
+                info = inspect_image(data)
         except InvalidImage as exc:
             invalid = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
             record(invalid.outcome, invalid.reason)

@@ -90,12 +90,16 @@ class StatusBook:
         *,
         attempt_timeout: float = 5.0,
         stall_after: float = 600.0,
+        recover_after: float = 30.0,
         breaker: StoreBreaker | None = None,
         cache_size: int = 10_000,
     ) -> None:
         self.store = store
         self.attempt_timeout = attempt_timeout
         self.stall_after_ms = int(stall_after * 1000)
+        # A live run writes its own final status (with its summary) right after its last
+        # scene; only a video left at 100% for this long is corrected by a read.
+        self.recover_after_ms = int(recover_after * 1000)
         self.breaker = breaker or StoreBreaker(store.name)
         self._known: OrderedDict[str, tuple[Video, float]] = OrderedDict()
         self._cache_size = cache_size
@@ -161,6 +165,8 @@ class StatusBook:
     async def _recover(self, video: Video, budget: Budget) -> Video:
         """A video at 100% still marked generating is corrected to assets_generated."""
         if video.status != GENERATING or video.progress < 100:
+            return video
+        if now_ms() - video.updated_at_ms < self.recover_after_ms:
             return video
         if video.scene_count and sum(1 for s in video.scenes if s.state == "stored") < video.scene_count:
             return video

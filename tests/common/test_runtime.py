@@ -119,3 +119,23 @@ async def test_five_mib_image_fits_through_grpc_message_limits(tmp_path: Path) -
         )
     assert answer.size == len(data)
     assert (tmp_path / "s" / "renders-images" / "videos/v/images/scene-1.png").read_bytes() == data
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_truncated_images_are_refused_in_every_format(fmt: str) -> None:
+    from services.common.images import InvalidImage, inspect_image
+    from tests.fakes.images import image_bytes
+
+    good = image_bytes(fmt, (256, 256), (10, 200, 30))
+    assert inspect_image(good).width == 256
+    with pytest.raises(InvalidImage):
+        inspect_image(good[: len(good) * 2 // 3])
+
+
+def test_a_png_with_a_corrupted_chunk_is_refused() -> None:
+    from services.common.images import InvalidImage, inspect_image
+
+    good = noisy_png(50_000)
+    middle = len(good) // 2
+    with pytest.raises(InvalidImage):
+        inspect_image(good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1 :])

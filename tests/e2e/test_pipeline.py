@@ -233,3 +233,20 @@ def test_make_demo_posts_ten_scenes_and_prints_the_table(make_system: Callable[.
     assert "100% assets_generated" in done.stdout
     rows = [line for line in done.stdout.splitlines() if "/videos/demo-t/images/scene-" in line]
     assert len(rows) == 10
+
+
+def test_a_four_and_a_half_mib_image_goes_through_and_back_out_byte_for_byte(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    from tests.fakes.images import noisy_png
+
+    big = noisy_png(int(4.5 * 1024 * 1024))
+    assert len(big) > 4.5 * 1024 * 1024 - 4096
+    fake_openai.script(MODEL, Ok(payload=big))
+    system = make_system(provider_env(fake_openai.base_url))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "big", scenes(1))
+        final = poll_until_done(client, "big")[-1]
+    assert final["status"] == "assets_generated" and final["images"][0]["provider"] == MODEL
+    assert httpx.get(final["images"][0]["url"], timeout=10).content == big

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 from PIL import Image
 
 
+@functools.lru_cache(maxsize=64)
 def image_bytes(
     fmt: str = "PNG", size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (40, 120, 200)
 ) -> bytes:

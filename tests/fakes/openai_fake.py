@@ -23,8 +23,30 @@ from tests.fakes.images import image_bytes
 class Ok:
     latency: float = 0.0
     fmt: str = "PNG"
+    # (0, 0): the size the request asked for.
     size: tuple[int, int] = (64, 64)
     usage: bool = True
+    # Exact image bytes to answer instead of a generated image.
+    payload: bytes | None = None
+
+
+@dataclass
+class Flaky:
+    """Answer 500 with probability ``rate`` (seeded), else like ``ok``."""
+
+    rate: float
+    ok: Ok = field(default_factory=Ok)
+    seed: int = 1
+    latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        import random
+
+        self._random = random.Random(self.seed)
+        self.latency = self.ok.latency
+
+    def pick(self) -> Ok | Error:
+        return SERVER_ERROR if self._random.random() < self.rate else self.ok
 
 
 @dataclass
@@ -71,7 +93,7 @@ class EmptyData:
     """200 with an empty data list (seen from proxies)."""
 
 
-Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData
+Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData | Flaky
 
 CONTENT_POLICY = Error(400, "content_policy_violation", "Your request was rejected by the safety system.")
 BILLING = Error(400, "billing_hard_limit_reached", "Billing hard limit has been reached.")
@@ -237,11 +259,18 @@ class FakeOpenAI:
 
             def _answer(self, b: Behaviour, body: dict[str, Any]) -> None:
                 created = int(time.time())
+                if isinstance(b, Flaky):
+                    with fake.lock:
+                        b = b.pick()
                 if isinstance(b, Ok):
-                    size = (
-                        tuple(int(x) for x in str(body.get("size", "64x64")).split("x")) if b.size == (0, 0) else b.size
-                    )
-                    data = base64.b64encode(image_bytes(b.fmt, size)).decode()  # type: ignore[arg-type]
+                    if b.payload is not None:
+                        raw = b.payload
+                    elif b.size == (0, 0):
+                        width, height = (int(x) for x in str(body.get("size", "64x64")).split("x"))
+                        raw = image_bytes(b.fmt, (width, height))
+                    else:
+                        raw = image_bytes(b.fmt, b.size)
+                    data = base64.b64encode(raw).decode()
                     payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
                     if b.usage:
                         payload["usage"] = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}

@@ -200,9 +200,23 @@ class PostgresStore:
 
         return await self._run(work)
 
+    async def _scene_count(self, conn: Conn, video_id: str) -> int:
+        """The video's scene count, with its row locked for this transaction."""
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT r.scene_count FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
+                "WHERE v.{id} = %s FOR UPDATE OF v"
+            ).format(**self._v),
+            (video_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return int(row["scene_count"] or 0)
+
     async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
         async def work(conn: Conn) -> Video:
-            current = await self._read_existing(conn, video_id, lock=True)
+            scene_count = await self._scene_count(conn, video_id)
             cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
             sets = sql.SQL(", ").join(
                 sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in SCENE_COLUMNS if c != "scene"
@@ -221,7 +235,7 @@ class PostgresStore:
             )
             row = await cur.fetchone()
             stored = int(row["n"]) if row else 0
-            await self._raise_progress(conn, video_id, progress_for(stored, current.scene_count))
+            await self._raise_progress(conn, video_id, progress_for(stored, scene_count))
             await self._touch_run(conn, video_id)
             return await self._read_existing(conn, video_id)
 

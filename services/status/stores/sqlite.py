@@ -152,9 +152,19 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    @staticmethod
+    def _scene_count(conn: sqlite3.Connection, video_id: str) -> int:
+        row = conn.execute(
+            "SELECT r.scene_count FROM videos v LEFT JOIN preview_runs r ON r.video_id = v.id WHERE v.id = ?",
+            (video_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return int(row[0] or 0)
+
     async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
         def work(conn: sqlite3.Connection) -> Video:
-            current = self._read_existing(conn, video_id)
+            scene_count = self._scene_count(conn, video_id)
             values = [getattr(scene, c) for c in SCENE_COLUMNS]
             placeholders = ", ".join("?" for _ in SCENE_COLUMNS)
             updates = ", ".join(f"{c} = excluded.{c}" for c in SCENE_COLUMNS if c != "scene")
@@ -171,7 +181,7 @@ class SQLiteStore:
             ).fetchone()[0]
             conn.execute(
                 "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
-                (progress_for(stored, current.scene_count), video_id),
+                (progress_for(stored, scene_count), video_id),
             )
             self._ensure_run_row(conn, video_id)
             conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now_ms(), video_id))

@@ -1,0 +1,87 @@
+"""Whole-pipeline benchmarks over the four real processes, the fake OpenAI server as provider."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import httpx
+
+from bench.common import Figure, median, peak_rss_mib, running_system, wait_done
+from tests.fakes.openai_fake import FakeOpenAI, Flaky, Ok, model_entry
+
+MODEL = "gpt-image-2"
+
+
+def provider_env(fake: FakeOpenAI, **extra: str) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "sk-bench-0000000000", "OPENAI_BASE_URL": fake.base_url, "IMAGEGEN_CHAIN": MODEL, **extra}
+
+
+def story(n: int) -> list[dict[str, str]]:
+    return [{"prompt": f"scene {i}: a harbour at dawn"} for i in range(1, n + 1)]
+
+
+def pipeline(quick: bool) -> list[Figure]:
+    """N=30 scenes, concurrency 3, provider latency 200 ms, against ceil(N/3) x 200 ms;
+    paid requests per scene on a healthy run and on a resumed run."""
+    n, latency, repeats = 30, 0.2, (3 if quick else 5)
+    ideal = math.ceil(n / 3) * latency
+    walls: list[float] = []
+    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
+        fake.script(MODEL, Ok(latency=latency, size=(0, 0)))
+        with running_system(provider_env(fake)) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as c:
+            # Warm-up: connections, bucket, first-call costs.
+            c.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": story(3)})
+            wait_done(c, "warm")
+            before = fake.count(MODEL)
+            for r in range(repeats):
+                started = time.perf_counter()
+                c.post("/api/generate-preview-images", json={"videoId": f"p{r}", "scenes": story(n)})
+                wait_done(c, f"p{r}", every=0.01)
+                walls.append(time.perf_counter() - started)
+            paid = (fake.count(MODEL) - before) / (n * repeats)
+            before = fake.count(MODEL)
+            c.post("/api/generate-preview-images", json={"videoId": "p0", "scenes": story(n)})
+            wait_done(c, "p0")
+            repaid = (fake.count(MODEL) - before) / n
+    ratio = median(walls) / ideal
+    return [
+        Figure("pipeline 30 scenes: median wall time", round(median(walls), 3), "s", note=f"ideal {ideal:.2f} s"),
+        Figure("pipeline 30 scenes: wall / ideal", round(ratio, 3), "ratio", "<= 1.05", ratio <= 1.05),
+        Figure("paid requests per scene, healthy run", round(paid, 2), "per scene", "== 1.00", paid == 1.0),
+        Figure(
+            "paid requests per finished scene, resumed run", round(repaid, 2), "per scene", "== 0.00", repaid == 0.0
+        ),
+    ]
+
+
+def load(quick: bool) -> list[Figure]:
+    """20 videos x 10 scenes posted at once, provider latency 200 ms, 5% transient faults."""
+    videos, per_video, latency, limit = (10, 5, 0.2, 4) if quick else (20, 10, 0.2, 4)
+    total = videos * per_video
+    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
+        fake.script(MODEL, Flaky(0.05, Ok(latency=latency, size=(0, 0)), seed=11))
+        env = provider_env(fake, IMAGEGEN_CONCURRENCY=str(limit))
+        with running_system(env) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as c:
+            started = time.perf_counter()
+            for v in range(videos):
+                c.post("/api/generate-preview-images", json={"videoId": f"load{v}", "scenes": story(per_video)})
+            finals = [wait_done(c, f"load{v}", timeout=600, every=0.02) for v in range(videos)]
+            wall = time.perf_counter() - started
+            rss = {name: peak_rss_mib(proc.pid) for name, proc in system.procs.items()}
+        requests = fake.count(MODEL)
+    stored = sum(len(f["images"]) for f in finals)
+    real = sum(1 for f in finals for i in f["images"] if not i["placeholder"])
+    ideal = math.ceil(total / limit) * latency
+    figures = [
+        Figure(f"load {videos}x{per_video}: scenes stored", stored, "scenes", f"== {total}", stored == total),
+        Figure(f"load {videos}x{per_video}: real (non-placeholder) images", real, "scenes", note="5% faults retried"),
+        Figure(
+            f"load {videos}x{per_video}: wall / ideal (limit {limit} per provider)",
+            round(wall / ideal, 3),
+            "ratio",
+            note=f"wall {wall:.2f} s, ideal {ideal:.2f} s, {requests} provider requests",
+        ),
+    ]
+    figures += [Figure(f"load: peak RSS {name}", round(mib, 1), "MiB") for name, mib in sorted(rss.items())]
+    return figures

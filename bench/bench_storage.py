@@ -1,0 +1,116 @@
+"""Storage: memory while three 5 MiB images go through at once, and upload throughput
+through gRPC against writing the same bytes directly."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import Figure, median, rss_mib, running_system, wait_done
+from services.common.channels import open_channel
+from services.storage.backends.local import write_atomically
+from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
+from tests.fakes.images import noisy_png
+from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
+
+MODEL = "gpt-image-2"
+MIB = 1024 * 1024
+
+
+class PeakSampler:
+    """Samples each process's resident set every 5 ms; answers the highest seen."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = {name: 0.0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_mib(pid))
+            time.sleep(0.005)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def memory(quick: bool) -> list[Figure]:
+    image = noisy_png(int(4.9 * MIB))
+    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
+        fake.script(MODEL, Ok(payload=image))
+        env = {"OPENAI_API_KEY": "sk-bench-0000000000", "OPENAI_BASE_URL": fake.base_url, "IMAGEGEN_CHAIN": MODEL}
+        with running_system(env) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as c:
+            c.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": [{"prompt": "w"}]})
+            wait_done(c, "warm")
+            pids = {name: system.procs[name].pid for name in ("gateway", "storage")}
+            idle = {name: rss_mib(pid) for name, pid in pids.items()}
+            with PeakSampler(pids) as sampler:
+                c.post("/api/generate-preview-images", json={"videoId": "big", "scenes": [{"prompt": "b"}] * 3})
+                final = wait_done(c, "big")
+            assert len(final["images"]) == 3
+    figures = []
+    for name in pids:
+        above = sampler.peak[name] - idle[name]
+        figures.append(
+            Figure(
+                f"3 x 5 MiB at once: {name} peak RSS above idle",
+                round(above, 1),
+                "MiB",
+                "<= 64",
+                above <= 64,
+                note=f"idle {idle[name]:.0f} MiB",
+            )
+        )
+    return figures
+
+
+async def _grpc_uploads(port: int, data: bytes, count: int) -> float:
+    channel = open_channel(f"127.0.0.1:{port}")
+    stub = storage_pb2_grpc.StorageServiceStub(channel)
+    try:
+        await stub.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
+        started = time.perf_counter()
+        for i in range(count):
+            await stub.Upload(
+                storage_pb2.UploadRequest(path=f"bench/u-{i}.png", data=data, content_type="image/png"), timeout=30
+            )
+        return time.perf_counter() - started
+    finally:
+        await channel.close()
+
+
+def throughput(quick: bool) -> list[Figure]:
+    data = noisy_png(5 * MIB - 64 * 1024)
+    count, rounds = (5, 2) if quick else (10, 3)
+    grpc_rates, direct_rates = [], []
+    with running_system() as system, tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            seconds = asyncio.run(_grpc_uploads(system.port("storage"), data, count))
+            grpc_rates.append(count * len(data) / MIB / seconds)
+            started = time.perf_counter()
+            for i in range(count):
+                write_atomically(Path(tmp) / f"d-{i}.png", data)
+            direct_rates.append(count * len(data) / MIB / (time.perf_counter() - started))
+    ratio = median(grpc_rates) / median(direct_rates)
+    return [
+        Figure("5 MiB uploads through gRPC (validate, decode, atomic write)", round(median(grpc_rates), 1), "MiB/s"),
+        Figure("5 MiB atomic writes directly", round(median(direct_rates), 1), "MiB/s"),
+        Figure(
+            "upload throughput: gRPC / direct",
+            round(ratio, 3),
+            "ratio",
+            note="the gap is the image check (full decode) and two copies over loopback",
+        ),
+    ]

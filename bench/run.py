@@ -1,0 +1,79 @@
+"""`make bench` (or `make bench-quick`): run every benchmark against real processes on
+loopback, print one table, write the figures to bench/results/ and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from bench import bench_imagegen, bench_pipeline, bench_status, bench_storage
+from bench.common import RESULTS, Figure, machine, write_results
+
+BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
+    "pipeline": bench_pipeline.pipeline,
+    "hanging-first-model": bench_imagegen.hanging_first_model,
+    "transient-faults": bench_imagegen.transient_faults,
+    "status-reads": bench_status.status_reads,
+    "memory": bench_storage.memory,
+    "upload-throughput": bench_storage.throughput,
+    "load": bench_pipeline.load,
+}
+MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def table(figures: list[Figure]) -> str:
+    rows = ["| figure | value | goal | result |", "| --- | --- | --- | --- |"]
+    for f in figures:
+        result = "" if f.passed is None else ("pass" if f.passed else "MISS")
+        note = f" ({f.note})" if f.note else ""
+        rows.append(f"| {f.name}{note} | {f.value:g} {f.unit} | {f.goal} | {result} |")
+    return "\n".join(rows)
+
+
+def update_results_md(figures: list[Figure], mode: str) -> None:
+    path = RESULTS.parent / "RESULTS.md"
+    info = machine()
+    block = (
+        f"{MARK_START}\nLatest `{mode}` run: {info['date']}, commit {info['commit']}, Python {info['python']}, "
+        f"{info['cpus']} CPUs ({info['machine']}).\n\n{table(figures)}\n{MARK_END}"
+    )
+    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{MARK_START}\n{MARK_END}\n"
+    head, _, rest = text.partition(MARK_START)
+    _, _, tail = rest.partition(MARK_END)
+    path.write_text(head + block + tail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller loads (under 2 minutes)")
+    parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    figures: list[Figure] = []
+    failed = False
+    for name in args.only or list(BENCHMARKS):
+        started = time.perf_counter()
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        try:
+            figures += BENCHMARKS[name](args.quick)
+        except Exception:
+            failed = True
+            traceback.print_exc()
+            figures.append(Figure(f"{name}: did not finish", 0, "", "runs", False))
+        print(f"  {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    print(table(figures))
+    if not args.no_write:
+        print(f"\nwritten: {write_results(figures, mode)}")
+        update_results_md(figures, mode)
+    missed = [f.name for f in figures if f.passed is False]
+    if missed:
+        print(f"\ngoals missed: {', '.join(missed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
