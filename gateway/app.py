@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections import OrderedDict
@@ -14,10 +15,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import metrics
 from gateway.clients import ServiceClients
-from gateway.errors import HTTPError, error_response, grpc_error_response
+from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
 from gateway.page import video_page
 from gateway.pipeline import Pipeline, Scene
 from gateway.runs import RunRegistry
@@ -126,9 +128,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clients = ServiceClients.connect(
-            settings.imagegen_addr, settings.storage_addr, settings.status_addr, settings.image_gen_timeout
-        )
+        clients = ServiceClients.connect(settings)
         app.state.clients = clients
         spool = ImageSpool(settings.data_dir / "spool")
         app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size, spool))
@@ -146,6 +146,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+
+    def require_key(request: Request) -> None:
+        """Constant-time check of the bearer token for the write endpoint (GATEWAY_API_KEY)."""
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key):
+            raise HTTPError(401, "UNAUTHENTICATED", "send the gateway's API key as 'Authorization: Bearer <key>'")
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -153,6 +164,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return error_response(400, "INVALID_ARGUMENT", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = CODE_FOR_HTTP.get(exc.status_code, "UNKNOWN" if exc.status_code < 500 else "INTERNAL")
+        return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(InvalidArgument)
     async def invalid(_request: Request, exc: InvalidArgument) -> JSONResponse:
@@ -174,6 +190,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.post("/api/generate-preview-images", status_code=202, response_model=GenerateOut, responses=ERRORS)
     async def generate_preview_images(body: GenerateIn, request: Request) -> JSONResponse:
         """Start generating one image per scene; answers at once (202) while the run goes on."""
+        require_key(request)
         video_id = validation.video_id(body.videoId, "videoId")
         scenes = parse_scenes(body, settings.max_scenes)
         run, started = await request.app.state.runs.start(video_id, scenes)

@@ -8,14 +8,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.config import GatewaySettings
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
-# Per-hop budgets (DESIGN.md): imagegen gets the image budget plus 5 s to answer.
+# Per-hop budgets (DESIGN.md): imagegen gets the image budget plus 5 s to answer; upload
+# and status deadlines come from settings (UPLOAD_TIMEOUT, STATUS_TIMEOUT).
 IMAGEGEN_MARGIN = 5.0
-UPLOAD_TIMEOUT = 30.0
-STATUS_TIMEOUT = 5.0
 HEALTH_TIMEOUT = 1.0
 
 
@@ -26,20 +26,25 @@ class ServiceClients:
     status: status_pb2_grpc.StatusServiceStub
     channels: dict[str, grpc.aio.Channel]
     image_budget: float
+    upload_timeout: float
+    status_timeout: float
 
     @classmethod
-    def connect(cls, imagegen: str, storage: str, status: str, image_budget: float) -> ServiceClients:
+    def connect(cls, settings: GatewaySettings) -> ServiceClients:
+        ca = settings.grpc_tls_ca
         channels = {
-            "imagegen": open_channel(imagegen),
-            "storage": open_channel(storage),
-            "status": open_channel(status),
+            "imagegen": open_channel(settings.imagegen_addr, ca),
+            "storage": open_channel(settings.storage_addr, ca),
+            "status": open_channel(settings.status_addr, ca),
         }
         return cls(
             imagegen_pb2_grpc.ImageGenServiceStub(channels["imagegen"]),
             storage_pb2_grpc.StorageServiceStub(channels["storage"]),
             status_pb2_grpc.StatusServiceStub(channels["status"]),
             channels,
-            image_budget,
+            settings.image_gen_timeout,
+            settings.upload_timeout,
+            settings.status_timeout,
         )
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
@@ -49,27 +54,27 @@ class ServiceClients:
         return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
-        answer: storage_pb2.UploadResponse = await self.storage.Upload(request, timeout=UPLOAD_TIMEOUT)
+        answer: storage_pb2.UploadResponse = await self.storage.Upload(request, timeout=self.upload_timeout)
         return answer
 
     async def get_video(self, video_id: str) -> status_pb2.GetVideoResponse:
         answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
-            status_pb2.GetVideoRequest(video_id=video_id), timeout=STATUS_TIMEOUT
+            status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
         )
         return answer
 
     async def create_video(self, video_id: str, scene_count: int) -> status_pb2.Video:
         answer: status_pb2.Video = await self.status.CreateVideo(
-            status_pb2.CreateVideoRequest(video_id=video_id, scene_count=scene_count), timeout=STATUS_TIMEOUT
+            status_pb2.CreateVideoRequest(video_id=video_id, scene_count=scene_count), timeout=self.status_timeout
         )
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=STATUS_TIMEOUT)
+        answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.ReportScene(request, timeout=STATUS_TIMEOUT)
+        answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
         return answer
 
     async def health(self) -> dict[str, str]:

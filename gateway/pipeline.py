@@ -16,11 +16,22 @@ from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool, SpooledImage
 from services.common import validation
 from services.common.images import inspect_image, render_placeholder
+from services.common.retry import retrying_within
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 from storyshort.storage.v1 import storage_pb2
 
 log = logging.getLogger("pipeline")
+# Seconds the end of a run keeps trying to record scene results and the final status.
+END_OF_RUN_WRITES = 30.0
+
+
+def _status_down(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+
 
 GATEWAY_PLACEHOLDER = "gateway-placeholder"
 
@@ -118,15 +129,17 @@ class Pipeline:
         final = "failed" if failed else "assets_generated"
         error = f"scenes {', '.join(map(str, failed))} could not be stored" if failed else ""
         try:
-            await self.clients.update_video(
-                status_pb2.UpdateVideoRequest(
-                    video_id=run.video_id,
-                    status=final,
-                    error=error,
-                    summary=run.summary.to_pb(),
-                    **({"progress": 100} if not failed else {}),
-                )
-            )
+            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
+                with attempt:
+                    await self.clients.update_video(
+                        status_pb2.UpdateVideoRequest(
+                            video_id=run.video_id,
+                            status=final,
+                            error=error,
+                            summary=run.summary.to_pb(),
+                            **({"progress": 100} if not failed else {}),
+                        )
+                    )
         except grpc.aio.AioRpcError as exc:
             log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details()})
         s = run.summary
@@ -240,6 +253,27 @@ class Pipeline:
             )
 
     async def _flush_unreported(self, run: VideoRun) -> None:
-        for outcome in run.outcomes.values():
-            if not outcome.reported:
-                await self._report(run.video_id, outcome)
+        """Scene results the status service missed during the run are sent again, for a
+        bounded time: a stored scene that is not recorded would be generated (paid for)
+        again by a resume."""
+        pending = [o for o in run.outcomes.values() if not o.reported]
+        if not pending:
+            return
+        try:
+            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
+                with attempt:
+                    for outcome in pending:
+                        if not outcome.reported:
+                            await self.clients.report_scene(
+                                status_pb2.ReportSceneRequest(video_id=run.video_id, scene=outcome.result)
+                            )
+                            outcome.reported = True
+        except grpc.aio.AioRpcError as exc:
+            log.error(
+                "scene results could not be recorded; a resume will redo those scenes",
+                extra={
+                    "video_id": run.video_id,
+                    "scenes": [o.result.scene for o in pending if not o.reported],
+                    "code": exc.code().name,
+                },
+            )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from services.common.config import GRPC_MAX_MESSAGE_BYTES
@@ -14,5 +16,9 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
+def open_channel(address: str, tls_ca: Path | None = None) -> grpc.aio.Channel:
+    """A channel to one service; TLS when a CA to trust is given (GRPC_TLS_CA)."""
+    if tls_ca is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)

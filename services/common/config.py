@@ -24,6 +24,18 @@ class CommonSettings(BaseSettings):
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = Field(10.0, validation_alias="SHUTDOWN_GRACE", gt=0)
     data_dir: Path = Field(Path("data"), validation_alias="DATA_DIR")
+    # TLS for gRPC: a server with a cert and key serves TLS only; clients trust this CA.
+    grpc_tls_cert: Path | None = Field(None, validation_alias="GRPC_TLS_CERT")
+    grpc_tls_key: Path | None = Field(None, validation_alias="GRPC_TLS_KEY")
+    grpc_tls_ca: Path | None = Field(None, validation_alias="GRPC_TLS_CA")
+
+    def server_credentials(self) -> tuple[bytes, bytes] | None:
+        """(private key, certificate chain) when TLS is configured."""
+        if self.grpc_tls_cert is None and self.grpc_tls_key is None:
+            return None
+        if self.grpc_tls_cert is None or self.grpc_tls_key is None:
+            raise SystemExit("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together")
+        return self.grpc_tls_key.read_bytes(), self.grpc_tls_cert.read_bytes()
 
 
 class ProviderLimits(BaseModel):
@@ -126,3 +138,9 @@ class GatewaySettings(ObjectLayoutSettings):
     max_scenes: int = Field(100, validation_alias="MAX_SCENES", ge=1)
     image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
     image_size: str = Field("1024x1024", validation_alias="IMAGE_SIZE")
+    # Per-hop deadlines (seconds) for storage Upload and status calls.
+    upload_timeout: float = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
+    status_timeout: float = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
+    # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
+    api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
+    max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)

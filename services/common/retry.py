@@ -3,10 +3,18 @@ and never an attempt (or a sleep) that the caller's deadline cannot fit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
@@ -48,6 +56,17 @@ class _StopWhenDeadlineCannotFit(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.backoff(retry_state) + self.min_attempt > self.budget.remaining()
+
+
+def retrying_within(seconds: float, retry_if: Callable[[BaseException], bool]) -> AsyncRetrying:
+    """Keep retrying a write that must land (the end of a video run) for a bounded time,
+    backing off from 0.25 s to 2 s."""
+    return AsyncRetrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        retry=retry_if_exception(retry_if),
+        reraise=True,
+    )
 
 
 def retrying(policy: RetryPolicy, budget: Budget) -> AsyncRetrying:

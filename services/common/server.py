@@ -48,7 +48,10 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(host: str, port: int, registrations: list[Registration]) -> RunningServer:
+async def start_server(
+    host: str, port: int, registrations: list[Registration], tls: tuple[bytes, bytes] | None = None
+) -> RunningServer:
+    """``tls`` is (private key, certificate chain): the server then speaks TLS only."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     for reg in registrations:
         reg.add(reg.servicer, server)
@@ -59,7 +62,11 @@ async def start_server(host: str, port: int, registrations: list[Registration]) 
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is not None:
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()

@@ -74,6 +74,7 @@ async def main() -> None:
         settings.grpc_host,
         settings.port,
         [Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)],
+        settings.server_credentials(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}"})
 

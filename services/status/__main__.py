@@ -33,6 +33,7 @@ async def main() -> None:
         settings.grpc_host,
         settings.port,
         [Registration(status_pb2_grpc.add_StatusServiceServicer_to_server, StatusServicer(book), SERVICE)],
+        settings.server_credentials(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}", "store": store.name})
     await serve_until_signal(running, settings.shutdown_grace, store.close)

@@ -30,6 +30,7 @@ from services.status.stores.base import StatusStore, StoreUnavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+ANSWER_MARGIN = 0.05
 READ_POLICY = RetryPolicy(attempts=3, backoff=STATUS_READ_BACKOFF, min_attempt=0.05, retry_on=(StoreUnavailable,))
 WRITE_POLICY = READ_POLICY
 
@@ -45,7 +46,8 @@ class StatusAnswer:
 
 class StoreBreaker:
     """Opens after `threshold` failures in a row; while open, reads answer degraded without
-    touching the store, except one probe per `probe_every` seconds that may close it."""
+    touching the store. Every `probe_every` seconds one probe (in the background, never
+    inside a caller's request) tries the store and closes the breaker when it answers."""
 
     def __init__(self, store: str, threshold: int = 3, probe_every: float = 2.0) -> None:
         self.store = store
@@ -59,11 +61,9 @@ class StoreBreaker:
     def is_open(self) -> bool:
         return self.opened_at is not None
 
-    def allow(self) -> bool:
-        if self.opened_at is None:
-            return True
+    def probe_due(self) -> bool:
         now = time.monotonic()
-        if now >= self.next_probe:
+        if self.opened_at is not None and now >= self.next_probe:
             self.next_probe = now + self.probe_every
             return True
         return False
@@ -102,6 +102,7 @@ class StatusBook:
         self.recover_after_ms = int(recover_after * 1000)
         self.breaker = breaker or StoreBreaker(store.name)
         self._known: OrderedDict[str, tuple[Video, float]] = OrderedDict()
+        self._probe: asyncio.Task[None] | None = None
         self._cache_size = cache_size
 
     def _remember(self, video: Video) -> Video:
@@ -114,7 +115,8 @@ class StatusBook:
     async def _call(self, op: str, budget: Budget, policy: RetryPolicy, work: Callable[[], Awaitable[T]]) -> T:
         async for attempt in retrying(policy, budget):
             with attempt:
-                timeout = budget.slice(self.attempt_timeout)
+                # A little is kept back so a degraded answer still reaches the caller in time.
+                timeout = budget.slice(self.attempt_timeout, reserve=ANSWER_MARGIN)
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(timeout):
@@ -148,7 +150,9 @@ class StatusBook:
         return await self._write("report_scene", budget, lambda: self.store.report_scene(video_id, scene))
 
     async def get(self, video_id: str, budget: Budget) -> StatusAnswer:
-        if not self.breaker.allow():
+        if self.breaker.is_open:
+            if self.breaker.probe_due() and self._probe is None:
+                self._probe = asyncio.create_task(self._probe_store(video_id))
             return self._degraded(video_id, "store breaker open")
         try:
             video = await self._call("get", budget, READ_POLICY, lambda: self.store.get(video_id))
@@ -161,6 +165,23 @@ class StatusBook:
             raise NotFound(f"video {video_id!r} does not exist")
         video = await self._recover(video, budget)
         return StatusAnswer(self._remember(video), stalled=self._is_stalled(video))
+
+    async def _probe_store(self, video_id: str) -> None:
+        """One attempt against the store; closes the breaker when it answers."""
+        try:
+            async with asyncio.timeout(self.attempt_timeout):
+                video = await self.store.get(video_id)
+        except (StoreUnavailable, TimeoutError):
+            metrics.STORE_ERRORS.labels(self.store.name, "probe").inc()
+            return
+        except Exception:
+            log.exception("store probe failed")
+            return
+        finally:
+            self._probe = None
+        self.breaker.success()
+        if video is not None:
+            self._remember(video)
 
     async def _recover(self, video: Video, budget: Budget) -> Video:
         """A video at 100% still marked generating is corrected to assets_generated."""

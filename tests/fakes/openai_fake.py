@@ -123,6 +123,8 @@ class FakeOpenAI:
         self.models = models
         self.requests: list[Request] = []
         self.max_in_flight: dict[str, int] = {}
+        # Prompts that received an image: a prompt here twice is a scene paid for twice.
+        self.paid: list[str] = []
         self._flight: dict[str, int] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -272,6 +274,8 @@ class FakeOpenAI:
                         raw = image_bytes(b.fmt, b.size)
                     data = base64.b64encode(raw).decode()
                     payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
+                    with fake.lock:
+                        fake.paid.append(str(body.get("prompt", "")))
                     if b.usage:
                         payload["usage"] = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
                     self._json(200, payload)

@@ -1,0 +1,282 @@
+"""The fault matrix: the whole system as real processes, one fault per case. Every case
+asserts that the video reaches a correct final status, every scene has exactly one stored
+image or a recorded failure, progress never went backwards, and no scene was paid twice."""
+
+from __future__ import annotations
+
+import collections
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.helpers import MODEL, post, provider_env, scenes
+from tests.fakes import openai_fake as fo
+from tests.fakes import supabase_fake as sf
+from tests.fakes.tcp_proxy import FaultyProxy
+from tests.pg import pg_dsn
+from tools.processes import System
+
+__all__ = ["pg_dsn"]
+pytestmark = pytest.mark.slow
+N = 4
+
+
+@dataclass
+class Run:
+    system: System
+    openai: fo.FakeOpenAI
+    supabase: sf.FakeSupabase | None = None
+    proxy: FaultyProxy | None = None
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.system.gateway_url, timeout=10)
+
+    def start(self, video: str = "v", n: int = N) -> httpx.Response:
+        with self.client as c:
+            return post(c, video, scenes(n))
+
+    def finish(self, video: str = "v", timeout: float = 90) -> dict[str, Any]:
+        with self.client as c:
+
+            def done() -> bool:
+                answer = c.get("/api/video-status", params={"videoId": video})
+                assert answer.status_code == 200, answer.text
+                self.seen.append(answer.json())
+                last = self.seen[-1]
+                return last["status"] in ("assets_generated", "failed") and not last["degraded"]
+
+            assert wait_until(done, timeout=timeout, every=0.05), self.seen[-1]
+        return self.seen[-1]
+
+    def check(self, final: dict[str, Any], status: str, n: int = N) -> None:
+        assert final["status"] == status, final
+        stored = [i["scene"] for i in final["images"]]
+        failed = [f["scene"] for f in final["failedScenes"]]
+        assert sorted(stored + failed) == list(range(1, n + 1)), final  # exactly one outcome per scene
+        if status == "assets_generated":
+            assert failed == [] and final["progress"] == 100
+        progress = [s["progress"] for s in self.seen if not s["degraded"]]
+        assert progress == sorted(progress), f"progress went backwards: {progress}"
+        paid = collections.Counter(self.openai.paid)
+        assert all(count == 1 for count in paid.values()), f"paid twice: {paid}"
+
+
+@pytest.fixture
+def openai() -> Iterator[fo.FakeOpenAI]:
+    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def supabase() -> Iterator[sf.FakeSupabase]:
+    with sf.FakeSupabase() as fake:
+        yield fake
+
+
+def make_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, **env: str) -> Run:
+    system = make_system(provider_env(openai.base_url, IMAGEGEN_ATTEMPT_TIMEOUT="1", **env))
+    system.start_all()
+    return Run(system, openai)
+
+
+# ---- provider -------------------------------------------------------------------------
+
+PROVIDER_FAULTS = {
+    "500": [fo.SERVER_ERROR],
+    "429-retry-after": [fo.rate_limited(0.2), fo.Ok()],
+    "hang": [fo.Hang()],
+    "trickling-body": [fo.Trickle(interval=0.3, chunk=4)],
+    "garbage-bytes": [fo.Garbage()],
+    "content-policy": [fo.CONTENT_POLICY],
+    "billing-limit": [fo.BILLING],
+    "quota": [fo.QUOTA],
+    "empty-data": [fo.EmptyData()],
+    "401": [fo.BAD_KEY],
+}
+
+
+@pytest.mark.parametrize("fault", list(PROVIDER_FAULTS))
+def test_provider_fault(make_system: Callable[..., System], openai: fo.FakeOpenAI, fault: str) -> None:
+    openai.script(MODEL, *PROVIDER_FAULTS[fault])
+    run = make_run(make_system, openai)
+    assert run.start().status_code == 202
+    final = run.finish()
+    run.check(final, "assets_generated")
+    if fault != "429-retry-after":
+        assert all(i["placeholder"] for i in final["images"]), final["images"]
+    else:
+        assert any(not i["placeholder"] for i in final["images"])
+
+
+# ---- storage (Supabase Storage, faked) ----------------------------------------------
+
+
+def storage_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> Run:
+    run = make_run(
+        make_system,
+        openai,
+        STORAGE_BACKEND="supabase",
+        SUPABASE_URL=supabase.url,
+        SUPABASE_SERVICE_ROLE_KEY=supabase.key,
+        UPLOAD_TIMEOUT="2",
+    )
+    run.supabase = supabase
+    return run
+
+
+@pytest.mark.parametrize(
+    ("fault", "first", "recovers"),
+    [
+        ("5xx-then-success", [sf.Fail(500), sf.Fail(500), sf.Pass()], "assets_generated"),
+        ("5xx-forever", [sf.UNAVAILABLE], "failed"),
+        ("413", [sf.TOO_LARGE], "failed"),
+        ("hang", [sf.Hang()], "failed"),
+    ],
+)
+def test_storage_fault(
+    make_system: Callable[..., System],
+    openai: fo.FakeOpenAI,
+    supabase: sf.FakeSupabase,
+    fault: str,
+    first: list[sf.Fault],
+    recovers: str,
+) -> None:
+    supabase.inject("upload", *first)
+    run = storage_run(make_system, openai, supabase)
+    run.start()
+    final = run.finish()
+    run.check(final, recovers)
+    if recovers == "failed":
+        assert "could not be stored" in final["error"]
+        supabase.inject("upload", sf.Pass())
+        assert run.start().json()["alreadyRunning"] is False  # resume
+        run.check(run.finish(), "assets_generated")
+        assert len(openai.paid) == N  # the resume uploaded the kept images
+
+
+def test_storage_bad_key(make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> None:
+    supabase.inject("get_bucket", sf.BAD_KEY)
+    run = storage_run(make_system, openai, supabase)
+    run.start()
+    final = run.finish()
+    run.check(final, "failed")
+    assert any("SUPABASE_SERVICE_ROLE_KEY" in f["error"] for f in final["failedScenes"])
+
+
+def test_storage_bucket_created_concurrently(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase
+) -> None:
+    supabase.race_bucket_on_create = True
+    run = storage_run(make_system, openai, supabase)
+    run.start()
+    run.check(run.finish(), "assets_generated")
+    assert supabase.count("create_bucket") == 1
+
+
+# ---- status store (real PostgreSQL behind a faulty proxy) -----------------------------
+
+
+@pytest.fixture
+def pg_proxy(pg_dsn: str) -> Iterator[tuple[FaultyProxy, str]]:
+    database = pg_dsn.rsplit("/", 1)[1]
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        yield proxy, f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
+
+
+def pg_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, dsn: str, proxy: FaultyProxy) -> Run:
+    run = make_run(make_system, openai, STATUS_STORE="postgres", DATABASE_URL=dsn, STATUS_ATTEMPT_TIMEOUT="1")
+    run.proxy = proxy
+    return run
+
+
+def test_status_store_down_at_start(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str]
+) -> None:
+    proxy, dsn = pg_proxy
+    proxy.refusing = True
+    run = pg_run(make_system, openai, dsn, proxy)
+    refused = run.start()
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "UNAVAILABLE"
+    assert openai.paid == []  # nothing started, nothing paid
+    with run.client as c:
+        degraded = c.get("/api/video-status", params={"videoId": "v"}).json()
+    assert degraded["degraded"] is True and degraded["status"] == "processing"
+    proxy.refusing = False
+    assert wait_until(lambda: run.start().status_code == 202, timeout=20, every=0.5)
+    run.check(run.finish(), "assets_generated")
+
+
+@pytest.mark.parametrize("fault", ["down-mid-run", "restarted", "slow"])
+def test_status_store_fault_mid_run(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str], fault: str
+) -> None:
+    proxy, dsn = pg_proxy
+    openai.script(MODEL, fo.Ok(latency=0.3))
+    run = pg_run(make_system, openai, dsn, proxy)
+    assert run.start(n=6).status_code == 202
+    assert openai.wait_for_requests(2, timeout=20)
+    if fault == "down-mid-run":
+        proxy.refusing = True
+        proxy.kill_connections()
+        assert openai.wait_for_requests(5, timeout=20)
+        proxy.refusing = False
+    elif fault == "restarted":
+        assert proxy.kill_connections() > 0
+    else:
+        proxy.delay = 0.05
+    run.check(run.finish(), "assets_generated", n=6)
+
+
+# ---- services killed and restarted -------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["imagegen", "storage", "status"])
+def test_service_killed_mid_run_and_restarted(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+) -> None:
+    openai.script(MODEL, fo.Ok(latency=0.4))
+    run = make_run(make_system, openai)
+    assert run.start(n=6).status_code == 202
+    assert openai.wait_for_requests(2, timeout=20)
+    run.system.procs[service].send_signal(signal.SIGKILL)
+    run.system.procs[service].wait(10)
+    run.system.start(service)
+    final = run.finish()
+    if final["status"] == "failed":  # storage was away for some uploads: resume
+        assert service == "storage"
+        run.start(n=6)
+        final = run.finish()
+    run.check(final, "assets_generated", n=6)
+
+
+@pytest.mark.parametrize("service", ["imagegen", "storage", "status", "gateway"])
+def test_sigterm_mid_run_lets_in_flight_calls_finish(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+) -> None:
+    openai.script(MODEL, fo.Ok(latency=0.4))
+    run = make_run(make_system, openai)
+    assert run.start(n=6).status_code == 202
+    assert openai.wait_for_requests(2, timeout=20)
+    proc = run.system.procs[service]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    root = Path(run.system.env["DATA_DIR"]) / "storage"
+    assert [p for p in root.rglob("*.tmp")] == [], "a torn temp file was left behind"
+    run.system.procs.pop(service)
+    run.system.start(service)
+    final = run.finish()
+    if final["status"] == "failed" or (service == "gateway" and final["status"] != "assets_generated"):
+        run.start(n=6)
+        final = run.finish()
+    run.check(final, "assets_generated", n=6)
+    for image in final["images"]:
+        if "/storage/v1/object/public/" in image["url"]:
+            assert httpx.get(image["url"], timeout=10).status_code == 200
