@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
 GEN_DIR := storyshort
 
-.PHONY: all venv lock run test test-quick lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
+.PHONY: all venv lock run test test-matrix test-quick lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
 
 all: venv
 
@@ -46,7 +46,13 @@ demo: $(STAMP)
 	$(PY) -m tools.demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not matrix"
+
+test-matrix: $(STAMP)
+	$(PY) -m pytest -m matrix
+
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "not slow and not matrix"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -105,6 +105,7 @@ class Pipeline:
         # rate-limited part) and at most as many storing; a scene that has its image frees
         # its generation slot while it uploads and records.
         stages = Stages(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
+        done_scenes = done_scenes | await self._record_journaled(run, done_scenes)
         todo = [s for s in run.scenes if s.number not in done_scenes]
         spooled = await self.spool.scenes(run.video_id)
         run.summary.skipped = len(run.scenes) - len(todo)
@@ -126,8 +127,16 @@ class Pipeline:
         await self._flush_unreported(run)
         run.summary.elapsed_ms = int((time.monotonic() - started) * 1000)
         failed = [n for n, o in sorted(run.outcomes.items()) if o.result.state == "failed"]
-        final = "failed" if failed else "assets_generated"
-        error = f"scenes {', '.join(map(str, failed))} could not be stored" if failed else ""
+        unrecorded = [n for n, o in sorted(run.outcomes.items()) if not o.reported]
+        for number in unrecorded:  # a resume records these instead of paying for them again
+            await self.spool.put_result(run.video_id, number, run.outcomes[number].result.SerializeToString())
+        final = "failed" if failed or unrecorded else "assets_generated"
+        problems = []
+        if failed:
+            problems.append(f"scenes {', '.join(map(str, failed))} could not be stored")
+        if unrecorded:
+            problems.append(f"results of scenes {', '.join(map(str, unrecorded))} could not be recorded")
+        error = "; ".join(problems)
         try:
             async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
                 with attempt:
@@ -137,7 +146,7 @@ class Pipeline:
                             status=final,
                             error=error,
                             summary=run.summary.to_pb(),
-                            **({"progress": 100} if not failed else {}),
+                            **({"progress": 100} if final == "assets_generated" else {}),
                         )
                     )
         except grpc.aio.AioRpcError as exc:
@@ -251,6 +260,24 @@ class Pipeline:
                 "could not record scene; will try again at the end of the run",
                 extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code().name},
             )
+
+    async def _record_journaled(self, run: VideoRun, done: set[int]) -> set[int]:
+        """Record scenes an earlier run stored but could not record; answer those recorded."""
+        recorded: set[int] = set()
+        wanted = {s.number for s in run.scenes} - done
+        for number, raw in sorted((await self.spool.results(run.video_id)).items()):
+            if number not in wanted:
+                continue
+            result = status_pb2.SceneResult.FromString(raw)
+            try:
+                await self.clients.report_scene(status_pb2.ReportSceneRequest(video_id=run.video_id, scene=result))
+            except grpc.aio.AioRpcError:
+                continue
+            await self.spool.drop_result(run.video_id, number)
+            if result.state == "stored" and not result.placeholder:
+                recorded.add(number)
+                run.summary.generated += 1
+        return recorded
 
     async def _flush_unreported(self, run: VideoRun) -> None:
         """Scene results the status service missed during the run are sent again, for a

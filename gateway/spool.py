@@ -1,8 +1,10 @@
-"""Generated images whose upload failed, kept on disk until a later run stores them.
+"""What a run could not hand on, kept on disk until a later run of the video does.
 
 An image from a paid provider is money spent: when storage fails, the bytes wait here so
-resuming the video uploads them instead of generating (paying for) the scene again. Files
-are written atomically and removed once stored."""
+resuming the video uploads them instead of generating (paying for) the scene again. When
+the status service cannot record a stored scene, its result waits here too, so a resume
+records it instead of generating it again. Files are written atomically and removed once
+handed on."""
 
 from __future__ import annotations
 
@@ -59,6 +61,38 @@ class ImageSpool:
                 return None
 
         return await asyncio.to_thread(read)
+
+    def _result_path(self, video_id: str, scene: int) -> Path:
+        return self.root / validation.video_id(video_id) / f"scene-{validation.scene_number(scene)}.result"
+
+    async def put_result(self, video_id: str, scene: int, result: bytes) -> None:
+        try:
+            await asyncio.to_thread(write_atomically, self._result_path(video_id, scene), result)
+        except OSError as exc:
+            log.error(
+                "could not keep the scene result for a later run",
+                extra={"video_id": video_id, "scene": scene, "error": str(exc)},
+            )
+
+    async def results(self, video_id: str) -> dict[int, bytes]:
+        """Scene results a run stored but could not record (serialised SceneResult)."""
+
+        def read() -> dict[int, bytes]:
+            folder = self.root / validation.video_id(video_id)
+            found: dict[int, bytes] = {}
+            try:
+                for path in folder.glob("scene-*.result"):
+                    number = path.name[6:-7]
+                    if number.isdigit():
+                        found[int(number)] = path.read_bytes()
+            except OSError:
+                return {}
+            return found
+
+        return await asyncio.to_thread(read)
+
+    async def drop_result(self, video_id: str, scene: int) -> None:
+        self._result_path(video_id, scene).unlink(missing_ok=True)
 
     async def scenes(self, video_id: str) -> set[int]:
         """Scenes of this video with a kept image (one directory listing per run)."""

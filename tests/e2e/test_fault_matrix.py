@@ -23,7 +23,7 @@ from tests.pg import pg_dsn
 from tools.processes import System
 
 __all__ = ["pg_dsn"]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 N = 4
 
 
@@ -89,7 +89,7 @@ def make_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, **env: s
 
 # ---- provider -------------------------------------------------------------------------
 
-PROVIDER_FAULTS = {
+PROVIDER_FAULTS: dict[str, list[fo.Behaviour]] = {
     "500": [fo.SERVER_ERROR],
     "429-retry-after": [fo.rate_limited(0.2), fo.Ok()],
     "hang": [fo.Hang()],

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms, progress_for
+from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
 from services.status.stores.sql_files import migrations
@@ -54,12 +54,13 @@ class PostgresStore:
             max_size=max_size,
             timeout=connect_timeout,
             open=False,
-            # A connection killed by a restart is found on checkout, not by a failed query.
-            check=AsyncConnectionPool.check_connection,
+            # No check on checkout (a round trip per call): a connection killed by a restart
+            # fails its first query, the pool drops it, and the status book retries.
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)), "row_factory": dict_row},
             reconnect_timeout=0,
         )
         self._opened = False
+        self._migrated = False
         v = self.videos
         self._v = {
             "t": sql.Identifier(v.table),
@@ -68,11 +69,14 @@ class PostgresStore:
             "progress": sql.Identifier(v.progress),
         }
 
-    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _run(self, work: Callable[[Conn], Awaitable[T]], *, migrating: bool = False) -> T:
         try:
             if not self._opened:
                 await self.pool.open(wait=False)
                 self._opened = True
+            if not migrating and not self._migrated:
+                # The database was away when the service started: apply the schema first.
+                await self.migrate()
             async with self.pool.connection() as conn, conn.transaction():
                 return await work(conn)
         except psycopg.DataError as exc:
@@ -82,6 +86,9 @@ class PostgresStore:
             raise StoreUnavailable(
                 f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
+        except psycopg.DatabaseError as exc:
+            # A schema that does not match (a missing table or column): say which, as an outage.
+            raise StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
     async def migrate(self) -> None:
         async def apply(conn: Conn) -> None:
@@ -97,7 +104,8 @@ class PostgresStore:
                     await conn.execute(sql.SQL(text))
                     await conn.execute("INSERT INTO preview_schema_migrations VALUES (%s, %s)", (version, now_ms()))
 
-        await self._run(apply)
+        await self._run(apply, migrating=True)
+        self._migrated = True
 
     def _select(self, lock: bool) -> sql.Composed:
         return sql.SQL(
@@ -107,15 +115,26 @@ class PostgresStore:
         ).format(**self._v)
 
     async def _read(self, conn: Conn, video_id: str, lock: bool = False) -> Video | None:
-        cur = await conn.execute(self._select(lock), (video_id,))
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        cur2 = await conn.cursor(row_factory=psycopg.rows.tuple_row).execute(
+        # Both queries in one round trip (pipeline mode).
+        async with conn.pipeline():
+            video_cur = await conn.execute(self._select(lock), (video_id,))
+            scenes_cur = await self._select_scenes(conn, video_id)
+        return await self._video(video_cur, scenes_cur)
+
+    @staticmethod
+    async def _select_scenes(conn: Conn, video_id: str) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+        return await conn.cursor(row_factory=psycopg.rows.tuple_row).execute(
             f"SELECT {', '.join(SCENE_COLUMNS)} FROM preview_scenes WHERE video_id = %s ORDER BY scene", (video_id,)
         )
-        scenes = [scene_from_row(r) for r in await cur2.fetchall()]
-        return video_from_row(row, scenes)
+
+    @staticmethod
+    async def _video(
+        video_cur: psycopg.AsyncCursor[dict[str, Any]], scenes_cur: psycopg.AsyncCursor[tuple[Any, ...]]
+    ) -> Video | None:
+        row = await video_cur.fetchone()
+        if row is None:
+            return None
+        return video_from_row(row, [scene_from_row(r) for r in await scenes_cur.fetchall()])
 
     async def _read_existing(self, conn: Conn, video_id: str, lock: bool = False) -> Video:
         video = await self._read(conn, video_id, lock)
@@ -200,44 +219,42 @@ class PostgresStore:
 
         return await self._run(work)
 
-    async def _scene_count(self, conn: Conn, video_id: str) -> int:
-        """The video's scene count, with its row locked for this transaction."""
-        cur = await conn.execute(
-            sql.SQL(
-                "SELECT r.scene_count FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
-                "WHERE v.{id} = %s FOR UPDATE OF v"
-            ).format(**self._v),
-            (video_id,),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise NotFound(f"video {video_id!r} does not exist")
-        return int(row["scene_count"] or 0)
-
     async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
-        async def work(conn: Conn) -> Video:
-            scene_count = await self._scene_count(conn, video_id)
-            cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
-            sets = sql.SQL(", ").join(
-                sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in SCENE_COLUMNS if c != "scene"
-            )
+        """One round trip: every statement goes out in pipeline mode; progress is computed
+        in SQL from the stored scenes, under the video's row lock."""
+        cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
+        sets = sql.SQL(", ").join(
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in SCENE_COLUMNS if c != "scene"
+        )
+        upsert = sql.SQL(
+            "INSERT INTO preview_scenes (video_id, {cols}, updated_at_ms) VALUES (%s, {vals}, %s) "
+            "ON CONFLICT (video_id, scene) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms "
             # A stored image is never replaced by a later failure of the same scene.
-            await conn.execute(
-                sql.SQL(
-                    "INSERT INTO preview_scenes (video_id, {cols}, updated_at_ms) VALUES (%s, {vals}, %s) "
-                    "ON CONFLICT (video_id, scene) DO UPDATE SET {sets}, updated_at_ms = excluded.updated_at_ms "
-                    "WHERE NOT (preview_scenes.state = 'stored' AND excluded.state = 'failed')"
-                ).format(cols=cols, vals=sql.SQL(", ").join(sql.Placeholder() for _ in SCENE_COLUMNS), sets=sets),
-                (video_id, *[getattr(scene, c) for c in SCENE_COLUMNS], now_ms()),
-            )
-            cur = await conn.execute(
-                "SELECT COUNT(*) AS n FROM preview_scenes WHERE video_id = %s AND state = 'stored'", (video_id,)
-            )
-            row = await cur.fetchone()
-            stored = int(row["n"]) if row else 0
-            await self._raise_progress(conn, video_id, progress_for(stored, scene_count))
-            await self._touch_run(conn, video_id)
-            return await self._read_existing(conn, video_id)
+            "WHERE NOT (preview_scenes.state = 'stored' AND excluded.state = 'failed')"
+        ).format(cols=cols, vals=sql.SQL(", ").join(sql.Placeholder() for _ in SCENE_COLUMNS), sets=sets)
+        progress = sql.SQL(
+            "UPDATE {t} SET {progress} = GREATEST(COALESCE({progress}, 0), ("
+            "SELECT CASE WHEN COALESCE(r.scene_count, 0) <= 0 THEN 0 ELSE LEAST(100, ("
+            "SELECT COUNT(*) FROM preview_scenes s WHERE s.video_id = %s AND s.state = 'stored'"
+            ") * 100 / r.scene_count) END FROM preview_runs r WHERE r.video_id = %s)) WHERE {id} = %s"
+        ).format(**self._v)
+        lock = sql.SQL("SELECT 1 FROM {t} WHERE {id} = %s FOR UPDATE").format(**self._v)
+
+        async def work(conn: Conn) -> Video:
+            async with conn.pipeline():
+                exists = await conn.execute(lock, (video_id,))
+                await conn.execute(upsert, (video_id, *[getattr(scene, c) for c in SCENE_COLUMNS], now_ms()))
+                await conn.execute(progress, (video_id, video_id, video_id))
+                await conn.execute(
+                    "UPDATE preview_runs SET updated_at_ms = %s WHERE video_id = %s", (now_ms(), video_id)
+                )
+                video_cur = await conn.execute(self._select(False), (video_id,))
+                scenes_cur = await self._select_scenes(conn, video_id)
+            if await exists.fetchone() is None:
+                raise NotFound(f"video {video_id!r} does not exist")  # rolls the transaction back
+            video = await self._video(video_cur, scenes_cur)
+            assert video is not None
+            return video
 
         return await self._run(work)
 
