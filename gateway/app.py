@@ -35,11 +35,10 @@ from storyshort.status.v1 import status_pb2
 log = logging.getLogger("gateway")
 NO_STORE = {"Cache-Control": "no-store"}
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+# Errors are JSON on every route, the HTML page's included.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    409: {"model": ErrorOut},
-    503: {"model": ErrorOut},
+    code: {"model": ErrorOut, "content": {"application/json": {}}}
+    for code in (400, 401, 404, 409, 413, 429, 500, 503, 504)
 }
 
 
@@ -236,7 +235,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """The gateway process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "a service is not SERVING"}})
     async def readyz(request: Request) -> JSONResponse:
         """Ready when imagegen, storage and status all answer SERVING."""
         services = await request.app.state.clients.health()

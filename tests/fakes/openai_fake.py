@@ -98,7 +98,7 @@ Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | Empt
 CONTENT_POLICY = Error(400, "content_policy_violation", "Your request was rejected by the safety system.")
 BILLING = Error(400, "billing_hard_limit_reached", "Billing hard limit has been reached.")
 QUOTA = Error(429, "insufficient_quota", "You exceeded your current quota.", type="insufficient_quota")
-BAD_KEY = Error(401, "invalid_api_key", "Incorrect API key provided.", type="invalid_request_error")
+BAD_KEY = Error(401, "invalid_api_key", "Incorrect API key provided: {key}.", type="invalid_request_error")
 UNKNOWN_MODEL = Error(404, "model_not_found", "The model does not exist.")
 SERVER_ERROR = Error(500, "server_error", "The server had an error.", type="server_error")
 
@@ -283,7 +283,10 @@ class FakeOpenAI:
                     host = f"http://127.0.0.1:{fake.server.server_address[1]}"
                     self._json(200, {"created": created, "data": [{"url": f"{host}/files/img.{b.fmt.lower()}"}]})
                 elif isinstance(b, Error):
-                    err = {"message": b.message, "type": b.type, "param": None, "code": b.code or None}
+                    # Like the real API, an auth error may quote the key it was given.
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    message = b.message.replace("{key}", key)
+                    err = {"message": message, "type": b.type, "param": None, "code": b.code or None}
                     self._json(b.status, {"error": err}, b.headers)
                 elif isinstance(b, Hang):
                     fake.stopping.wait(120)

@@ -1,0 +1,178 @@
+"""hypothesis-generated requests to every RPC of the three real servers (odd strings, huge
+fields, missing fields, path traversal): always a defined status code, never INTERNAL or
+UNKNOWN, and nothing written outside the storage root."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.common.channels import CHANNEL_OPTIONS
+from services.common.server import Registration, RunningServer, start_server
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from storyshort.status.v1 import status_pb2, status_pb2_grpc
+from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
+from tests.common.test_runtime import registrations
+from tests.fakes.images import image_bytes
+
+pytestmark = pytest.mark.slow
+NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+odd_text = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(
+        [
+            "",
+            "..",
+            "../..",
+            "/etc/passwd",
+            "a/../../b",
+            "a\x00b",
+            "\u202e",
+            "videos/../../x.png",
+            "x" * 5000,
+            "C:\\\\win",
+            "%2e%2e/%2e%2e",
+            "videos//x.png",
+            " ",
+            "\n",
+        ]
+    ),
+)
+ints = st.one_of(st.integers(min_value=-(2**31), max_value=2**31 - 1), st.sampled_from([0, 1, -1, 100, 101]))
+blobs = st.one_of(st.binary(max_size=2048), st.just(image_bytes("PNG")), st.just(image_bytes("JPEG")))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """imagegen, storage and status on one loopback port, in a thread with its own loop."""
+    root = tmp_path_factory.mktemp("fuzz")
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, RunningServer] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            regs: list[Registration] = registrations(root)
+            holder["server"] = await start_server("127.0.0.1", 0, regs)
+            ready.set()
+
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    yield holder["server"].port, root
+    asyncio.run_coroutine_threadsafe(holder["server"].server.stop(0), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def call(port: int, stub_cls: type, method: str, request: object) -> grpc.StatusCode:
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
+        try:
+            getattr(stub_cls(channel), method)(request, timeout=20)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            return code
+
+
+def files_outside_storage(root: Path) -> list[Path]:
+    storage = (root / "s").resolve()
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.resolve().is_relative_to(storage) and not p.name.startswith("s.db")
+    ]
+
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+
+@FUZZ
+@given(prompt=odd_text, size=odd_text, video_id=odd_text, scene=ints, quality=odd_text)
+def test_imagegen_generate(
+    servers: tuple[int, Path], prompt: str, size: str, video_id: str, scene: int, quality: str
+) -> None:
+    port, _root = servers
+    request = imagegen_pb2.GenerateRequest(prompt=prompt, size=size, video_id=video_id, scene=scene, quality=quality)
+    assert call(port, imagegen_pb2_grpc.ImageGenServiceStub, "Generate", request) not in NEVER
+
+
+@FUZZ
+@given(
+    bucket=odd_text,
+    path=odd_text,
+    data=blobs,
+    content_type=st.one_of(odd_text, st.sampled_from(["image/png", "image/jpeg", "image/webp"])),
+)
+def test_storage_upload(servers: tuple[int, Path], bucket: str, path: str, data: bytes, content_type: str) -> None:
+    port, root = servers
+    request = storage_pb2.UploadRequest(bucket=bucket, path=path, data=data, content_type=content_type)
+    assert call(port, storage_pb2_grpc.StorageServiceStub, "Upload", request) not in NEVER
+    request2 = storage_pb2.GetPublicUrlRequest(bucket=bucket, path=path)
+    assert call(port, storage_pb2_grpc.StorageServiceStub, "GetPublicUrl", request2) not in NEVER
+    assert (
+        call(port, storage_pb2_grpc.StorageServiceStub, "EnsureBucket", storage_pb2.EnsureBucketRequest(bucket=bucket))
+        not in NEVER
+    )
+    assert files_outside_storage(root) == []
+
+
+scene_results = st.builds(
+    status_pb2.SceneResult,
+    scene=ints,
+    state=st.one_of(odd_text, st.sampled_from(["stored", "failed"])),
+    url=odd_text,
+    path=odd_text,
+    content_type=odd_text,
+    placeholder=st.booleans(),
+    provider=odd_text,
+    attempts=ints,
+    error=odd_text,
+)
+
+
+@FUZZ
+@given(
+    video_id=odd_text,
+    count=ints,
+    status=st.one_of(odd_text, st.sampled_from(["draft", "generating_images", "assets_generated", "failed"])),
+    progress=ints,
+    scene=scene_results,
+    fields=st.sets(st.sampled_from(["status", "progress", "scene_count", "error"])),
+)
+def test_status_rpcs(
+    servers: tuple[int, Path],
+    video_id: str,
+    count: int,
+    status: str,
+    progress: int,
+    scene: status_pb2.SceneResult,
+    fields: set[str],
+) -> None:
+    port, _root = servers
+    stub = status_pb2_grpc.StatusServiceStub
+    values: dict[str, Any] = {"status": status, "progress": progress, "scene_count": count, "error": status}
+    update = status_pb2.UpdateVideoRequest(video_id=video_id, **{k: values[k] for k in fields})
+    for method, request in [
+        ("CreateVideo", status_pb2.CreateVideoRequest(video_id=video_id, scene_count=count)),
+        ("GetVideo", status_pb2.GetVideoRequest(video_id=video_id)),
+        ("UpdateVideo", update),
+        ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id, scene=scene)),
+        ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id)),
+        ("ListStalledVideos", status_pb2.ListStalledVideosRequest()),
+    ]:
+        assert call(port, stub, method, request) not in NEVER, (method, request)

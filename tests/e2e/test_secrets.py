@@ -1,0 +1,83 @@
+"""A whole video with known fake keys, through faults that make clients quote them: no log
+line, error message, HTTP answer or metric may contain any of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import httpx
+import pytest
+
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.conftest import logs_of
+from tests.e2e.helpers import MODEL, poll_until_done, post, scenes
+from tests.fakes import openai_fake as fo
+from tests.fakes import supabase_fake as sf
+from tools.processes import SERVICES, System, free_port
+
+pytestmark = pytest.mark.slow
+OPENAI_KEY = "sk-secret-openai-7f3a9c1e5b"
+SUPABASE_KEY = "secret-service-role-4d8e2b6a1f"
+GATEWAY_KEY = "secret-gateway-token-9c5e1a3b"
+SECRETS = (OPENAI_KEY, SUPABASE_KEY, GATEWAY_KEY)
+
+
+def test_no_secret_reaches_logs_errors_answers_or_metrics(make_system: Callable[..., System]) -> None:
+    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as openai, sf.FakeSupabase(key=SUPABASE_KEY) as supabase:
+        openai.script(MODEL, fo.BAD_KEY)  # quotes the key back in its error message
+        supabase.inject("upload", sf.Fail(500), sf.Pass())
+        metrics_ports = {name: free_port() for name in ("imagegen", "storage", "status")}
+        system = make_system(
+            {
+                "OPENAI_API_KEY": OPENAI_KEY,
+                "OPENAI_BASE_URL": openai.base_url,
+                "IMAGEGEN_CHAIN": MODEL,
+                "STORAGE_BACKEND": "supabase",
+                "STATUS_STORE": "supabase",
+                "SUPABASE_URL": supabase.url,
+                "SUPABASE_SERVICE_ROLE_KEY": SUPABASE_KEY,
+                "GATEWAY_API_KEY": GATEWAY_KEY,
+                "LOG_LEVEL": "DEBUG",
+                **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
+            }
+        )
+        system.start("status")  # Supabase tables: our fake has them; a real one runs `make migrate`
+        for name in ("storage", "imagegen", "gateway"):
+            system.start(name)
+        answers: list[str] = []
+        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+            refused = post(client, "s1", scenes(3))
+            answers.append(refused.text)
+            assert refused.status_code == 401
+            wrong = client.post(
+                "/api/generate-preview-images",
+                json={"videoId": "s1", "scenes": scenes(3)},
+                headers={"Authorization": f"Bearer {GATEWAY_KEY}x"},
+            )
+            answers.append(wrong.text)
+            assert wrong.status_code == 401
+            client.headers["Authorization"] = f"Bearer {GATEWAY_KEY}"
+            assert post(client, "s1", scenes(3)).status_code == 202
+            final = poll_until_done(client, "s1")[-1]
+            answers.append(str(final))
+            assert final["status"] == "assets_generated"
+            assert final["summary"]["hardProviderFailures"] >= 1  # the key error really happened
+            for path in ("/metrics", "/readyz", "/openapi.json", "/api/video-status?videoId=s1", "/videos/s1"):
+                answers.append(client.get(path).text)
+        for port in metrics_ports.values():
+            answers.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as channel:
+            providers = imagegen_pb2_grpc.ImageGenServiceStub(channel).ListProviders(
+                imagegen_pb2.ListProvidersRequest(), timeout=5
+            )
+            answers.append(str(providers))
+        system.stop_all()
+        logs = {name: logs_of(system, name) for name in SERVICES}
+    assert all(logs.values()), "every process wrote logs"
+    assert "provider disabled" in logs["imagegen"]  # the hard failure was logged, in words
+    for secret in SECRETS:
+        for name, text in logs.items():
+            assert secret not in text, f"{name} logged a secret"
+        for text in answers:
+            assert secret not in text, "an answer contained a secret"
