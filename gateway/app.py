@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import metrics
+from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
 from gateway.page import video_page
@@ -71,7 +72,14 @@ def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
         progress=video.progress,
         degraded=answer.degraded,
         images=[
-            {"scene": sc.scene, "url": sc.url, "placeholder": sc.placeholder, "provider": sc.provider}
+            {
+                "scene": sc.scene,
+                "url": sc.url,
+                "placeholder": sc.placeholder,
+                "provider": sc.provider,
+                "reason": sc.error if sc.placeholder else "",
+                "costUsd": sc.cost_usd,
+            }
             for sc in video.scenes
             if sc.state == "stored"
         ],
@@ -81,6 +89,7 @@ def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
         stalled=answer.stalled,
         ageMs=answer.age_ms,
         degradedReason=answer.degraded_reason,
+        spendUsd=round(sum(sc.cost_usd for sc in video.scenes), 6),
         summary={
             "generated": s.generated,
             "placeholders": s.placeholders,
@@ -88,6 +97,8 @@ def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
             "hardProviderFailures": s.hard_provider_failures,
             "providerAttempts": s.provider_attempts,
             "elapsedMs": s.elapsed_ms,
+            "spendUsd": round(s.spend_usd, 6),
+            "unpricedImages": s.unpriced_images,
         },
     )
 
@@ -130,7 +141,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         clients = ServiceClients.connect(settings)
         app.state.clients = clients
         spool = ImageSpool(settings.data_dir / "spool")
-        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size, spool))
+        budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
+        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget))
         app.state.last_known = LastKnown()
         try:
             yield

@@ -77,6 +77,12 @@ class ServiceClients:
         answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
         return answer
 
+    async def get_spend(self, since_ms: int) -> status_pb2.Spend:
+        answer: status_pb2.Spend = await self.status.GetSpend(
+            status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
+        )
+        return answer
+
     async def health(self) -> dict[str, str]:
         """Each service's gRPC health, asked with a short deadline."""
         result: dict[str, str] = {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from gateway.pipeline import Summary
@@ -19,6 +19,12 @@ STATUS_DEGRADED = Counter(
 )
 
 
+BUDGET_CAP = Gauge("storyshort_gateway_budget_cap_usd", "Configured budget caps", ["cap"])
+BUDGET_REMAINING = Gauge("storyshort_gateway_budget_remaining_usd", "USD left under a budget cap", ["cap"])
+BUDGET_BREACHES = Counter("storyshort_gateway_budget_breaches_total", "Budget caps reached (once per period)", ["cap"])
+SPEND = Counter("storyshort_gateway_spend_usd_total", "Estimated spend of video runs")
+
+
 def record_run(final: str, summary: Summary) -> None:
     RUNS.labels(final).inc()
     SCENES.labels("generated").inc(summary.generated)
@@ -28,3 +34,4 @@ def record_run(final: str, summary: Summary) -> None:
     HARD_FAILURES.inc(summary.hard_provider_failures)
     PROVIDER_ATTEMPTS.inc(summary.provider_attempts)
     RUN_SECONDS.observe(summary.elapsed_ms / 1000)
+    SPEND.inc(summary.spend_usd)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from gateway import metrics
+from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool, SpooledImage
 from services.common import validation
@@ -51,6 +52,8 @@ class Summary:
     hard_provider_failures: int = 0
     provider_attempts: int = 0
     elapsed_ms: int = 0
+    spend_usd: float = 0.0
+    unpriced_images: int = 0
 
     def to_pb(self) -> status_pb2.RunSummary:
         return status_pb2.RunSummary(
@@ -60,6 +63,8 @@ class Summary:
             hard_provider_failures=self.hard_provider_failures,
             provider_attempts=self.provider_attempts,
             elapsed_ms=self.elapsed_ms,
+            spend_usd=self.spend_usd,
+            unpriced_images=self.unpriced_images,
         )
 
 
@@ -75,6 +80,8 @@ class VideoRun:
     scenes: list[Scene]
     summary: Summary = field(default_factory=Summary)
     outcomes: dict[int, SceneOutcome] = field(default_factory=dict)
+    # What earlier runs of this video spent (from the status store).
+    spent_before: float = 0.0
 
     @property
     def fingerprint(self) -> tuple[tuple[int, str], ...]:
@@ -87,12 +94,23 @@ class Stages:
     storing: asyncio.Semaphore
 
 
+def placeholder_reason(answer: imagegen_pb2.GenerateResponse) -> str:
+    if any(a.reason.startswith("budget") for a in answer.attempts):
+        return "budget"
+    if not answer.attempts:
+        return "no provider configured"
+    return "every provider failed"
+
+
 def object_path(video_id: str, scene: int, extension: str) -> str:
     return f"videos/{validation.video_id(video_id)}/images/scene-{scene}.{extension}"
 
 
 class Pipeline:
-    def __init__(self, clients: ServiceClients, concurrency: int, image_size: str, spool: ImageSpool) -> None:
+    def __init__(
+        self, clients: ServiceClients, concurrency: int, image_size: str, spool: ImageSpool, budget: BudgetGuard
+    ) -> None:
+        self.budget = budget
         self.clients = clients
         self.concurrency = concurrency
         self.image_size = image_size
@@ -194,6 +212,10 @@ class Pipeline:
             attempts=image.attempts,
             generate_ms=generate_ms,
             content_type=image.content_type,
+            cost_usd=image.cost_usd,
+            cost_known=image.cost_known,
+            paid_at_ms=image.paid_at_ms,
+            error=image.reason,  # for a stored placeholder: why it is one
         )
         try:
             uploaded = await self.clients.upload(
@@ -222,16 +244,26 @@ class Pipeline:
 
     async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
         try:
-            answer = await self.clients.generate(
-                imagegen_pb2.GenerateRequest(
-                    prompt=scene.prompt, size=self.image_size, video_id=run.video_id, scene=scene.number
-                )
+            request = imagegen_pb2.GenerateRequest(
+                prompt=scene.prompt, size=self.image_size, video_id=run.video_id, scene=scene.number
             )
+            allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd)
+            if allowance is not None:
+                request.max_cost_usd = max(allowance.usd, 0.0)
+            answer = await self.clients.generate(request)
             for attempt in answer.attempts:
                 if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
                     run.summary.hard_provider_failures += 1
                 if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
                     run.summary.provider_attempts += 1
+            run.summary.spend_usd += answer.cost_usd
+            self.budget.spent(answer.cost_usd)
+            paid = not answer.placeholder
+            reason = placeholder_reason(answer) if answer.placeholder else ""
+            if reason == "budget" and allowance is not None:
+                self.budget.refused(allowance)
+            if paid and not answer.cost_known:
+                run.summary.unpriced_images += 1
             return SpooledImage(
                 answer.image,
                 answer.content_type,
@@ -239,6 +271,10 @@ class Pipeline:
                 answer.provider,
                 answer.placeholder,
                 len(answer.attempts),
+                cost_usd=answer.cost_usd,
+                cost_known=answer.cost_known,
+                paid_at_ms=int(time.time() * 1000) if paid else 0,
+                reason=reason,
             )
         except grpc.aio.AioRpcError as exc:
             # imagegen down or out of time: the scene still gets an image.
@@ -249,7 +285,9 @@ class Pipeline:
             width, height = validation.image_size(self.image_size)
             data = await asyncio.to_thread(render_placeholder, width, height, f"Scene {scene.number}")
             info = inspect_image(data)
-            return SpooledImage(data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0)
+            return SpooledImage(
+                data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0, reason="imagegen unavailable"
+            )
 
     async def _report(self, video_id: str, outcome: SceneOutcome) -> None:
         try:

@@ -55,6 +55,7 @@ class RunRegistry:
             )
         )
         numbers = {s.number for s in run.scenes}
+        run.spent_before = sum(s.cost_usd for s in stored.scenes)
         # Real images already stored are never paid for again; placeholders cost nothing
         # and are retried, since a resume is when the real image is wanted.
         done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}

@@ -31,6 +31,8 @@ class ImageOut(BaseModel):
     url: str
     placeholder: bool
     provider: str
+    reason: str = Field("", description="why a placeholder was used: budget, every provider failed, ...")
+    costUsd: float = 0.0
 
 
 class FailedSceneOut(BaseModel):
@@ -45,6 +47,8 @@ class SummaryOut(BaseModel):
     hardProviderFailures: int = 0
     providerAttempts: int = 0
     elapsedMs: int = 0
+    spendUsd: float = 0.0
+    unpricedImages: int = 0
 
 
 class VideoStatusOut(BaseModel):
@@ -59,7 +63,8 @@ class VideoStatusOut(BaseModel):
     stalled: bool = False
     ageMs: int = 0
     degradedReason: str = ""
-    summary: SummaryOut | None = None
+    spendUsd: float = Field(0.0, description="estimated spend on this video's images, all runs")
+    summary: SummaryOut | None = Field(None, description="the latest run")
 
 
 class ErrorDetail(BaseModel):

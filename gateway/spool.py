@@ -28,6 +28,11 @@ class SpooledImage:
     provider: str
     placeholder: bool
     attempts: int
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    paid_at_ms: int = 0
+    # Why a placeholder was used ("budget", "imagegen unavailable", "every provider failed").
+    reason: str = ""
 
 
 class ImageSpool:

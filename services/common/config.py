@@ -71,6 +71,8 @@ class ImagegenSettings(CommonSettings):
     quality: Literal["", "low", "medium", "high", "auto"] = Field("", validation_alias="IMAGEGEN_QUALITY")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", validation_alias="IMAGEGEN_OUTPUT_FORMAT")
     model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
+    # JSON price table per model (see config/prices.example.json); none: spend is unknown.
+    prices_file: Path | None = Field(None, validation_alias="IMAGEGEN_PRICES_FILE")
 
     @field_validator("chain", mode="before")
     @classmethod
@@ -144,3 +146,6 @@ class GatewaySettings(ObjectLayoutSettings):
     # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
     api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
     max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
+    # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
+    budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
+    budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)

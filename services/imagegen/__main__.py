@@ -13,6 +13,7 @@ from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
 from services.imagegen import metrics
 from services.imagegen.chain import Breaker, ChainPolicy, ProviderChain, ProviderSlot
+from services.imagegen.prices import PriceTable
 from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.servicer import SERVICE, ImageGenServicer
@@ -30,10 +31,11 @@ async def build_chain(settings: ImagegenSettings) -> tuple[ProviderChain, AsyncO
         breaker_cooldown=settings.breaker_cooldown,
     )
     placeholder = PlaceholderProvider(settings.placeholder_path)
+    prices = PriceTable.load(settings.prices_file)
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     if not key or not settings.chain:
         log.warning("no OPENAI_API_KEY (or an empty IMAGEGEN_CHAIN): every image is the placeholder")
-        return ProviderChain([], placeholder, policy), None
+        return ProviderChain([], placeholder, policy, prices), None
     register_secret(key)
     client = AsyncOpenAI(api_key=key, base_url=settings.openai_base_url, max_retries=0)
     slots = []
@@ -61,7 +63,8 @@ async def build_chain(settings: ImagegenSettings) -> tuple[ProviderChain, AsyncO
                 )
             metrics.MODEL_AVAILABLE.labels(slot.name).set(1 if slot.available else 0)
     log.info("provider chain", extra={"chain": [s.name for s in slots if s.available] + [placeholder.name]})
-    return ProviderChain(slots, placeholder, policy), client
+    prices.warn_missing(settings.chain)
+    return ProviderChain(slots, placeholder, policy, prices), client
 
 
 async def main() -> None:

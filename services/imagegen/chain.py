@@ -14,6 +14,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from services.common.deadlines import Budget
 from services.common.images import ImageInfo, InvalidImage, inspect_image
 from services.imagegen import metrics
+from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, Outcome, ProviderFailure
 from services.imagegen.providers.placeholder import PlaceholderProvider
 
@@ -40,6 +41,9 @@ class AttemptRecord:
     outcome: Outcome
     reason: str
     ms: int
+    usage: Usage | None = None
+    # Estimated USD; None when the model has no price. Only a successful attempt is paid.
+    cost: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,14 @@ class ChainResult:
     provider: str
     placeholder: bool
     attempts: list[AttemptRecord]
+
+    @property
+    def cost(self) -> float:
+        return sum(a.cost or 0.0 for a in self.attempts)
+
+    @property
+    def cost_known(self) -> bool:
+        return all(a.cost is not None for a in self.attempts)
 
 
 class Breaker:
@@ -93,17 +105,31 @@ class ProviderSlot:
 
 
 class ProviderChain:
-    def __init__(self, slots: list[ProviderSlot], placeholder: PlaceholderProvider, policy: ChainPolicy) -> None:
+    def __init__(
+        self,
+        slots: list[ProviderSlot],
+        placeholder: PlaceholderProvider,
+        policy: ChainPolicy,
+        prices: PriceTable | None = None,
+    ) -> None:
         self.slots = slots
         self.placeholder = placeholder
         self.policy = policy
+        self.prices = prices or PriceTable({})
 
     async def generate(
-        self, prompt: str, size: tuple[int, int], quality: str, budget: Budget, *, context: dict[str, object]
+        self,
+        prompt: str,
+        size: tuple[int, int],
+        quality: str,
+        budget: Budget,
+        *,
+        context: dict[str, object],
+        max_cost: float | None = None,
     ) -> ChainResult:
         attempts: list[AttemptRecord] = []
         for slot in self.slots:
-            skip = self._skip_reason(slot, prompt)
+            skip = self._skip_reason(slot, prompt) or self._over_budget(slot, size, quality, max_cost)
             if skip:
                 attempts.append(AttemptRecord(slot.name, Outcome.SKIPPED, skip, 0))
                 metrics.ATTEMPTS.labels(slot.name, Outcome.SKIPPED.value).inc()
@@ -123,6 +149,16 @@ class ProviderChain:
             return f"breaker open for {slot.breaker.seconds_left():.0f} s more after: {slot.breaker.reason}"
         if len(prompt) > slot.provider.max_prompt_chars:
             return f"prompt is {len(prompt)} characters; this model takes at most {slot.provider.max_prompt_chars}"
+        return ""
+
+    def _over_budget(self, slot: ProviderSlot, size: tuple[int, int], quality: str, max_cost: float | None) -> str:
+        if max_cost is None:
+            return ""
+        key = slot.provider.price_key(size, quality)
+        estimate = self.prices.per_image(slot.name, key.size, key.quality)
+        if estimate is not None and estimate > max_cost:
+            metrics.BUDGET_SKIPS.labels(slot.name).inc()
+            return f"budget: this image would cost about ${estimate:.4f}; ${max(max_cost, 0):.4f} is left under the cap"
         return ""
 
     def _time_for(self, slot: ProviderSlot, budget: Budget) -> float:
@@ -190,9 +226,9 @@ class ProviderChain:
         timeout = self._time_for(slot, budget)
         started = time.monotonic()
 
-        def record(outcome: Outcome, reason: str) -> int:
+        def record(outcome: Outcome, reason: str, usage: Usage | None = None, cost: float | None = 0.0) -> int:
             ms = int((time.monotonic() - started) * 1000)
-            attempts.append(AttemptRecord(slot.name, outcome, reason, ms))
+            attempts.append(AttemptRecord(slot.name, outcome, reason, ms, usage, cost))
             metrics.ATTEMPTS.labels(slot.name, outcome.value).inc()
             if outcome is not Outcome.SKIPPED:
                 metrics.ATTEMPT_SECONDS.labels(slot.name).observe(ms / 1000)
@@ -216,7 +252,8 @@ class ProviderChain:
             async with asyncio.timeout(timeout):
                 async with slot.semaphore:
                     left = max(timeout - (time.monotonic() - started), 0.001)
-                    data = await slot.provider.generate(prompt, size, quality, left)
+                    image = await slot.provider.generate(prompt, size, quality, left)
+                    data = image.data
         except TimeoutError:
             timed_out = ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s")
             record(timed_out.outcome, timed_out.reason)
@@ -235,5 +272,10 @@ class ProviderChain:
             invalid = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
             record(invalid.outcome, invalid.reason)
             raise invalid from None
-        record(Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}")
+        cost = self.prices.cost(slot.name, image.key.size, image.key.quality, image.usage)
+        if cost is None:
+            metrics.UNPRICED_IMAGES.labels(slot.name).inc()
+        else:
+            metrics.SPEND.labels(slot.name).inc(cost)
+        record(Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", image.usage, cost)
         return ChainResult(data, info, slot.name, False, list(attempts))

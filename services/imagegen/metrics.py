@@ -17,3 +17,12 @@ BREAKER_OPEN = Gauge("storyshort_imagegen_breaker_open", "1 while a provider's b
 MODEL_AVAILABLE = Gauge(
     "storyshort_imagegen_model_available", "0 when the model check at start found the model unusable", ["provider"]
 )
+SPEND = Counter("storyshort_imagegen_spend_usd_total", "Estimated spend on images, by provider", ["provider"])
+UNPRICED_IMAGES = Counter(
+    "storyshort_imagegen_unpriced_images_total", "Images paid for by a model with no configured price", ["provider"]
+)
+BUDGET_SKIPS = Counter(
+    "storyshort_imagegen_budget_skips_total",
+    "Attempts skipped because the image would cross a budget cap",
+    ["provider"],
+)

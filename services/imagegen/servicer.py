@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 
 from services.common import validation
@@ -46,8 +48,16 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         if request.quality not in QUALITIES:
             raise InvalidArgument(f"quality {request.quality!r} is not one of low, medium, high, auto")
         budget = Budget.from_context(context, self.budget_seconds)
+        max_cost = request.max_cost_usd if request.HasField("max_cost_usd") else None
+        if max_cost is not None and not math.isfinite(max_cost):
+            raise InvalidArgument("max_cost_usd must be a finite number of US dollars")
         result = await self.chain.generate(
-            prompt, size, request.quality, budget, context={"video_id": request.video_id, "scene": request.scene}
+            prompt,
+            size,
+            request.quality,
+            budget,
+            context={"video_id": request.video_id, "scene": request.scene},
+            max_cost=max_cost,
         )
         return imagegen_pb2.GenerateResponse(
             image=result.image,
@@ -59,10 +69,19 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             placeholder=result.placeholder,
             attempts=[
                 imagegen_pb2.Attempt(
-                    provider=a.provider, outcome=OUTCOMES[a.outcome], reason=a.reason, duration_ms=a.ms
+                    provider=a.provider,
+                    outcome=OUTCOMES[a.outcome],
+                    reason=a.reason,
+                    duration_ms=a.ms,
+                    input_tokens=a.usage.input_tokens if a.usage else 0,
+                    output_tokens=a.usage.output_tokens if a.usage else 0,
+                    cost_usd=a.cost or 0.0,
+                    cost_known=a.cost is not None,
                 )
                 for a in result.attempts
             ],
+            cost_usd=result.cost,
+            cost_known=result.cost_known,
         )
 
     @rpc(SERVICE)

@@ -21,6 +21,7 @@ from services.status.model import (
     GENERATING,
     PROCESSING,
     SceneResult,
+    Spend,
     Video,
     VideoUpdate,
     now_ms,
@@ -215,6 +216,12 @@ class StatusBook:
             return StatusAnswer(video, True, int((time.monotonic() - seen) * 1000), reason)
         metrics.DEGRADED.labels("unknown").inc()
         return StatusAnswer(Video(video_id=video_id, status=PROCESSING), True, 0, reason)
+
+    async def spend_since(self, since_ms: int, budget: Budget) -> Spend:
+        try:
+            return await self._call("spend", budget, READ_POLICY, lambda: self.store.spend_since(since_ms))
+        except StoreUnavailable as exc:
+            raise Unavailable(f"status store unavailable: {exc}") from exc
 
     async def list_stalled(self, budget: Budget) -> list[Video]:
         try:

@@ -58,6 +58,8 @@ class RunSummary:
     hard_provider_failures: int = 0
     provider_attempts: int = 0
     elapsed_ms: int = 0
+    spend_usd: float = 0.0
+    unpriced_images: int = 0
 
 
 @dataclass
@@ -73,6 +75,9 @@ class SceneResult:
     generate_ms: int = 0
     upload_ms: int = 0
     error: str = ""
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    paid_at_ms: int = 0
 
 
 @dataclass
@@ -96,6 +101,12 @@ class VideoUpdate:
     scene_count: int | None = None
     error: str | None = None
     summary: RunSummary | None = None
+
+
+@dataclass(frozen=True)
+class Spend:
+    usd: float = 0.0
+    unpriced_images: int = 0
 
 
 def progress_for(stored: int, scene_count: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 
 from services.common import validation
@@ -88,8 +90,19 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         if len(scene.url) > URL_MAX or len(scene.path) > URL_MAX:
             raise InvalidArgument(f"url and path must be at most {URL_MAX} characters")
         scene.error = scene.error[:ERROR_MAX]
+        if not (math.isfinite(scene.cost_usd) and scene.cost_usd >= 0):
+            raise InvalidArgument(f"cost_usd must be a finite amount of 0 or more; got {scene.cost_usd}")
         video = await self.book.report_scene(video_id, scene, Budget.from_context(context, CALL_BUDGET))
         return video_to_pb(video)
+
+    @rpc(SERVICE)
+    async def GetSpend(
+        self, request: status_pb2.GetSpendRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Spend:
+        if request.since_ms < 0:
+            raise InvalidArgument(f"since_ms must be 0 or more (milliseconds since the epoch); got {request.since_ms}")
+        spend = await self.book.spend_since(request.since_ms, Budget.from_context(context, CALL_BUDGET))
+        return status_pb2.Spend(usd=spend.usd, unpriced_images=spend.unpriced_images)
 
     @rpc(SERVICE)
     async def ListStalledVideos(

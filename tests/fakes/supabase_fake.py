@@ -69,6 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "attempts": 0,
         "generate_ms": 0,
         "upload_ms": 0,
+        "cost_usd": 0.0,
+        "cost_known": True,
+        "paid_at_ms": 0,
         "error": "",
     },
 }
@@ -159,6 +162,8 @@ class FakeSupabase:
             if op == "lt" and not (value is not None and value < other):
                 return False
             if op == "gt" and not (value is not None and value > other):
+                return False
+            if op == "gte" and not (value is not None and value >= other):
                 return False
         return True
 

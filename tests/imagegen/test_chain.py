@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,15 +19,9 @@ from services.imagegen.servicer import SERVICE, ImageGenServicer
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import openai_fake as fo
+from tests.imagegen.conftest import A, B
 
-A, B = "gpt-image-2.5-sunburst", "gpt-image-2"
 KEY = "sk-test-chain-0123456789"
-
-
-@pytest.fixture
-def fake() -> Iterator[fo.FakeOpenAI]:
-    with fo.FakeOpenAI(models=[fo.model_entry(m) for m in (A, B, "dall-e-3", "dall-e-2")]) as server:
-        yield server
 
 
 def settings(fake: fo.FakeOpenAI, **env: Any) -> ImagegenSettings:

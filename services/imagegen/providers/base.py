@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Protocol
+
+from services.imagegen.prices import Usage
 
 
 class Outcome(enum.Enum):
@@ -36,11 +39,28 @@ class ProviderFailure(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class PriceKey:
+    """What decides an image's price: the size and quality actually sent."""
+
+    size: str
+    quality: str
+
+
+@dataclass(frozen=True)
+class ProviderImage:
+    data: bytes
+    key: PriceKey
+    usage: Usage | None = None
+
+
 class ImageProvider(Protocol):
-    """One image model. ``generate`` makes exactly one request and returns raw image bytes,
-    or raises ProviderFailure. It must not retry on its own."""
+    """One image model. ``generate`` makes exactly one request and returns the image bytes
+    with what the provider reported it used, or raises ProviderFailure. It must not retry."""
 
     name: str
     max_prompt_chars: int
 
-    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> bytes: ...
+    def price_key(self, size: tuple[int, int], quality: str) -> PriceKey: ...
+
+    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> ProviderImage: ...

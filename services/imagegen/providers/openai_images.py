@@ -18,7 +18,8 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from services.imagegen.providers.base import Outcome, ProviderFailure
+from services.imagegen.prices import Usage
+from services.imagegen.providers.base import Outcome, PriceKey, ProviderFailure, ProviderImage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _usage(response: Any) -> Usage | None:
+    """The images API's token usage, where the answer carries it."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    return Usage(int(getattr(usage, "input_tokens", 0) or 0), int(getattr(usage, "output_tokens", 0) or 0))
+
+
 def classify(exc: Exception) -> ProviderFailure:
     """Map an SDK error to what the chain does next. Messages never carry the key."""
     if isinstance(exc, openai.APITimeoutError):
@@ -136,9 +145,14 @@ class OpenAIImageProvider:
         self.output_format = output_format
         self._url_client = url_client
 
-    def request_params(self, prompt: str, size: tuple[int, int], quality: str) -> dict[str, Any]:
+    def price_key(self, size: tuple[int, int], quality: str) -> PriceKey:
         width, height = nearest_size(self.family, size)
-        params: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": f"{width}x{height}"}
+        sent_quality = (quality or self.quality) if self.family.takes_quality else ""
+        return PriceKey(f"{width}x{height}", sent_quality or "auto")
+
+    def request_params(self, prompt: str, size: tuple[int, int], quality: str) -> dict[str, Any]:
+        key = self.price_key(size, quality)
+        params: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": key.size}
         if not self.family.base64_only:
             params["response_format"] = "b64_json"
         if self.family.takes_quality and (quality or self.quality):
@@ -147,8 +161,9 @@ class OpenAIImageProvider:
             params["output_format"] = self.output_format
         return params
 
-    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> bytes:
+    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> ProviderImage:
         started = asyncio.get_running_loop().time()
+        key = self.price_key(size, quality)
         try:
             async with asyncio.timeout(timeout):
                 response = await self.client.images.generate(
@@ -158,14 +173,15 @@ class OpenAIImageProvider:
                 if not items:
                     raise ProviderFailure(Outcome.TRANSIENT, "answer had an empty data list", retry_same=True)
                 item = items[0]
+                usage = _usage(response)
                 if item.b64_json:
                     try:
-                        return base64.b64decode(item.b64_json, validate=True)
+                        return ProviderImage(base64.b64decode(item.b64_json, validate=True), key, usage)
                     except (binascii.Error, ValueError) as exc:
                         raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
                 if item.url:
                     left = timeout - (asyncio.get_running_loop().time() - started)
-                    return await self._fetch(item.url, left)
+                    return ProviderImage(await self._fetch(item.url, left), key, usage)
                 raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
         except ProviderFailure:
             raise

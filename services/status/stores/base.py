@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.status.model import SceneResult, Video, VideoUpdate
+from services.status.model import SceneResult, Spend, Video, VideoUpdate
 
 
 class StoreUnavailable(Exception):
@@ -28,5 +28,9 @@ class StatusStore(Protocol):
     async def report_scene(self, video_id: str, scene: SceneResult) -> Video: ...
 
     async def list_stalled(self, older_than_ms: int) -> list[Video]: ...
+
+    async def spend_since(self, since_ms: int) -> Spend:
+        """Images paid for at or after ``since_ms``: their summed cost and how many had no price."""
+        ...
 
     async def close(self) -> None: ...

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms
+from services.status.model import GENERATING, SceneResult, Spend, Video, VideoUpdate, check_transition, now_ms
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
 from services.status.stores.sql_files import migrations
@@ -268,6 +268,18 @@ class PostgresStore:
                 (GENERATING, older_than_ms),
             )
             return [await self._read_existing(conn, row["id"]) for row in await cur.fetchall()]
+
+        return await self._run(work)
+
+    async def spend_since(self, since_ms: int) -> Spend:
+        async def work(conn: Conn) -> Spend:
+            cur = await conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) AS usd, COUNT(*) FILTER (WHERE NOT cost_known) AS unpriced "
+                "FROM preview_scenes WHERE paid_at_ms >= %s",
+                (since_ms,),
+            )
+            row = await cur.fetchone()
+            return Spend(float(row["usd"]), int(row["unpriced"])) if row else Spend()
 
         return await self._run(work)
 

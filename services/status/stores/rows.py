@@ -21,13 +21,17 @@ def summary_from_json(text: str | None) -> RunSummary:
         data = json.loads(text or "{}")
     except ValueError:
         return RunSummary()
-    known = {f.name for f in fields(RunSummary)}
-    return RunSummary(**{k: int(v) for k, v in data.items() if k in known})
+    kinds: dict[str, type[float] | type[int]] = {
+        f.name: (float if f.name == "spend_usd" else int) for f in fields(RunSummary)
+    }
+    return RunSummary(**{k: kinds[k](v) for k, v in data.items() if k in kinds})  # type: ignore[arg-type]
 
 
 def scene_from_row(row: Sequence[Any]) -> SceneResult:
     values = dict(zip(SCENE_COLUMNS, row, strict=True))
     values["placeholder"] = bool(values["placeholder"])
+    values["cost_known"] = bool(values["cost_known"])
+    values["cost_usd"] = float(values["cost_usd"] or 0.0)
     return SceneResult(**values)
 
 

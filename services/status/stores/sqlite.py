@@ -16,6 +16,7 @@ from services.common.errors import NotFound
 from services.status.model import (
     GENERATING,
     SceneResult,
+    Spend,
     Video,
     VideoUpdate,
     check_transition,
@@ -200,6 +201,17 @@ class SQLiteStore:
                 )
             ]
             return [self._read_existing(conn, i) for i in ids]
+
+        return await self._run(work)
+
+    async def spend_since(self, since_ms: int) -> Spend:
+        def work(conn: sqlite3.Connection) -> Spend:
+            usd, unpriced = conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(CASE WHEN cost_known = 0 THEN 1 ELSE 0 END), 0) "
+                "FROM preview_scenes WHERE paid_at_ms >= ?",
+                (since_ms,),
+            ).fetchone()
+            return Spend(float(usd), int(unpriced))
 
         return await self._run(work)
 

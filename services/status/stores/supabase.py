@@ -19,7 +19,16 @@ from postgrest.exceptions import APIError
 from supabase import AClient, AsyncClientOptions, acreate_client
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.status.model import GENERATING, SceneResult, Video, VideoUpdate, check_transition, now_ms, progress_for
+from services.status.model import (
+    GENERATING,
+    SceneResult,
+    Spend,
+    Video,
+    VideoUpdate,
+    check_transition,
+    now_ms,
+    progress_for,
+)
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.postgres import VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, summary_from_json, summary_to_json
@@ -84,6 +93,8 @@ class SupabaseStore:
         """PostgREST cannot run DDL: check that the schema is there and say how to apply it."""
 
         async def check(db: AClient) -> None:
+            # paid_at_ms came with sql/postgres/002_spend.sql: its absence means an old schema.
+            await db.table("preview_scenes").select("paid_at_ms").limit(1).execute()
             for table in (self.videos.table, "preview_runs", "preview_scenes"):
                 try:
                     await db.table(table).select("*").limit(1).execute()
@@ -246,6 +257,15 @@ class SupabaseStore:
                 return []
             generating = await db.table(v.table).select(v.id).in_(v.id, ids).eq(v.status, GENERATING).execute()
             return [await self._read_existing(db, str(r[v.id])) for r in _rows(generating)]
+
+        return await self._run(work)
+
+    async def spend_since(self, since_ms: int) -> Spend:
+        async def work(db: AClient) -> Spend:
+            paid = _rows(
+                await db.table("preview_scenes").select("cost_usd,cost_known").gte("paid_at_ms", since_ms).execute()
+            )
+            return Spend(sum(float(r["cost_usd"] or 0) for r in paid), sum(1 for r in paid if not r["cost_known"]))
 
         return await self._run(work)
 

@@ -67,6 +67,7 @@ class GenerateRequest(_message.Message):
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     SCENE_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Text prompt, 1..32000 characters."""
     size: _builtins.str
@@ -76,6 +77,10 @@ class GenerateRequest(_message.Message):
     scene: _builtins.int
     quality: _builtins.str
     """"low" | "medium" | "high" | "auto"; empty means the provider's default."""
+    max_cost_usd: _builtins.float
+    """Most this image may cost (USD). A model whose price is higher is skipped (reason
+    "budget") and, if none fits, the placeholder answers. Unset: no limit.
+    """
     def __init__(
         self,
         *,
@@ -84,12 +89,15 @@ class GenerateRequest(_message.Message):
         video_id: _builtins.str = ...,
         scene: _builtins.int = ...,
         quality: _builtins.str = ...,
+        max_cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd", "prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
 
 Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
@@ -101,10 +109,22 @@ class Attempt(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    COST_KNOWN_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     outcome: Global___AttemptOutcome.ValueType
     reason: _builtins.str
     duration_ms: _builtins.int
+    input_tokens: _builtins.int
+    """What the provider reported it used (tokens where the API gives them)."""
+    output_tokens: _builtins.int
+    cost_usd: _builtins.float
+    """Estimated cost from the configured price table; cost_known is false when the model
+    has no price (its spend is unknown, not zero).
+    """
+    cost_known: _builtins.bool
     def __init__(
         self,
         *,
@@ -112,10 +132,14 @@ class Attempt(_message.Message):
         outcome: Global___AttemptOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         duration_ms: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        cost_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "outcome", b"outcome", "provider", b"provider", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_known", b"cost_known", "cost_usd", b"cost_usd", "duration_ms", b"duration_ms", "input_tokens", b"input_tokens", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,6 +157,8 @@ class GenerateResponse(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     PLACEHOLDER_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    COST_KNOWN_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     content_type: _builtins.str
     """Decided by the decoded bytes, never by what the provider claimed."""
@@ -143,6 +169,9 @@ class GenerateResponse(_message.Message):
     provider: _builtins.str
     """Name of the provider that served ("placeholder" for the placeholder)."""
     placeholder: _builtins.bool
+    cost_usd: _builtins.float
+    """Sum over the attempts; cost_known is false when any paid attempt had no price."""
+    cost_known: _builtins.bool
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
     def __init__(
@@ -156,10 +185,12 @@ class GenerateResponse(_message.Message):
         provider: _builtins.str = ...,
         placeholder: _builtins.bool = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        cost_usd: _builtins.float = ...,
+        cost_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "extension", b"extension", "height", b"height", "image", b"image", "placeholder", b"placeholder", "provider", b"provider", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "extension", b"extension", "height", b"height", "image", b"image", "placeholder", b"placeholder", "provider", b"provider", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

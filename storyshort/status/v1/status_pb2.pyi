@@ -32,12 +32,17 @@ class RunSummary(_message.Message):
     HARD_PROVIDER_FAILURES_FIELD_NUMBER: _builtins.int
     PROVIDER_ATTEMPTS_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    SPEND_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_IMAGES_FIELD_NUMBER: _builtins.int
     generated: _builtins.int
     placeholders: _builtins.int
     failed: _builtins.int
     hard_provider_failures: _builtins.int
     provider_attempts: _builtins.int
     elapsed_ms: _builtins.int
+    spend_usd: _builtins.float
+    """Estimated spend of the run (USD) and images whose price is unknown."""
+    unpriced_images: _builtins.int
     def __init__(
         self,
         *,
@@ -47,10 +52,12 @@ class RunSummary(_message.Message):
         hard_provider_failures: _builtins.int = ...,
         provider_attempts: _builtins.int = ...,
         elapsed_ms: _builtins.int = ...,
+        spend_usd: _builtins.float = ...,
+        unpriced_images: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "failed", b"failed", "generated", b"generated", "hard_provider_failures", b"hard_provider_failures", "placeholders", b"placeholders", "provider_attempts", b"provider_attempts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "failed", b"failed", "generated", b"generated", "hard_provider_failures", b"hard_provider_failures", "placeholders", b"placeholders", "provider_attempts", b"provider_attempts", "spend_usd", b"spend_usd", "unpriced_images", b"unpriced_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -71,6 +78,9 @@ class SceneResult(_message.Message):
     GENERATE_MS_FIELD_NUMBER: _builtins.int
     UPLOAD_MS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    COST_KNOWN_FIELD_NUMBER: _builtins.int
+    PAID_AT_MS_FIELD_NUMBER: _builtins.int
     scene: _builtins.int
     """1-based scene number."""
     state: _builtins.str
@@ -84,6 +94,11 @@ class SceneResult(_message.Message):
     generate_ms: _builtins.int
     upload_ms: _builtins.int
     error: _builtins.str
+    cost_usd: _builtins.float
+    """What this scene's image cost (USD, estimated); cost_known false: no price configured."""
+    cost_known: _builtins.bool
+    paid_at_ms: _builtins.int
+    """When the image was paid for (ms since the epoch); 0 for images that cost nothing."""
     def __init__(
         self,
         *,
@@ -98,10 +113,13 @@ class SceneResult(_message.Message):
         generate_ms: _builtins.int = ...,
         upload_ms: _builtins.int = ...,
         error: _builtins.str = ...,
+        cost_usd: _builtins.float = ...,
+        cost_known: _builtins.bool = ...,
+        paid_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "error", b"error", "generate_ms", b"generate_ms", "path", b"path", "placeholder", b"placeholder", "provider", b"provider", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "error", b"error", "generate_ms", b"generate_ms", "paid_at_ms", b"paid_at_ms", "path", b"path", "placeholder", b"placeholder", "provider", b"provider", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +334,48 @@ class ListStalledVideosRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListStalledVideosRequest: _TypeAlias = ListStalledVideosRequest  # noqa: Y015
+
+@_typing.final
+class GetSpendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    since_ms: _builtins.int
+    """Milliseconds since the epoch; images paid for at or after it count."""
+    def __init__(
+        self,
+        *,
+        since_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since_ms", b"since_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpendRequest: _TypeAlias = GetSpendRequest  # noqa: Y015
+
+@_typing.final
+class Spend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_IMAGES_FIELD_NUMBER: _builtins.int
+    usd: _builtins.float
+    unpriced_images: _builtins.int
+    def __init__(
+        self,
+        *,
+        usd: _builtins.float = ...,
+        unpriced_images: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unpriced_images", b"unpriced_images", "usd", b"usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Spend: _TypeAlias = Spend  # noqa: Y015
 
 @_typing.final
 class ListStalledVideosResponse(_message.Message):

@@ -59,6 +59,11 @@ class StatusServiceStub:
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosRequest.SerializeToString,
                 response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosResponse.FromString,
                 _registered_method=True)
+        self.GetSpend = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/GetSpend',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Spend.FromString,
+                _registered_method=True)
 
 
 class StatusServiceServicer:
@@ -100,6 +105,13 @@ class StatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpend(self, request, context):
+        """Spend on images paid for since a moment (for the daily budget cap).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +139,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
                     servicer.ListStalledVideos,
                     request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosRequest.FromString,
                     response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosResponse.SerializeToString,
+            ),
+            'GetSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpend,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Spend.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +281,33 @@ class StatusService:
             '/storyshort.status.v1.StatusService/ListStalledVideos',
             storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosRequest.SerializeToString,
             storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/GetSpend',
+            storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.Spend.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class StatusServiceStub:
     """Record one scene's result and raise progress accordingly."""
     ListStalledVideos: _grpc.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]
     """Videos still generating with no update for longer than the stall threshold."""
+    GetSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]
+    """Spend on images paid for since a moment (for the daily budget cap)."""
 
 @_typing.type_check_only
 class StatusServiceAsyncStub(StatusServiceStub):
@@ -61,6 +63,8 @@ class StatusServiceAsyncStub(StatusServiceStub):
     """Record one scene's result and raise progress accordingly."""
     ListStalledVideos: _aio.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]  # type: ignore[assignment]
     """Videos still generating with no update for longer than the stall threshold."""
+    GetSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]  # type: ignore[assignment]
+    """Spend on images paid for since a moment (for the daily budget cap)."""
 
 class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -104,5 +108,13 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_status_pb2.ListStalledVideosResponse, _abc.Awaitable[_status_pb2.ListStalledVideosResponse]]:
         """Videos still generating with no update for longer than the stall threshold."""
+
+    @_abc_1.abstractmethod
+    def GetSpend(
+        self,
+        request: _status_pb2.GetSpendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.Spend, _abc.Awaitable[_status_pb2.Spend]]:
+        """Spend on images paid for since a moment (for the daily budget cap)."""
 
 def add_StatusServiceServicer_to_server(servicer: StatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,83 @@
+"""Spend: usage and estimated cost per attempt from a configured price table, unknown
+prices counted as unknown, and images that would cross a budget skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.imagegen.prices import ModelPrice, PriceTable, Usage
+from tests.fakes import openai_fake as fo
+from tests.imagegen.conftest import A, B
+from tests.imagegen.test_chain import start
+
+PRICES = {
+    A: {"per_image": {"1024x1024": {"medium": 0.05, "*": 0.04}}, "per_million_tokens": {"input": 5.0, "output": 40.0}},
+    B: {"per_image": {"*": {"*": 0.02}}},
+}
+
+
+def price_file(tmp_path: Path, table: object) -> str:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(table))
+    return str(path)
+
+
+def test_cost_comes_from_tokens_when_reported_else_from_the_image_price() -> None:
+    table = PriceTable.load(None)
+    assert table.cost(A, "1024x1024", "auto", None) is None
+    table = PriceTable({k: ModelPrice.model_validate(v) for k, v in PRICES.items()})
+    assert table.cost(A, "1024x1024", "medium", None) == 0.05
+    assert table.cost(A, "1024x1024", "high", None) == 0.04
+    assert table.cost(A, "1024x1024", "auto", Usage(1000, 4000)) == pytest.approx((1000 * 5 + 4000 * 40) / 1e6)
+    assert table.cost(B, "1536x1024", "", None) == 0.02
+    assert table.cost("dall-e-3", "1024x1024", "", None) is None
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({A: {"per_image": {"1024x1024": {"low": "cheap"}}}}, "gpt-image-2.5-sunburst.per_image.1024x1024.low"),
+        ({A: {"per_imag": {}}}, "per_imag"),
+        ({A: {"per_million_tokens": {"input": -1, "output": 1}}}, "per_million_tokens.input"),
+        ({A: {"per_image": {"*": {"*": -0.5}}}}, "is negative"),
+    ],
+)
+def test_a_malformed_price_table_fails_at_start_naming_the_key(tmp_path: Path, table: object, words: str) -> None:
+    with pytest.raises(SystemExit, match=words.replace(".", r"\.").replace("*", r"\*")):
+        PriceTable.load(Path(price_file(tmp_path, table)))
+
+
+async def test_each_attempt_reports_usage_and_cost(fake: fo.FakeOpenAI, tmp_path: Path) -> None:
+    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+        answer = await imagegen.generate()  # the fake reports 10 input and 100 output tokens
+        assert answer.provider == A and answer.cost_known
+        assert answer.attempts[0].input_tokens == 10 and answer.attempts[0].output_tokens == 100
+        assert answer.cost_usd == pytest.approx((10 * 5 + 100 * 40) / 1e6)
+
+
+async def test_a_model_without_a_price_counts_as_unknown_not_zero(
+    fake: fo.FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
+        answer = await imagegen.generate()
+        assert answer.provider == A
+        assert answer.cost_known is False and answer.cost_usd == 0.0
+    assert any(
+        "no price for a configured model" in r.getMessage() and getattr(r, "provider", "") == A for r in caplog.records
+    )
+
+
+async def test_a_model_that_would_cross_the_budget_is_skipped_for_a_cheaper_one_or_the_placeholder(
+    fake: fo.FakeOpenAI, tmp_path: Path
+) -> None:
+    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+        cheaper = await imagegen.generate(max_cost_usd=0.03)
+        assert cheaper.provider == B and cheaper.cost_usd == 0.02
+        assert cheaper.attempts[0].reason.startswith("budget")
+        none_fits = await imagegen.generate(max_cost_usd=0.01)
+        assert none_fits.placeholder and none_fits.cost_usd == 0.0
+        assert all(a.reason.startswith("budget") for a in none_fits.attempts)
+        assert fake.count(A) == 0 and fake.count(B) == 1
