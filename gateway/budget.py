@@ -48,6 +48,7 @@ class BudgetGuard:
         for cap, value in (("daily", daily_cap), ("video", video_cap)):
             if value is not None:
                 metrics.BUDGET_CAP.labels(cap).set(value)
+                metrics.BUDGET_BREACHES.labels(cap)  # the series exists before the first breach
 
     @property
     def active(self) -> bool:

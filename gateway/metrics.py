@@ -35,3 +35,9 @@ def record_run(final: str, summary: Summary) -> None:
     PROVIDER_ATTEMPTS.inc(summary.provider_attempts)
     RUN_SECONDS.observe(summary.elapsed_ms / 1000)
     SPEND.inc(summary.spend_usd)
+
+
+for _outcome in ("generated", "placeholder", "failed", "skipped"):
+    SCENES.labels(_outcome)
+for _reason in ("last_known", "unknown"):
+    STATUS_DEGRADED.labels(_reason)

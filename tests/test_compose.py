@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
@@ -57,3 +58,20 @@ def test_dockerfile_copies_everything_the_processes_import() -> None:
     for needed in ("requirements.lock", "storyshort", "services", "gateway", "sql"):
         assert f"COPY {needed}" in dockerfile, f"the image lacks {needed}"
     assert Path(ROOT / "requirements.lock").exists()
+
+
+def test_empty_variables_from_compose_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("BUDGET_DAILY_USD", "IMAGEGEN_PRICES_FILE", "OPENAI_API_KEY", "DATABASE_URL"):
+        monkeypatch.setenv(var, "")
+    assert GatewaySettings().budget_daily_usd is None
+    assert ImagegenSettings().prices_file is None and ImagegenSettings().openai_api_key is None
+    assert StatusSettings().database_url is None
+
+
+def test_a_malformed_cap_fails_at_start_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUDGET_VIDEO_USD", "ten dollars")
+    with pytest.raises(ValueError, match="BUDGET_VIDEO_USD"):
+        GatewaySettings()
+    monkeypatch.setenv("BUDGET_VIDEO_USD", "-1")
+    with pytest.raises(ValueError, match="BUDGET_VIDEO_USD"):
+        GatewaySettings()

@@ -22,6 +22,14 @@ SERVICES: dict[str, tuple[str, str, int]] = {
 }
 
 
+# name -> (env var of its Prometheus port, default)
+METRICS: dict[str, tuple[str, int]] = {
+    "imagegen": ("IMAGEGEN_METRICS_PORT", 9101),
+    "storage": ("STORAGE_METRICS_PORT", 9102),
+    "status": ("STATUS_METRICS_PORT", 9103),
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,6 +66,8 @@ class System:
         for name, (_module, var, default) in SERVICES.items():
             port = (ports or {}).get(name, int(env.get(var, default)))
             env[var] = str(port)
+            if ports is not None and name in METRICS and METRICS[name][0] not in (overrides or {}):
+                env[METRICS[name][0]] = str(free_port())  # side by side with other systems
         env.setdefault("IMAGEGEN_ADDR", f"127.0.0.1:{env['IMAGEGEN_PORT']}")
         env.setdefault("STORAGE_ADDR", f"127.0.0.1:{env['STORAGE_PORT']}")
         env.setdefault("STATUS_ADDR", f"127.0.0.1:{env['STATUS_PORT']}")
@@ -72,6 +82,10 @@ class System:
 
     def port(self, name: str) -> int:
         return int(self.env[SERVICES[name][1]])
+
+    def metrics_port(self, name: str) -> int:
+        var, default = METRICS[name]
+        return int(self.env.get(var, default))
 
     @property
     def gateway_url(self) -> str:

@@ -23,7 +23,8 @@ def main() -> int:
     print("\nlistening:")
     for name, (_module, var, _default) in SERVICES.items():
         kind = "HTTP" if name == "gateway" else "gRPC"
-        print(f"  {name:9} {kind} 127.0.0.1:{system.env[var]}")
+        metrics = f"  metrics :{system.metrics_port(name)}" if name != "gateway" else "  metrics /metrics"
+        print(f"  {name:9} {kind} 127.0.0.1:{system.env[var]}{metrics}")
     print(
         "\ntry:\n"
         f"  curl -s -X POST {url}/api/generate-preview-images -H 'Content-Type: application/json' "

@@ -16,7 +16,8 @@ MAX_IMAGE_BYTES = 5 * MIB
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    # An empty variable means "not set" (compose files pass ${VAR:-} through).
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     # gRPC servers listen on loopback unless told otherwise.
@@ -47,7 +48,7 @@ class ProviderLimits(BaseModel):
 
 class ImagegenSettings(CommonSettings):
     port: int = Field(50051, validation_alias="IMAGEGEN_PORT")
-    metrics_port: int = Field(0, validation_alias="IMAGEGEN_METRICS_PORT")
+    metrics_port: int = Field(9101, validation_alias="IMAGEGEN_METRICS_PORT")
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     chain: Annotated[list[str], NoDecode] = Field(
@@ -99,7 +100,7 @@ class ObjectLayoutSettings(CommonSettings):
 
 class StorageSettings(ObjectLayoutSettings):
     port: int = Field(50052, validation_alias="STORAGE_PORT")
-    metrics_port: int = Field(0, validation_alias="STORAGE_METRICS_PORT")
+    metrics_port: int = Field(9102, validation_alias="STORAGE_METRICS_PORT")
     backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
     supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
@@ -107,7 +108,7 @@ class StorageSettings(ObjectLayoutSettings):
 
 class StatusSettings(CommonSettings):
     port: int = Field(50053, validation_alias="STATUS_PORT")
-    metrics_port: int = Field(0, validation_alias="STATUS_METRICS_PORT")
+    metrics_port: int = Field(9103, validation_alias="STATUS_METRICS_PORT")
     store: Literal["sqlite", "postgres", "supabase"] = Field("sqlite", validation_alias="STATUS_STORE")
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     sqlite_path: Path | None = Field(None, validation_alias="STATUS_SQLITE_PATH")

@@ -24,5 +24,10 @@ RPC_SECONDS = Histogram(
 def serve_metrics(port: int, host: str) -> None:
     """Expose /metrics on its own port (0 = off)."""
     if port:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:
+            # Metrics are for operators; a taken port must not stop the service itself.
+            log.error("cannot serve metrics; set another *_METRICS_PORT", extra={"port": port, "error": str(exc)})
+            return
         log.info("metrics listening", extra={"address": f"http://{host}:{port}/metrics"})

@@ -14,6 +14,7 @@ from services.common.server import Registration, serve_until_signal, start_serve
 from services.imagegen import metrics
 from services.imagegen.chain import Breaker, ChainPolicy, ProviderChain, ProviderSlot
 from services.imagegen.prices import PriceTable
+from services.imagegen.providers.base import Outcome
 from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.servicer import SERVICE, ImageGenServicer
@@ -64,6 +65,13 @@ async def build_chain(settings: ImagegenSettings) -> tuple[ProviderChain, AsyncO
             metrics.MODEL_AVAILABLE.labels(slot.name).set(1 if slot.available else 0)
     log.info("provider chain", extra={"chain": [s.name for s in slots if s.available] + [placeholder.name]})
     prices.warn_missing(settings.chain)
+    for slot in slots:  # every series exists from the start, so alerts see the first increase
+        metrics.BREAKER_OPEN.labels(slot.name).set(0)
+        metrics.SPEND.labels(slot.name)
+        metrics.UNPRICED_IMAGES.labels(slot.name)
+        metrics.BUDGET_SKIPS.labels(slot.name)
+        for outcome in Outcome:
+            metrics.ATTEMPTS.labels(slot.name, outcome.value)
     return ProviderChain(slots, placeholder, policy, prices), client
 
 

@@ -36,7 +36,13 @@ async def main() -> None:
         settings.server_credentials(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}", "store": store.name})
-    await serve_until_signal(running, settings.shutdown_grace, store.close)
+    watcher = asyncio.create_task(book.watch_stalled(min(60.0, settings.stall_after / 2)))
+
+    async def close() -> None:
+        watcher.cancel()
+        await store.close()
+
+    await serve_until_signal(running, settings.shutdown_grace, close)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,15 @@ class StatusBook:
         except StoreUnavailable as exc:
             raise Unavailable(f"status store unavailable: {exc}") from exc
 
+    async def watch_stalled(self, every: float) -> None:
+        """Keep the stalled-videos gauge current (for the alert), until cancelled."""
+        while True:
+            try:
+                metrics.STALLED.set(len(await self.list_stalled(Budget.of(self.attempt_timeout))))
+            except Unavailable:
+                pass  # the breaker and the degraded counter already tell this story
+            await asyncio.sleep(every)
+
     async def list_stalled(self, budget: Budget) -> list[Video]:
         try:
             return await self._call(

@@ -12,3 +12,7 @@ BREAKER_OPEN = Gauge("storyshort_status_breaker_open", "1 while the store breake
 CORRECTIONS = Counter(
     "storyshort_status_corrections_total", "Videos at 100% still generating, corrected to assets_generated"
 )
+STALLED = Gauge("storyshort_status_stalled_videos", "Videos generating with no update for longer than the threshold")
+
+for _reason in ("last_known", "unknown"):
+    DEGRADED.labels(_reason)  # series exist at 0, so a rising share is visible from the start
