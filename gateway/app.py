@@ -7,7 +7,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from gateway.clients import ServiceClients
 from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
 from gateway.page import video_page
 from gateway.pipeline import Pipeline, Scene
+from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.runs import RunRegistry
 from gateway.schemas import ErrorOut, GenerateIn, GenerateOut, VideoStatusOut
 from gateway.spool import ImageSpool
@@ -103,6 +104,13 @@ def status_json(answer: status_pb2.GetVideoResponse) -> VideoStatusOut:
     )
 
 
+def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
+    """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
+    budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
+    spool = ImageSpool(settings.data_dir / "spool")
+    return Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget)
+
+
 class LastKnown:
     """The gateway's own memory of status answers, for when the status service is down."""
 
@@ -140,15 +148,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         clients = ServiceClients.connect(settings)
         app.state.clients = clients
-        spool = ImageSpool(settings.data_dir / "spool")
-        budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
-        app.state.runs = RunRegistry(Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget))
+        pipeline = build_pipeline(settings, clients)
         app.state.last_known = LastKnown()
-        try:
-            yield
-        finally:
-            await app.state.runs.drain(settings.shutdown_grace)
-            await clients.close()
+        async with AsyncExitStack() as stack:
+            if settings.runs == "queue":
+                if not settings.database_url:
+                    raise SystemExit("RUNS=queue needs DATABASE_URL (the PostgreSQL that holds the queue)")
+                jobs = queue_app(settings.database_url)
+                await stack.enter_async_context(jobs.open_async())
+                await ensure_schema(jobs)
+                app.state.runs = QueueRunner(pipeline, jobs, settings.database_url)
+                await app.state.runs.open()
+            else:
+                app.state.runs = RunRegistry(pipeline)
+            try:
+                yield
+            finally:
+                await app.state.runs.drain(settings.shutdown_grace)
+                await clients.close()
 
     app = FastAPI(
         title="StoryShort preview images",

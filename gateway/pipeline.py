@@ -116,6 +116,24 @@ class Pipeline:
         self.image_size = image_size
         self.spool = spool
 
+    async def prepare(self, run: VideoRun) -> set[int]:
+        """Mark the video generating; answer the scenes that already have a real image."""
+        clients = self.clients
+        stored = await clients.create_video(run.video_id, len(run.scenes))
+        await clients.update_video(
+            status_pb2.UpdateVideoRequest(
+                video_id=run.video_id, status="generating_images", scene_count=len(run.scenes), error=""
+            )
+        )
+        numbers = {s.number for s in run.scenes}
+        run.spent_before = sum(s.cost_usd for s in stored.scenes)
+        # Real images already stored are never paid for again; placeholders cost nothing
+        # and are retried, since a resume is when the real image is wanted.
+        done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}
+        if done:
+            log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
+        return done
+
     async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
         """Run the scenes not in ``done_scenes``; answer the final status."""
         started = time.monotonic()

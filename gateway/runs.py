@@ -9,12 +9,13 @@ import logging
 
 from gateway.errors import HTTPError
 from gateway.pipeline import Pipeline, Scene, VideoRun
-from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("runs")
 
 
 class RunRegistry:
+    """The in-process runner (the embedded default): runs live in this gateway's memory."""
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.running: dict[str, VideoRun] = {}
@@ -37,7 +38,7 @@ class RunRegistry:
                 return current, False
             self.running[video_id] = run
         try:
-            done = await self._prepare(run)
+            done = await self.pipeline.prepare(run)
         except BaseException:
             self.running.pop(video_id, None)
             raise
@@ -45,23 +46,6 @@ class RunRegistry:
         self._tasks[video_id] = task
         task.add_done_callback(lambda _t: self._finished(video_id))
         return run, True
-
-    async def _prepare(self, run: VideoRun) -> set[int]:
-        clients = self.pipeline.clients
-        stored = await clients.create_video(run.video_id, len(run.scenes))
-        await clients.update_video(
-            status_pb2.UpdateVideoRequest(
-                video_id=run.video_id, status="generating_images", scene_count=len(run.scenes), error=""
-            )
-        )
-        numbers = {s.number for s in run.scenes}
-        run.spent_before = sum(s.cost_usd for s in stored.scenes)
-        # Real images already stored are never paid for again; placeholders cost nothing
-        # and are retried, since a resume is when the real image is wanted.
-        done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}
-        if done:
-            log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
-        return done
 
     def _finished(self, video_id: str) -> None:
         self.running.pop(video_id, None)

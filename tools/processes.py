@@ -91,8 +91,22 @@ class System:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.port('gateway')}"
 
-    def start(self, name: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-        module = SERVICES[name][0]
+    def start_replica(
+        self, name: str, module: str, env: dict[str, str], port: int | None = None, timeout: float = 30.0
+    ) -> subprocess.Popen[bytes]:
+        """Another process (a second gateway, a queue worker) with a few settings changed."""
+        return self.start(name, timeout, module=module, env={**self.env, **env}, port=port)
+
+    def start(
+        self,
+        name: str,
+        timeout: float = 30.0,
+        *,
+        module: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        module = module or SERVICES[name][0]
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -100,14 +114,15 @@ class System:
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
             cwd=ROOT,
-            env=self.env,
+            env=env or self.env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             # Own session: a Ctrl-C reaches only the supervisor, which stops each in order.
             start_new_session=True,
         )
         self.procs[name] = proc
-        wait_for_port(self.port(name), timeout, proc)
+        if port is not None or name in SERVICES:
+            wait_for_port(port if port is not None else self.port(name), timeout, proc)
         return proc
 
     def start_all(self, timeout: float = 30.0) -> None:
@@ -128,5 +143,7 @@ class System:
         return int(proc.returncode)
 
     def stop_all(self, grace: float = 15.0) -> dict[str, int]:
-        # Gateway first: it stops sending work to the others.
-        return {name: self.stop(name, grace) for name in reversed(list(SERVICES)) if name in self.procs}
+        # Gateways and workers first: they stop sending work to the others.
+        extras = [name for name in self.procs if name not in SERVICES]
+        order = extras + [name for name in reversed(list(SERVICES)) if name in self.procs]
+        return {name: self.stop(name, grace) for name in order}

@@ -72,6 +72,9 @@ class ImagegenSettings(CommonSettings):
     quality: Literal["", "low", "medium", "high", "auto"] = Field("", validation_alias="IMAGEGEN_QUALITY")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", validation_alias="IMAGEGEN_OUTPUT_FORMAT")
     model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
+    # Images kept to answer a retried scene without paying again (MiB; 0: off) and for how long (s).
+    replay_cache_mib: int = Field(256, validation_alias="IMAGEGEN_REPLAY_CACHE_MIB", ge=0)
+    replay_ttl: float = Field(3600.0, validation_alias="IMAGEGEN_REPLAY_TTL", gt=0)
     # JSON price table per model (see config/prices.example.json); none: spend is unknown.
     prices_file: Path | None = Field(None, validation_alias="IMAGEGEN_PRICES_FILE")
 
@@ -147,6 +150,13 @@ class GatewaySettings(ObjectLayoutSettings):
     # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
     api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
     max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
+    # Where video runs execute: in this process (embedded default) or as jobs on the
+    # procrastinate queue in DATABASE_URL, run by `python -m gateway.worker` replicas.
+    runs: Literal["inprocess", "queue"] = Field("inprocess", validation_alias="RUNS")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
+    # Seconds without a worker heartbeat after which its jobs are retried by another worker.
+    worker_stalled_after: float = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
     budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
     budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)

@@ -17,6 +17,7 @@ from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import Outcome
 from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models
 from services.imagegen.providers.placeholder import PlaceholderProvider
+from services.imagegen.replay import ReplayCache
 from services.imagegen.servicer import SERVICE, ImageGenServicer
 from storyshort.imagegen.v1 import imagegen_pb2_grpc
 
@@ -75,12 +76,17 @@ async def build_chain(settings: ImagegenSettings) -> tuple[ProviderChain, AsyncO
     return ProviderChain(slots, placeholder, policy, prices), client
 
 
+async def build_servicer(settings: ImagegenSettings) -> tuple[ImageGenServicer, AsyncOpenAI | None]:
+    chain, client = await build_chain(settings)
+    replay = ReplayCache(settings.replay_cache_mib * 1024 * 1024, settings.replay_ttl)
+    return ImageGenServicer(chain, settings.image_gen_timeout, replay), client
+
+
 async def main() -> None:
     settings = ImagegenSettings()
     setup_logging("imagegen", settings.log_level)
     serve_metrics(settings.metrics_port, settings.grpc_host)
-    chain, client = await build_chain(settings)
-    servicer = ImageGenServicer(chain, settings.image_gen_timeout)
+    servicer, client = await build_servicer(settings)
     running = await start_server(
         settings.grpc_host,
         settings.port,

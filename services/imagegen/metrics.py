@@ -26,3 +26,4 @@ BUDGET_SKIPS = Counter(
     "Attempts skipped because the image would cross a budget cap",
     ["provider"],
 )
+REPLAYS = Counter("storyshort_imagegen_replays_total", "Images answered again from the replay cache, not bought again")

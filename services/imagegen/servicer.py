@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import grpc
@@ -10,8 +11,10 @@ from services.common import validation
 from services.common.deadlines import Budget
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
-from services.imagegen.chain import ProviderChain
+from services.imagegen import metrics
+from services.imagegen.chain import AttemptRecord, ChainResult, ProviderChain
 from services.imagegen.providers.base import Outcome
+from services.imagegen.replay import ReplayCache, ReplayKey
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE = "storyshort.imagegen.v1.ImageGenService"
@@ -31,9 +34,16 @@ OUTCOMES = {
 
 
 class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
-    def __init__(self, chain: ProviderChain, budget_seconds: float) -> None:
+    def __init__(self, chain: ProviderChain, budget_seconds: float, replay: ReplayCache | None = None) -> None:
         self.chain = chain
         self.budget_seconds = budget_seconds
+        self.replay = replay or ReplayCache(0, 0)
+        self._inflight: set[asyncio.Task[ChainResult]] = set()
+
+    def _keep(self, key: ReplayKey | None, done: asyncio.Task[ChainResult]) -> None:
+        self._inflight.discard(done)
+        if not done.cancelled() and done.exception() is None:
+            self.replay.put(key, done.result())
 
     @rpc(SERVICE)
     async def Generate(
@@ -51,14 +61,39 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         max_cost = request.max_cost_usd if request.HasField("max_cost_usd") else None
         if max_cost is not None and not math.isfinite(max_cost):
             raise InvalidArgument("max_cost_usd must be a finite number of US dollars")
-        result = await self.chain.generate(
-            prompt,
-            size,
-            request.quality,
-            budget,
-            context={"video_id": request.video_id, "scene": request.scene},
-            max_cost=max_cost,
-        )
+        key = ReplayKey.of(request.video_id, request.scene, prompt, size, request.quality)
+        replayed = self.replay.get(key)
+        if replayed is not None:
+            # Already paid for: answered again at no cost (the caller retried the scene).
+            metrics.REPLAYS.inc()
+            # Its cost is reported again: the run that paid never got to record it.
+            paid = next((a for a in replayed.attempts if a.outcome is Outcome.SUCCESS), None)
+            record = AttemptRecord(
+                replayed.provider,
+                Outcome.SKIPPED,
+                "replayed: this image was already paid for",
+                0,
+                paid.usage if paid else None,
+                paid.cost if paid else 0.0,
+            )
+            result = ChainResult(replayed.image, replayed.info, replayed.provider, False, [record])
+        else:
+            # A provider charges for an image even when our caller goes away, so the attempt
+            # is not cancelled with the call: it finishes (inside its own budget) and its
+            # image waits in the replay cache for the caller's retry.
+            work = asyncio.create_task(
+                self.chain.generate(
+                    prompt,
+                    size,
+                    request.quality,
+                    budget,
+                    context={"video_id": request.video_id, "scene": request.scene},
+                    max_cost=max_cost,
+                )
+            )
+            self._inflight.add(work)
+            work.add_done_callback(lambda done: self._keep(key, done))
+            result = await asyncio.shield(work)
         return imagegen_pb2.GenerateResponse(
             image=result.image,
             content_type=result.info.content_type,

@@ -13,9 +13,9 @@ import pytest
 
 from services.common.config import ImagegenSettings
 from services.common.server import Registration
-from services.imagegen.__main__ import build_chain
+from services.imagegen.__main__ import build_servicer
 from services.imagegen.chain import ProviderChain
-from services.imagegen.servicer import SERVICE, ImageGenServicer
+from services.imagegen.servicer import SERVICE
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import openai_fake as fo
@@ -48,13 +48,11 @@ class Stub:
         return answer
 
 
-async def start(fake: fo.FakeOpenAI, budget: float = 60, **env: Any) -> AsyncIterator[Stub]:
-    chain, client = await build_chain(settings(fake, **env))
-    reg = Registration(
-        imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, ImageGenServicer(chain, budget), SERVICE
-    )
+async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
+    servicer, client = await build_servicer(settings(fake, **env))
+    reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
     async with grpc_server(reg) as (_running, channel):
-        yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), chain)
+        yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer.chain)
     if client is not None:
         await client.close()
 

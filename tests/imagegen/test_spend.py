@@ -81,3 +81,17 @@ async def test_a_model_that_would_cross_the_budget_is_skipped_for_a_cheaper_one_
         assert none_fits.placeholder and none_fits.cost_usd == 0.0
         assert all(a.reason.startswith("budget") for a in none_fits.attempts)
         assert fake.count(A) == 0 and fake.count(B) == 1
+
+
+async def test_a_retried_scene_is_answered_from_the_replay_cache_without_paying_again(
+    fake: fo.FakeOpenAI, tmp_path: Path
+) -> None:
+    async for imagegen in start(
+        fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {A: {"per_image": {"*": {"*": 0.05}}}})
+    ):
+        first = await imagegen.generate(video_id="v1", scene=3)
+        again = await imagegen.generate(video_id="v1", scene=3)
+        other = await imagegen.generate(video_id="v1", scene=4)
+        assert first.image == again.image and again.provider == A and not again.placeholder
+        assert again.attempts[0].reason.startswith("replayed") and again.cost_usd == first.cost_usd == 0.05
+        assert other.image and fake.count(A) == 2  # scene 3 paid once, scene 4 once

@@ -1,0 +1,115 @@
+"""Video runs as durable jobs on procrastinate, on the PostgreSQL that already holds status.
+
+Why procrastinate: it keeps jobs in PostgreSQL (no new server to run), locks a job per
+video across every replica (`lock`), refuses a second queued job for the same video
+(`queueing_lock`), and workers send heartbeats, so the job of a killed worker can be found
+and retried. A retried run regenerates only scenes without a stored image, and imagegen's
+replay cache answers images already paid for.
+
+`POST` (any gateway replica) marks the video generating and enqueues; `python -m
+gateway.worker` (any number of replicas) runs the jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, cast
+
+from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.types import JSONValue
+
+from gateway.errors import HTTPError
+from gateway.pipeline import Pipeline, Scene, VideoRun
+
+log = logging.getLogger("queue")
+TASK = "storyshort.run_video"
+ACTIVE = ("todo", "doing")
+
+
+def queue_app(database_url: str) -> App:
+    """The procrastinate app of this process (one per gateway or worker), with the task."""
+    jobs = App(connector=PsycopgConnector(conninfo=database_url))
+    jobs.task(name=TASK, pass_context=True, retry=RetryStrategy(max_attempts=10, wait=2))(run_video)
+    return jobs
+
+
+def scenes_arg(scenes: list[Scene]) -> list[list[Any]]:
+    return [[s.number, s.prompt] for s in scenes]
+
+
+async def run_video(context: JobContext, video_id: str, scenes: list[list[Any]]) -> str:
+    pipeline: Pipeline = context.additional_context["pipeline"]
+    run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes])
+    log.info("run started", extra={"video_id": video_id, "job_id": context.job.id if context.job else None})
+    done = await pipeline.prepare(run)
+    return await pipeline.run(run, done)
+
+
+async def ensure_schema(queue_app: App) -> None:
+    """Apply procrastinate's schema once (it is not idempotent by itself)."""
+    found = await queue_app.connector.execute_query_one_async(
+        "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+    )
+    if not found["present"]:
+        await queue_app.connector.execute_query_async("SELECT pg_advisory_lock(7410264)")
+        try:
+            again = await queue_app.connector.execute_query_one_async(
+                "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+            )
+            if not again["present"]:
+                await queue_app.schema_manager.apply_schema_async()
+                log.info("procrastinate schema applied")
+        finally:
+            await queue_app.connector.execute_query_async("SELECT pg_advisory_unlock(7410264)")
+
+
+class QueueRunner:
+    """The gateway side: one queued or running job per video, across all replicas."""
+
+    def __init__(self, pipeline: Pipeline, jobs: App, database_url: str) -> None:
+        self.pipeline = pipeline
+        self.app = jobs
+        # For the per-video advisory lock that makes check-then-enqueue atomic across replicas.
+        self.locks: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+        )
+
+    async def open(self) -> None:
+        await self.locks.open()
+
+    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+        key = f"storyshort-run:{video_id}"
+        async with self.locks.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                return await self._start_locked(video_id, scenes)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    async def _start_locked(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+        run = VideoRun(video_id, scenes)
+        wanted = scenes_arg(scenes)
+        for status in ACTIVE:
+            for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
+                if json.loads(json.dumps(job.task_kwargs.get("scenes"))) != wanted:
+                    raise HTTPError(
+                        409,
+                        "ALREADY_EXISTS",
+                        f"video {video_id!r} is already generating with different scenes; "
+                        "wait for it to finish, then post again",
+                    )
+                return run, False
+        await self.pipeline.prepare(run)  # status answers generating at once; errors surface here
+        try:
+            await self.app.configure_task(TASK, lock=video_id, queueing_lock=video_id).defer_async(
+                video_id=video_id, scenes=cast("JSONValue", wanted)
+            )
+        except AlreadyEnqueued:
+            return run, False  # another replica enqueued it a moment ago
+        return run, True
+
+    async def drain(self, grace: float) -> None:
+        await self.locks.close()  # jobs live in PostgreSQL; nothing else to hand over

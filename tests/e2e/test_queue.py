@@ -1,0 +1,132 @@
+"""Video runs as durable jobs (RUNS=queue) on the real PostgreSQL: two gateways, two
+workers, ten videos; one worker killed mid-run. Every video reaches assets_generated, each
+scene is paid for once, and no video runs twice at the same time."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+import pytest
+
+from tests.conftest import logs_of, wait_until
+from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
+from tests.fakes import openai_fake as fo
+from tests.pg import pg_dsn
+from tools.processes import System, free_port
+
+__all__ = ["pg_dsn"]
+pytestmark = pytest.mark.slow
+
+
+def queue_system(make_system: Callable[..., System], fake: fo.FakeOpenAI, dsn: str) -> tuple[System, list[str]]:
+    system = make_system(
+        provider_env(
+            fake.base_url,
+            STATUS_STORE="postgres",
+            DATABASE_URL=dsn,
+            RUNS="queue",
+            WORKER_STALLED_AFTER="3",
+            WORKER_CONCURRENCY="3",
+            SCENE_CONCURRENCY="2",
+        )
+    )
+    system.start_all()
+    second = free_port()
+    system.start_replica("gateway-2", "gateway", {"GATEWAY_PORT": str(second)}, port=second)
+    for n in (1, 2):
+        name = f"worker-{n}"
+        system.start_replica(name, "gateway.worker", {})
+
+        def started(name: str = name) -> bool:
+            return "worker started" in logs_of(system, name)
+
+        assert wait_until(started, timeout=30)
+    return system, [system.gateway_url, f"http://127.0.0.1:{second}"]
+
+
+def run_intervals(system: System, workers: list[str], killed: dict[str, float]) -> dict[str, list[tuple[float, float]]]:
+    """Per video, when each run held it: from 'run started' to its 'run summary' (or the kill)."""
+    spans: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for worker in workers:
+        open_runs: dict[str, float] = {}
+        for line in logs_of(system, worker).splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            at = datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
+            if entry.get("msg") == "run started":
+                open_runs[entry["video_id"]] = at
+            elif entry.get("msg") == "run summary" and entry["video_id"] in open_runs:
+                spans[entry["video_id"]].append((open_runs.pop(entry["video_id"]), at))
+        for video, began in open_runs.items():
+            spans[video].append((began, killed.get(worker, time.time())))
+    return spans
+
+
+def test_ten_videos_through_two_gateways_survive_a_killed_worker(
+    make_system: Callable[..., System], pg_dsn: str
+) -> None:
+    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
+        fake.script(MODEL, fo.Ok(latency=0.3))
+        system, gateways = queue_system(make_system, fake, pg_dsn)
+        clients = [httpx.Client(base_url=url, timeout=10) for url in gateways]
+        for v in range(10):
+            answer = post(clients[v % 2], f"q{v}", scenes(4, word=f"video {v}"))
+            assert answer.status_code == 202, answer.text
+        assert fake.wait_for_requests(6, timeout=30)
+        victim = system.procs["worker-1"]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        killed = {"worker-1": time.time()}
+        finals = [poll_until_done(clients[v % 2], f"q{v}", timeout=120)[-1] for v in range(10)]
+        for c in clients:
+            c.close()
+        system.stop_all()
+    assert [f["status"] for f in finals] == ["assets_generated"] * 10
+    assert all(len(f["images"]) == 4 and not any(i["placeholder"] for i in f["images"]) for f in finals)
+    paid = collections.Counter(fake.paid)
+    assert len(paid) == 40 and set(paid.values()) == {1}, f"paid twice: {[p for p, n in paid.items() if n > 1]}"
+    assert "retrying the job of a stalled worker" in logs_of(system, "worker-2")
+    spans = run_intervals(system, ["worker-1", "worker-2"], killed)
+    assert len(spans) == 10
+    for video, runs in spans.items():
+        runs.sort()
+        for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+            assert start >= end, f"{video} ran twice at the same time: {runs}"
+
+
+def test_two_posts_at_once_through_two_gateways_queue_one_job(make_system: Callable[..., System], pg_dsn: str) -> None:
+    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
+        fake.script(MODEL, fo.Ok(latency=0.3))
+        system, gateways = queue_system(make_system, fake, pg_dsn)
+        answers: list[httpx.Response] = []
+        threads = [
+            threading.Thread(
+                target=lambda url=url: answers.append(
+                    httpx.post(
+                        f"{url}/api/generate-preview-images", json={"videoId": "same", "scenes": scenes(3)}, timeout=10
+                    )
+                )
+            )
+            for url in gateways
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(a.status_code for a in answers) == [202, 202]
+        assert sorted(a.json()["alreadyRunning"] for a in answers) == [False, True]
+        with httpx.Client(base_url=gateways[0], timeout=10) as client:
+            conflict = post(client, "same", scenes(3, word="other"))
+            assert conflict.status_code in (202, 409)  # 409 while queued or running, 202 once done
+            assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
+        system.stop_all()
+    assert collections.Counter(fake.paid).most_common(1)[0][1] == 1
