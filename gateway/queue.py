@@ -16,10 +16,10 @@ import logging
 from typing import Any, cast
 
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.types import JSONValue
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import HTTPError
 from gateway.pipeline import Pipeline, Scene, VideoRun

@@ -26,7 +26,7 @@ def compose() -> dict:
 
 
 def test_compose_runs_the_same_commands_and_ports_as_make_run() -> None:
-    services = compose()["services"]
+    services = {n: s for n, s in compose()["services"].items() if "profiles" not in s}
     assert set(services) == set(SERVICES)
     for name, (module, port_var, default_port) in SERVICES.items():
         svc = services[name]
@@ -36,10 +36,13 @@ def test_compose_runs_the_same_commands_and_ports_as_make_run() -> None:
 
 
 def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
+    kinds = {**SETTINGS, "imagegen-2": ImagegenSettings, "worker": GatewaySettings}
     for name, svc in compose()["services"].items():
+        if name == "postgres":
+            continue
         known = {
             str(field.validation_alias)
-            for field in SETTINGS[name].model_fields.values()
+            for field in kinds[name].model_fields.values()
             if field.validation_alias is not None
         }
         unknown = set(svc["environment"]) - known
@@ -48,9 +51,19 @@ def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
 
 def test_gateway_reaches_the_services_by_their_compose_names() -> None:
     env = compose()["services"]["gateway"]["environment"]
-    for name, (_module, _var, port) in SERVICES.items():
-        if name != "gateway":
-            assert env[f"{name.upper()}_ADDR"] == f"{name}:{port}"
+    assert env["IMAGEGEN_ADDR"] == "dns:///imagegen-pool:50051"
+    for name in ("storage", "status"):
+        assert env[f"{name.upper()}_ADDR"] == f"{name}:{SERVICES[name][2]}"
+
+
+def test_the_scale_profile_adds_postgres_two_workers_and_a_second_imagegen() -> None:
+    services = compose()["services"]
+    scaled = {n for n, s in services.items() if s.get("profiles") == ["scale"]}
+    assert scaled == {"postgres", "worker", "imagegen-2"}
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["worker"]["command"] == ["python", "-m", "gateway.worker"]
+    for name in ("imagegen", "imagegen-2"):
+        assert "imagegen-pool" in services[name]["networks"]["default"]["aliases"]
 
 
 def test_dockerfile_copies_everything_the_processes_import() -> None:

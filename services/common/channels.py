@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
 
 from services.common.config import GRPC_MAX_MESSAGE_BYTES
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
+# Replicas behind one address: a DNS name with several addresses (a Kubernetes headless
+# Service) or a list ("ipv4:10.0.0.1:50051,10.0.0.2:50051") is spread with round_robin.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.service_config", SERVICE_CONFIG),
+    # Re-resolve DNS soon after a replica goes away, so new pods are found.
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),
 ]
 
 

@@ -5,6 +5,7 @@ scene is paid for once, and no video runs twice at the same time."""
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import signal
 import threading
@@ -99,7 +100,7 @@ def test_ten_videos_through_two_gateways_survive_a_killed_worker(
     assert len(spans) == 10
     for video, runs in spans.items():
         runs.sort()
-        for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(runs):
             assert start >= end, f"{video} ran twice at the same time: {runs}"
 
 

@@ -1,0 +1,40 @@
+"""Replicas of a gRPC service behind one address: the gateway's channel spreads calls over
+them with round_robin, and keeps working when one goes away."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import logs_of
+from tests.e2e.helpers import poll_until_done, post, scenes
+from tools.processes import System, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def generate_calls(system: System, name: str) -> int:
+    return logs_of(system, name).count("ImageGenService.Generate")
+
+
+def test_round_robin_spreads_scenes_over_two_imagegen_replicas(make_system: Callable[..., System]) -> None:
+    second = free_port()
+    system = make_system({"IMAGE_SIZE": "256x256"})
+    first = system.port("imagegen")
+    system.env["IMAGEGEN_ADDR"] = f"ipv4:127.0.0.1:{first},127.0.0.1:{second}"
+    system.start_all()
+    system.start_replica("imagegen-2", "services.imagegen", {"IMAGEGEN_PORT": str(second)}, port=second)
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "spread", scenes(8))
+        assert poll_until_done(client, "spread")[-1]["status"] == "assets_generated"
+        one, two = generate_calls(system, "imagegen"), generate_calls(system, "imagegen-2")
+        assert one + two == 8 and one >= 2 and two >= 2, (one, two)
+        system.procs["imagegen-2"].send_signal(signal.SIGKILL)
+        post(client, "one-left", scenes(4))
+        final = poll_until_done(client, "one-left")[-1]
+    assert final["status"] == "assets_generated" and len(final["images"]) == 4
+    # Served by the replica still up, not by the gateway's own fallback placeholder.
+    assert {i["provider"] for i in final["images"]} == {"placeholder"}

@@ -1,0 +1,72 @@
+"""The Kubernetes manifests in deploy/k8s validate against the Kubernetes API schemas
+(kubernetes-validate, offline) and describe what the services need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.common.config import GatewaySettings, ImagegenSettings, StatusSettings, StorageSettings
+from tools.processes import ROOT, SERVICES
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES = "1.30.0"
+
+
+def documents() -> list[dict[str, Any]]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in documents() if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_manifest_is_valid_kubernetes(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def test_every_deployment_has_probes_resources_a_pdb_and_an_autoscaler() -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    assert set(deployments) == {*SERVICES, "worker"}
+    pdbs = {d["metadata"]["name"] for d in of_kind("PodDisruptionBudget")}
+    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in of_kind("HorizontalPodAutoscaler")}
+    for name, deployment in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"] and container["resources"]["limits"], name
+        assert "livenessProbe" in container, name
+        assert name in pdbs and name in hpas, name
+        if name in ("imagegen", "storage", "status"):
+            port = int(SERVICES[name][2])
+            assert container["readinessProbe"]["grpc"]["port"] == port  # native gRPC health probes
+            assert container["livenessProbe"]["grpc"]["port"] == port
+
+
+def test_grpc_services_are_headless_so_round_robin_sees_every_pod() -> None:
+    services = {d["metadata"]["name"]: d for d in of_kind("Service")}
+    config = of_kind("ConfigMap")[0]["data"]
+    for name in ("imagegen", "storage", "status"):
+        assert services[name]["spec"]["clusterIP"] == "None"
+        port = SERVICES[name][2]
+        assert config[f"{name.upper()}_ADDR"] == f"dns:///{name}.storyshort.svc.cluster.local:{port}"
+
+
+def test_config_and_secrets_name_only_settings_the_services_read() -> None:
+    known = {
+        str(f.validation_alias)
+        for settings in (ImagegenSettings, StorageSettings, StatusSettings, GatewaySettings)
+        for f in settings.model_fields.values()
+    } | {"MALLOC_MMAP_THRESHOLD_"}
+    config = of_kind("ConfigMap")[0]["data"]
+    assert set(config) <= known, set(config) - known
+    secret_keys = set(of_kind("Secret")[0]["stringData"])
+    for deployment in of_kind("Deployment"):
+        for env in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            assert env["name"] in known
+            ref = env["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "storyshort-keys" and ref["key"] in secret_keys
