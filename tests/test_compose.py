@@ -36,7 +36,7 @@ def test_compose_runs_the_same_commands_and_ports_as_make_run() -> None:
 
 
 def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
-    kinds = {**SETTINGS, "imagegen-2": ImagegenSettings, "worker": GatewaySettings}
+    kinds: dict[str, type[BaseSettings]] = {**SETTINGS, "imagegen-2": ImagegenSettings, "worker": GatewaySettings}
     for name, svc in compose()["services"].items():
         if name == "postgres":
             continue
