@@ -13,9 +13,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fakes.http import LoopbackServer, QuietHandler
 from tests.fakes.images import image_bytes
 
 
@@ -116,7 +117,7 @@ class Request:
     headers: dict[str, str]
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     def __init__(self, models: list[dict[str, Any]] | None = None) -> None:
         self.scripts: dict[str, list[Behaviour]] = {}
         self.default: Behaviour = Ok()
@@ -127,15 +128,12 @@ class FakeOpenAI:
         self.paid: list[str] = []
         self._flight: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.stopping = threading.Event()
         self.arrived = threading.Condition(self.lock)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-openai", daemon=True)
+        super().__init__(self._handler(), "fake-openai")
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def script(self, model: str, *behaviours: Behaviour) -> None:
         with self.lock:
@@ -167,40 +165,12 @@ class FakeOpenAI:
                 return self.default
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
-    def start(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
+        class Handler(QuietHandler):
             def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
+                self.send(status, payload, headers)
 
             def _record(self, model: str, body: dict[str, Any]) -> None:
                 with fake.arrived:
@@ -280,7 +250,7 @@ class FakeOpenAI:
                         payload["usage"] = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
                     self._json(200, payload)
                 elif isinstance(b, UrlAnswer):
-                    host = f"http://127.0.0.1:{fake.server.server_address[1]}"
+                    host = f"http://127.0.0.1:{fake.port}"
                     self._json(200, {"created": created, "data": [{"url": f"{host}/files/img.{b.fmt.lower()}"}]})
                 elif isinstance(b, Error):
                     # Like the real API, an auth error may quote the key it was given.

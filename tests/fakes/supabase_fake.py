@@ -15,9 +15,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.http import LoopbackServer, QuietHandler
 
 
 @dataclass
@@ -79,7 +81,7 @@ PRIMARY_KEYS = {"videos": ("id",), "preview_runs": ("video_id",), "preview_scene
 
 
 @dataclass
-class FakeSupabase:
+class FakeSupabase(LoopbackServer):
     key: str = "service-role-key-for-tests-0123456789"
     buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
@@ -93,31 +95,13 @@ class FakeSupabase:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.stopping = threading.Event()
         for table in PRIMARY_KEYS:
             self.tables.setdefault(table, [])
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-supabase", daemon=True)
+        LoopbackServer.__init__(self, self._handler(), "fake-supabase")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeSupabase:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> FakeSupabase:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return f"http://127.0.0.1:{self.port}"
 
     def inject(self, route: str, *faults: Fault) -> None:
         """Faults for a route ('get_bucket', 'list_buckets', 'create_bucket', 'upload', 'rest'),
@@ -251,31 +235,9 @@ class FakeSupabase:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _send(
-                self,
-                status: int,
-                payload: Any,
-                headers: dict[str, str] | None = None,
-                content_type: str = "application/json",
-            ) -> None:
-                body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def _storage_error(self, fail: Fail) -> None:
-                self._send(fail.http, {"statusCode": fail.status_code, "error": fail.error, "message": fail.message})
+                self.send(fail.http, {"statusCode": fail.status_code, "error": fail.error, "message": fail.message})
 
             def _route(self, method: str, path: str) -> str:
                 if path.startswith("/rest/v1/"):
@@ -308,7 +270,7 @@ class FakeSupabase:
                     return
                 if isinstance(fault, Fail):
                     if route == "rest":
-                        self._send(
+                        self.send(
                             fault.http,
                             {"code": fault.status_code, "message": fault.message, "details": None, "hint": None},
                         )
@@ -322,12 +284,12 @@ class FakeSupabase:
                     if found is None:
                         self._storage_error(Fail(400, "404", "not_found", "Object not found"))
                     else:
-                        self._send(200, found[0], content_type=found[1])
+                        self.send(200, found[0], content_type=found[1])
                     return
                 auth = self.headers.get("Authorization", "")
                 if auth != f"Bearer {fake.key}" or self.headers.get("apikey") != fake.key:
                     if route == "rest":
-                        self._send(401, {"code": "PGRST301", "message": "JWT invalid", "details": None, "hint": None})
+                        self.send(401, {"code": "PGRST301", "message": "JWT invalid", "details": None, "hint": None})
                     else:
                         self._storage_error(BAD_KEY)
                     return
@@ -337,7 +299,7 @@ class FakeSupabase:
                     status, payload, headers = fake._rest(
                         method, table, parse_qsl(parts.query), body, self.headers.get("Prefer", "")
                     )
-                    self._send(status, payload, headers)
+                    self.send(status, payload, headers)
                     return
                 getattr(self, f"_storage_{route}", self._not_found)(path, raw)
 
@@ -346,7 +308,7 @@ class FakeSupabase:
 
             def _storage_list_buckets(self, path: str, raw: bytes) -> None:
                 with fake.lock:
-                    self._send(200, list(fake.buckets.values()))
+                    self.send(200, list(fake.buckets.values()))
 
             def _storage_get_bucket(self, path: str, raw: bytes) -> None:
                 name = path.rsplit("/", 1)[-1]
@@ -355,7 +317,7 @@ class FakeSupabase:
                 if bucket is None:
                     self._storage_error(Fail(400, "404", "Bucket not found", "Bucket not found"))
                 else:
-                    self._send(200, bucket)
+                    self.send(200, bucket)
 
             def _storage_create_bucket(self, path: str, raw: bytes) -> None:
                 spec = json.loads(raw or b"{}")
@@ -382,7 +344,7 @@ class FakeSupabase:
                 if exists:
                     self._storage_error(DUPLICATE)
                 else:
-                    self._send(200, {"name": name})
+                    self.send(200, {"name": name})
 
             def _storage_upload(self, path: str, raw: bytes) -> None:
                 bucket, _, key = path.removeprefix("/storage/v1/object/").partition("/")
@@ -410,7 +372,7 @@ class FakeSupabase:
                 if error is not None:
                     self._storage_error(error)
                 else:
-                    self._send(200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())})
+                    self.send(200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())})
 
             def do_GET(self) -> None:
                 self._handle("GET")

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import GENERATING, SceneResult, Spend, Video, VideoUpdate, check_transition, now_ms
 from services.status.stores.base import StoreUnavailable
-from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
+from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
 from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
@@ -197,24 +197,16 @@ class PostgresStore:
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
         async def work(conn: Conn) -> Video:
             current = await self._read_existing(conn, video_id, lock=True)
-            run: dict[str, object] = {}
             if change.status is not None:
                 check_transition(current.status, change.status)
                 await conn.execute(
                     sql.SQL("UPDATE {t} SET {status} = %s WHERE {id} = %s").format(**self._v),
                     (change.status, video_id),
                 )
-                if change.status == GENERATING and current.status != GENERATING:
-                    run["error"] = ""
             if change.progress is not None:
                 await self._raise_progress(conn, video_id, change.progress)
-            if change.scene_count is not None:
-                run["scene_count"] = change.scene_count
-            if change.error is not None:
-                run["error"] = change.error
-            if change.summary is not None:
-                run["summary"] = summary_to_json(change.summary)
-            await self._touch_run(conn, video_id, **run)
+            resumed = change.status == GENERATING and current.status != GENERATING
+            await self._touch_run(conn, video_id, **run_columns(change, resumed))
             return await self._read_existing(conn, video_id)
 
         return await self._run(work)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-from services.status.model import RunSummary, SceneResult, Video
+from services.status.model import RunSummary, SceneResult, Video, VideoUpdate
 
 SCENE_COLUMNS = tuple(f.name for f in fields(SceneResult))
 
@@ -46,3 +46,15 @@ def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult]) -> Video:
         scenes=scenes,
         summary=summary_from_json(row["summary"]),
     )
+
+
+def run_columns(change: VideoUpdate, resumed: bool) -> dict[str, object]:
+    """Our run table's columns that a partial update sets (a resumed run clears its error)."""
+    columns: dict[str, object] = {"error": ""} if resumed else {}
+    if change.scene_count is not None:
+        columns["scene_count"] = change.scene_count
+    if change.error is not None:
+        columns["error"] = change.error
+    if change.summary is not None:
+        columns["summary"] = summary_to_json(change.summary)
+    return columns

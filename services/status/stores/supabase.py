@@ -9,16 +9,16 @@ migrator against the Supabase database (`STATUS_STORE=postgres make migrate`).""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 import httpx
 from postgrest.exceptions import APIError
-from supabase import AClient, AsyncClientOptions, acreate_client
+from supabase import AClient
 
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.supabase import ServerSupabase
 from services.status.model import (
     GENERATING,
     SceneResult,
@@ -31,7 +31,7 @@ from services.status.model import (
 )
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.postgres import VideosTable
-from services.status.stores.rows import SCENE_COLUMNS, summary_from_json, summary_to_json
+from services.status.stores.rows import SCENE_COLUMNS, run_columns, summary_from_json
 
 T = TypeVar("T")
 CAS_TRIES = 5
@@ -52,30 +52,11 @@ class SupabaseStore:
     def __init__(
         self, url: str, service_role_key: str, videos: VideosTable | None = None, timeout: float = 5.0
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise SystemExit("SUPABASE_URL must start with http:// or https://")
-        self.url = url.rstrip("/")
-        self._key = service_role_key
+        self.supabase = ServerSupabase(url, service_role_key, timeout)
         self.videos = videos or VideosTable()
-        self.timeout = timeout
-        self._client: AClient | None = None
-        self._lock = asyncio.Lock()
 
     async def _db(self) -> AClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await acreate_client(
-                        self.url,
-                        self._key,
-                        options=AsyncClientOptions(
-                            persist_session=False,
-                            auto_refresh_token=False,
-                            postgrest_client_retry=False,
-                            httpx_client=httpx.AsyncClient(timeout=self.timeout),
-                        ),
-                    )
-        return self._client
+        return await self.supabase.client()
 
     async def _run(self, work: Callable[[AClient], Awaitable[T]]) -> T:
         try:
@@ -197,22 +178,15 @@ class SupabaseStore:
 
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
         async def work(db: AClient) -> Video:
-            run: dict[str, object] = {}
+            resumed = False
             if change.status is not None:
                 before = await self._set_status(db, video_id, change.status)
-                if change.status == GENERATING and before != GENERATING:
-                    run["error"] = ""
+                resumed = change.status == GENERATING and before != GENERATING
             else:
                 await self._read_existing(db, video_id)
             if change.progress is not None:
                 await self._raise_progress(db, video_id, change.progress)
-            if change.scene_count is not None:
-                run["scene_count"] = change.scene_count
-            if change.error is not None:
-                run["error"] = change.error
-            if change.summary is not None:
-                run["summary"] = summary_to_json(change.summary)
-            await self._touch_run(db, video_id, **run)
+            await self._touch_run(db, video_id, **run_columns(change, resumed))
             return await self._read_existing(db, video_id)
 
         return await self._run(work)
@@ -270,6 +244,4 @@ class SupabaseStore:
         return await self._run(work)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.options.httpx_client.aclose()  # type: ignore[union-attr]
-            self._client = None
+        await self.supabase.close()

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import httpx
 from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
-from supabase import AClient, AsyncClientOptions, acreate_client
+from supabase import AClient
 
 from services.common.errors import InvalidArgument, PermissionDenied, TooLarge
+from services.common.supabase import ServerSupabase
 from services.storage.backends.base import BucketMissing, BucketSpec, PermanentStorageError, TransientStorageError
 from services.storage.backends.local import PUBLIC_PREFIX
 
@@ -64,28 +65,11 @@ class SupabaseBackend:
     name = "supabase"
 
     def __init__(self, url: str, service_role_key: str) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise SystemExit("SUPABASE_URL must start with http:// or https://")
-        self.url = url.rstrip("/")
-        self._key = service_role_key
-        self._client: AClient | None = None
-        self._lock = asyncio.Lock()
+        self.supabase = ServerSupabase(url, service_role_key, CLIENT_TIMEOUT)
+        self.url = self.supabase.url
 
     async def client(self) -> AClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await acreate_client(
-                        self.url,
-                        self._key,
-                        options=AsyncClientOptions(
-                            persist_session=False,
-                            auto_refresh_token=False,
-                            postgrest_client_retry=False,
-                            httpx_client=httpx.AsyncClient(timeout=CLIENT_TIMEOUT),
-                        ),
-                    )
-        return self._client
+        return await self.supabase.client()
 
     async def _call(self, what: str, timeout: float, work: Awaitable[T]) -> T:
         try:
@@ -153,6 +137,4 @@ class SupabaseBackend:
         return f"{self.url}{PUBLIC_PREFIX}/{bucket}/{path}"
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.options.httpx_client.aclose()  # type: ignore[union-attr]
-            self._client = None
+        await self.supabase.close()
