@@ -1,15 +1,17 @@
-"""Domain objects <-> protobuf messages."""
+"""Domain objects <-> protobuf messages. The dataclasses hold only plain values, so their
+attribute dicts go straight to the messages (dataclasses.asdict deep-copies, and was the
+largest cost of a status read: bench/RESULTS.md)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 from services.status.model import RunSummary, SceneResult, Video
 from storyshort.status.v1 import status_pb2
 
 
 def summary_to_pb(summary: RunSummary) -> status_pb2.RunSummary:
-    return status_pb2.RunSummary(**asdict(summary))
+    return status_pb2.RunSummary(**vars(summary))
 
 
 def summary_from_pb(message: status_pb2.RunSummary) -> RunSummary:
@@ -17,7 +19,7 @@ def summary_from_pb(message: status_pb2.RunSummary) -> RunSummary:
 
 
 def scene_to_pb(scene: SceneResult) -> status_pb2.SceneResult:
-    return status_pb2.SceneResult(**asdict(scene))
+    return status_pb2.SceneResult(**vars(scene))
 
 
 def scene_from_pb(message: status_pb2.SceneResult) -> SceneResult:
