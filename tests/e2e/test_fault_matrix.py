@@ -238,14 +238,20 @@ def test_status_store_fault_mid_run(
 # ---- services killed and restarted -------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["imagegen", "storage", "status"])
-def test_service_killed_mid_run_and_restarted(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
-) -> None:
+def six_slow_scenes_under_way(make_system: Callable[..., System], openai: fo.FakeOpenAI) -> Run:
+    """A 6-scene video whose first images are being generated (0.4 s each)."""
     openai.script(MODEL, fo.Ok(latency=0.4))
     run = make_run(make_system, openai)
     assert run.start(n=6).status_code == 202
     assert openai.wait_for_requests(2, timeout=20)
+    return run
+
+
+@pytest.mark.parametrize("service", ["imagegen", "storage", "status"])
+def test_service_killed_mid_run_and_restarted(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+) -> None:
+    run = six_slow_scenes_under_way(make_system, openai)
     run.system.procs[service].send_signal(signal.SIGKILL)
     run.system.procs[service].wait(10)
     run.system.start(service)
@@ -261,10 +267,7 @@ def test_service_killed_mid_run_and_restarted(
 def test_sigterm_mid_run_lets_in_flight_calls_finish(
     make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
 ) -> None:
-    openai.script(MODEL, fo.Ok(latency=0.4))
-    run = make_run(make_system, openai)
-    assert run.start(n=6).status_code == 202
-    assert openai.wait_for_requests(2, timeout=20)
+    run = six_slow_scenes_under_way(make_system, openai)
     proc = run.system.procs[service]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
