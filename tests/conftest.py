@@ -13,16 +13,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.channels import open_channel
+from services.common.channels import CHANNEL_OPTIONS
 from services.common.server import Registration, RunningServer, start_server
 from tools.processes import SERVICES, System, free_port
+
+# Test channels keep their own subchannels (see grpc_server).
+OWN_SUBCHANNELS = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @asynccontextmanager
 async def grpc_server(*registrations: Registration) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
     """A real grpc.aio server on an ephemeral loopback port, and a channel to it."""
     running = await start_server("127.0.0.1", 0, list(registrations))
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    # A channel of its own subchannels: gRPC otherwise shares them process-wide, and a test
+    # whose server got the ephemeral port of an earlier, stopped one would inherit that
+    # subchannel's connect backoff and fail fast with UNAVAILABLE.
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[*CHANNEL_OPTIONS, *OWN_SUBCHANNELS])
     try:
         yield running, channel
     finally:

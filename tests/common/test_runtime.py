@@ -29,7 +29,7 @@ from services.storage.uploader import Uploader
 from storyshort.imagegen.v1 import imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2_grpc
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
-from tests.conftest import grpc_server
+from tests.conftest import OWN_SUBCHANNELS, grpc_server
 from tests.fakes.images import noisy_png
 
 
@@ -56,7 +56,7 @@ async def test_reflection_lists_the_service_and_health_answers_serving(tmp_path:
     async with grpc_server(reg) as (running, channel):
 
         def listed() -> list[str]:
-            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as sync_channel:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=OWN_SUBCHANNELS) as sync_channel:
                 return sorted(ProtoReflectionDescriptorDatabase(sync_channel).get_services())
 
         services = await asyncio.to_thread(listed)

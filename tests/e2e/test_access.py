@@ -12,6 +12,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.conftest import OWN_SUBCHANNELS
 from tests.e2e.helpers import poll_until_done, post, scenes
 from tools.processes import System
 
@@ -54,10 +55,12 @@ def test_grpc_services_can_require_tls(make_system: Callable[..., System], tmp_p
         post(client, "tls", scenes(2))
         assert poll_until_done(client, "tls")[-1]["status"] == "assets_generated"
     address = f"127.0.0.1:{system.port('status')}"
-    with grpc.secure_channel(address, grpc.ssl_channel_credentials(cert.read_bytes())) as channel:
+    with grpc.secure_channel(
+        address, grpc.ssl_channel_credentials(cert.read_bytes()), options=OWN_SUBCHANNELS
+    ) as channel:
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
-    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
+    with grpc.insecure_channel(address, options=OWN_SUBCHANNELS) as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
-from tests.conftest import logs_of
+from tests.conftest import OWN_SUBCHANNELS, logs_of
 from tests.e2e.helpers import MODEL, poll_until_done, post, scenes
 from tests.fakes import openai_fake as fo
 from tests.fakes import supabase_fake as sf
@@ -67,7 +67,7 @@ def test_no_secret_reaches_logs_errors_answers_or_metrics(make_system: Callable[
                 answers.append(client.get(path).text)
         for port in metrics_ports.values():
             answers.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
-        with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS) as channel:
             providers = imagegen_pb2_grpc.ImageGenServiceStub(channel).ListProviders(
                 imagegen_pb2.ListProvidersRequest(), timeout=5
             )

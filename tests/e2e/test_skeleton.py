@@ -13,8 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.common.channels import open_channel
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.conftest import OWN_SUBCHANNELS
 from tests.e2e.helpers import poll_until_done
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
 from tools.processes import System
@@ -124,7 +124,7 @@ def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Call
         proc = system.start("imagegen")
 
         async def call() -> imagegen_pb2.GenerateResponse:
-            channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS)
             try:
                 answer: imagegen_pb2.GenerateResponse = await imagegen_pb2_grpc.ImageGenServiceStub(channel).Generate(
                     imagegen_pb2.GenerateRequest(prompt="a lighthouse", size="1024x1024"), timeout=30
@@ -146,5 +146,8 @@ def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Call
         assert proc.wait(timeout=12) == 0
         assert time.monotonic() - signalled < 12
         # After the signal, new calls are refused (the server stopped accepting).
-        with pytest.raises(grpc.RpcError), grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}") as ch:
+        with (
+            pytest.raises(grpc.RpcError),
+            grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS) as ch,
+        ):
             imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(imagegen_pb2.GenerateRequest(prompt="x"), timeout=2)
