@@ -61,6 +61,15 @@ class HTTPError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def scenes_conflict(video_id: str) -> HTTPError:
+    """A start of a video that is generating, with other scenes than the running one."""
+    return HTTPError(
+        409,
+        "ALREADY_EXISTS",
+        f"video {video_id!r} is already generating with different scenes; wait for it to finish, then post again",
+    )
+
+
 class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` is answered 413 with the JSON
     error body, whether it declared its length or came chunked. Bodies are small JSON, so

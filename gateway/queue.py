@@ -11,7 +11,6 @@ gateway.worker` (any number of replicas) runs the jobs."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, cast
 
@@ -21,7 +20,7 @@ from procrastinate.types import JSONValue
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import HTTPError
+from gateway.errors import scenes_conflict
 from gateway.pipeline import Pipeline, Scene, VideoRun
 
 log = logging.getLogger("queue")
@@ -94,13 +93,8 @@ class QueueRunner:
         wanted = scenes_arg(scenes)
         for status in ACTIVE:
             for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
-                if json.loads(json.dumps(job.task_kwargs.get("scenes"))) != wanted:
-                    raise HTTPError(
-                        409,
-                        "ALREADY_EXISTS",
-                        f"video {video_id!r} is already generating with different scenes; "
-                        "wait for it to finish, then post again",
-                    )
+                if job.task_kwargs.get("scenes") != wanted:
+                    raise scenes_conflict(video_id)
                 return run, False
         await self.pipeline.prepare(run)  # status answers generating at once; errors surface here
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.errors import HTTPError
+from gateway.errors import scenes_conflict
 from gateway.pipeline import Pipeline, Scene, VideoRun
 
 log = logging.getLogger("runs")
@@ -29,12 +29,7 @@ class RunRegistry:
             current = self.running.get(video_id)
             if current is not None:
                 if current.fingerprint != run.fingerprint:
-                    raise HTTPError(
-                        409,
-                        "ALREADY_EXISTS",
-                        f"video {video_id!r} is already generating with different scenes; "
-                        "wait for it to finish, then post again",
-                    )
+                    raise scenes_conflict(video_id)
                 return current, False
             self.running[video_id] = run
         try:

@@ -8,19 +8,14 @@ left. Work never runs past the caller's deadline.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
-
-
-class DeadlineTooShort(Exception):
-    """Not enough time left to start the next piece of work."""
 
 
 @dataclass
 class Budget:
     deadline: float  # time.monotonic() value
-    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def of(cls, seconds: float) -> Budget:
@@ -36,19 +31,6 @@ class Budget:
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
     def slice(self, own: float, reserve: float = 0.0) -> float:
         """Time for one call: min(its own timeout, what is left minus a reserve)."""
         return max(min(own, self.remaining() - reserve), 0.0)
-
-    def require(self, needed: float, what: str) -> None:
-        if self.remaining() < needed:
-            raise DeadlineTooShort(
-                f"{what} needs at least {needed * 1000:.0f} ms; "
-                f"only {self.remaining() * 1000:.0f} ms of the deadline are left"
-            )

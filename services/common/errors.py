@@ -25,20 +25,12 @@ class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class AlreadyExists(ServiceError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
 class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class Unavailable(ServiceError):

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.common.deadlines import DeadlineTooShort
 from services.common.errors import ServiceError
 from services.common.logs import redact
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
@@ -36,7 +35,7 @@ def rpc(service: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 return await func(self, request, context)
             except ServiceError as exc:
                 code, message = exc.code, str(exc)
-            except (DeadlineTooShort, TimeoutError) as exc:
+            except TimeoutError as exc:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 message = str(exc) or "the call's deadline passed before the work finished"
             except asyncio.CancelledError:

@@ -24,7 +24,7 @@ from services.status.model import (
     progress_for,
 )
 from services.status.stores.base import StoreUnavailable
-from services.status.stores.rows import SCENE_COLUMNS, scene_from_row, summary_to_json, video_from_row
+from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
 from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
@@ -129,26 +129,16 @@ class SQLiteStore:
             if change.status is not None:
                 check_transition(current.status, change.status)
                 conn.execute("UPDATE videos SET status = ? WHERE id = ?", (change.status, video_id))
-                if change.status == GENERATING and current.status != GENERATING:
-                    conn.execute("UPDATE preview_runs SET error = '' WHERE video_id = ?", (video_id,))
             if change.progress is not None:
                 conn.execute(
                     "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
                     (change.progress, video_id),
                 )
             self._ensure_run_row(conn, video_id)
-            sets: list[str] = ["updated_at_ms = ?"]
-            args: list[object] = [now_ms()]
-            if change.scene_count is not None:
-                sets.append("scene_count = ?")
-                args.append(change.scene_count)
-            if change.error is not None:
-                sets.append("error = ?")
-                args.append(change.error)
-            if change.summary is not None:
-                sets.append("summary = ?")
-                args.append(summary_to_json(change.summary))
-            conn.execute(f"UPDATE preview_runs SET {', '.join(sets)} WHERE video_id = ?", (*args, video_id))
+            resumed = change.status == GENERATING and current.status != GENERATING
+            columns = {"updated_at_ms": now_ms(), **run_columns(change, resumed)}
+            sets = ", ".join(f"{name} = ?" for name in columns)  # names are ours, values bound
+            conn.execute(f"UPDATE preview_runs SET {sets} WHERE video_id = ?", (*columns.values(), video_id))
             return self._read_existing(conn, video_id)
 
         return await self._run(work)
