@@ -169,6 +169,12 @@ class FakeOpenAI(LoopbackServer):
         fake = self
 
         class Handler(QuietHandler):
+            def parse_request(self) -> bool:
+                # A provider's latency counts from the request's arrival: the time spent
+                # parsing it here is inside the latency, not added to it.
+                self.arrived_at = time.monotonic()
+                return super().parse_request()
+
             def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 self.send(status, payload, headers)
 
@@ -222,7 +228,7 @@ class FakeOpenAI(LoopbackServer):
                     fake.max_in_flight[model] = max(fake.max_in_flight.get(model, 0), fake._flight[model])
                 try:
                     latency = getattr(behaviour, "latency", 0.0)
-                    if latency and fake.stopping.wait(latency):
+                    if latency and fake.stopping.wait(max(self.arrived_at + latency - time.monotonic(), 0.0)):
                         return
                     self._answer(behaviour, body)
                 finally:
