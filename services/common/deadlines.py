@@ -7,6 +7,7 @@ left. Work never runs past the caller's deadline.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -16,17 +17,30 @@ import grpc
 @dataclass
 class Budget:
     deadline: float  # time.monotonic() value
+    # The caller's own deadline (inf: none) and this handler's limit, for a budget that
+    # starts later than the call (see start()).
+    limit: float = math.inf
+    own: float = math.inf
+    started: bool = False
 
     @classmethod
     def of(cls, seconds: float) -> Budget:
-        return cls(time.monotonic() + seconds)
+        return cls(time.monotonic() + seconds, own=seconds)
 
     @classmethod
     def from_context(cls, context: grpc.aio.ServicerContext, own: float) -> Budget:
         """min(own budget, the caller's remaining deadline)."""
+        now = time.monotonic()
         remaining = context.time_remaining()
-        limit = own if remaining is None else min(own, max(remaining, 0.0))
-        return cls.of(limit)
+        limit = math.inf if remaining is None else now + max(remaining, 0.0)
+        return cls(min(now + own, limit), limit, own)
+
+    def start(self) -> None:
+        """Count the own budget from now (once): for work that first waited its turn. The
+        caller's deadline still bounds it."""
+        if not self.started:
+            self.started = True
+            self.deadline = min(time.monotonic() + self.own, self.limit)
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)

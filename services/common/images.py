@@ -3,6 +3,7 @@ rendered placeholder that every part of the system can make without a network.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import textwrap
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ FORMATS: dict[str, tuple[str, str]] = {
 CONTENT_TYPES = frozenset(mime for mime, _ in FORMATS.values())
 # Decoding bombs: nothing we generate is larger than this many pixels.
 MAX_PIXELS = 4096 * 4096
+# Images up to this size are checked on the event loop: a thread hop costs more than the check.
+INLINE_CHECK_BYTES = 256 * 1024
 
 
 class InvalidImage(ValueError):
@@ -63,6 +66,14 @@ def inspect_image(data: bytes) -> ImageInfo:
         raise InvalidImage(f"format {fmt or 'unknown'} is not one of {', '.join(FORMATS)}")
     mime, ext = FORMATS[fmt]
     return ImageInfo(mime, ext, width, height)
+
+
+async def check_image(data: bytes) -> ImageInfo:
+    """inspect_image from async code: a large image's check (milliseconds of CPU) runs in a
+    thread, off the event loop; a small one in place."""
+    if len(data) > INLINE_CHECK_BYTES:
+        return await asyncio.to_thread(inspect_image, data)
+    return inspect_image(data)
 
 
 def render_placeholder(width: int, height: int, label: str = "") -> bytes:

@@ -15,7 +15,7 @@ from services.imagegen import metrics
 from services.imagegen.chain import Breaker, ChainPolicy, ProviderChain, ProviderSlot
 from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import Outcome
-from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models
+from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models, openai_client
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.replay import ReplayCache
 from services.imagegen.servicer import SERVICE, ImageGenServicer
@@ -39,7 +39,7 @@ async def build_chain(settings: ImagegenSettings) -> tuple[ProviderChain, AsyncO
         log.warning("no OPENAI_API_KEY (or an empty IMAGEGEN_CHAIN): every image is the placeholder")
         return ProviderChain([], placeholder, policy, prices), None
     register_secret(key)
-    client = AsyncOpenAI(api_key=key, base_url=settings.openai_base_url, max_retries=0)
+    client = openai_client(key, settings.openai_base_url)
     slots = []
     for model in settings.chain:
         limits = settings.provider_limits.get(model)

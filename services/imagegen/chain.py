@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from services.common.deadlines import Budget
-from services.common.images import ImageInfo, InvalidImage, inspect_image
+from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
+from services.imagegen.admission import Admission
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, Outcome, ProviderFailure
 from services.imagegen.providers.placeholder import PlaceholderProvider
 
 log = logging.getLogger(__name__)
-INLINE_CHECK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,10 @@ class ProviderChain:
         *,
         context: dict[str, object],
         max_cost: float | None = None,
+        lane: asyncio.Semaphore | None = None,
     ) -> ChainResult:
+        """The first provider's image, or the next one's, or the placeholder. ``lane`` limits
+        how many requests of this call's video are at the providers at once."""
         attempts: list[AttemptRecord] = []
         for slot in self.slots:
             skip = self._skip_reason(slot, prompt) or self._over_budget(slot, size, quality, max_cost)
@@ -134,7 +138,7 @@ class ProviderChain:
                 attempts.append(AttemptRecord(slot.name, Outcome.SKIPPED, skip, 0))
                 metrics.ATTEMPTS.labels(slot.name, Outcome.SKIPPED.value).inc()
                 continue
-            result = await self._try_provider(slot, prompt, size, quality, budget, attempts, context)
+            result = await self._try_provider(slot, prompt, size, quality, budget, attempts, context, lane)
             if result is not None:
                 return result
             metrics.FALLBACKS.labels(slot.name, attempts[-1].outcome.value).inc()
@@ -173,6 +177,7 @@ class ProviderChain:
         budget: Budget,
         attempts: list[AttemptRecord],
         context: dict[str, object],
+        lane: asyncio.Semaphore | None,
     ) -> ChainResult | None:
         policy = self.policy
 
@@ -197,7 +202,7 @@ class ProviderChain:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(slot, prompt, size, quality, budget, attempts, context)
+                    return await self._attempt(slot, prompt, size, quality, budget, attempts, context, lane)
             return None  # unreachable: the last failure is re-raised
         except ProviderFailure as failure:
             if failure.outcome is Outcome.HARD_FAILURE:
@@ -222,6 +227,7 @@ class ProviderChain:
         budget: Budget,
         attempts: list[AttemptRecord],
         context: dict[str, object],
+        lane: asyncio.Semaphore | None,
     ) -> ChainResult:
         timeout = self._time_for(slot, budget)
         started = time.monotonic()
@@ -248,26 +254,35 @@ class ProviderChain:
         if timeout < self.policy.min_attempt:
             record(Outcome.SKIPPED, "not enough time left in the budget")
             raise ProviderFailure(Outcome.SKIPPED, "no time left")
+        loop = asyncio.get_running_loop()
+
+        def admitted() -> None:
+            # The attempt (and the call's budget, at its first request) starts now: the
+            # time spent waiting for the video's lane or the provider's limit is not its own.
+            nonlocal started, timeout
+            budget.start()
+            started, timeout = time.monotonic(), self._time_for(slot, budget)
+            clock.reschedule(loop.time() + timeout)
+
+        admission = Admission((lane, slot.semaphore) if lane else (slot.semaphore,), admitted)
+        # Until it is let in, a request may wait up to the caller's deadline, less the
+        # time the placeholder needs.
+        waiting = budget.limit - time.monotonic() - self.policy.placeholder_reserve
         try:
-            async with asyncio.timeout(timeout):
-                async with slot.semaphore:
-                    left = max(timeout - (time.monotonic() - started), 0.001)
-                    image = await slot.provider.generate(prompt, size, quality, left)
+            async with asyncio.timeout(waiting if waiting < math.inf else None) as clock:
+                with admission.governing():
+                    image = await slot.provider.generate(prompt, size, quality, slot.attempt_timeout)
                     data = image.data
         except TimeoutError:
-            timed_out = ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s")
+            reason = f"no image within {timeout:.1f} s" if admission.admitted else "no room at the provider in time"
+            timed_out = ProviderFailure(Outcome.TIMEOUT, reason)
             record(timed_out.outcome, timed_out.reason)
             raise timed_out from None
         except ProviderFailure as failure:
             record(failure.outcome, failure.reason)
             raise
         try:
-            # Checking a large image takes milliseconds of CPU: off the event loop. A small
-            # one is checked in place (a thread hop would cost more than the check).
-            if len(data) > INLINE_CHECK_BYTES:
-                info = await asyncio.to_thread(inspect_image, data)
-            else:
-                info = inspect_image(data)
+            info = await check_image(data)
         except InvalidImage as exc:
             invalid = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
             record(invalid.outcome, invalid.reason)

@@ -12,6 +12,7 @@ from services.common.deadlines import Budget
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
 from services.imagegen import metrics
+from services.imagegen.admission import VideoLanes
 from services.imagegen.chain import AttemptRecord, ChainResult, ProviderChain
 from services.imagegen.providers.base import Outcome
 from services.imagegen.replay import ReplayCache, ReplayKey
@@ -20,6 +21,7 @@ from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 SERVICE = "storyshort.imagegen.v1.ImageGenService"
 DEFAULT_SIZE = "1024x1024"
 QUALITIES = ("", "low", "medium", "high", "auto")
+MAX_VIDEO_PARALLELISM = 64
 
 OUTCOMES = {
     Outcome.SUCCESS: imagegen_pb2.ATTEMPT_OUTCOME_SUCCESS,
@@ -38,6 +40,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         self.chain = chain
         self.budget_seconds = budget_seconds
         self.replay = replay or ReplayCache(0, 0)
+        self.lanes = VideoLanes()
         self._inflight: set[asyncio.Task[ChainResult]] = set()
 
     def _keep(self, key: ReplayKey | None, done: asyncio.Task[ChainResult]) -> None:
@@ -57,6 +60,10 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             validation.scene_number(request.scene)
         if request.quality not in QUALITIES:
             raise InvalidArgument(f"quality {request.quality!r} is not one of low, medium, high, auto")
+        if request.video_parallelism > MAX_VIDEO_PARALLELISM:
+            raise InvalidArgument(f"video_parallelism must be at most {MAX_VIDEO_PARALLELISM}")
+        if request.video_parallelism and not request.video_id:
+            raise InvalidArgument("video_parallelism limits one video's requests: give its video_id too")
         budget = Budget.from_context(context, self.budget_seconds)
         max_cost = request.max_cost_usd if request.HasField("max_cost_usd") else None
         if max_cost is not None and not math.isfinite(max_cost):
@@ -82,18 +89,16 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             # is not cancelled with the call: it finishes (inside its own budget) and its
             # image waits in the replay cache for the caller's retry.
             work = asyncio.create_task(
-                self.chain.generate(
-                    prompt,
-                    size,
-                    request.quality,
-                    budget,
-                    context={"video_id": request.video_id, "scene": request.scene},
-                    max_cost=max_cost,
-                )
+                self._generate(request, prompt, size, budget, max_cost), name=f"generate-{request.video_id}"
             )
             self._inflight.add(work)
             work.add_done_callback(lambda done: self._keep(key, done))
-            result = await asyncio.shield(work)
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if not budget.started:  # still waiting its turn: nothing is paid for yet
+                    work.cancel()
+                raise
         return imagegen_pb2.GenerateResponse(
             image=result.image,
             content_type=result.info.content_type,
@@ -118,6 +123,25 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             cost_usd=result.cost,
             cost_known=result.cost_known,
         )
+
+    async def _generate(
+        self,
+        request: imagegen_pb2.GenerateRequest,
+        prompt: str,
+        size: tuple[int, int],
+        budget: Budget,
+        max_cost: float | None,
+    ) -> ChainResult:
+        with self.lanes.lane(request.video_id, request.video_parallelism) as lane:
+            return await self.chain.generate(
+                prompt,
+                size,
+                request.quality,
+                budget,
+                context={"video_id": request.video_id, "scene": request.scene},
+                max_cost=max_cost,
+                lane=lane,
+            )
 
     @rpc(SERVICE)
     async def ListProviders(

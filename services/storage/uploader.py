@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from services.common.config import MAX_IMAGE_BYTES
 from services.common.deadlines import Budget
 from services.common.errors import DeadlineExceeded, InvalidArgument, TooLarge, Unavailable
-from services.common.images import CONTENT_TYPES, InvalidImage, inspect_image
+from services.common.images import CONTENT_TYPES, InvalidImage, check_image
 from services.common.retry import UPLOAD_BACKOFF, RetryPolicy, retrying
 from services.storage import metrics, paths
 from services.storage.backends.base import (
@@ -100,7 +100,7 @@ class Uploader:
         if content_type not in CONTENT_TYPES:
             raise InvalidArgument(f"content type {content_type!r} is not one of {', '.join(sorted(CONTENT_TYPES))}")
         try:
-            info = await asyncio.to_thread(inspect_image, data)
+            info = await check_image(data)
         except InvalidImage as exc:
             raise InvalidArgument(f"data is not an image: {exc}") from exc
         if info.content_type != content_type:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import logs_of
+from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import poll_until_done, post, scenes
 from tools.processes import System, free_port
 
@@ -28,9 +28,22 @@ def test_round_robin_spreads_scenes_over_two_imagegen_replicas(make_system: Call
     system.start_all()
     system.start_replica("imagegen-2", "services.imagegen", {"IMAGEGEN_PORT": str(second)}, port=second)
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        # The gateway's channel picks up the replica that started after it once its
+        # reconnect backoff ends: one-scene videos until the second replica has served.
+        warm = iter(range(1000))
+
+        def second_replica_serves() -> bool:
+            video = f"warm-{next(warm)}"
+            post(client, video, scenes(1))
+            poll_until_done(client, video)
+            return generate_calls(system, "imagegen-2") > 0
+
+        assert wait_until(second_replica_serves, timeout=30, every=0.2)
+        before = generate_calls(system, "imagegen"), generate_calls(system, "imagegen-2")
         post(client, "spread", scenes(8))
         assert poll_until_done(client, "spread")[-1]["status"] == "assets_generated"
-        one, two = generate_calls(system, "imagegen"), generate_calls(system, "imagegen-2")
+        one = generate_calls(system, "imagegen") - before[0]
+        two = generate_calls(system, "imagegen-2") - before[1]
         assert one + two == 8 and one >= 2 and two >= 2, (one, two)
         system.procs["imagegen-2"].send_signal(signal.SIGKILL)
         post(client, "one-left", scenes(4))

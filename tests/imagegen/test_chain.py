@@ -14,8 +14,7 @@ import pytest
 from services.common.config import ImagegenSettings
 from services.common.server import Registration
 from services.imagegen.__main__ import build_servicer
-from services.imagegen.chain import ProviderChain
-from services.imagegen.servicer import SERVICE
+from services.imagegen.servicer import SERVICE, ImageGenServicer
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import openai_fake as fo
@@ -37,8 +36,8 @@ def settings(fake: fo.FakeOpenAI, **env: Any) -> ImagegenSettings:
 
 
 class Stub:
-    def __init__(self, stub: imagegen_pb2_grpc.ImageGenServiceStub, chain: ProviderChain) -> None:
-        self.stub, self.chain = stub, chain
+    def __init__(self, stub: imagegen_pb2_grpc.ImageGenServiceStub, servicer: ImageGenServicer) -> None:
+        self.stub, self.servicer, self.chain = stub, servicer, servicer.chain
 
     async def generate(
         self, prompt: str = "a fox", timeout: float = 30, **fields: Any
@@ -52,7 +51,7 @@ async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
     servicer, client = await build_servicer(settings(fake, **env))
     reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
     async with grpc_server(reg) as (_running, channel):
-        yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer.chain)
+        yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer)
     if client is not None:
         await client.close()
 
@@ -289,6 +288,8 @@ async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake: fo.Fak
         ({"prompt": "x", "video_id": "v", "scene": -1}, "1-based"),
         ({"prompt": "x", "quality": "ultra"}, "low, medium, high, auto"),
         ({"prompt": "x", "video_id": "../etc"}, "video_id may contain only"),
+        ({"prompt": "x", "video_parallelism": 2}, "give its video_id too"),
+        ({"prompt": "x", "video_id": "v", "scene": 1, "video_parallelism": 65}, "at most 64"),
     ],
 )
 async def test_bad_input_is_refused_and_nothing_is_sent(

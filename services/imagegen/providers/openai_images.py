@@ -6,7 +6,6 @@ only the parameters it accepts; every failure is classified for the chain.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -16,8 +15,9 @@ from typing import Any
 
 import httpx
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+from services.imagegen import admission
 from services.imagegen.prices import Usage
 from services.imagegen.providers.base import Outcome, PriceKey, ProviderFailure, ProviderImage
 
@@ -126,6 +126,17 @@ def classify(exc: Exception) -> ProviderFailure:
     return ProviderFailure(Outcome.TRANSIENT, f"{type(exc).__name__}")
 
 
+def openai_client(api_key: str, base_url: str) -> AsyncOpenAI:
+    """The SDK client the OpenAI providers share: the SDK's own retries off (the chain is
+    the only retry layer) and every request waiting for its admission (admission.py)."""
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        http_client=DefaultAsyncHttpxClient(event_hooks=admission.event_hooks()),
+    )
+
+
 class OpenAIImageProvider:
     def __init__(
         self,
@@ -162,37 +173,30 @@ class OpenAIImageProvider:
         return params
 
     async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> ProviderImage:
-        started = asyncio.get_running_loop().time()
+        """One request. ``timeout`` bounds each network step; the caller's clock bounds the
+        whole (it starts when the request is admitted, see admission.py)."""
         key = self.price_key(size, quality)
         try:
-            async with asyncio.timeout(timeout):
-                response = await self.client.images.generate(
-                    **self.request_params(prompt, size, quality), timeout=timeout
-                )
-                items = response.data or []
-                if not items:
-                    raise ProviderFailure(Outcome.TRANSIENT, "answer had an empty data list", retry_same=True)
-                item = items[0]
-                usage = _usage(response)
-                if item.b64_json:
-                    try:
-                        return ProviderImage(base64.b64decode(item.b64_json, validate=True), key, usage)
-                    except (binascii.Error, ValueError) as exc:
-                        raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
-                if item.url:
-                    left = timeout - (asyncio.get_running_loop().time() - started)
-                    return ProviderImage(await self._fetch(item.url, left), key, usage)
-                raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
+            response = await self.client.images.generate(**self.request_params(prompt, size, quality), timeout=timeout)
+            items = response.data or []
+            if not items:
+                raise ProviderFailure(Outcome.TRANSIENT, "answer had an empty data list", retry_same=True)
+            item = items[0]
+            usage = _usage(response)
+            if item.b64_json:
+                try:
+                    return ProviderImage(base64.b64decode(item.b64_json, validate=True), key, usage)
+                except (binascii.Error, ValueError) as exc:
+                    raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
+            if item.url:
+                return ProviderImage(await self._fetch(item.url, timeout), key, usage)
+            raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
         except ProviderFailure:
             raise
-        except TimeoutError as exc:
-            raise ProviderFailure(Outcome.TIMEOUT, f"no image within {timeout:.1f} s") from exc
         except Exception as exc:  # the SDK's errors, classified; anything else is transient
             raise classify(exc) from exc
 
     async def _fetch(self, url: str, timeout: float) -> bytes:
-        if timeout <= 0:
-            raise ProviderFailure(Outcome.TIMEOUT, "no time left to fetch the image URL")
         client = self._url_client or httpx.AsyncClient()
         try:
             response = await client.get(url, timeout=timeout)

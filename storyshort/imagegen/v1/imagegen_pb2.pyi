@@ -68,6 +68,7 @@ class GenerateRequest(_message.Message):
     SCENE_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    VIDEO_PARALLELISM_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Text prompt, 1..32000 characters."""
     size: _builtins.str
@@ -81,6 +82,12 @@ class GenerateRequest(_message.Message):
     """Most this image may cost (USD). A model whose price is higher is skipped (reason
     "budget") and, if none fits, the placeholder answers. Unset: no limit.
     """
+    video_parallelism: _builtins.int
+    """With video_id: at most this many requests of the video at the providers at once
+    (0: no limit per video). A call over the limit waits in imagegen with its request
+    ready and goes out the moment one of the video's requests is answered; its budget
+    starts then, and the caller's deadline bounds the wait.
+    """
     def __init__(
         self,
         *,
@@ -90,10 +97,11 @@ class GenerateRequest(_message.Message):
         scene: _builtins.int = ...,
         quality: _builtins.str = ...,
         max_cost_usd: _builtins.float | None = ...,
+        video_parallelism: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd", "prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd", "prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "video_id", b"video_id", "video_parallelism", b"video_parallelism"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
     _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015

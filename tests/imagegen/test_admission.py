@@ -1,0 +1,98 @@
+"""Video lanes: at most `video_parallelism` requests of one video at the providers, the rest
+waiting in imagegen with their clocks stopped, and nothing paid for a call that leaves
+before its turn. Proofs come from the fake's in-flight counts and request log."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from tests.conftest import wait_until
+from tests.fakes import openai_fake as fo
+from tests.imagegen.conftest import A, B
+from tests.imagegen.test_chain import Stub, outcomes, start
+
+
+def scenes(imagegen: Stub, video: str, n: int, parallelism: int) -> list[Coroutine[Any, Any, Any]]:
+    return [
+        imagegen.generate(prompt=f"{video} scene {i}", video_id=video, scene=i, video_parallelism=parallelism)
+        for i in range(1, n + 1)
+    ]
+
+
+async def test_a_video_has_at_most_its_parallelism_at_the_provider(fake: fo.FakeOpenAI) -> None:
+    fake.script(A, fo.Ok(latency=0.2))
+    async for imagegen in start(fake):
+        answers = await asyncio.gather(*scenes(imagegen, "v1", 6, 2))
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 6
+        assert fake.max_in_flight[A] == 2
+        assert fake.count(A) == 6
+        assert len(imagegen.servicer.lanes) == 0  # lanes go with their last call
+
+
+async def test_waiting_for_the_lane_is_not_part_of_the_attempt(fake: fo.FakeOpenAI) -> None:
+    # One at a time, 0.4 s each: the third call waits 0.8 s, longer than the 0.6 s an
+    # attempt may take, and still gets its image; its attempt's duration excludes the wait.
+    fake.script(A, fo.Ok(latency=0.4))
+    async for imagegen in start(fake, IMAGEGEN_ATTEMPT_TIMEOUT=0.6):
+        started = time.monotonic()
+        answers = await asyncio.gather(*scenes(imagegen, "v1", 3, 1))
+        elapsed = time.monotonic() - started
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 3
+        assert fake.max_in_flight[A] == 1
+        assert elapsed >= 3 * 0.4
+        assert all(a.attempts[0].duration_ms < 600 for a in answers), [a.attempts[0].duration_ms for a in answers]
+
+
+async def test_videos_do_not_share_a_lane(fake: fo.FakeOpenAI) -> None:
+    fake.script(A, fo.Ok(latency=0.3))
+    async for imagegen in start(fake):
+        await asyncio.gather(*scenes(imagegen, "v1", 2, 1), *scenes(imagegen, "v2", 2, 1))
+        assert fake.max_in_flight[A] == 2
+        prompts = [r.body["prompt"] for r in fake.generation_requests()]
+        # Each video's second scene went only after its first: the first two out were one of each.
+        assert {p.split()[0] for p in prompts[:2]} == {"v1", "v2"}
+
+
+async def test_the_provider_limit_is_kept_while_lanes_wait(fake: fo.FakeOpenAI) -> None:
+    fake.script(A, fo.Ok(latency=0.2))
+    async for imagegen in start(fake, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 3}}):
+        await asyncio.gather(*(c for v in ("v1", "v2", "v3") for c in scenes(imagegen, v, 3, 2)))
+        assert fake.max_in_flight[A] == 3
+        assert fake.count(A) == 9
+
+
+async def test_a_call_whose_deadline_comes_before_its_turn_gets_the_placeholder_unsent(
+    fake: fo.FakeOpenAI,
+) -> None:
+    fake.script(A, fo.Ok(latency=1.0))
+    async for imagegen in start(fake):
+        first = asyncio.ensure_future(imagegen.generate(prompt="first", video_id="v1", scene=1, video_parallelism=1))
+        assert await asyncio.to_thread(fake.wait_for_requests, 1)
+        started = time.monotonic()
+        second = await imagegen.generate(prompt="second", video_id="v1", scene=2, video_parallelism=1, timeout=0.9)
+        assert time.monotonic() - started < 0.9
+        assert second.placeholder
+        assert outcomes(second) == [(A, "TIMEOUT"), (B, "SKIPPED")]
+        assert second.attempts[0].reason == "no room at the provider in time"
+        assert outcomes(await first) == [(A, "SUCCESS")]
+        assert [r.body["prompt"] for r in fake.generation_requests()] == ["first"]
+
+
+async def test_a_call_cancelled_before_its_turn_is_never_sent(fake: fo.FakeOpenAI) -> None:
+    fake.script(A, fo.Ok(latency=0.8))
+    async for imagegen in start(fake):
+        first = asyncio.ensure_future(imagegen.generate(prompt="first", video_id="v1", scene=1, video_parallelism=1))
+        assert await asyncio.to_thread(fake.wait_for_requests, 1)
+        second = asyncio.ensure_future(imagegen.generate(prompt="second", video_id="v1", scene=2, video_parallelism=1))
+        waiting = functools.partial(lambda lanes: lanes.users("v1") == 2, imagegen.servicer.lanes)
+        assert await asyncio.to_thread(wait_until, waiting)
+        second.cancel()
+        assert outcomes(await first) == [(A, "SUCCESS")]
+        # The lane is free for the next call: had the cancelled one taken its turn, it
+        # would stand between these two.
+        await imagegen.generate(prompt="third", video_id="v1", scene=3, video_parallelism=1)
+        assert [r.body["prompt"] for r in fake.generation_requests()] == ["first", "third"]
