@@ -13,8 +13,9 @@ from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
-# Per-hop budgets (DESIGN.md): imagegen gets the image budget plus 5 s to answer; upload
-# and status deadlines come from settings (UPLOAD_TIMEOUT, STATUS_TIMEOUT).
+# Per-hop budgets (DESIGN.md): imagegen gets the image budget plus 5 s to answer, and one
+# image budget more to wait for its video's lane (the budget starts when a scene goes to a
+# provider); upload and status deadlines come from settings (UPLOAD_TIMEOUT, STATUS_TIMEOUT).
 IMAGEGEN_MARGIN = 5.0
 HEALTH_TIMEOUT = 1.0
 
@@ -49,12 +50,15 @@ class ServiceClients:
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
         answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
-            request, timeout=self.image_budget + IMAGEGEN_MARGIN
+            request, timeout=2 * self.image_budget + IMAGEGEN_MARGIN
         )
         return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
-        answer: storage_pb2.UploadResponse = await self.storage.Upload(request, timeout=self.upload_timeout)
+        # A storage restart is waited out inside the deadline instead of failing the scene.
+        answer: storage_pb2.UploadResponse = await self.storage.Upload(
+            request, timeout=self.upload_timeout, wait_for_ready=True
+        )
         return answer
 
     async def get_video(self, video_id: str) -> status_pb2.GetVideoResponse:
@@ -63,9 +67,9 @@ class ServiceClients:
         )
         return answer
 
-    async def create_video(self, video_id: str, scene_count: int) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.CreateVideo(
-            status_pb2.CreateVideoRequest(video_id=video_id, scene_count=scene_count), timeout=self.status_timeout
+    async def start_video(self, video_id: str, scene_count: int) -> status_pb2.Video:
+        answer: status_pb2.Video = await self.status.StartVideo(
+            status_pb2.StartVideoRequest(video_id=video_id, scene_count=scene_count), timeout=self.status_timeout
         )
         return answer
 

@@ -118,13 +118,7 @@ class Pipeline:
 
     async def prepare(self, run: VideoRun) -> set[int]:
         """Mark the video generating; answer the scenes that already have a real image."""
-        clients = self.clients
-        stored = await clients.create_video(run.video_id, len(run.scenes))
-        await clients.update_video(
-            status_pb2.UpdateVideoRequest(
-                video_id=run.video_id, status="generating_images", scene_count=len(run.scenes), error=""
-            )
-        )
+        stored = await self.clients.start_video(run.video_id, len(run.scenes))
         numbers = {s.number for s in run.scenes}
         run.spent_before = sum(s.cost_usd for s in stored.scenes)
         # Real images already stored are never paid for again; placeholders cost nothing
@@ -137,18 +131,22 @@ class Pipeline:
     async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
         """Run the scenes not in ``done_scenes``; answer the final status."""
         started = time.monotonic()
-        # Two stages, each bounded: at most `concurrency` scenes generating (the paid,
-        # rate-limited part) and at most as many storing; a scene that has its image frees
-        # its generation slot while it uploads and records.
-        stages = Stages(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
-        done_scenes = done_scenes | await self._record_journaled(run, done_scenes)
+        # Two stages, each bounded: generating (the paid, rate-limited part) and storing; a
+        # scene that has its image frees its generation slot while it uploads and records.
+        # imagegen keeps `concurrency` scenes of the video at the providers (its lane); as
+        # many more wait there, ready, so a freed place is taken without a round trip back
+        # here. Not under a spend cap: each scene's allowance must see what the one before
+        # it spent.
+        ahead = 0 if self.budget.active else self.concurrency
+        stages = Stages(asyncio.Semaphore(self.concurrency + ahead), asyncio.Semaphore(self.concurrency))
+        pending = await self.spool.pending(run.video_id)
+        done_scenes = done_scenes | await self._record_journaled(run, done_scenes, pending.results)
         todo = [s for s in run.scenes if s.number not in done_scenes]
-        spooled = await self.spool.scenes(run.video_id)
         run.summary.skipped = len(run.scenes) - len(todo)
 
         async def one(scene: Scene) -> None:
             try:
-                await self._scene(run, scene, stages, scene.number in spooled)
+                await self._scene(run, scene, stages, scene.number in pending.images)
             except Exception:
                 # A bug must not stop the other scenes, nor leave the video generating.
                 log.exception("scene crashed", extra={"video_id": run.video_id, "scene": scene.number})
@@ -263,7 +261,11 @@ class Pipeline:
     async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
         try:
             request = imagegen_pb2.GenerateRequest(
-                prompt=scene.prompt, size=self.image_size, video_id=run.video_id, scene=scene.number
+                prompt=scene.prompt,
+                size=self.image_size,
+                video_id=run.video_id,
+                scene=scene.number,
+                video_parallelism=self.concurrency,
             )
             allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd)
             if allowance is not None:
@@ -317,11 +319,11 @@ class Pipeline:
                 extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code().name},
             )
 
-    async def _record_journaled(self, run: VideoRun, done: set[int]) -> set[int]:
+    async def _record_journaled(self, run: VideoRun, done: set[int], journaled: dict[int, bytes]) -> set[int]:
         """Record scenes an earlier run stored but could not record; answer those recorded."""
         recorded: set[int] = set()
         wanted = {s.number for s in run.scenes} - done
-        for number, raw in sorted((await self.spool.results(run.video_id)).items()):
+        for number, raw in sorted(journaled.items()):
             if number not in wanted:
                 continue
             result = status_pb2.SceneResult.FromString(raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from services.common import validation
@@ -33,6 +33,12 @@ class SpooledImage:
     paid_at_ms: int = 0
     # Why a placeholder was used ("budget", "imagegen unavailable", "every provider failed").
     reason: str = ""
+
+
+@dataclass
+class Pending:
+    images: set[int] = field(default_factory=set)  # scenes with a kept image
+    results: dict[int, bytes] = field(default_factory=dict)  # unrecorded SceneResults, serialised
 
 
 class ImageSpool:
@@ -79,36 +85,31 @@ class ImageSpool:
                 extra={"video_id": video_id, "scene": scene, "error": str(exc)},
             )
 
-    async def results(self, video_id: str) -> dict[int, bytes]:
-        """Scene results a run stored but could not record (serialised SceneResult)."""
-
-        def read() -> dict[int, bytes]:
-            folder = self.root / validation.video_id(video_id)
-            found: dict[int, bytes] = {}
-            try:
-                for path in folder.glob("scene-*.result"):
-                    number = path.name[6:-7]
-                    if number.isdigit():
-                        found[int(number)] = path.read_bytes()
-            except OSError:
-                return {}
-            return found
-
-        return await asyncio.to_thread(read)
-
     async def drop_result(self, video_id: str, scene: int) -> None:
         self._result_path(video_id, scene).unlink(missing_ok=True)
 
-    async def scenes(self, video_id: str) -> set[int]:
-        """Scenes of this video with a kept image (one directory listing per run)."""
+    async def pending(self, video_id: str) -> Pending:
+        """What earlier runs of this video left here: kept images and unrecorded results
+        (one directory listing per run)."""
 
-        def listing() -> set[int]:
+        def listing() -> Pending:
+            pending = Pending()
             folder = self.root / validation.video_id(video_id)
             try:
-                names = [p.name for p in folder.iterdir()]
+                for path in folder.iterdir():
+                    name = path.name
+                    if not name.startswith("scene-"):
+                        continue
+                    number, _, kind = name[6:].partition(".")
+                    if not number.isdigit():
+                        continue
+                    if kind == "img":
+                        pending.images.add(int(number))
+                    elif kind == "result":
+                        pending.results[int(number)] = path.read_bytes()
             except OSError:
-                return set()
-            return {int(n[6:-4]) for n in names if n.startswith("scene-") and n.endswith(".img") and n[6:-4].isdigit()}
+                return Pending()
+            return pending
 
         return await asyncio.to_thread(listing)
 

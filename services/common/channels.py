@@ -39,6 +39,10 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.service_config", SERVICE_CONFIG),
     # Re-resolve DNS soon after a replica goes away, so new pods are found.
     ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    # A restarted service is connected again within 2 s (gRPC's default backoff grows to
+    # 120 s, leaving calls failing long after the service is back).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 

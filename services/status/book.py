@@ -144,6 +144,11 @@ class StatusBook:
     async def create(self, video_id: str, scene_count: int, budget: Budget) -> Video:
         return await self._write("create", budget, lambda: self.store.create(video_id, scene_count))
 
+    async def start(self, video_id: str, scene_count: int, budget: Budget) -> Video:
+        """Create the video if need be and mark it generating (a run begins)."""
+        await self.create(video_id, scene_count, budget)
+        return await self.update(video_id, VideoUpdate(status=GENERATING, scene_count=scene_count, error=""), budget)
+
     async def update(self, video_id: str, change: VideoUpdate, budget: Budget) -> Video:
         return await self._write("update", budget, lambda: self.store.update(video_id, change))
 

@@ -44,6 +44,16 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         return video_to_pb(video)
 
     @rpc(SERVICE)
+    async def StartVideo(
+        self, request: status_pb2.StartVideoRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        video = await self.book.start(
+            video_id, _scene_count(request.scene_count), Budget.from_context(context, CALL_BUDGET)
+        )
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
     async def GetVideo(
         self, request: status_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.GetVideoResponse:

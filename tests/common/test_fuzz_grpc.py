@@ -102,12 +102,21 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 
 
 @FUZZ
-@given(prompt=odd_text, size=odd_text, video_id=odd_text, scene=ints, quality=odd_text)
+@given(
+    prompt=odd_text,
+    size=odd_text,
+    video_id=odd_text,
+    scene=ints,
+    quality=odd_text,
+    parallelism=st.one_of(st.integers(min_value=0, max_value=2**32 - 1), st.sampled_from([0, 1, 64, 65])),
+)
 def test_imagegen_generate(
-    servers: tuple[int, Path], prompt: str, size: str, video_id: str, scene: int, quality: str
+    servers: tuple[int, Path], prompt: str, size: str, video_id: str, scene: int, quality: str, parallelism: int
 ) -> None:
     port, _root = servers
-    request = imagegen_pb2.GenerateRequest(prompt=prompt, size=size, video_id=video_id, scene=scene, quality=quality)
+    request = imagegen_pb2.GenerateRequest(
+        prompt=prompt, size=size, video_id=video_id, scene=scene, quality=quality, video_parallelism=parallelism
+    )
     assert call(port, imagegen_pb2_grpc.ImageGenServiceStub, "Generate", request) not in NEVER
 
 
@@ -169,6 +178,7 @@ def test_status_rpcs(
     update = status_pb2.UpdateVideoRequest(video_id=video_id, **{k: values[k] for k in fields})
     for method, request in [
         ("CreateVideo", status_pb2.CreateVideoRequest(video_id=video_id, scene_count=count)),
+        ("StartVideo", status_pb2.StartVideoRequest(video_id=video_id, scene_count=count)),
         ("GetVideo", status_pb2.GetVideoRequest(video_id=video_id)),
         ("UpdateVideo", update),
         ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id, scene=scene)),

@@ -33,6 +33,8 @@ BAD = [
     ("CreateVideo", status_pb2.CreateVideoRequest(video_id="", scene_count=1), "video_id is required"),
     ("CreateVideo", status_pb2.CreateVideoRequest(video_id="a/../b", scene_count=1), "may contain only"),
     ("CreateVideo", status_pb2.CreateVideoRequest(video_id="v", scene_count=-1), "scene_count"),
+    ("StartVideo", status_pb2.StartVideoRequest(video_id="", scene_count=1), "video_id is required"),
+    ("StartVideo", status_pb2.StartVideoRequest(video_id="v", scene_count=-1), "scene_count"),
     ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", status="rendering"), "unknown status 'rendering'"),
     ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", progress=101), "between 0 and 100"),
     ("UpdateVideo", status_pb2.UpdateVideoRequest(video_id="v", progress=-1), "between 0 and 100"),
@@ -79,6 +81,20 @@ async def test_forbidden_transition_is_failed_precondition(
         await stub.UpdateVideo(status_pb2.UpdateVideoRequest(video_id="v", status="assets_generated"), timeout=5)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "cannot move" in (err.value.details() or "")
+
+
+async def test_start_creates_and_marks_generating_in_one_call_and_answers_stored_scenes(
+    status: tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore],
+) -> None:
+    stub, _store = status
+    fresh = await stub.StartVideo(status_pb2.StartVideoRequest(video_id="new", scene_count=3), timeout=5)
+    assert (fresh.status, fresh.scene_count, list(fresh.scenes)) == ("generating_images", 3, [])
+    scene = status_pb2.SceneResult(scene=1, state="stored", url="http://x/1.png", provider="p")
+    await stub.ReportScene(status_pb2.ReportSceneRequest(video_id="new", scene=scene), timeout=5)
+    await stub.UpdateVideo(status_pb2.UpdateVideoRequest(video_id="new", status="failed", error="boom"), timeout=5)
+    again = await stub.StartVideo(status_pb2.StartVideoRequest(video_id="new", scene_count=4), timeout=5)
+    assert (again.status, again.scene_count, again.error) == ("generating_images", 4, "")
+    assert [s.scene for s in again.scenes if s.state == "stored"] == [1]
 
 
 async def test_get_answers_degraded_not_an_error_when_the_store_is_down() -> None:

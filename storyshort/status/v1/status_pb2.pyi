@@ -192,6 +192,28 @@ class CreateVideoRequest(_message.Message):
 Global___CreateVideoRequest: _TypeAlias = CreateVideoRequest  # noqa: Y015
 
 @_typing.final
+class StartVideoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    SCENE_COUNT_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    scene_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+        scene_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartVideoRequest: _TypeAlias = StartVideoRequest  # noqa: Y015
+
+@_typing.final
 class GetVideoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -39,6 +39,11 @@ class StatusServiceStub:
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.CreateVideoRequest.SerializeToString,
                 response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
                 _registered_method=True)
+        self.StartVideo = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/StartVideo',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/storyshort.status.v1.StatusService/GetVideo',
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetVideoRequest.SerializeToString,
@@ -71,6 +76,15 @@ class StatusServiceServicer:
 
     def CreateVideo(self, request, context):
         """Create the video if it does not exist (idempotent); answers the stored video.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartVideo(self, request, context):
+        """Start a run in one call: create the video if it does not exist, move it to
+        "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
+        scene count and clear its error. Answers the video with the scenes already stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +132,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
             'CreateVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVideo,
                     request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.CreateVideoRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
+            ),
+            'StartVideo': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVideo,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.FromString,
                     response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
@@ -172,6 +191,33 @@ class StatusService:
             target,
             '/storyshort.status.v1.StatusService/CreateVideo',
             storyshort_dot_status_dot_v1_dot_status__pb2.CreateVideoRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartVideo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/StartVideo',
+            storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.SerializeToString,
             storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
             options,
             channel_credentials,

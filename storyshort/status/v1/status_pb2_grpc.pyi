@@ -35,6 +35,11 @@ class StatusServiceStub:
     def __new__(cls, channel: _aio.Channel) -> StatusServiceAsyncStub: ...
     CreateVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.CreateVideoRequest, _status_pb2.Video]
     """Create the video if it does not exist (idempotent); answers the stored video."""
+    StartVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.StartVideoRequest, _status_pb2.Video]
+    """Start a run in one call: create the video if it does not exist, move it to
+    "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
+    scene count and clear its error. Answers the video with the scenes already stored.
+    """
     GetVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetVideoRequest, _status_pb2.GetVideoResponse]
     """Read a video. A store outage answers degraded, never an error."""
     UpdateVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.UpdateVideoRequest, _status_pb2.Video]
@@ -53,6 +58,11 @@ class StatusServiceAsyncStub(StatusServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVideo: _aio.UnaryUnaryMultiCallable[_status_pb2.CreateVideoRequest, _status_pb2.Video]  # type: ignore[assignment]
     """Create the video if it does not exist (idempotent); answers the stored video."""
+    StartVideo: _aio.UnaryUnaryMultiCallable[_status_pb2.StartVideoRequest, _status_pb2.Video]  # type: ignore[assignment]
+    """Start a run in one call: create the video if it does not exist, move it to
+    "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
+    scene count and clear its error. Answers the video with the scenes already stored.
+    """
     GetVideo: _aio.UnaryUnaryMultiCallable[_status_pb2.GetVideoRequest, _status_pb2.GetVideoResponse]  # type: ignore[assignment]
     """Read a video. A store outage answers degraded, never an error."""
     UpdateVideo: _aio.UnaryUnaryMultiCallable[_status_pb2.UpdateVideoRequest, _status_pb2.Video]  # type: ignore[assignment]
@@ -74,6 +84,17 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
         """Create the video if it does not exist (idempotent); answers the stored video."""
+
+    @_abc_1.abstractmethod
+    def StartVideo(
+        self,
+        request: _status_pb2.StartVideoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
+        """Start a run in one call: create the video if it does not exist, move it to
+        "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
+        scene count and clear its error. Answers the video with the scenes already stored.
+        """
 
     @_abc_1.abstractmethod
     def GetVideo(
