@@ -5,8 +5,10 @@ scenes that already have a real image are never generated (paid for) again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -74,6 +76,29 @@ class SceneOutcome:
     reported: bool = False
 
 
+class InFlight:
+    """Calls under way, and a wait for the moment there are none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self._count += 1
+        self._none.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._none.set()
+
+    async def idle(self) -> None:
+        await self._none.wait()
+
+
 @dataclass
 class VideoRun:
     video_id: str
@@ -82,10 +107,18 @@ class VideoRun:
     outcomes: dict[int, SceneOutcome] = field(default_factory=dict)
     # What earlier runs of this video spent (from the status store).
     spent_before: float = 0.0
+    started: float = 0.0  # time.monotonic() when the run began
+    left: int = 0  # scenes of this run not finished yet
+    # The final status, once recorded with the last scene's report.
+    final: str | None = None
+    reporting: InFlight = field(default_factory=lambda: InFlight())
 
     @property
     def fingerprint(self) -> tuple[tuple[int, str], ...]:
         return tuple((s.number, s.prompt) for s in self.scenes)
+
+    def scenes_where(self, predicate: Callable[[SceneOutcome], bool]) -> list[int]:
+        return [n for n, o in sorted(self.outcomes.items()) if predicate(o)]
 
 
 @dataclass(frozen=True)
@@ -130,7 +163,7 @@ class Pipeline:
 
     async def run(self, run: VideoRun, done_scenes: set[int]) -> str:
         """Run the scenes not in ``done_scenes``; answer the final status."""
-        started = time.monotonic()
+        run.started = time.monotonic()
         # Two stages, each bounded: generating (the paid, rate-limited part) and storing; a
         # scene that has its image frees its generation slot while it uploads and records.
         # imagegen keeps `concurrency` scenes of the video at the providers (its lane); as
@@ -143,6 +176,7 @@ class Pipeline:
         done_scenes = done_scenes | await self._record_journaled(run, done_scenes, pending.results)
         todo = [s for s in run.scenes if s.number not in done_scenes]
         run.summary.skipped = len(run.scenes) - len(todo)
+        run.left = len(todo)
 
         async def one(scene: Scene) -> None:
             try:
@@ -150,41 +184,16 @@ class Pipeline:
             except Exception:
                 # A bug must not stop the other scenes, nor leave the video generating.
                 log.exception("scene crashed", extra={"video_id": run.video_id, "scene": scene.number})
+                if scene.number in run.outcomes:
+                    return  # it crashed after its outcome was recorded
                 run.summary.failed += 1
-                outcome = SceneOutcome(
-                    status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")
+                await self._record(
+                    run,
+                    SceneOutcome(status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")),
                 )
-                run.outcomes[scene.number] = outcome
-                await self._report(run.video_id, outcome)
 
         await asyncio.gather(*(one(s) for s in todo))
-        await self._flush_unreported(run)
-        run.summary.elapsed_ms = int((time.monotonic() - started) * 1000)
-        failed = [n for n, o in sorted(run.outcomes.items()) if o.result.state == "failed"]
-        unrecorded = [n for n, o in sorted(run.outcomes.items()) if not o.reported]
-        for number in unrecorded:  # a resume records these instead of paying for them again
-            await self.spool.put_result(run.video_id, number, run.outcomes[number].result.SerializeToString())
-        final = "failed" if failed or unrecorded else "assets_generated"
-        problems = []
-        if failed:
-            problems.append(f"scenes {', '.join(map(str, failed))} could not be stored")
-        if unrecorded:
-            problems.append(f"results of scenes {', '.join(map(str, unrecorded))} could not be recorded")
-        error = "; ".join(problems)
-        try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
-                with attempt:
-                    await self.clients.update_video(
-                        status_pb2.UpdateVideoRequest(
-                            video_id=run.video_id,
-                            status=final,
-                            error=error,
-                            summary=run.summary.to_pb(),
-                            **({"progress": 100} if final == "assets_generated" else {}),
-                        )
-                    )
-        except grpc.aio.AioRpcError as exc:
-            log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details()})
+        final = run.final or await self._end_run(run)
         s = run.summary
         metrics.record_run(final, s)
         log.info(
@@ -203,6 +212,58 @@ class Pipeline:
             },
         )
         return final
+
+    def _end(
+        self, run: VideoRun, recorded_with: SceneOutcome | None = None
+    ) -> tuple[str, status_pb2.UpdateVideoRequest]:
+        """The run's final status, and the write that records it with the summary
+        (``recorded_with``: the scene whose report will carry it)."""
+        run.summary.elapsed_ms = int((time.monotonic() - run.started) * 1000)
+        failed = run.scenes_where(lambda o: o.result.state == "failed")
+        unrecorded = run.scenes_where(lambda o: not o.reported and o is not recorded_with)
+        final = "failed" if failed or unrecorded else "assets_generated"
+        problems = []
+        if failed:
+            problems.append(f"scenes {', '.join(map(str, failed))} could not be stored")
+        if unrecorded:
+            problems.append(f"results of scenes {', '.join(map(str, unrecorded))} could not be recorded")
+        return final, status_pb2.UpdateVideoRequest(
+            video_id=run.video_id,
+            status=final,
+            error="; ".join(problems),
+            summary=run.summary.to_pb(),
+            **({"progress": 100} if final == "assets_generated" else {}),
+        )
+
+    async def _end_run(self, run: VideoRun) -> str:
+        """Record what the status service missed, then the final status (bounded in time)."""
+        await self._flush_unreported(run)
+        for number in run.scenes_where(lambda o: not o.reported):  # a resume records these, not pays again
+            await self.spool.put_result(run.video_id, number, run.outcomes[number].result.SerializeToString())
+        final, end = self._end(run)
+        try:
+            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
+                with attempt:
+                    await self.clients.update_video(end)
+        except grpc.aio.AioRpcError as exc:
+            log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details()})
+        return final
+
+    async def _record(self, run: VideoRun, outcome: SceneOutcome) -> None:
+        """Report a finished scene. The run's last one carries the run's end in the same
+        call when every other scene is recorded: one status write fewer before the video
+        reads as done."""
+        run.outcomes[outcome.result.scene] = outcome
+        run.left -= 1
+        if not run.left:
+            await run.reporting.idle()  # the other scenes' reports have answered
+        if run.left or not all(o.reported for o in run.outcomes.values() if o is not outcome):
+            with run.reporting.one():
+                await self._report(run.video_id, outcome)
+            return
+        final, end = self._end(run, recorded_with=outcome)
+        if await self._report(run.video_id, outcome, then=end):
+            run.final = final
 
     async def _scene(self, run: VideoRun, scene: Scene, stages: Stages, spooled: bool) -> None:
         ctx = {"video_id": run.video_id, "scene": scene.number}
@@ -254,9 +315,7 @@ class Pipeline:
             if not image.placeholder:
                 await self.spool.put(run.video_id, scene.number, image)
         result.upload_ms = int((time.monotonic() - t1) * 1000)
-        outcome = SceneOutcome(result)
-        run.outcomes[scene.number] = outcome
-        await self._report(run.video_id, outcome)
+        await self._record(run, SceneOutcome(result))
 
     async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
         try:
@@ -309,15 +368,20 @@ class Pipeline:
                 data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0, reason="imagegen unavailable"
             )
 
-    async def _report(self, video_id: str, outcome: SceneOutcome) -> None:
+    async def _report(
+        self, video_id: str, outcome: SceneOutcome, then: status_pb2.UpdateVideoRequest | None = None
+    ) -> bool:
         try:
-            await self.clients.report_scene(status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result))
+            await self.clients.report_scene(
+                status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result, then=then)
+            )
             outcome.reported = True
         except grpc.aio.AioRpcError as exc:
             log.warning(
                 "could not record scene; will try again at the end of the run",
                 extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code().name},
             )
+        return outcome.reported
 
     async def _record_journaled(self, run: VideoRun, done: set[int], journaled: dict[int, bytes]) -> set[int]:
         """Record scenes an earlier run stored but could not record; answer those recorded."""

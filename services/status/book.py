@@ -152,8 +152,13 @@ class StatusBook:
     async def update(self, video_id: str, change: VideoUpdate, budget: Budget) -> Video:
         return await self._write("update", budget, lambda: self.store.update(video_id, change))
 
-    async def report_scene(self, video_id: str, scene: SceneResult, budget: Budget) -> Video:
-        return await self._write("report_scene", budget, lambda: self.store.report_scene(video_id, scene))
+    async def report_scene(
+        self, video_id: str, scene: SceneResult, budget: Budget, then: VideoUpdate | None = None
+    ) -> Video:
+        video = await self._write("report_scene", budget, lambda: self.store.report_scene(video_id, scene))
+        if then is not None:
+            video = await self.update(video_id, then, budget)
+        return video
 
     async def get(self, video_id: str, budget: Budget) -> StatusAnswer:
         if self.breaker.is_open:

@@ -29,6 +29,17 @@ def _scene_count(value: int) -> int:
     return value
 
 
+def _change(request: status_pb2.UpdateVideoRequest) -> VideoUpdate:
+    """The fields of an UpdateVideo that are set, checked."""
+    return VideoUpdate(
+        status=check_status(request.status) if request.HasField("status") else None,
+        progress=check_progress(request.progress) if request.HasField("progress") else None,
+        scene_count=_scene_count(request.scene_count) if request.HasField("scene_count") else None,
+        error=request.error[:ERROR_MAX] if request.HasField("error") else None,
+        summary=summary_from_pb(request.summary) if request.HasField("summary") else None,
+    )
+
+
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     def __init__(self, book: StatusBook) -> None:
         self.book = book
@@ -72,14 +83,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self, request: status_pb2.UpdateVideoRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.Video:
         video_id = validation.video_id(request.video_id)
-        change = VideoUpdate(
-            status=check_status(request.status) if request.HasField("status") else None,
-            progress=check_progress(request.progress) if request.HasField("progress") else None,
-            scene_count=_scene_count(request.scene_count) if request.HasField("scene_count") else None,
-            error=request.error[:ERROR_MAX] if request.HasField("error") else None,
-            summary=summary_from_pb(request.summary) if request.HasField("summary") else None,
-        )
-        video = await self.book.update(video_id, change, Budget.from_context(context, CALL_BUDGET))
+        video = await self.book.update(video_id, _change(request), Budget.from_context(context, CALL_BUDGET))
         return video_to_pb(video)
 
     @rpc(SERVICE)
@@ -102,7 +106,12 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         scene.error = scene.error[:ERROR_MAX]
         if not (math.isfinite(scene.cost_usd) and scene.cost_usd >= 0):
             raise InvalidArgument(f"cost_usd must be a finite amount of 0 or more; got {scene.cost_usd}")
-        video = await self.book.report_scene(video_id, scene, Budget.from_context(context, CALL_BUDGET))
+        then = None
+        if request.HasField("then"):
+            if request.then.video_id not in ("", video_id):
+                raise InvalidArgument("then.video_id must be empty or the same video_id")
+            then = _change(request.then)
+        video = await self.book.report_scene(video_id, scene, Budget.from_context(context, CALL_BUDGET), then)
         return video_to_pb(video)
 
     @rpc(SERVICE)

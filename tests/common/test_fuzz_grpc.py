@@ -182,6 +182,7 @@ def test_status_rpcs(
         ("GetVideo", status_pb2.GetVideoRequest(video_id=video_id)),
         ("UpdateVideo", update),
         ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id, scene=scene)),
+        ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id, scene=scene, then=update)),
         ("ReportScene", status_pb2.ReportSceneRequest(video_id=video_id)),
         ("ListStalledVideos", status_pb2.ListStalledVideosRequest()),
     ]:

@@ -55,6 +55,24 @@ BAD = [
         "url",
     ),
     ("GetVideo", status_pb2.GetVideoRequest(video_id="x" * 200), "at most 128"),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(
+            video_id="v",
+            scene=status_pb2.SceneResult(scene=1, state="stored", url="u"),
+            then=status_pb2.UpdateVideoRequest(video_id="other", status="failed"),
+        ),
+        "then.video_id",
+    ),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(
+            video_id="v",
+            scene=status_pb2.SceneResult(scene=1, state="stored", url="u"),
+            then=status_pb2.UpdateVideoRequest(progress=101),
+        ),
+        "between 0 and 100",
+    ),
 ]
 
 
@@ -95,6 +113,25 @@ async def test_start_creates_and_marks_generating_in_one_call_and_answers_stored
     again = await stub.StartVideo(status_pb2.StartVideoRequest(video_id="new", scene_count=4), timeout=5)
     assert (again.status, again.scene_count, again.error) == ("generating_images", 4, "")
     assert [s.scene for s in again.scenes if s.state == "stored"] == [1]
+
+
+async def test_a_report_can_carry_the_runs_end_in_the_same_call(
+    status: tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore],
+) -> None:
+    stub, _store = status
+    await stub.StartVideo(status_pb2.StartVideoRequest(video_id="v", scene_count=1), timeout=5)
+    end = status_pb2.UpdateVideoRequest(
+        status="assets_generated", progress=100, summary=status_pb2.RunSummary(generated=1, elapsed_ms=42)
+    )
+    scene = status_pb2.SceneResult(scene=1, state="stored", url="http://x/1.png", provider="p")
+    video = await stub.ReportScene(status_pb2.ReportSceneRequest(video_id="v", scene=scene, then=end), timeout=5)
+    assert (video.status, video.progress, video.summary.generated, video.summary.elapsed_ms) == (
+        "assets_generated",
+        100,
+        1,
+        42,
+    )
+    assert [s.scene for s in video.scenes] == [1]
 
 
 async def test_get_answers_degraded_not_an_error_when_the_store_is_down() -> None:

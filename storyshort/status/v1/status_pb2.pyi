@@ -325,18 +325,26 @@ class ReportSceneRequest(_message.Message):
 
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     SCENE_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     @_builtins.property
     def scene(self) -> Global___SceneResult: ...
+    @_builtins.property
+    def then(self) -> Global___UpdateVideoRequest:
+        """Applied right after the scene is recorded, in the same call, like UpdateVideo (its
+        video_id may be left empty): a run's last scene carries the run's end this way.
+        """
+
     def __init__(
         self,
         *,
         video_id: _builtins.str = ...,
         scene: Global___SceneResult | None = ...,
+        then: Global___UpdateVideoRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "then", b"then"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "then", b"then", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

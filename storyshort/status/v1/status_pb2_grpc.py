@@ -106,7 +106,7 @@ class StatusServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportScene(self, request, context):
-        """Record one scene's result and raise progress accordingly.
+        """Record one scene's result and raise progress accordingly (then apply `then`, if set).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,7 +47,7 @@ class StatusServiceStub:
     a status change that the state machine forbids is FAILED_PRECONDITION.
     """
     ReportScene: _grpc.UnaryUnaryMultiCallable[_status_pb2.ReportSceneRequest, _status_pb2.Video]
-    """Record one scene's result and raise progress accordingly."""
+    """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
     ListStalledVideos: _grpc.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]
@@ -70,7 +70,7 @@ class StatusServiceAsyncStub(StatusServiceStub):
     a status change that the state machine forbids is FAILED_PRECONDITION.
     """
     ReportScene: _aio.UnaryUnaryMultiCallable[_status_pb2.ReportSceneRequest, _status_pb2.Video]  # type: ignore[assignment]
-    """Record one scene's result and raise progress accordingly."""
+    """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
     ListStalledVideos: _aio.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]  # type: ignore[assignment]
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]  # type: ignore[assignment]
@@ -120,7 +120,7 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _status_pb2.ReportSceneRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
-        """Record one scene's result and raise progress accordingly."""
+        """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
 
     @_abc_1.abstractmethod
     def ListStalledVideos(
