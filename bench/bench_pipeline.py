@@ -23,10 +23,16 @@ def story(n: int) -> list[dict[str, str]]:
 
 def pipeline(quick: bool) -> list[Figure]:
     """N=30 scenes, concurrency 3, provider latency 200 ms, against ceil(N/3) x 200 ms;
-    paid requests per scene on a healthy run and on a resumed run."""
+    paid requests per scene on a healthy run and on a resumed run.
+
+    The wall time runs from the POST to the moment the final status is recorded (the
+    status answer's updatedAtMs; same machine, same clock). The time a client polling every
+    10 ms takes to see it is reported too: it adds the poller's own delay (half a period
+    and one GET, on average) to the pipeline's."""
     n, latency, repeats = 30, 0.2, (3 if quick else 5)
     ideal = math.ceil(n / 3) * latency
     walls: list[float] = []
+    polled: list[float] = []
     with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
         fake.script(MODEL, Ok(latency=latency, size=(0, 0)))
         with running_system(provider_env(fake)) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as c:
@@ -35,19 +41,33 @@ def pipeline(quick: bool) -> list[Figure]:
             wait_done(c, "warm")
             before = fake.count(MODEL)
             for r in range(repeats):
-                started = time.perf_counter()
+                posted, started = time.time(), time.perf_counter()
                 c.post("/api/generate-preview-images", json={"videoId": f"p{r}", "scenes": story(n)})
-                wait_done(c, f"p{r}", every=0.01)
-                walls.append(time.perf_counter() - started)
+                final = wait_done(c, f"p{r}", every=0.01)
+                polled.append(time.perf_counter() - started)
+                walls.append(final["updatedAtMs"] / 1000 - posted)
             paid = (fake.count(MODEL) - before) / (n * repeats)
+            in_flight = fake.max_in_flight[MODEL]
             before = fake.count(MODEL)
             c.post("/api/generate-preview-images", json={"videoId": "p0", "scenes": story(n)})
             wait_done(c, "p0")
             repaid = (fake.count(MODEL) - before) / n
     ratio = median(walls) / ideal
     return [
-        Figure("pipeline 30 scenes: median wall time", round(median(walls), 3), "s", note=f"ideal {ideal:.2f} s"),
+        Figure(
+            "pipeline 30 scenes: median wall time, POST to final status recorded",
+            round(median(walls), 3),
+            "s",
+            note=f"ideal {ideal:.2f} s",
+        ),
         Figure("pipeline 30 scenes: wall / ideal", round(ratio, 3), "ratio", "<= 1.05", ratio <= 1.05),
+        Figure(
+            "pipeline 30 scenes: median time until a client polling every 10 ms sees it done / ideal",
+            round(median(polled) / ideal, 3),
+            "ratio",
+            note=f"{median(polled):.3f} s; the poller's own delay included",
+        ),
+        Figure("pipeline: most requests at the provider at once", in_flight, "requests", "<= 3", in_flight <= 3),
         Figure("paid requests per scene, healthy run", round(paid, 2), "per scene", "== 1.00", paid == 1.0),
         Figure(
             "paid requests per finished scene, resumed run", round(repaid, 2), "per scene", "== 0.00", repaid == 0.0

@@ -94,6 +94,7 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
         "ageMs": answer.age_ms,
         "degradedReason": answer.degraded_reason,
         "spendUsd": round(sum(sc.cost_usd for sc in video.scenes), 6),
+        "updatedAtMs": video.updated_at_ms,
         "summary": {
             "generated": s.generated,
             "placeholders": s.placeholders,

@@ -16,7 +16,7 @@ import grpc
 from gateway import metrics
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
-from gateway.spool import ImageSpool, SpooledImage
+from gateway.spool import ImageSpool, Pending, SpooledImage
 from services.common import validation
 from services.common.images import inspect_image, render_placeholder
 from services.common.retry import retrying_within
@@ -112,6 +112,7 @@ class VideoRun:
     # The final status, once recorded with the last scene's report.
     final: str | None = None
     reporting: InFlight = field(default_factory=lambda: InFlight())
+    pending: Pending | None = None  # what earlier runs left in the spool, as prepare() found it
 
     @property
     def fingerprint(self) -> tuple[tuple[int, str], ...]:
@@ -151,7 +152,10 @@ class Pipeline:
 
     async def prepare(self, run: VideoRun) -> set[int]:
         """Mark the video generating; answer the scenes that already have a real image."""
-        stored = await self.clients.start_video(run.video_id, len(run.scenes))
+        # What earlier runs left in the spool is listed meanwhile (a thread hop less later).
+        stored, run.pending = await asyncio.gather(
+            self.clients.start_video(run.video_id, len(run.scenes)), self.spool.pending(run.video_id)
+        )
         numbers = {s.number for s in run.scenes}
         run.spent_before = sum(s.cost_usd for s in stored.scenes)
         # Real images already stored are never paid for again; placeholders cost nothing
@@ -172,7 +176,7 @@ class Pipeline:
         # it spent.
         ahead = 0 if self.budget.active else self.concurrency
         stages = Stages(asyncio.Semaphore(self.concurrency + ahead), asyncio.Semaphore(self.concurrency))
-        pending = await self.spool.pending(run.video_id)
+        pending = run.pending or await self.spool.pending(run.video_id)
         done_scenes = done_scenes | await self._record_journaled(run, done_scenes, pending.results)
         todo = [s for s in run.scenes if s.number not in done_scenes]
         run.summary.skipped = len(run.scenes) - len(todo)

@@ -65,6 +65,7 @@ class VideoStatusOut(BaseModel):
     degradedReason: str = ""
     spendUsd: float = Field(0.0, description="estimated spend on this video's images, all runs")
     summary: SummaryOut | None = Field(None, description="the latest run")
+    updatedAtMs: int = Field(0, description="when the video last changed, ms since the epoch (0: not known)")
 
 
 class ErrorDetail(BaseModel):
