@@ -56,7 +56,9 @@ class ProviderImage:
 
 class ImageProvider(Protocol):
     """One image model. ``generate`` makes exactly one request and returns the image bytes
-    with what the provider reported it used, or raises ProviderFailure. It must not retry."""
+    with what the provider reported it used, or raises ProviderFailure. It must not retry.
+    ``timeout`` bounds each network step; the chain's clock bounds the whole attempt. Its
+    HTTP requests must go through admission.py's hooks (the chain's limits hold there)."""
 
     name: str
     max_prompt_chars: int
