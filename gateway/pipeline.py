@@ -111,7 +111,7 @@ class VideoRun:
     left: int = 0  # scenes of this run not finished yet
     # The final status, once recorded with the last scene's report.
     final: str | None = None
-    reporting: InFlight = field(default_factory=lambda: InFlight())
+    reporting: InFlight = field(default_factory=InFlight)
     pending: Pending | None = None  # what earlier runs left in the spool, as prepare() found it
 
     @property
