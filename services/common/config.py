@@ -55,21 +55,36 @@ class ImagegenSettings(CommonSettings):
         default_factory=lambda: ["gpt-image-2.5-sunburst", "gpt-image-2"],
         validation_alias="IMAGEGEN_CHAIN",
     )
+    # A JSON file of chain entries, each a vendor with its own credentials (README: Provider
+    # chain); when set it replaces IMAGEGEN_CHAIN, OPENAI_* and IMAGEGEN_PROVIDER_LIMITS.
+    chain_file: Path | None = Field(None, validation_alias="IMAGEGEN_CHAIN_FILE")
     # Seconds for the whole chain of one Generate call.
     image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
     placeholder_path: Path | None = Field(None, validation_alias="PLACEHOLDER_PATH")
-    # Longest one provider attempt may take (cut shorter when the budget is nearly spent).
-    attempt_timeout: float = Field(30.0, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
+    # Longest one provider attempt may take; unset: by the quality in use (chain_config.py).
+    # An attempt also never takes more than a fair share of what is left of the budget.
+    attempt_timeout: float | None = Field(None, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
     placeholder_reserve: float = Field(0.5, validation_alias="IMAGEGEN_PLACEHOLDER_RESERVE", ge=0)
+    # An attempt with less time than this is not started.
+    min_attempt: float = Field(0.25, validation_alias="IMAGEGEN_MIN_ATTEMPT", gt=0)
+    # Tries of the last real model again after a transient failure, when the budget allows.
     same_provider_retries: int = Field(1, validation_alias="IMAGEGEN_SAME_PROVIDER_RETRIES", ge=0, le=3)
+    # Breakers: K timeouts or transient failures in a row open one; cooldowns in seconds.
+    breaker_threshold: int = Field(3, validation_alias="IMAGEGEN_BREAKER_THRESHOLD", ge=1)
     breaker_cooldown: float = Field(300.0, validation_alias="IMAGEGEN_BREAKER_COOLDOWN", gt=0)
+    breaker_transient_cooldown: float = Field(30.0, validation_alias="IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN", gt=0)
+    breaker_max_cooldown: float = Field(1800.0, validation_alias="IMAGEGEN_BREAKER_MAX_COOLDOWN", gt=0)
+    # Requests the chain stopped waiting for that may finish in the background (their image
+    # is kept for the scene); beyond this many they are cancelled.
+    late_max: int = Field(16, validation_alias="IMAGEGEN_LATE_MAX", ge=0)
     # Concurrent requests per provider, shared by every caller (rate limits are per account).
     concurrency: int = Field(4, validation_alias="IMAGEGEN_CONCURRENCY", ge=1)
     # Per-model overrides as JSON: {"gpt-image-2": {"concurrency": 2, "timeout": 20}}
     provider_limits: dict[str, ProviderLimits] = Field(
         default_factory=dict, validation_alias="IMAGEGEN_PROVIDER_LIMITS"
     )
-    quality: Literal["", "low", "medium", "high", "auto"] = Field("", validation_alias="IMAGEGEN_QUALITY")
+    # Preview images are small and wanted fast: GPT image models at quality low by default.
+    quality: Literal["low", "medium", "high", "auto"] = Field("low", validation_alias="IMAGEGEN_QUALITY")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", validation_alias="IMAGEGEN_OUTPUT_FORMAT")
     model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
     # Images kept to answer a retried scene without paying again (MiB; 0: off) and for how long (s).
@@ -160,3 +175,8 @@ class GatewaySettings(ObjectLayoutSettings):
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
     budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
     budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)
+    # Healing: a video left with placeholders by provider trouble is resumed after HEAL_AFTER
+    # seconds (doubling per try up to HEAL_MAX_WAIT), at most HEAL_MAX_TRIES times (0: off).
+    heal_after: float = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
+    heal_max_wait: float = Field(1800.0, validation_alias="HEAL_MAX_WAIT", gt=0)
+    heal_max_tries: int = Field(5, validation_alias="HEAL_MAX_TRIES", ge=0)

@@ -2,62 +2,39 @@
 
 A request goes to its provider only while it holds a place in each of its gates: its
 video's lane (at most `video_parallelism` requests of one video at the providers) and its
-provider's concurrency limit (shared by every caller). It asks for them at the last moment,
-from the HTTP client's request hook, so a request that must wait is already built by the
-SDK and goes out the instant an earlier request of its video is answered, without another
-round trip through the caller. Its places are given back as soon as the provider's answer
-has been read (the response hook wraps the body).
-
-Waiting is not part of an attempt: the chain starts the attempt's clock when the request
-is let in (`on_admit`)."""
+provider's concurrency limit (shared by every caller). The chain takes the places before
+it calls the provider, and the time spent waiting for them is not part of the attempt."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextvars import ContextVar
-from typing import Any
-
-import httpx2
-
-# The admission of the attempt running in this task, seen by the HTTP client's hooks.
-_CURRENT: ContextVar[Admission | None] = ContextVar("admission", default=None)
+from collections.abc import Iterator, Sequence
 
 
 class Admission:
     """One attempt's way to its provider through ``gates``, taken in order."""
 
-    def __init__(self, gates: Sequence[asyncio.Semaphore], on_admit: Callable[[], None]) -> None:
-        self._gates = gates
-        self._held = 0
-        self._on_admit = on_admit
-        self.admitted = False
+    def __init__(self, gates: Sequence[asyncio.Semaphore]) -> None:
+        self._gates = list(gates)
+        self._held: list[asyncio.Semaphore] = []
 
     async def enter(self) -> None:
-        """Wait for a place in every gate (a no-op while they are held)."""
-        while self._held < len(self._gates):
-            await self._gates[self._held].acquire()
-            self._held += 1
-        if not self.admitted:
-            self.admitted = True
-            self._on_admit()
+        """Wait for a place in every gate (what was taken stays held if this is cancelled,
+        until :meth:`leave`)."""
+        for gate in self._gates[len(self._held) :]:
+            await gate.acquire()
+            self._held.append(gate)
+
+    def hand_over(self, gate: asyncio.Semaphore) -> None:
+        """The place in ``gate`` is no longer this admission's to give back: the request
+        that holds it gives it back when it ends."""
+        self._held.remove(gate)
 
     def leave(self) -> None:
         """Give the places back (safe to call more than once)."""
         while self._held:
-            self._held -= 1
-            self._gates[self._held].release()
-
-    @contextlib.contextmanager
-    def governing(self) -> Iterator[None]:
-        """Requests sent by this task inside the block wait for this admission."""
-        token = _CURRENT.set(self)
-        try:
-            yield
-        finally:
-            _CURRENT.reset(token)
-            self.leave()
+            self._held.pop().release()
 
 
 class VideoLanes:
@@ -90,41 +67,3 @@ class VideoLanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
-
-
-class _LeavingStream(httpx2.AsyncByteStream):
-    """A response body that gives the admission back once it has been read (or dropped)."""
-
-    def __init__(self, inner: Any, admission: Admission) -> None:
-        self._inner = inner
-        self._admission = admission
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._admission.leave()
-        # One turn of the event loop, so a request waiting at the door goes out now rather
-        # than after this answer has been parsed, checked and sent on (~1 ms).
-        await asyncio.sleep(0)
-
-
-async def _admit(request: httpx2.Request) -> None:
-    admission = _CURRENT.get()
-    if admission is not None:
-        await admission.enter()
-
-
-async def _leave_after_body(response: httpx2.Response) -> None:
-    admission = _CURRENT.get()
-    if admission is not None:
-        response.stream = _LeavingStream(response.stream, admission)
-
-
-def event_hooks() -> dict[str, list[Callable[[Any], Any]]]:
-    """The hooks that make an HTTP client's requests wait for their admission."""
-    return {"request": [_admit], "response": [_leave_after_body]}

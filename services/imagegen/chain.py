@@ -1,6 +1,15 @@
-"""The provider chain: ordered providers, each attempt with its own slice of the budget,
-a reserve kept so the placeholder always fits, breakers and per-provider concurrency
-shared by every caller, and one retry policy in one place."""
+"""The provider chain: ordered providers, each attempt with a fair share of the time
+budget, a reserve kept so the placeholder always fits, breakers and per-provider limits
+shared by every caller, and one retry policy in one place.
+
+Fair share: an attempt gets at most what is left (less the placeholder reserve) divided by
+the models still to try that would not be skipped, capped by the model's own timeout, so a
+hanging model always leaves the ones after it their turn. A transient failure moves to the
+next model at once; the same model is asked again only when it is the last one left.
+
+No paid image is wasted: when the chain stops waiting for an attempt, the request goes on
+in the background until the model's own timeout (a bounded number of them at once), and an
+image that arrives late is handed to ``keep_late`` (the replay cache) for its scene."""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -16,24 +26,26 @@ from services.common.deadlines import Budget
 from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
 from services.imagegen.admission import Admission
+from services.imagegen.breaker import Breaker, Pass
 from services.imagegen.prices import PriceTable, Usage
-from services.imagegen.providers.base import ImageProvider, Outcome, ProviderFailure
+from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
 
 log = logging.getLogger(__name__)
+NO_ROOM = "no room at the provider in time"
 
 
 @dataclass(frozen=True)
 class ChainPolicy:
-    attempt_timeout: float = 30.0
     # Kept back from every provider attempt so the placeholder always fits.
     placeholder_reserve: float = 0.5
     # An attempt with less time than this is not started.
     min_attempt: float = 0.25
-    # One more try of the same provider after a transient failure, when the budget allows.
+    # Tries of the last real model again after a transient failure, when the budget allows.
     same_provider_retries: int = 1
     retry_backoff: float = 0.2
-    breaker_cooldown: float = 300.0
+    # Abandoned requests that may finish in the background at once.
+    late_max: int = 16
 
 
 @dataclass(frozen=True)
@@ -64,34 +76,11 @@ class ChainResult:
         return all(a.cost is not None for a in self.attempts)
 
 
-class Breaker:
-    """Opens on a hard failure; later calls skip the provider until the cooldown ends."""
-
-    def __init__(self, name: str, cooldown: float) -> None:
-        self.name = name
-        self.cooldown = cooldown
-        self.open_until = 0.0
-        self.reason = ""
-
-    def is_open(self) -> bool:
-        is_open = time.monotonic() < self.open_until
-        metrics.BREAKER_OPEN.labels(self.name).set(1 if is_open else 0)
-        return is_open
-
-    def trip(self, reason: str) -> None:
-        self.open_until = time.monotonic() + self.cooldown
-        self.reason = reason
-        metrics.BREAKER_OPEN.labels(self.name).set(1)
-
-    def seconds_left(self) -> float:
-        return max(self.open_until - time.monotonic(), 0.0)
-
-
 @dataclass
 class ProviderSlot:
     provider: ImageProvider
     concurrency: int
-    attempt_timeout: float
+    attempt_timeout: float  # the model's own limit, and the bound on a late request
     breaker: Breaker
     available: bool = True
     unavailable_reason: str = ""
@@ -103,6 +92,19 @@ class ProviderSlot:
     @property
     def name(self) -> str:
         return self.provider.name
+
+
+@dataclass
+class Call:
+    """One Generate call going down the chain."""
+
+    request: ImageRequest
+    budget: Budget
+    context: dict[str, object]
+    max_cost: float | None
+    lane: asyncio.Semaphore | None
+    keep_late: Callable[[ChainResult], None] | None
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
 
 class ProviderChain:
@@ -117,75 +119,81 @@ class ProviderChain:
         self.placeholder = placeholder
         self.policy = policy
         self.prices = prices or PriceTable({})
+        self._late: set[asyncio.Task[tuple[ProviderImage, ImageInfo]]] = set()
 
     async def generate(
         self,
-        prompt: str,
-        size: tuple[int, int],
-        quality: str,
+        request: ImageRequest,
         budget: Budget,
         *,
         context: dict[str, object],
         max_cost: float | None = None,
         lane: asyncio.Semaphore | None = None,
+        keep_late: Callable[[ChainResult], None] | None = None,
     ) -> ChainResult:
         """The first provider's image, or the next one's, or the placeholder. ``lane`` limits
         how many requests of this call's video are at the providers at once."""
-        attempts: list[AttemptRecord] = []
-        for slot in self.slots:
-            skip = self._skip_reason(slot, prompt) or self._over_budget(slot, size, quality, max_cost)
+        call = Call(request, budget, context, max_cost, lane, keep_late)
+        for index, slot in enumerate(self.slots):
+            skip = self._skip_reason(slot, call, count=True)
+            granted = Pass(False)
+            if not skip:
+                granted = slot.breaker.ask()
+                skip = granted.reason
             if skip:
-                attempts.append(AttemptRecord(slot.name, Outcome.SKIPPED, skip, 0))
-                metrics.ATTEMPTS.labels(slot.name, Outcome.SKIPPED.value).inc()
+                self._record(call, slot, Outcome.SKIPPED, skip, time.monotonic())
                 continue
-            result = await self._try_provider(slot, prompt, size, quality, budget, attempts, context, lane)
+            result = await self._try_provider(index, slot, granted, call)
             if result is not None:
                 return result
-            metrics.FALLBACKS.labels(slot.name, attempts[-1].outcome.value).inc()
-        data, info = await self.placeholder.image(size)
+            metrics.FALLBACKS.labels(slot.name, call.attempts[-1].outcome.value).inc()
+        data, info = await self.placeholder.image(call.request.size)
         metrics.PLACEHOLDERS.inc()
-        return ChainResult(data, info, self.placeholder.name, True, attempts)
+        return ChainResult(data, info, self.placeholder.name, True, call.attempts)
 
-    def _skip_reason(self, slot: ProviderSlot, prompt: str) -> str:
+    def _skip_reason(self, slot: ProviderSlot, call: Call, *, count: bool = False) -> str:
         if not slot.available:
             return f"model unavailable: {slot.unavailable_reason}"
-        if slot.breaker.is_open():
-            return f"breaker open for {slot.breaker.seconds_left():.0f} s more after: {slot.breaker.reason}"
-        if len(prompt) > slot.provider.max_prompt_chars:
-            return f"prompt is {len(prompt)} characters; this model takes at most {slot.provider.max_prompt_chars}"
+        if len(call.request.prompt) > slot.provider.max_prompt_chars:
+            return (
+                f"prompt is {len(call.request.prompt)} characters; this model takes at most "
+                f"{slot.provider.max_prompt_chars}"
+            )
+        if call.max_cost is not None:
+            key = slot.provider.price_key(call.request)
+            estimate = self.prices.per_image(slot.name, key.size, key.quality)
+            if estimate is not None and estimate > call.max_cost:
+                if count:
+                    metrics.BUDGET_SKIPS.labels(slot.name).inc()
+                return (
+                    f"budget: this image would cost about ${estimate:.4f}; "
+                    f"${max(call.max_cost, 0):.4f} is left under the cap"
+                )
         return ""
 
-    def _over_budget(self, slot: ProviderSlot, size: tuple[int, int], quality: str, max_cost: float | None) -> str:
-        if max_cost is None:
-            return ""
-        key = slot.provider.price_key(size, quality)
-        estimate = self.prices.per_image(slot.name, key.size, key.quality)
-        if estimate is not None and estimate > max_cost:
-            metrics.BUDGET_SKIPS.labels(slot.name).inc()
-            return f"budget: this image would cost about ${estimate:.4f}; ${max(max_cost, 0):.4f} is left under the cap"
-        return ""
+    def _others_after(self, index: int, call: Call) -> int:
+        """Models after this one that would be tried now."""
+        return sum(1 for s in self.slots[index + 1 :] if not self._skip_reason(s, call) and s.breaker.would_pass())
 
-    def _time_for(self, slot: ProviderSlot, budget: Budget) -> float:
-        return budget.slice(slot.attempt_timeout, reserve=self.policy.placeholder_reserve)
+    def _time_for(self, index: int, slot: ProviderSlot, call: Call) -> float:
+        """The fair share: min(own timeout, what is left less the reserve, split evenly), but
+        never less than a useful attempt while that much is left."""
+        usable = call.budget.remaining() - self.policy.placeholder_reserve
+        share = max(usable / (1 + self._others_after(index, call)), min(self.policy.min_attempt, usable))
+        return max(min(slot.attempt_timeout, share), 0.0)
 
-    async def _try_provider(
-        self,
-        slot: ProviderSlot,
-        prompt: str,
-        size: tuple[int, int],
-        quality: str,
-        budget: Budget,
-        attempts: list[AttemptRecord],
-        context: dict[str, object],
-        lane: asyncio.Semaphore | None,
-    ) -> ChainResult | None:
+    async def _try_provider(self, index: int, slot: ProviderSlot, granted: Pass, call: Call) -> ChainResult | None:
         policy = self.policy
 
         def worth_retrying(exc: BaseException) -> bool:
-            if not isinstance(exc, ProviderFailure) or not exc.retry_same:
+            if not isinstance(exc, ProviderFailure) or not exc.retry_same or granted.probe:
+                return False
+            if exc.outcome is not Outcome.RATE_LIMITED and self._others_after(index, call):
+                return False  # the next model answers sooner than this one recovers
+            if not slot.breaker.would_pass():
                 return False
             wait = exc.retry_after if exc.retry_after is not None else policy.retry_backoff
-            return wait + policy.min_attempt <= self._time_for(slot, budget)
+            return wait + policy.min_attempt <= self._time_for(index, slot, call)
 
         def wait_for(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -202,95 +210,143 @@ class ProviderChain:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(slot, prompt, size, quality, budget, attempts, context, lane)
-            return None  # unreachable: the last failure is re-raised
-        except ProviderFailure as failure:
-            if failure.outcome is Outcome.HARD_FAILURE:
-                slot.breaker.trip(failure.reason)
-                log.error(
-                    "provider disabled until its breaker cools down: fix the key, billing or model",
-                    extra={
-                        **context,
-                        "provider": slot.name,
-                        "reason": failure.reason,
-                        "cooldown_s": slot.breaker.cooldown,
-                    },
-                )
+                    return await self._attempt(index, slot, granted, call)
+        except ProviderFailure:
+            pass
         return None
 
-    async def _attempt(
+    def _record(
         self,
+        call: Call,
         slot: ProviderSlot,
-        prompt: str,
-        size: tuple[int, int],
-        quality: str,
-        budget: Budget,
-        attempts: list[AttemptRecord],
-        context: dict[str, object],
-        lane: asyncio.Semaphore | None,
-    ) -> ChainResult:
-        timeout = self._time_for(slot, budget)
+        outcome: Outcome,
+        reason: str,
+        started: float,
+        usage: Usage | None = None,
+        cost: float | None = 0.0,
+    ) -> None:
+        ms = int((time.monotonic() - started) * 1000)
+        call.attempts.append(AttemptRecord(slot.name, outcome, reason, ms, usage, cost))
+        metrics.ATTEMPTS.labels(slot.name, outcome.value).inc()
+        if outcome is not Outcome.SKIPPED:
+            metrics.ATTEMPT_SECONDS.labels(slot.name).observe(ms / 1000)
+        log.info(
+            "provider attempt",
+            extra={
+                **call.context,
+                "provider": slot.name,
+                "attempt": len(call.attempts),
+                "outcome": outcome.value,
+                "reason": reason,
+                "ms": ms,
+            },
+        )
+
+    async def _attempt(self, index: int, slot: ProviderSlot, granted: Pass, call: Call) -> ChainResult:
         started = time.monotonic()
-
-        def record(outcome: Outcome, reason: str, usage: Usage | None = None, cost: float | None = 0.0) -> int:
-            ms = int((time.monotonic() - started) * 1000)
-            attempts.append(AttemptRecord(slot.name, outcome, reason, ms, usage, cost))
-            metrics.ATTEMPTS.labels(slot.name, outcome.value).inc()
-            if outcome is not Outcome.SKIPPED:
-                metrics.ATTEMPT_SECONDS.labels(slot.name).observe(ms / 1000)
-            log.info(
-                "provider attempt",
-                extra={
-                    **context,
-                    "provider": slot.name,
-                    "attempt": len(attempts),
-                    "outcome": outcome.value,
-                    "reason": reason,
-                    "ms": ms,
-                },
-            )
-            return ms
-
-        if timeout < self.policy.min_attempt:
-            record(Outcome.SKIPPED, "not enough time left in the budget")
+        if self._time_for(index, slot, call) < self.policy.min_attempt:
+            slot.breaker.release(granted)
+            self._record(call, slot, Outcome.SKIPPED, "not enough time left in the budget", started)
             raise ProviderFailure(Outcome.SKIPPED, "no time left")
-        loop = asyncio.get_running_loop()
-
-        def admitted() -> None:
-            # The attempt (and the call's budget, at its first request) starts now: the
-            # time spent waiting for the video's lane or the provider's limit is not its own.
-            nonlocal started, timeout
-            budget.start()
-            started, timeout = time.monotonic(), self._time_for(slot, budget)
-            clock.reschedule(loop.time() + timeout)
-
-        admission = Admission((lane, slot.semaphore) if lane else (slot.semaphore,), admitted)
-        # Until it is let in, a request may wait up to the caller's deadline, less the
-        # time the placeholder needs.
-        waiting = budget.limit - time.monotonic() - self.policy.placeholder_reserve
+        admission = Admission((call.lane, slot.semaphore) if call.lane else (slot.semaphore,))
+        # Until it is let in, a request may wait up to the caller's deadline, less the time
+        # the placeholder needs; waiting is not part of the attempt.
+        waiting = call.budget.limit - started - self.policy.placeholder_reserve
         try:
-            async with asyncio.timeout(waiting if waiting < math.inf else None) as clock:
-                with admission.governing():
-                    image = await slot.provider.generate(prompt, size, quality, slot.attempt_timeout)
-                    data = image.data
+            async with asyncio.timeout(waiting if waiting < math.inf else None):
+                await admission.enter()
         except TimeoutError:
-            reason = f"no image within {timeout:.1f} s" if admission.admitted else "no room at the provider in time"
-            timed_out = ProviderFailure(Outcome.TIMEOUT, reason)
-            record(timed_out.outcome, timed_out.reason)
-            raise timed_out from None
-        except ProviderFailure as failure:
-            record(failure.outcome, failure.reason)
+            admission.leave()
+            slot.breaker.release(granted)
+            self._record(call, slot, Outcome.TIMEOUT, NO_ROOM, started)
+            raise ProviderFailure(Outcome.TIMEOUT, NO_ROOM) from None
+        except BaseException:
+            admission.leave()
+            slot.breaker.release(granted)
             raise
+        call.budget.start()  # the call's own budget counts from its first admission
+        started = time.monotonic()
+        timeout = self._time_for(index, slot, call)
+        work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))
+        # From here the provider's place is the request's: it returns when the request ends.
+        admission.hand_over(slot.semaphore)
         try:
-            info = await check_image(data)
-        except InvalidImage as exc:
-            invalid = ProviderFailure(Outcome.INVALID_IMAGE, str(exc))
-            record(invalid.outcome, invalid.reason)
-            raise invalid from None
+            image, info = await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            self._let_finish_late(slot, work, call, started)
+            reason = f"no image within {timeout:.1f} s"
+            self._record(call, slot, Outcome.TIMEOUT, reason, started)
+            slot.breaker.record(Outcome.TIMEOUT, reason, granted)
+            raise ProviderFailure(Outcome.TIMEOUT, reason) from None
+        except ProviderFailure as failure:
+            self._record(call, slot, failure.outcome, failure.reason, started)
+            slot.breaker.record(failure.outcome, failure.reason, granted)
+            raise
+        except asyncio.CancelledError:
+            work.cancel()
+            slot.breaker.release(granted)
+            raise
+        finally:
+            admission.leave()
+        cost = self._cost(slot, image)
+        self._record(
+            call, slot, Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", started, image.usage, cost
+        )
+        slot.breaker.record(Outcome.SUCCESS, "", granted)
+        return ChainResult(image.data, info, slot.name, False, list(call.attempts))
+
+    async def _call_provider(
+        self, slot: ProviderSlot, request: ImageRequest, deadline: float
+    ) -> tuple[ProviderImage, ImageInfo]:
+        """One request and the check of what it answered; the provider's place is given
+        back when it ends, whether or not the chain still waits for it."""
+        try:
+            image = await slot.provider.generate(request, deadline)
+            try:
+                return image, await check_image(image.data)
+            except InvalidImage as exc:
+                raise ProviderFailure(Outcome.INVALID_IMAGE, str(exc)) from None
+        finally:
+            slot.semaphore.release()
+
+    def _cost(self, slot: ProviderSlot, image: ProviderImage) -> float | None:
         cost = self.prices.cost(slot.name, image.key.size, image.key.quality, image.usage)
         if cost is None:
             metrics.UNPRICED_IMAGES.labels(slot.name).inc()
         else:
             metrics.SPEND.labels(slot.name).inc(cost)
-        record(Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", image.usage, cost)
-        return ChainResult(data, info, slot.name, False, list(attempts))
+        return cost
+
+    def _let_finish_late(
+        self, slot: ProviderSlot, work: asyncio.Task[tuple[ProviderImage, ImageInfo]], call: Call, started: float
+    ) -> None:
+        """The chain stops waiting; the provider may still bill the request, so it goes on
+        (until the model's own timeout) unless too many already do."""
+        if not work.done() and len(self._late) >= self.policy.late_max:
+            work.cancel()
+            metrics.LATE_ABANDONED.labels(slot.name).inc()
+        self._late.add(work)
+
+        def finished(done: asyncio.Task[tuple[ProviderImage, ImageInfo]]) -> None:
+            self._late.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                return
+            image, info = done.result()
+            ms = int((time.monotonic() - started) * 1000)
+            cost = self._cost(slot, image)
+            reason = "arrived late; kept for its scene"
+            record = AttemptRecord(slot.name, Outcome.SUCCESS, reason, ms, image.usage, cost)
+            metrics.LATE_IMAGES.labels(slot.name).inc()
+            log.info("a late image was kept for its scene", extra={**call.context, "provider": slot.name, "ms": ms})
+            if call.keep_late is not None:
+                call.keep_late(ChainResult(image.data, info, slot.name, False, [record]))
+
+        work.add_done_callback(finished)
+
+    async def close(self) -> None:
+        """Stop the requests still finishing in the background and close the providers."""
+        for work in list(self._late):
+            work.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
+        for slot in self.slots:
+            await slot.provider.close()

@@ -27,3 +27,19 @@ BUDGET_SKIPS = Counter(
     ["provider"],
 )
 REPLAYS = Counter("storyshort_imagegen_replays_total", "Images answered again from the replay cache, not bought again")
+BREAKER_STATE = Gauge(
+    "storyshort_imagegen_breaker_state", "A provider's breaker: 0 closed, 1 half-open, 2 open", ["provider"]
+)
+BREAKER_TRANSITIONS = Counter(
+    "storyshort_imagegen_breaker_transitions_total", "Breaker state changes, by the state entered", ["provider", "to"]
+)
+LATE_IMAGES = Counter(
+    "storyshort_imagegen_late_images_total",
+    "Images that arrived after the chain stopped waiting, kept for their scene (paid for, not wasted)",
+    ["provider"],
+)
+LATE_ABANDONED = Counter(
+    "storyshort_imagegen_late_abandoned_total",
+    "Timed-out requests cancelled instead of finishing in the background (the bound on them was full)",
+    ["provider"],
+)

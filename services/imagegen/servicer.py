@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
+from collections.abc import Callable
 
 import grpc
 
@@ -11,11 +11,11 @@ from services.common import validation
 from services.common.deadlines import Budget
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
-from services.imagegen import metrics
 from services.imagegen.admission import VideoLanes
-from services.imagegen.chain import AttemptRecord, ChainResult, ProviderChain
-from services.imagegen.providers.base import Outcome
-from services.imagegen.replay import ReplayCache, ReplayKey
+from services.imagegen.breaker import BreakerState
+from services.imagegen.chain import ChainResult, ProviderChain
+from services.imagegen.providers.base import ImageRequest, Outcome
+from services.imagegen.replay import PaidImages, ReplayCache, ReplayKey
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE = "storyshort.imagegen.v1.ImageGenService"
@@ -39,14 +39,8 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
     def __init__(self, chain: ProviderChain, budget_seconds: float, replay: ReplayCache | None = None) -> None:
         self.chain = chain
         self.budget_seconds = budget_seconds
-        self.replay = replay or ReplayCache(0, 0)
+        self.paid = PaidImages(replay or ReplayCache(0, 0))
         self.lanes = VideoLanes()
-        self._inflight: set[asyncio.Task[ChainResult]] = set()
-
-    def _keep(self, key: ReplayKey | None, done: asyncio.Task[ChainResult]) -> None:
-        self._inflight.discard(done)
-        if not done.cancelled() and done.exception() is None:
-            self.replay.put(key, done.result())
 
     @rpc(SERVICE)
     async def Generate(
@@ -69,36 +63,20 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         if max_cost is not None and not math.isfinite(max_cost):
             raise InvalidArgument("max_cost_usd must be a finite number of US dollars")
         key = ReplayKey.of(request.video_id, request.scene, prompt, size, request.quality)
-        replayed = self.replay.get(key)
-        if replayed is not None:
-            # Already paid for: answered again at no cost (the caller retried the scene).
-            metrics.REPLAYS.inc()
-            # Its cost is reported again: the run that paid never got to record it.
-            paid = next((a for a in replayed.attempts if a.outcome is Outcome.SUCCESS), None)
-            record = AttemptRecord(
-                replayed.provider,
-                Outcome.SKIPPED,
-                "replayed: this image was already paid for",
-                0,
-                paid.usage if paid else None,
-                paid.cost if paid else 0.0,
-            )
-            result = ChainResult(replayed.image, replayed.info, replayed.provider, False, [record])
-        else:
-            # A provider charges for an image even when our caller goes away, so the attempt
-            # is not cancelled with the call: it finishes (inside its own budget) and its
-            # image waits in the replay cache for the caller's retry.
-            work = asyncio.create_task(
-                self._generate(request, prompt, size, budget, max_cost), name=f"generate-{request.video_id}"
-            )
-            self._inflight.add(work)
-            work.add_done_callback(lambda done: self._keep(key, done))
-            try:
-                result = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                if not budget.started:  # still waiting its turn: nothing is paid for yet
-                    work.cancel()
-                raise
+        wanted = ImageRequest(prompt, size, request.quality)
+
+        async def generate(keep_late: Callable[[ChainResult], None]) -> ChainResult:
+            with self.lanes.lane(request.video_id, request.video_parallelism) as lane:
+                return await self.chain.generate(
+                    wanted,
+                    budget,
+                    context={"video_id": request.video_id, "scene": request.scene},
+                    max_cost=max_cost,
+                    lane=lane,
+                    keep_late=keep_late,
+                )
+
+        result = self.paid.replay(key) or await self.paid.run(key, generate, lambda: budget.started)
         return imagegen_pb2.GenerateResponse(
             image=result.image,
             content_type=result.info.content_type,
@@ -124,38 +102,32 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             cost_known=result.cost_known,
         )
 
-    async def _generate(
-        self,
-        request: imagegen_pb2.GenerateRequest,
-        prompt: str,
-        size: tuple[int, int],
-        budget: Budget,
-        max_cost: float | None,
-    ) -> ChainResult:
-        with self.lanes.lane(request.video_id, request.video_parallelism) as lane:
-            return await self.chain.generate(
-                prompt,
-                size,
-                request.quality,
-                budget,
-                context={"video_id": request.video_id, "scene": request.scene},
-                max_cost=max_cost,
-                lane=lane,
-            )
-
     @rpc(SERVICE)
     async def ListProviders(
         self, request: imagegen_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> imagegen_pb2.ListProvidersResponse:
-        states = [
-            imagegen_pb2.ProviderState(
-                name=slot.name,
-                available=slot.available,
-                breaker_open=slot.breaker.is_open(),
-                reason=slot.unavailable_reason or slot.breaker.reason,
-                concurrency_limit=slot.concurrency,
+        states = []
+        for slot in self.chain.slots:
+            breaker = slot.breaker
+            state = breaker.current_state()
+            states.append(
+                imagegen_pb2.ProviderState(
+                    name=slot.name,
+                    available=slot.available,
+                    breaker_open=state is not BreakerState.CLOSED,
+                    reason=slot.unavailable_reason or breaker.reason,
+                    concurrency_limit=slot.concurrency,
+                    kind=slot.provider.kind,
+                    breaker_state=state.value,
+                    retry_in_ms=int(breaker.seconds_left() * 1000),
+                    consecutive_failures=breaker.failures,
+                    attempt_timeout_s=slot.attempt_timeout,
+                    model=slot.provider.model,
+                )
             )
-            for slot in self.chain.slots
-        ]
-        states.append(imagegen_pb2.ProviderState(name=self.chain.placeholder.name, available=True))
+        states.append(
+            imagegen_pb2.ProviderState(
+                name=self.chain.placeholder.name, available=True, kind="placeholder", breaker_state="closed"
+            )
+        )
         return imagegen_pb2.ListProvidersResponse(providers=states)

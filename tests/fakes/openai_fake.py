@@ -2,6 +2,12 @@
 real `openai` client talks to. It speaks the documented wire protocol:
 POST /v1/images/generations, GET /v1/models, errors as {"error": {...}}.
 
+Like the real API it refuses a body that is not JSON, a model it does not list, a wrong key
+(when it is given one), and parameters the model family does not take (`response_format`
+or unsupported sizes for GPT image models, n > 1 for dall-e-3, prompts over the limit).
+`azure=True` serves Azure OpenAI's shape instead: POST
+/openai/deployments/{deployment}/images/generations?api-version=..., key in `api-key`.
+
 Each model has a queue of behaviours (used one per request, the last one repeating):
 Ok, Error, Hang, Trickle, Garbage, BadBase64, EmptyData, UrlAnswer."""
 
@@ -117,11 +123,51 @@ class Request:
     headers: dict[str, str]
 
 
+GPT_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}
+DALL_E_3_SIZES = {"1024x1024", "1792x1024", "1024x1792"}
+DALL_E_2_SIZES = {"256x256", "512x512", "1024x1024"}
+
+
+def refusal(body: dict[str, Any]) -> str:
+    """What the real API answers 400 to, for this body ("" when it is acceptable)."""
+    model, prompt = str(body.get("model", "")), body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return "'prompt' is required and must be a non-empty string"
+    if not isinstance(body.get("n", 1), int):
+        return "'n' must be an integer"
+    size = body.get("size", "1024x1024")
+    if model.startswith("dall-e-3"):
+        allowed, limit = DALL_E_3_SIZES, 4_000
+        if body.get("n", 1) != 1:
+            return "dall-e-3 only supports n=1"
+    elif model.startswith("dall-e-2"):
+        allowed, limit = DALL_E_2_SIZES, 1_000
+    else:
+        allowed, limit = GPT_SIZES, 32_000
+        if "response_format" in body:
+            return "Unknown parameter: 'response_format'"
+        if body.get("quality", "auto") not in ("low", "medium", "high", "auto"):
+            return f"Invalid quality: {body.get('quality')!r}"
+    if size not in allowed:
+        return f"Invalid size {size!r}; supported: {', '.join(sorted(allowed))}"
+    if len(prompt) > limit:
+        return f"prompt is too long: at most {limit} characters"
+    return ""
+
+
 class FakeOpenAI(LoopbackServer):
-    def __init__(self, models: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        models: list[dict[str, Any]] | None = None,
+        *,
+        api_key: str | None = None,
+        azure: bool = False,
+    ) -> None:
         self.scripts: dict[str, list[Behaviour]] = {}
         self.default: Behaviour = Ok()
         self.models = models
+        self.api_key = api_key
+        self.azure = azure
         self.requests: list[Request] = []
         self.max_in_flight: dict[str, int] = {}
         # Prompts that received an image: a prompt here twice is a scene paid for twice.
@@ -133,7 +179,7 @@ class FakeOpenAI(LoopbackServer):
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.port}" + ("" if self.azure else "/v1")
 
     def script(self, model: str, *behaviours: Behaviour) -> None:
         with self.lock:
@@ -178,11 +224,11 @@ class FakeOpenAI(LoopbackServer):
             def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 self.send(status, payload, headers)
 
-            def _record(self, model: str, body: dict[str, Any]) -> None:
+            def _record(self, model: str, body: dict[str, Any], path: str = "") -> None:
                 with fake.arrived:
                     fake.requests.append(
                         Request(
-                            self.path.split("?")[0],
+                            path or self.path.split("?")[0],
                             model,
                             body,
                             time.monotonic(),
@@ -195,6 +241,9 @@ class FakeOpenAI(LoopbackServer):
                 path = self.path.split("?")[0]
                 self._record("", {})
                 if path == "/v1/models":
+                    if not self._authorised():
+                        self._refuse(401, "Incorrect API key provided.", "invalid_api_key")
+                        return
                     if fake.models is None:
                         self._json(500, {"error": {"message": "model list unavailable", "type": "server_error"}})
                         return
@@ -210,17 +259,61 @@ class FakeOpenAI(LoopbackServer):
                 else:
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
+            def _refuse(self, status: int, message: str, code: str | None = None) -> None:
+                err = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+                self._json(status, {"error": err})
+
+            def _authorised(self) -> bool:
+                if fake.api_key is None:
+                    return True
+                if fake.azure:
+                    return self.headers.get("api-key") == fake.api_key
+                return self.headers.get("Authorization") == f"Bearer {fake.api_key}"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                path, _, query = self.path.partition("?")
                 try:
-                    body = json.loads(raw or b"{}")
+                    body = json.loads(raw)
+                    if not isinstance(body, dict):
+                        raise ValueError("not an object")
                 except ValueError:
-                    body = {}
+                    self._record("", {})
+                    self._refuse(400, "We could not parse the JSON body of your request.")
+                    return
                 model = str(body.get("model", ""))
-                self._record(model, body)
-                if self.path.split("?")[0] != "/v1/images/generations":
-                    self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                if fake.azure:
+                    # /openai/deployments/{deployment}/images/generations
+                    parts = path.split("/")
+                    if (
+                        len(parts) != 6
+                        or parts[1:3] != ["openai", "deployments"]
+                        or parts[4:] != ["images", "generations"]
+                    ):
+                        self._record(model, body)
+                        self._refuse(404, "Resource not found", "404")
+                        return
+                    model, path = parts[3], "/v1/images/generations"
+                self._record(model, body, path)
+                if path != "/v1/images/generations":
+                    self._refuse(404, "not found")
+                    return
+                if not self._authorised():
+                    self._refuse(401, "Incorrect API key provided.", "invalid_api_key")
+                    return
+                if fake.azure and "api-version=" not in query:
+                    self._refuse(404, "Resource not found: api-version is missing", "404")
+                    return
+                entry = next((m for m in fake.models or [] if m.get("id") == model), None)
+                if fake.models is not None and entry is None:
+                    code = "DeploymentNotFound" if fake.azure else "model_not_found"
+                    self._refuse(404, f"The model '{model}' does not exist", code)
+                    return
+                # An Azure deployment serves the model its entry names.
+                problem = refusal({**body, "model": (entry or {}).get("model", model)})
+                if problem:
+                    self._refuse(400, problem)
                     return
                 behaviour = fake._next(model)
                 with fake.lock:

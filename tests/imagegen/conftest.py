@@ -7,10 +7,13 @@ import pytest
 from tests.fakes import openai_fake as fo
 
 A, B = "gpt-image-2.5-sunburst", "gpt-image-2"
+C = "gpt-image-2.6-flare"
+KEY = "sk-test-chain-0123456789"
 
 
 @pytest.fixture
 def fake() -> Iterator[fo.FakeOpenAI]:
-    """The fake OpenAI server, listing both chain models and the DALL-E ones."""
-    with fo.FakeOpenAI(models=[fo.model_entry(m) for m in (A, B, "dall-e-3", "dall-e-2")]) as server:
+    """The fake OpenAI server, listing the chain's models and the DALL-E ones, and refusing
+    any key but KEY."""
+    with fo.FakeOpenAI(models=[fo.model_entry(m) for m in (A, B, C, "dall-e-3", "dall-e-2")], api_key=KEY) as server:
         yield server

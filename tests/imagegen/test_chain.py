@@ -18,9 +18,7 @@ from services.imagegen.servicer import SERVICE, ImageGenServicer
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import openai_fake as fo
-from tests.imagegen.conftest import A, B
-
-KEY = "sk-test-chain-0123456789"
+from tests.imagegen.conftest import KEY, A, B
 
 
 def settings(fake: fo.FakeOpenAI, **env: Any) -> ImagegenSettings:
@@ -48,12 +46,13 @@ class Stub:
 
 
 async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
-    servicer, client = await build_servicer(settings(fake, **env))
+    servicer = await build_servicer(settings(fake, **env))
     reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
-    async with grpc_server(reg) as (_running, channel):
-        yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer)
-    if client is not None:
-        await client.close()
+    try:
+        async with grpc_server(reg) as (_running, channel):
+            yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer)
+    finally:
+        await servicer.chain.close()
 
 
 @pytest.fixture
@@ -93,20 +92,28 @@ async def test_the_bytes_decide_the_content_type(
     assert (answer.content_type, answer.extension) == (mime, ext)
 
 
-async def test_server_error_retries_the_same_model_once_then_falls_back(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
+async def test_server_error_moves_to_the_next_model_at_once(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
     fake.script(A, fo.SERVER_ERROR)
     answer = await imagegen.generate()
     assert answer.provider == B
-    assert outcomes(answer) == [(A, "TRANSIENT"), (A, "TRANSIENT"), (B, "SUCCESS")]
-    assert (fake.count(A), fake.count(B)) == (2, 1)
+    assert outcomes(answer) == [(A, "TRANSIENT"), (B, "SUCCESS")]
+    assert (fake.count(A), fake.count(B)) == (1, 1)
 
 
-async def test_without_same_model_retries_a_server_error_moves_on_at_once(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.SERVER_ERROR)
-    async for imagegen in start(fake, IMAGEGEN_SAME_PROVIDER_RETRIES=0):
+async def test_the_last_model_is_asked_again_after_a_server_error(fake: fo.FakeOpenAI) -> None:
+    fake.script(B, fo.SERVER_ERROR, fo.Ok())
+    async for imagegen in start(fake, IMAGEGEN_CHAIN=B):
         answer = await imagegen.generate()
-        assert outcomes(answer) == [(A, "TRANSIENT"), (B, "SUCCESS")]
-        assert (fake.count(A), fake.count(B)) == (1, 1)
+        assert outcomes(answer) == [(B, "TRANSIENT"), (B, "SUCCESS")]
+        assert fake.count(B) == 2
+
+
+async def test_without_same_model_retries_the_last_model_is_asked_once(fake: fo.FakeOpenAI) -> None:
+    fake.script(B, fo.SERVER_ERROR)
+    async for imagegen in start(fake, IMAGEGEN_CHAIN=B, IMAGEGEN_SAME_PROVIDER_RETRIES=0):
+        answer = await imagegen.generate()
+        assert answer.placeholder and outcomes(answer) == [(B, "TRANSIENT")]
+        assert fake.count(B) == 1
 
 
 async def test_hanging_first_model_still_leaves_the_second_its_turn(fake: fo.FakeOpenAI) -> None:
@@ -246,7 +253,7 @@ async def test_a_url_answer_is_downloaded_inside_the_budget(fake: fo.FakeOpenAI,
 
 async def test_model_check_skips_missing_and_retired_models_loudly(caplog: pytest.LogCaptureFixture) -> None:
     models = [fo.model_entry(A, shutdown_at="2026-01-01T00:00:00Z")]  # B is missing
-    with fo.FakeOpenAI(models=models) as fake:
+    with fo.FakeOpenAI(models=models, api_key=KEY) as fake:
         async for imagegen in start(fake, IMAGEGEN_CHAIN=f"{A},{B}"):
             answer = await imagegen.generate()
             assert answer.placeholder
@@ -264,7 +271,7 @@ async def test_model_check_skips_missing_and_retired_models_loudly(caplog: pytes
 
 
 async def test_unreadable_model_list_starts_anyway_with_every_model() -> None:
-    with fo.FakeOpenAI(models=None) as fake:
+    with fo.FakeOpenAI(models=None, api_key=KEY) as fake:
         async for imagegen in start(fake):
             answer = await imagegen.generate()
             assert answer.provider == A

@@ -1,4 +1,8 @@
-"""What a provider is, and how its failures are classified."""
+"""What a provider is, what it is asked, and how its failures are classified.
+
+The seam between the chain and a vendor: a provider receives one :class:`ImageRequest` and
+a deadline, makes exactly one request to its vendor and answers the image bytes or raises
+:class:`ProviderFailure`. Limits, clocks, retries and breakers are the chain's business."""
 
 from __future__ import annotations
 
@@ -34,9 +38,19 @@ class ProviderFailure(Exception):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
-        # Worth one more try of the same provider (if the budget allows).
+        # The same provider may answer if asked again (the chain decides whether it does).
         self.retry_same = retry_same
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image, as the chain asks every provider for it."""
+
+    prompt: str
+    size: tuple[int, int]
+    # "low" | "medium" | "high" | "auto"; "" means the provider's configured quality.
+    quality: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,14 +69,20 @@ class ProviderImage:
 
 
 class ImageProvider(Protocol):
-    """One image model. ``generate`` makes exactly one request and returns the image bytes
-    with what the provider reported it used, or raises ProviderFailure. It must not retry.
-    ``timeout`` bounds each network step; the chain's clock bounds the whole attempt. Its
-    HTTP requests must go through admission.py's hooks (the chain's limits hold there)."""
+    """One image model of one vendor account.
 
-    name: str
+    ``generate`` makes exactly one request and must not retry. ``deadline`` is a
+    ``time.monotonic()`` value: the request is abandoned then at the latest. The chain may
+    stop waiting earlier and let the request finish in the background (a provider may bill
+    an abandoned request), so a provider never cancels on its own before the deadline."""
+
+    name: str  # unique in the chain
+    kind: str  # the registry's kind
+    model: str  # what the requests name
     max_prompt_chars: int
 
-    def price_key(self, size: tuple[int, int], quality: str) -> PriceKey: ...
+    def price_key(self, request: ImageRequest) -> PriceKey: ...
 
-    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> ProviderImage: ...
+    async def generate(self, request: ImageRequest, deadline: float) -> ProviderImage: ...
+
+    async def close(self) -> None: ...

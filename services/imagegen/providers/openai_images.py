@@ -1,4 +1,5 @@
-"""OpenAI image models (and any server that speaks the same API) on the real SDK.
+"""OpenAI image models on the real SDK: OpenAI itself, Azure OpenAI (the SDK's Azure
+client: deployment and api-version) and any server that speaks the same API.
 
 The SDK's own retries are off: the chain is the only retry layer. Each model family gets
 only the parameters it accepts; every failure is classified for the chain.
@@ -9,17 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import openai
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from services.imagegen import admission
 from services.imagegen.prices import Usage
-from services.imagegen.providers.base import Outcome, PriceKey, ProviderFailure, ProviderImage
+from services.imagegen.providers.base import ImageRequest, Outcome, PriceKey, ProviderFailure, ProviderImage
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,16 @@ RETIRED: dict[str, datetime] = {
     "gpt-image-1": datetime(2026, 10, 23, tzinfo=UTC),
 }
 
-# Error codes after which retrying this provider never helps.
-HARD_CODES = {"billing_hard_limit_reached", "insufficient_quota", "invalid_api_key", "model_not_found"}
+# Error codes after which retrying this provider never helps (Azure's included).
+HARD_CODES = {
+    "billing_hard_limit_reached",
+    "insufficient_quota",
+    "invalid_api_key",
+    "model_not_found",
+    "DeploymentNotFound",
+}
+# A refused prompt: OpenAI's code, and Azure's content-filter codes.
+CONTENT_CODES = {"content_policy_violation", "content_filter", "contentFilter", "ResponsibleAIPolicyViolation"}
 
 
 def family_of(model: str) -> ModelFamily:
@@ -112,7 +121,7 @@ def classify(exc: Exception) -> ProviderFailure:
             return ProviderFailure(Outcome.HARD_FAILURE, f"{label}: retrying will not help")
         if status == 404:
             return ProviderFailure(Outcome.HARD_FAILURE, f"{label}: model not found")
-        if code == "content_policy_violation" or "moderation" in code or "safety" in code:
+        if code in CONTENT_CODES or "moderation" in code or "safety" in code:
             return ProviderFailure(Outcome.CONTENT_POLICY, f"{label}: prompt refused by content policy")
         if status == 429:
             return ProviderFailure(
@@ -127,57 +136,65 @@ def classify(exc: Exception) -> ProviderFailure:
 
 
 def openai_client(api_key: str, base_url: str) -> AsyncOpenAI:
-    """The SDK client the OpenAI providers share: the SDK's own retries off (the chain is
-    the only retry layer) and every request waiting for its admission (admission.py)."""
-    return AsyncOpenAI(
-        api_key=api_key,
-        base_url=base_url,
-        max_retries=0,
-        http_client=DefaultAsyncHttpxClient(event_hooks=admission.event_hooks()),
-    )
+    """An SDK client with the SDK's own retries off (the chain is the only retry layer)."""
+    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+
+def azure_client(api_key: str, endpoint: str, api_version: str) -> AsyncAzureOpenAI:
+    """The SDK's Azure client: `api-key` header, deployments in the path, api-version."""
+    return AsyncAzureOpenAI(api_key=api_key, azure_endpoint=endpoint, api_version=api_version, max_retries=0)
 
 
 class OpenAIImageProvider:
+    """One model (or Azure deployment) behind one SDK client, which it owns."""
+
     def __init__(
         self,
         client: AsyncOpenAI,
         model: str,
         *,
+        name: str = "",
+        kind: str = "openai",
+        family: str = "",
         quality: str = "",
         output_format: str = "png",
         url_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.client = client
-        self.model = model
-        self.name = model
-        self.family = family_of(model)
+        self.model = model  # what the request names: the model, or the Azure deployment
+        self.name = name or model
+        self.kind = kind
+        self.family = family_of(family or model)
         self.max_prompt_chars = self.family.max_prompt_chars
         self.quality = quality
         self.output_format = output_format
         self._url_client = url_client
 
-    def price_key(self, size: tuple[int, int], quality: str) -> PriceKey:
-        width, height = nearest_size(self.family, size)
-        sent_quality = (quality or self.quality) if self.family.takes_quality else ""
+    def price_key(self, request: ImageRequest) -> PriceKey:
+        width, height = nearest_size(self.family, request.size)
+        sent_quality = (request.quality or self.quality) if self.family.takes_quality else ""
         return PriceKey(f"{width}x{height}", sent_quality or "auto")
 
-    def request_params(self, prompt: str, size: tuple[int, int], quality: str) -> dict[str, Any]:
-        key = self.price_key(size, quality)
-        params: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": key.size}
+    def request_params(self, request: ImageRequest) -> dict[str, Any]:
+        key = self.price_key(request)
+        params: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "n": 1, "size": key.size}
         if not self.family.base64_only:
             params["response_format"] = "b64_json"
-        if self.family.takes_quality and (quality or self.quality):
-            params["quality"] = quality or self.quality
+        if self.family.takes_quality and (request.quality or self.quality):
+            params["quality"] = request.quality or self.quality
         if self.family.takes_output_format and self.output_format:
             params["output_format"] = self.output_format
         return params
 
-    async def generate(self, prompt: str, size: tuple[int, int], quality: str, timeout: float) -> ProviderImage:
-        """One request. ``timeout`` bounds each network step; the caller's clock bounds the
-        whole (it starts when the request is admitted, see admission.py)."""
-        key = self.price_key(size, quality)
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def generate(self, request: ImageRequest, deadline: float) -> ProviderImage:
+        """One request, abandoned at ``deadline`` (a time.monotonic() value) at the latest."""
+        key = self.price_key(request)
+        timeout = max(deadline - time.monotonic(), 0.01)
         try:
-            response = await self.client.images.generate(**self.request_params(prompt, size, quality), timeout=timeout)
+            response = await self.client.images.generate(**self.request_params(request), timeout=timeout)
             items = response.data or []
             if not items:
                 raise ProviderFailure(Outcome.TRANSIENT, "answer had an empty data list", retry_same=True)
@@ -189,7 +206,7 @@ class OpenAIImageProvider:
                 except (binascii.Error, ValueError) as exc:
                     raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
             if item.url:
-                return ProviderImage(await self._fetch(item.url, timeout), key, usage)
+                return ProviderImage(await self._fetch(item.url, max(deadline - time.monotonic(), 0.01)), key, usage)
             raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
         except ProviderFailure:
             raise

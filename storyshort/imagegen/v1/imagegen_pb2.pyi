@@ -228,12 +228,35 @@ class ProviderState(_message.Message):
     BREAKER_OPEN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BREAKER_STATE_FIELD_NUMBER: _builtins.int
+    RETRY_IN_MS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    ATTEMPT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The chain entry's name (unique in the chain; the model's by default)."""
     available: _builtins.bool
     """False when the model check at start found the model missing or retired."""
     breaker_open: _builtins.bool
+    """True while the breaker is open or half-open (calls skip the provider)."""
     reason: _builtins.str
+    """Why the model is unavailable or its breaker opened, in an operator's words."""
     concurrency_limit: _builtins.int
+    kind: _builtins.str
+    """"openai" | "azure-openai" | "openai-compatible" | "google-imagen" | "placeholder"."""
+    breaker_state: _builtins.str
+    """"closed" | "open" | "half_open" (the cooldown is over: the next call is the probe)."""
+    retry_in_ms: _builtins.int
+    """While open: milliseconds until the breaker lets a probe through."""
+    consecutive_failures: _builtins.int
+    """Timeouts or transient failures in a row so far (the breaker opens at the threshold)."""
+    attempt_timeout_s: _builtins.float
+    """The model's own attempt timeout in seconds (attempts get at most a fair share of the
+    call's budget, and never more than this).
+    """
+    model: _builtins.str
+    """The model the requests name (for Azure, the deployment)."""
     def __init__(
         self,
         *,
@@ -242,10 +265,16 @@ class ProviderState(_message.Message):
         breaker_open: _builtins.bool = ...,
         reason: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        breaker_state: _builtins.str = ...,
+        retry_in_ms: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        attempt_timeout_s: _builtins.float = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "breaker_open", b"breaker_open", "concurrency_limit", b"concurrency_limit", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout_s", b"attempt_timeout_s", "available", b"available", "breaker_open", b"breaker_open", "breaker_state", b"breaker_state", "concurrency_limit", b"concurrency_limit", "consecutive_failures", b"consecutive_failures", "kind", b"kind", "model", b"model", "name", b"name", "reason", b"reason", "retry_in_ms", b"retry_in_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
