@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
+from gateway.healing import Healer
 from gateway.page import video_page
 from gateway.pipeline import Pipeline, Scene
 from gateway.queue import QueueRunner, ensure_schema, queue_app
@@ -108,6 +109,12 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
     }
 
 
+def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:
+    return Healer(
+        clients, first_wait=settings.heal_after, max_wait=settings.heal_max_wait, max_tries=settings.heal_max_tries
+    )
+
+
 def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
     """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
     budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
@@ -164,7 +171,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 app.state.runs = QueueRunner(pipeline, jobs, settings.database_url)
                 await app.state.runs.open()
             else:
-                app.state.runs = RunRegistry(pipeline)
+                app.state.runs = RunRegistry(pipeline, build_healer(settings, clients))
             try:
                 yield
             finally:

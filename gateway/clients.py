@@ -54,6 +54,12 @@ class ServiceClients:
         )
         return answer
 
+    async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
+        answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
+            imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
+        )
+        return answer
+
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
         # A storage restart is waited out inside the deadline instead of failing the scene.
         answer: storage_pb2.UploadResponse = await self.storage.Upload(

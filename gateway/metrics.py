@@ -41,3 +41,13 @@ for _outcome in ("generated", "placeholder", "failed", "skipped"):
     SCENES.labels(_outcome)
 for _reason in ("last_known", "unknown"):
     STATUS_DEGRADED.labels(_reason)
+HEALS = Counter(
+    "storyshort_gateway_heals_total",
+    "Videos with placeholders from provider trouble: resumed to heal them, or given up on",
+    ["outcome"],
+)
+PLACEHOLDERS_HEALED = Counter(
+    "storyshort_gateway_placeholders_healed_total", "Placeholder scenes replaced by a real image on a later run"
+)
+for _outcome in ("started", "given_up"):
+    HEALS.labels(_outcome)

@@ -113,6 +113,8 @@ class VideoRun:
     final: str | None = None
     reporting: InFlight = field(default_factory=InFlight)
     pending: Pending | None = None  # what earlier runs left in the spool, as prepare() found it
+    # Scenes stored as placeholders by earlier runs: a real image for one of them heals it.
+    placeholders_before: set[int] = field(default_factory=set)
 
     @property
     def fingerprint(self) -> tuple[tuple[int, str], ...]:
@@ -161,6 +163,7 @@ class Pipeline:
         # Real images already stored are never paid for again; placeholders cost nothing
         # and are retried, since a resume is when the real image is wanted.
         done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}
+        run.placeholders_before = {s.scene for s in stored.scenes if s.state == "stored" and s.placeholder}
         if done:
             log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
         return done
@@ -311,6 +314,9 @@ class Pipeline:
                 run.summary.placeholders += 1
             else:
                 run.summary.generated += 1
+                if scene.number in run.placeholders_before:
+                    metrics.PLACEHOLDERS_HEALED.inc()
+                    log.info("placeholder healed", extra={**ctx, "provider": image.provider, "url": result.url})
             await self.spool.drop(run.video_id, scene.number)
         except grpc.aio.AioRpcError as exc:
             result.state, result.error = "failed", f"upload failed: {exc.code().name}: {exc.details()}"

@@ -21,6 +21,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import scenes_conflict
+from gateway.healing import Healer
 from gateway.pipeline import Pipeline, Scene, VideoRun
 
 log = logging.getLogger("queue")
@@ -44,7 +45,11 @@ async def run_video(context: JobContext, video_id: str, scenes: list[list[Any]])
     run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes])
     log.info("run started", extra={"video_id": video_id, "job_id": context.job.id if context.job else None})
     done = await pipeline.prepare(run)
-    return await pipeline.run(run, done)
+    final = await pipeline.run(run, done)
+    healer: Healer | None = context.additional_context.get("healer")
+    if healer is not None:
+        healer.consider(run)  # a heal is enqueued like a POST, and any worker runs it
+    return final
 
 
 async def ensure_schema(queue_app: App) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from gateway.errors import scenes_conflict
+from gateway.healing import Healer
 from gateway.pipeline import Pipeline, Scene, VideoRun
 
 log = logging.getLogger("runs")
@@ -16,8 +17,11 @@ log = logging.getLogger("runs")
 class RunRegistry:
     """The in-process runner (the embedded default): runs live in this gateway's memory."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, healer: Healer | None = None) -> None:
         self.pipeline = pipeline
+        self.healer = healer
+        if healer is not None:
+            healer.resume = self.start
         self.running: dict[str, VideoRun] = {}
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._lock = asyncio.Lock()
@@ -39,17 +43,23 @@ class RunRegistry:
             raise
         task = asyncio.create_task(self.pipeline.run(run, done), name=f"video-{video_id}")
         self._tasks[video_id] = task
-        task.add_done_callback(lambda _t: self._finished(video_id))
+        task.add_done_callback(lambda _t: self._finished(run))
         return run, True
 
-    def _finished(self, video_id: str) -> None:
-        self.running.pop(video_id, None)
-        task = self._tasks.pop(video_id, None)
-        if task is not None and not task.cancelled() and task.exception() is not None:
-            log.error("video run crashed", extra={"video_id": video_id}, exc_info=task.exception())
+    def _finished(self, run: VideoRun) -> None:
+        self.running.pop(run.video_id, None)
+        task = self._tasks.pop(run.video_id, None)
+        if task is None or task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("video run crashed", extra={"video_id": run.video_id}, exc_info=task.exception())
+        elif self.healer is not None:
+            self.healer.consider(run)
 
     async def drain(self, grace: float) -> None:
         """On shutdown: let runs finish within the grace, then cancel what is left."""
+        if self.healer is not None:
+            await self.healer.close()
         tasks = list(self._tasks.values())
         if not tasks:
             return

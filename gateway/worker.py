@@ -9,9 +9,9 @@ import logging
 
 from procrastinate import App
 
-from gateway.app import build_pipeline
+from gateway.app import build_healer, build_pipeline
 from gateway.clients import ServiceClients
-from gateway.queue import ensure_schema, queue_app
+from gateway.queue import QueueRunner, ensure_schema, queue_app
 from services.common.config import GatewaySettings
 from services.common.logs import setup_logging
 
@@ -44,12 +44,17 @@ async def main() -> None:
     jobs = queue_app(settings.database_url)
     async with jobs.open_async():
         await ensure_schema(jobs)
+        # Heals of the videos this worker ran are enqueued like a POST would enqueue them.
+        healer = build_healer(settings, clients)
+        runner = QueueRunner(pipeline, jobs, settings.database_url)
+        await runner.open()
+        healer.resume = runner.start
         recovery = asyncio.create_task(retry_stalled(jobs, settings.worker_stalled_after))
         log.info("worker started", extra={"concurrency": settings.worker_concurrency})
         try:
             await jobs.run_worker_async(
                 concurrency=settings.worker_concurrency,
-                additional_context={"pipeline": pipeline},
+                additional_context={"pipeline": pipeline, "healer": healer},
                 update_heartbeat_interval=settings.worker_stalled_after / 3,
                 stalled_worker_timeout=settings.worker_stalled_after,
                 shutdown_graceful_timeout=settings.shutdown_grace,
@@ -57,6 +62,8 @@ async def main() -> None:
             )
         finally:
             recovery.cancel()
+            await healer.close()
+            await runner.drain(settings.shutdown_grace)
             await clients.close()
     log.info("worker stopped")
 

@@ -1,0 +1,70 @@
+"""Healing end to end: a video that ended with placeholders because its only model failed
+gets real images once the model recovers, without a new POST: new versioned URLs, progress
+never going back, each scene paid for once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
+from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Ok, model_entry
+from tools.processes import System
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
+        yield fake
+
+
+def test_placeholders_left_by_a_provider_outage_heal_when_it_recovers(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, SERVER_ERROR)
+    env = provider_env(
+        fake_openai.base_url,
+        IMAGEGEN_BREAKER_THRESHOLD="2",
+        IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN="2",
+        HEAL_AFTER="0.5",
+    )
+    system = make_system(env)
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "heals", scenes(3)).status_code == 202
+        seen = poll_until_done(client, "heals")
+        broken = seen[-1]
+        assert broken["status"] == "assets_generated"
+        assert all(i["placeholder"] and i["reason"] == "every provider failed" for i in broken["images"])
+        failed_requests = fake_openai.count(MODEL)
+        assert failed_requests >= 2  # the outage was felt, and the breaker stopped the asking
+        fake_openai.script(MODEL, Ok())  # the provider recovers
+
+        def healed() -> bool:
+            answer = client.get("/api/video-status", params={"videoId": "heals"}).json()
+            seen.append(answer)
+            images = answer["images"]
+            return (
+                answer["status"] == "assets_generated"
+                and len(images) == 3
+                and not any(i["placeholder"] for i in images)
+            )
+
+        assert wait_until(healed, timeout=60, every=0.1), seen[-1]
+    assert_progress_never_decreased(seen)
+    final: dict[str, Any] = seen[-1]
+    assert final["progress"] == 100
+    assert all(i["provider"] == MODEL for i in final["images"])
+    before = {i["scene"]: i["url"] for i in broken["images"]}
+    assert all(i["url"] != before[i["scene"]] for i in final["images"])  # new versioned URLs
+    for image in final["images"]:
+        assert httpx.get(image["url"], timeout=10).status_code == 200
+    assert sorted(fake_openai.paid) == sorted(s["prompt"] for s in scenes(3))  # each scene paid once
+    metrics = httpx.get(f"{system.gateway_url}/metrics", timeout=10).text
+    assert "storyshort_gateway_placeholders_healed_total 3.0" in metrics
