@@ -14,7 +14,10 @@ from bench.common import RESULTS, Figure, machine, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "pipeline": bench_pipeline.pipeline,
-    "hanging-first-model": bench_imagegen.hanging_first_model,
+    "hanging-primary": bench_imagegen.hanging_primary,
+    "failing-primary": bench_imagegen.failing_primary,
+    "recovering-primary": bench_imagegen.recovering_primary,
+    "heavy-tail": bench_imagegen.heavy_tail,
     "transient-faults": bench_imagegen.transient_faults,
     "status-reads": bench_status.status_reads,
     "memory": bench_storage.memory,

@@ -29,7 +29,9 @@ from gateway.pipeline import Scene, VideoRun
 log = logging.getLogger("healing")
 # Placeholder reasons that a later run can fix (a "budget" placeholder stays one).
 HEALABLE = frozenset({"every provider failed", "imagegen unavailable"})
-Resume = Callable[[str, list[Scene]], Awaitable[object]]
+# Start a run of the video as a POST does; answers (run, started): not started when a run of
+# the video is under way (with RUNS=queue, maybe the job that just asked for this heal).
+Resume = Callable[[str, list[Scene]], Awaitable[tuple[VideoRun, bool]]]
 
 
 @dataclass
@@ -119,11 +121,15 @@ class Healer:
 
     async def _start(self, heal: Heal) -> None:
         assert self.resume is not None
-        self._tries[heal.video_id] = self._tries.get(heal.video_id, 0) + 1
-        metrics.HEALS.labels("started").inc()
-        log.info("resuming a video to heal its placeholders", extra={"video_id": heal.video_id})
         try:
-            await self.resume(heal.video_id, heal.scenes)
+            _run, started = await self.resume(heal.video_id, heal.scenes)
+            if not started:  # a run is under way; its end decides anew
+                heal.due = time.monotonic() + self.first_wait
+                self.pending.setdefault(heal.video_id, heal)
+                return
+            self._tries[heal.video_id] = self._tries.get(heal.video_id, 0) + 1
+            metrics.HEALS.labels("started").inc()
+            log.info("resumed the video to heal its placeholders", extra={"video_id": heal.video_id})
         except HTTPError as exc:  # its scenes changed since: the newer run is the one that counts
             log.info("heal dropped", extra={"video_id": heal.video_id, "reason": exc.message})
             self._tries.pop(heal.video_id, None)
@@ -132,7 +138,7 @@ class Healer:
                 "could not resume the video to heal it; trying later",
                 extra={"video_id": heal.video_id, "error": str(exc)},
             )
-            heal.due = time.monotonic() + min(self.first_wait * 2 ** self._tries[heal.video_id], self.max_wait)
+            heal.due = time.monotonic() + min(self.first_wait * 2 ** self._tries.get(heal.video_id, 0), self.max_wait)
             self.pending.setdefault(heal.video_id, heal)
 
     async def _until_providers_answer(self) -> float | None:

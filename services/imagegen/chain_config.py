@@ -65,7 +65,7 @@ class ProviderEntry(BaseModel):
         if kind is None:
             raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if kind.needs_base_url and not self.base_url:
-            raise ValueError(f"a {self.kind} entry needs base_url")
+            raise ValueError(f"{self.kind} entries need base_url (the endpoint to call)")
         self.base_url = self.base_url or kind.default_base_url
         self.api_key_env = self.api_key_env or kind.key_env
         self.name = self.name or self.model
@@ -172,7 +172,7 @@ def check_time_budget(settings: ImagegenSettings, entries: list[ProviderEntry]) 
     for entry in entries:
         timeout = entry.attempt_timeout(settings)
         needed = timeout * len(entries) + settings.placeholder_reserve
-        if timeout > share:
+        if timeout > 1.1 * share:  # a cut worth knowing about
             log.warning(
                 "a model's attempts will be cut to its fair share of IMAGE_GEN_TIMEOUT",
                 extra={

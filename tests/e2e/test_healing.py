@@ -10,10 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
 from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Ok, model_entry
+from tests.pg import pg_dsn
 from tools.processes import System
+
+__all__ = ["pg_dsn"]
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +27,35 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield fake
 
 
+OUTAGE = {"IMAGEGEN_BREAKER_THRESHOLD": "2", "IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN": "2", "HEAL_AFTER": "0.5"}
+
+
 def test_placeholders_left_by_a_provider_outage_heal_when_it_recovers(
     make_system: Callable[..., System], fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.script(MODEL, SERVER_ERROR)
-    env = provider_env(
-        fake_openai.base_url,
-        IMAGEGEN_BREAKER_THRESHOLD="2",
-        IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN="2",
-        HEAL_AFTER="0.5",
-    )
+    system = make_system(provider_env(fake_openai.base_url, **OUTAGE))
+    system.start_all()
+    outage_then_recovery(system, fake_openai, "gateway")
+
+
+@pytest.mark.postgres
+def test_with_queued_runs_the_worker_heals_the_videos_it_ran(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI, pg_dsn: str
+) -> None:
+    fake_openai.script(MODEL, SERVER_ERROR)
+    env = provider_env(fake_openai.base_url, STATUS_STORE="postgres", DATABASE_URL=pg_dsn, RUNS="queue", **OUTAGE)
     system = make_system(env)
     system.start_all()
+    system.start_replica("worker-1", "gateway.worker", {})
+    assert wait_until(lambda: "worker started" in logs_of(system, "worker-1"), timeout=30)
+    outage_then_recovery(system, fake_openai, "worker-1")
+    assert "resumed the video to heal its placeholders" in logs_of(system, "worker-1")
+
+
+def outage_then_recovery(system: System, fake_openai: FakeOpenAI, healer: str) -> None:
+    """Post a video while the only model fails, let the model recover, and check the video
+    heals by itself: real images, new URLs, progress never back, each scene paid once."""
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
         assert post(client, "heals", scenes(3)).status_code == 202
         seen = poll_until_done(client, "heals")
@@ -66,5 +86,4 @@ def test_placeholders_left_by_a_provider_outage_heal_when_it_recovers(
     for image in final["images"]:
         assert httpx.get(image["url"], timeout=10).status_code == 200
     assert sorted(fake_openai.paid) == sorted(s["prompt"] for s in scenes(3))  # each scene paid once
-    metrics = httpx.get(f"{system.gateway_url}/metrics", timeout=10).text
-    assert "storyshort_gateway_placeholders_healed_total 3.0" in metrics
+    assert logs_of(system, healer).count('"msg": "placeholder healed"') == 3

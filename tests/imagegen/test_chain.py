@@ -45,14 +45,20 @@ class Stub:
         return answer
 
 
-async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
-    servicer = await build_servicer(settings(fake, **env))
+async def serve(configured: ImagegenSettings) -> AsyncIterator[Stub]:
+    """imagegen as configured, on a real gRPC server, and a stub to call it."""
+    servicer = await build_servicer(configured)
     reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
     try:
         async with grpc_server(reg) as (_running, channel):
             yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer)
     finally:
         await servicer.chain.close()
+
+
+async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
+    async for stub in serve(settings(fake, **env)):
+        yield stub
 
 
 @pytest.fixture

@@ -6,22 +6,21 @@ the others serving; a chain file that cannot work is refused at start."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.common.config import ImagegenSettings
-from services.common.server import Registration
-from services.imagegen.__main__ import build_servicer
 from services.imagegen.chain_config import ChainConfigError, load_entries
-from services.imagegen.servicer import SERVICE
-from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
-from tests.conftest import grpc_server
+from storyshort.imagegen.v1 import imagegen_pb2
 from tests.fakes import google_imagen_fake as gf
 from tests.fakes import openai_fake as fo
-from tests.imagegen.test_chain import Stub, outcomes
+from tests.imagegen.test_chain import outcomes, serve
 
 AZURE_KEY, GOOGLE_KEY, COMPAT_KEY = "azure-test-key-1", "AIza-test-key-2", "compat-test-key-3"
 IMAGEN = "imagen-4.0-generate-001"
@@ -74,16 +73,6 @@ def chain_settings(tmp_path: Path, entries: list[dict[str, Any]], **env: Any) ->
     path.write_text(json.dumps({"providers": entries}))
     values = {"IMAGEGEN_CHAIN_FILE": str(path), "IMAGEGEN_ATTEMPT_TIMEOUT": "5", **{k: str(v) for k, v in env.items()}}
     return ImagegenSettings.model_validate(values)
-
-
-async def serve(settings: ImagegenSettings) -> AsyncIterator[Stub]:
-    servicer = await build_servicer(settings)
-    reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
-    try:
-        async with grpc_server(reg) as (_running, channel):
-            yield Stub(imagegen_pb2_grpc.ImageGenServiceStub(channel), servicer)
-    finally:
-        await servicer.chain.close()
 
 
 @pytest.mark.usefixtures("keys")
@@ -175,7 +164,7 @@ async def test_an_openai_compatible_server_with_its_own_key_and_address(tmp_path
     ("entries", "words"),
     [
         ([{"kind": "midjourney", "model": "v7"}], "kind 'midjourney' is not one of openai, openai-compatible"),
-        ([{"kind": "azure-openai", "model": "gpt-image-2", "api_key_env": "TEST_AZURE_KEY"}], "needs base_url"),
+        ([{"kind": "azure-openai", "model": "gpt-image-2", "api_key_env": "TEST_AZURE_KEY"}], "entries need base_url"),
         (
             [{"kind": "openai", "model": "gpt-image-2", "api_key_env": "NO_SUCH_KEY_VAR"}],
             "no key for gpt-image-2 (NO_SUCH_KEY_VAR)",
@@ -216,3 +205,15 @@ def test_the_example_chain_file_in_the_readme_loads(monkeypatch: pytest.MonkeyPa
     ]
     assert entries[0].base_url == "https://api.openai.com/v1" and entries[0].quality == "low"
     assert entries[2].price is not None and entries[2].attempt_timeout(ImagegenSettings()) == 40
+
+
+def test_the_service_refuses_to_start_on_a_chain_it_cannot_run(tmp_path: Path) -> None:
+    path = tmp_path / "chain.json"
+    path.write_text(json.dumps({"providers": [{"kind": "azure-openai", "model": "gpt-image-2"}]}))
+    env = {**os.environ, "IMAGEGEN_CHAIN_FILE": str(path), "IMAGEGEN_PORT": "0", "IMAGEGEN_METRICS_PORT": "0"}
+    started = subprocess.run(
+        [sys.executable, "-m", "services.imagegen"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode != 0
+    assert "providers.0: azure-openai entries need base_url" in started.stderr
+    assert "Traceback" not in started.stderr
