@@ -83,7 +83,7 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
                 "placeholder": sc.placeholder,
                 "provider": sc.provider,
                 "reason": sc.error if sc.placeholder else "",
-                "costUsd": sc.cost_usd,
+                "costUsd": sc.cost_usd if sc.cost_known else None,
             }
             for sc in video.scenes
             if sc.state == "stored"
@@ -94,7 +94,9 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
         "stalled": answer.stalled,
         "ageMs": answer.age_ms,
         "degradedReason": answer.degraded_reason,
-        "spendUsd": round(sum(sc.cost_usd for sc in video.scenes), 6),
+        "spendUsd": round(sum(sc.cost_usd for sc in video.scenes), 6)
+        if all(sc.cost_known for sc in video.scenes)
+        else None,
         "updatedAtMs": video.updated_at_ms,
         "summary": {
             "generated": s.generated,
@@ -103,7 +105,7 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
             "hardProviderFailures": s.hard_provider_failures,
             "providerAttempts": s.provider_attempts,
             "elapsedMs": s.elapsed_ms,
-            "spendUsd": round(s.spend_usd, 6),
+            "spendUsd": round(s.spend_usd, 6) if not s.unpriced_images else None,
             "unpricedImages": s.unpriced_images,
         },
     }

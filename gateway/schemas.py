@@ -32,7 +32,7 @@ class ImageOut(BaseModel):
     placeholder: bool
     provider: str
     reason: str = Field("", description="why a placeholder was used: budget, every provider failed, ...")
-    costUsd: float = 0.0
+    costUsd: float | None = Field(0.0, description="estimated cost of this image; null: its model has no price")
 
 
 class FailedSceneOut(BaseModel):
@@ -47,7 +47,7 @@ class SummaryOut(BaseModel):
     hardProviderFailures: int = 0
     providerAttempts: int = 0
     elapsedMs: int = 0
-    spendUsd: float = 0.0
+    spendUsd: float | None = Field(0.0, description="estimated spend of the run; null when an image had no price")
     unpricedImages: int = 0
 
 
@@ -63,7 +63,9 @@ class VideoStatusOut(BaseModel):
     stalled: bool = False
     ageMs: int = 0
     degradedReason: str = ""
-    spendUsd: float = Field(0.0, description="estimated spend on this video's images, all runs")
+    spendUsd: float | None = Field(
+        0.0, description="estimated spend on this video's images, all runs; null when an image had no price"
+    )
     summary: SummaryOut | None = Field(None, description="the latest run")
     updatedAtMs: int = Field(0, description="when the video last changed, ms since the epoch (0: not known)")
 
