@@ -42,8 +42,9 @@ migrate-storage-policy: $(STAMP)
 run: $(STAMP)
 	$(PY) -m tools.run_local
 
+# The gateway of `make run` (GATEWAY_PORT, as it was started), or `make demo URL=http://...`.
 demo: $(STAMP)
-	$(PY) -m tools.demo
+	$(PY) -m tools.demo $(if $(URL),--url $(URL),)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not matrix"

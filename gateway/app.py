@@ -65,10 +65,37 @@ def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
     return scenes
 
 
-def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
+def current_url(stored: str, origin: str) -> str:
+    """A stored public URL on today's address: its object location (bucket, path and
+    version) kept, its origin replaced, so moving the gateway breaks no earlier link."""
+    at = stored.find(PUBLIC_PREFIX + "/")
+    return origin + stored[at:] if at > 0 else stored
+
+
+async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
+    """A resume without scenes: the prompts the video's latest run was started with."""
+    try:
+        answer = await clients.get_video(video_id)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise InvalidArgument(
+                f"scenes is empty and there is no video {video_id!r} to resume; give its scenes"
+            ) from exc
+        raise HTTPError(
+            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
+        ) from exc
+    if answer.degraded:
+        raise HTTPError(503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes")
+    if not answer.video.prompts:
+        raise InvalidArgument(f"scenes is empty and video {video_id!r} has no stored prompts; give its scenes")
+    return [Scene(p.scene, p.prompt) for p in answer.video.prompts]
+
+
+def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, Any]:
     """The answer of GET /api/video-status, shaped as VideoStatusOut (the schema in the
     OpenAPI document, which the fuzz test holds every answer to). Built as a plain dict:
-    validating a model on every poll cost more than the rest of the gateway's work."""
+    validating a model on every poll cost more than the rest of the gateway's work.
+    Image URLs are built on ``origin``, where public images are served now."""
     video = answer.video
     s = video.summary
     return {
@@ -79,7 +106,7 @@ def status_json(answer: status_pb2.GetVideoResponse) -> dict[str, Any]:
         "images": [
             {
                 "scene": sc.scene,
-                "url": sc.url,
+                "url": current_url(sc.url, origin),
                 "placeholder": sc.placeholder,
                 "provider": sc.provider,
                 "reason": sc.error if sc.placeholder else "",
@@ -233,7 +260,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Start generating one image per scene; answers at once (202) while the run goes on."""
         require_key(request)
         video_id = validation.video_id(body.videoId, "videoId")
-        scenes = parse_scenes(body, settings.max_scenes)
+        if body.scenes:
+            scenes = parse_scenes(body, settings.max_scenes)
+        else:
+            scenes = await stored_scenes(request.app.state.clients, video_id)
         run, started = await request.app.state.runs.start(video_id, scenes)
         out = GenerateOut(
             videoId=video_id, status="generating_images", scenes=len(run.scenes), alreadyRunning=not started
@@ -253,7 +283,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return grpc_error_response(exc)
             answer = last_known.degraded(video_id, f"status service: {exc.code().name}")
-        return JSONResponse(status_json(answer), headers=NO_STORE)
+        return JSONResponse(status_json(answer, settings.public_origin), headers=NO_STORE)
 
     @app.get(PUBLIC_PREFIX + "/{bucket}/{object_path:path}", responses=ERRORS, include_in_schema=True)
     async def public_object(bucket: str, object_path: str) -> Response:

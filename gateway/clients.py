@@ -73,10 +73,14 @@ class ServiceClients:
         )
         return answer
 
-    async def start_video(self, video_id: str, scene_count: int) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.StartVideo(
-            status_pb2.StartVideoRequest(video_id=video_id, scene_count=scene_count), timeout=self.status_timeout
+    async def start_video(self, video_id: str, prompts: dict[int, str]) -> status_pb2.Video:
+        """Mark a run's start: the video generating, its scene count and its prompts."""
+        request = status_pb2.StartVideoRequest(
+            video_id=video_id,
+            scene_count=len(prompts),
+            prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(prompts.items())],
         )
+        answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:

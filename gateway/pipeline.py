@@ -156,7 +156,8 @@ class Pipeline:
         """Mark the video generating; answer the scenes that already have a real image."""
         # What earlier runs left in the spool is listed meanwhile (a thread hop less later).
         stored, run.pending = await asyncio.gather(
-            self.clients.start_video(run.video_id, len(run.scenes)), self.spool.pending(run.video_id)
+            self.clients.start_video(run.video_id, {s.number: s.prompt for s in run.scenes}),
+            self.spool.pending(run.video_id),
         )
         numbers = {s.number for s in run.scenes}
         run.spent_before = sum(s.cost_usd for s in stored.scenes)

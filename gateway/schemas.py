@@ -16,7 +16,10 @@ class GenerateIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     videoId: str = Field(description="Letters, digits, '-' and '_', at most 128 characters")
-    scenes: list[SceneIn]
+    scenes: list[SceneIn] = Field(
+        default_factory=list,
+        description="The scenes; leave out (or empty) to resume the video with the prompts of its latest run",
+    )
 
 
 class GenerateOut(BaseModel):

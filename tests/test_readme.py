@@ -33,7 +33,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
 
 def grpcurl_lines() -> list[str]:
     block = README.split("## gRPC services (grpcurl)", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    return [line.strip() for line in block.splitlines() if line.strip().startswith("grpcurl ")]
+    return [line.strip() for line in block.splitlines() if line.strip().startswith(".venv/bin/grpcurl ")]
 
 
 @pytest.mark.slow
@@ -49,5 +49,7 @@ def test_the_readme_grpcurl_lines_work(make_system: Callable[..., System]) -> No
     assert len(lines) >= 8
     for line in lines:
         args = shlex.split(re.sub(r"127\.0\.0\.1:(5005[123])", lambda m: f"127.0.0.1:{ports[m.group(1)]}", line))
-        done = subprocess.run([str(GRPCURL), *args[1:]], capture_output=True, text=True, timeout=30)
+        # As written: the command is the path the README gives, from the repository's root.
+        assert (ROOT / args[0]).resolve() == GRPCURL.resolve()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=ROOT)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"

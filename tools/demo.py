@@ -4,6 +4,7 @@ finishes, then a table of the scenes and their image URLs."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -31,7 +32,8 @@ def bar(progress: int, width: int = 40) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway")
+    port = os.environ.get("GATEWAY_PORT") or "8080"
+    parser.add_argument("--url", default=f"http://127.0.0.1:{port}", help="the gateway (default: GATEWAY_PORT's)")
     parser.add_argument("--video-id", default=f"demo-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the video")
     args = parser.parse_args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +14,13 @@ MIB = 1024 * 1024
 # channel uses this instead (image plus protobuf framing, with room to spare).
 GRPC_MAX_MESSAGE_BYTES = 8 * MIB
 MAX_IMAGE_BYTES = 5 * MIB
+
+
+def url_without_password(url: str) -> str:
+    """A URL fit to print: scheme, host, port and path; never the user or password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 class CommonSettings(BaseSettings):
@@ -110,6 +118,15 @@ class ObjectLayoutSettings(CommonSettings):
     local_dir: Path | None = Field(None, validation_alias="STORAGE_LOCAL_DIR")
     # Base of public URLs for the local backend (the gateway's address).
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")
+    backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
+    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+
+    @property
+    def public_origin(self) -> str:
+        """Where public image URLs point now: the gateway (local backend) or Supabase."""
+        if self.backend == "supabase" and self.supabase_url:
+            return self.supabase_url.rstrip("/")
+        return self.public_base_url.rstrip("/")
 
     @property
     def storage_root(self) -> Path:
@@ -119,8 +136,6 @@ class ObjectLayoutSettings(CommonSettings):
 class StorageSettings(ObjectLayoutSettings):
     port: int = Field(50052, validation_alias="STORAGE_PORT")
     metrics_port: int = Field(9102, validation_alias="STORAGE_METRICS_PORT")
-    backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
-    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
 
 

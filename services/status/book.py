@@ -144,10 +144,14 @@ class StatusBook:
     async def create(self, video_id: str, scene_count: int, budget: Budget) -> Video:
         return await self._write("create", budget, lambda: self.store.create(video_id, scene_count))
 
-    async def start(self, video_id: str, scene_count: int, budget: Budget) -> Video:
-        """Create the video if need be and mark it generating (a run begins)."""
+    async def start(
+        self, video_id: str, scene_count: int, budget: Budget, prompts: dict[int, str] | None = None
+    ) -> Video:
+        """Create the video if need be and mark it generating (a run begins), keeping the
+        run's prompts when given."""
         await self.create(video_id, scene_count, budget)
-        return await self.update(video_id, VideoUpdate(status=GENERATING, scene_count=scene_count, error=""), budget)
+        change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
+        return await self.update(video_id, change, budget)
 
     async def update(self, video_id: str, change: VideoUpdate, budget: Budget) -> Video:
         return await self._write("update", budget, lambda: self.store.update(video_id, change))

@@ -36,6 +36,7 @@ def video_to_pb(video: Video) -> status_pb2.Video:
         updated_at_ms=video.updated_at_ms,
         scenes=[scene_to_pb(s) for s in video.scenes],
         summary=summary_to_pb(video.summary),
+        prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(video.prompts.items())],
     )
 
 
@@ -49,4 +50,5 @@ def video_from_pb(message: status_pb2.Video) -> Video:
         updated_at_ms=message.updated_at_ms,
         scenes=[scene_from_pb(s) for s in message.scenes],
         summary=summary_from_pb(message.summary),
+        prompts={p.scene: p.prompt for p in message.prompts},
     )

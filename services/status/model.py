@@ -90,6 +90,8 @@ class Video:
     updated_at_ms: int = field(default_factory=now_ms)
     scenes: list[SceneResult] = field(default_factory=list)
     summary: RunSummary = field(default_factory=RunSummary)
+    # Scene number -> prompt, as the latest run was started.
+    prompts: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class VideoUpdate:
     scene_count: int | None = None
     error: str | None = None
     summary: RunSummary | None = None
+    prompts: dict[int, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import grpc
 
@@ -27,6 +28,21 @@ def _scene_count(value: int) -> int:
     if not 0 <= value <= MAX_SCENES:
         raise InvalidArgument(f"scene_count must be between 0 and {MAX_SCENES}; got {value}")
     return value
+
+
+def _prompts(given: Iterable[status_pb2.ScenePrompt]) -> dict[int, str]:
+    prompts: dict[int, str] = {}
+    for item in given:
+        scene = validation.scene_number(item.scene)
+        if scene in prompts:
+            raise InvalidArgument(f"prompts: scene {scene} is given twice")
+        try:
+            prompts[scene] = validation.prompt(item.prompt)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"prompts: scene {scene}: {exc}") from exc
+    if len(prompts) > MAX_SCENES:
+        raise InvalidArgument(f"prompts: at most {MAX_SCENES} scenes; got {len(prompts)}")
+    return prompts
 
 
 def _change(request: status_pb2.UpdateVideoRequest) -> VideoUpdate:
@@ -60,7 +76,10 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.Video:
         video_id = validation.video_id(request.video_id)
         video = await self.book.start(
-            video_id, _scene_count(request.scene_count), Budget.from_context(context, CALL_BUDGET)
+            video_id,
+            _scene_count(request.scene_count),
+            Budget.from_context(context, CALL_BUDGET),
+            _prompts(request.prompts),
         )
         return video_to_pb(video)
 

@@ -4,6 +4,7 @@ server (and storage, where a test needs faults, at the fake Supabase)."""
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import threading
@@ -19,7 +20,7 @@ from tests.conftest import logs_of
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
 from tests.fakes import supabase_fake as sf
 from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok, model_entry
-from tools.processes import System
+from tools.processes import ROOT, System, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -211,29 +212,20 @@ def test_the_video_page_shows_progress_and_images_in_a_real_browser(
             page.screenshot(Path(system.env["DATA_DIR"]) / f"page-{width}.png")
 
 
-def test_make_demo_posts_ten_scenes_and_prints_the_table(make_system: Callable[..., System]) -> None:
-    system = make_system()
+def test_make_demo_follows_the_gateways_port_and_prints_the_table(make_system: Callable[..., System]) -> None:
+    system = make_system()  # on free ports, not 8080
     system.start_all()
     done = subprocess.run(
-        [
-            __import__("sys").executable,
-            "-m",
-            "tools.demo",
-            "--url",
-            system.gateway_url,
-            "--video-id",
-            "demo-t",
-            "--timeout",
-            "60",
-        ],
+        ["make", "--no-print-directory", "demo"],
+        env={**os.environ, "GATEWAY_PORT": str(system.port("gateway"))},
         capture_output=True,
         text=True,
-        timeout=90,
-        cwd=system.env["PYTHONPATH"].split(":")[0],
+        timeout=120,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert "100% assets_generated" in done.stdout
-    rows = [line for line in done.stdout.splitlines() if "/videos/demo-t/images/scene-" in line]
+    rows = [line for line in done.stdout.splitlines() if "/images/scene-" in line]
     assert len(rows) == 10
 
 
@@ -252,3 +244,38 @@ def test_a_four_and_a_half_mib_image_goes_through_and_back_out_byte_for_byte(
         final = poll_until_done(client, "big")[-1]
     assert final["status"] == "assets_generated" and final["images"][0]["provider"] == MODEL
     assert httpx.get(final["images"][0]["url"], timeout=10).content == big
+
+
+def test_image_urls_follow_the_gateways_address_of_the_moment(make_system: Callable[..., System]) -> None:
+    system = make_system()
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "moved", scenes(2))
+        first = poll_until_done(client, "moved")[-1]
+    assert all(i["url"].startswith(system.gateway_url + "/storage/v1/object/public/") for i in first["images"])
+    moved = free_port()  # the gateway moves to another address; earlier links must still work
+    system.start_replica(
+        "gateway-2", "gateway", {"GATEWAY_PORT": str(moved), "PUBLIC_BASE_URL": f"http://127.0.0.1:{moved}"}, port=moved
+    )
+    answer = httpx.get(f"http://127.0.0.1:{moved}/api/video-status", params={"videoId": "moved"}, timeout=10).json()
+    before = {i["scene"]: i["url"] for i in first["images"]}
+    for image in answer["images"]:
+        assert image["url"] == before[image["scene"]].replace(system.gateway_url, f"http://127.0.0.1:{moved}")
+        assert "?v=" in image["url"]  # the version is kept
+        assert httpx.get(image["url"], timeout=10).status_code == 200
+
+
+def test_a_video_resumes_with_its_stored_prompts_when_no_scenes_are_given(make_system: Callable[..., System]) -> None:
+    system = make_system()
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "again", scenes(3)).status_code == 202
+        poll_until_done(client, "again")
+        resumed = client.post("/api/generate-preview-images", json={"videoId": "again"})
+        assert resumed.status_code == 202, resumed.text
+        assert resumed.json()["scenes"] == 3
+        final = poll_until_done(client, "again")[-1]
+        assert final["status"] == "assets_generated" and len(final["images"]) == 3
+        unknown = client.post("/api/generate-preview-images", json={"videoId": "never-posted", "scenes": []})
+        assert unknown.status_code == 400
+        assert "no video 'never-posted' to resume" in unknown.json()["error"]["message"]

@@ -61,7 +61,7 @@ UNAVAILABLE = Fail(503, "503", "ServiceUnavailable", "try again")
 # Column defaults, as sql/postgres/001_init.sql declares them.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "videos": {"status": "draft", "image_upload_progress": 0},
-    "preview_runs": {"scene_count": 0, "error": "", "summary": "{}"},
+    "preview_runs": {"scene_count": 0, "error": "", "summary": "{}", "prompts": "[]"},
     "preview_scenes": {
         "url": "",
         "path": "",

@@ -12,6 +12,7 @@ from services.common.errors import FailedPrecondition, NotFound
 from services.status.book import StatusBook
 from services.status.model import RunSummary, SceneResult, VideoUpdate
 from services.status.stores.base import StatusStore
+from tests.conftest import eventually
 
 
 def budget() -> Budget:
@@ -158,3 +159,21 @@ async def test_a_generating_video_without_updates_is_reported_stalled_and_listed
 async def test_get_of_an_unknown_video_is_not_found_not_degraded(store: StatusStore) -> None:
     with pytest.raises(NotFound):
         await StatusBook(store).get("never", budget())
+
+
+async def test_a_runs_prompts_are_kept_so_a_stalled_video_can_be_resumed_without_them(store: StatusStore) -> None:
+    book = StatusBook(store, stall_after=0.001)
+    prompts = {1: "a fox in the snow", 2: 'a lighthouse at dusk, "quoted" and ünïcode'}
+    started = await book.start("v1", 2, budget(), prompts)
+    assert started.prompts == prompts
+
+    async def listed() -> bool:  # once it is older than the stall threshold (1 ms)
+        return bool(await book.list_stalled(budget()))
+
+    assert await eventually(listed, timeout=5)
+    stalled = await book.list_stalled(budget())
+    assert [(v.video_id, v.prompts) for v in stalled] == [("v1", prompts)]
+    again = await book.start("v1", 2, budget())  # a start without prompts keeps the stored ones
+    assert again.prompts == prompts
+    edited = await book.start("v1", 2, budget(), {1: "a fox at dawn", 2: prompts[2]})
+    assert edited.prompts[1] == "a fox at dawn"

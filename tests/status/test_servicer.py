@@ -73,6 +73,25 @@ BAD = [
         ),
         "between 0 and 100",
     ),
+    (
+        "StartVideo",
+        status_pb2.StartVideoRequest(video_id="v", scene_count=1, prompts=[status_pb2.ScenePrompt(scene=1, prompt="")]),
+        "prompts: scene 1: prompt is empty",
+    ),
+    (
+        "StartVideo",
+        status_pb2.StartVideoRequest(
+            video_id="v", scene_count=1, prompts=[status_pb2.ScenePrompt(scene=0, prompt="x")]
+        ),
+        "1-based",
+    ),
+    (
+        "StartVideo",
+        status_pb2.StartVideoRequest(
+            video_id="v", scene_count=2, prompts=[status_pb2.ScenePrompt(scene=1, prompt="x")] * 2
+        ),
+        "scene 1 is given twice",
+    ),
 ]
 
 

@@ -110,7 +110,7 @@ class PostgresStore:
     def _select(self, lock: bool) -> sql.Composed:
         return sql.SQL(
             "SELECT v.{id}::text AS id, v.{status} AS status, v.{progress} AS progress, r.scene_count, r.error, "
-            "r.summary, r.updated_at_ms FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
+            "r.summary, r.updated_at_ms, r.prompts FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
             "WHERE v.{id} = %s" + (" FOR UPDATE OF v" if lock else "")
         ).format(**self._v)
 

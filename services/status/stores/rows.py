@@ -27,6 +27,17 @@ def summary_from_json(text: str | None) -> RunSummary:
     return RunSummary(**{k: kinds[k](v) for k, v in data.items() if k in kinds})  # type: ignore[arg-type]
 
 
+def prompts_to_json(prompts: dict[int, str]) -> str:
+    return json.dumps([[scene, prompt] for scene, prompt in sorted(prompts.items())])
+
+
+def prompts_from_json(text: str | None) -> dict[int, str]:
+    try:
+        return {int(scene): str(prompt) for scene, prompt in json.loads(text or "[]")}
+    except (ValueError, TypeError):
+        return {}
+
+
 def scene_from_row(row: Sequence[Any]) -> SceneResult:
     values = dict(zip(SCENE_COLUMNS, row, strict=True))
     values["placeholder"] = bool(values["placeholder"])
@@ -45,6 +56,7 @@ def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult]) -> Video:
         updated_at_ms=int(row["updated_at_ms"] or 0),
         scenes=scenes,
         summary=summary_from_json(row["summary"]),
+        prompts=prompts_from_json(row["prompts"]),
     )
 
 
@@ -57,4 +69,6 @@ def run_columns(change: VideoUpdate, resumed: bool) -> dict[str, object]:
         columns["error"] = change.error
     if change.summary is not None:
         columns["summary"] = summary_to_json(change.summary)
+    if change.prompts:
+        columns["prompts"] = prompts_to_json(change.prompts)
     return columns

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 _SELECT_VIDEO = """
 SELECT v.id, v.status, v.image_upload_progress AS progress, r.scene_count, r.error, r.summary,
-       r.updated_at_ms
+       r.updated_at_ms, r.prompts
 FROM videos v LEFT JOIN preview_runs r ON r.video_id = v.id
 WHERE v.id = ?
 """

@@ -31,7 +31,7 @@ from services.status.model import (
 )
 from services.status.stores.base import StoreUnavailable
 from services.status.stores.postgres import VideosTable
-from services.status.stores.rows import SCENE_COLUMNS, run_columns, summary_from_json
+from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
 
 T = TypeVar("T")
 CAS_TRIES = 5
@@ -115,6 +115,7 @@ class SupabaseStore:
             updated_at_ms=int(r.get("updated_at_ms") or 0),
             scenes=[SceneResult(**{c: s[c] for c in SCENE_COLUMNS}) for s in scenes],
             summary=summary_from_json(r.get("summary")),
+            prompts=prompts_from_json(r.get("prompts")),
         )
 
     async def _read_existing(self, db: AClient, video_id: str) -> Video:

@@ -137,6 +137,7 @@ class Video(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
     SCENES_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     status: _builtins.str
     progress: _builtins.int
@@ -149,6 +150,10 @@ class Video(_message.Message):
     def scenes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SceneResult]: ...
     @_builtins.property
     def summary(self) -> Global___RunSummary: ...
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScenePrompt]:
+        """Each scene's prompt as the latest run was started with it (what a resume needs)."""
+
     def __init__(
         self,
         *,
@@ -160,14 +165,38 @@ class Video(_message.Message):
         updated_at_ms: _builtins.int = ...,
         scenes: _abc.Iterable[Global___SceneResult] | None = ...,
         summary: Global___RunSummary | None = ...,
+        prompts: _abc.Iterable[Global___ScenePrompt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "scene_count", b"scene_count", "scenes", b"scenes", "status", b"status", "summary", b"summary", "updated_at_ms", b"updated_at_ms", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "prompts", b"prompts", "scene_count", b"scene_count", "scenes", b"scenes", "status", b"status", "summary", b"summary", "updated_at_ms", b"updated_at_ms", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Video: _TypeAlias = Video  # noqa: Y015
+
+@_typing.final
+class ScenePrompt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENE_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    scene: _builtins.int
+    """1-based scene number."""
+    prompt: _builtins.str
+    def __init__(
+        self,
+        *,
+        scene: _builtins.int = ...,
+        prompt: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt", "scene", b"scene"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScenePrompt: _TypeAlias = ScenePrompt  # noqa: Y015
 
 @_typing.final
 class CreateVideoRequest(_message.Message):
@@ -197,17 +226,23 @@ class StartVideoRequest(_message.Message):
 
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     SCENE_COUNT_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     scene_count: _builtins.int
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScenePrompt]:
+        """The run's scene prompts, kept with the video (empty: the stored ones stay)."""
+
     def __init__(
         self,
         *,
         video_id: _builtins.str = ...,
         scene_count: _builtins.int = ...,
+        prompts: _abc.Iterable[Global___ScenePrompt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompts", b"prompts", "scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,74 @@
+"""`make run` tells the truth: it refuses a taken port, exits non-zero when a process dies
+while starting, and says what is really running (never a secret)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from tools.processes import ROOT, free_port
+from tools.run_local import describe
+
+
+def make_run(env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def free_ports() -> dict[str, str]:
+    names = ("GATEWAY_PORT", "IMAGEGEN_PORT", "STORAGE_PORT", "STATUS_PORT")
+    metrics = ("IMAGEGEN_METRICS_PORT", "STORAGE_METRICS_PORT", "STATUS_METRICS_PORT")
+    return {name: str(free_port()) for name in names + metrics}
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        done = make_run({**free_ports(), "GATEWAY_PORT": str(taken), "DATA_DIR": str(tmp_path)})
+    assert done.returncode != 0
+    assert f"port {taken} (GATEWAY_PORT) is in use by another process" in done.stderr
+    assert "listening:" not in done.stdout
+
+
+def test_a_process_that_dies_while_starting_makes_make_run_fail(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-chain.json"
+    done = make_run({**free_ports(), "IMAGEGEN_CHAIN_FILE": str(missing), "DATA_DIR": str(tmp_path)})
+    assert done.returncode != 0
+    assert "could not start" in done.stderr and "before listening" in done.stderr
+    assert f"IMAGEGEN_CHAIN_FILE {missing}: cannot read it as JSON" in done.stderr
+    assert "listening:" not in done.stdout
+
+
+def test_what_is_running_is_said_as_configured(tmp_path: Path) -> None:
+    chain = tmp_path / "chain.json"
+    lines = "\n".join(
+        describe(
+            {
+                "STATUS_STORE": "postgres",
+                "DATABASE_URL": "postgresql://app:s3cret-pw@db.example:5432/storyshort",
+                "STORAGE_BACKEND": "supabase",
+                "SUPABASE_URL": "https://abc.supabase.co",
+                "IMAGEGEN_CHAIN_FILE": str(chain),
+                "RUNS": "queue",
+                "GATEWAY_API_KEY": "gw-key-123",
+            }
+        )
+    )
+    assert "PostgreSQL (postgresql://db.example:5432/storyshort)" in lines
+    assert "Supabase Storage (https://abc.supabase.co), bucket renders-images" in lines
+    assert f"the chain in {chain}, then the placeholder" in lines
+    assert "queue on PostgreSQL" in lines and "POST needs GATEWAY_API_KEY" in lines
+    assert "s3cret-pw" not in lines and "gw-key-123" not in lines
+    embedded = "\n".join(describe({"OPENAI_API_KEY": ""}))
+    assert "SQLite" in embedded and "the placeholder alone" in embedded and "auth            off" in embedded
