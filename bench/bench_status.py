@@ -4,13 +4,14 @@ per second through gateway -> status -> SQLite against a route reading the row d
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
 
 import httpx
 
-from bench.common import Figure, median, percentile, running_system, wait_done
+from bench.common import Figure, median, peak_rss_mib, percentile, running_system, wait_done
 from tools.processes import ROOT, free_port, wait_for_port
 
 
@@ -111,3 +112,69 @@ def status_reads(quick: bool) -> list[Figure]:
         Figure("status GET, store dead, breaker open: p99", round(p99, 2), "ms", "<= 50", p99 <= 50),
     ]
     return figures
+
+
+def status_frozen(quick: bool) -> list[Figure]:
+    """The status service stopped (SIGSTOP): the first poll waits out STATUS_TIMEOUT, then
+    the gateway's breaker answers the last known state at once: p99 of the next 100 polls."""
+    with running_system({"STATUS_TIMEOUT": "2"}) as system, httpx.Client(base_url=system.gateway_url) as client:
+        client.post("/api/generate-preview-images", json={"videoId": "frozen", "scenes": [{"prompt": "a"}] * 3})
+        wait_done(client, "frozen")
+        frozen = system.procs["status"]
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            first = latencies(system.gateway_url, "frozen", 1)[0]
+            after = latencies(system.gateway_url, "frozen", 100)
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+    p99 = percentile(after, 99) * 1000
+    return [
+        Figure("status frozen: first poll (waits out STATUS_TIMEOUT 2 s)", round(first * 1000, 1), "ms"),
+        Figure("status frozen: p99 of the next 100 polls", round(p99, 2), "ms", "<= 50", p99 <= 50),
+    ]
+
+
+def flood(quick: bool) -> list[Figure]:
+    """Videos x scenes posted at once on the default settings (placeholder chain, runs in
+    the gateway): status GET latency from a poller during the flood, the gateway's peak
+    memory (VmHWM), and every video finishing."""
+    videos, per_video = (60, 20) if quick else (300, 50)
+    with running_system() as system, httpx.Client(base_url=system.gateway_url, timeout=60) as client:
+        gateway_pid = system.procs["gateway"].pid
+        client.post("/api/generate-preview-images", json={"videoId": "poll", "scenes": [{"prompt": "a"}]})
+        wait_done(client, "poll")
+        body = [{"prompt": f"scene {i}: a lighthouse in a storm"} for i in range(per_video)]
+        started = time.perf_counter()
+        codes = [
+            client.post("/api/generate-preview-images", json={"videoId": f"flood-{v}", "scenes": body}).status_code
+            for v in range(videos)
+        ]
+        reads: list[float] = []
+        pending = {f"flood-{v}" for v in range(videos)}
+        while pending and time.perf_counter() - started < 1800:
+            reads += latencies(system.gateway_url, "poll", 20)
+            for video in list(pending)[:20]:
+                answer = client.get("/api/video-status", params={"videoId": video}).json()
+                if answer["status"] in ("assets_generated", "failed") and not answer["degraded"]:
+                    pending.discard(video)
+        wall = time.perf_counter() - started
+        peak = peak_rss_mib(gateway_pid)
+    p50, p99 = median(reads) * 1000, percentile(reads, 99) * 1000
+    return [
+        Figure(
+            f"flood {videos} x {per_video} scenes: status GET p50 during the flood",
+            round(p50, 2),
+            "ms",
+            note=f"{len(reads)} reads",
+        ),
+        Figure("flood: status GET p99 during the flood", round(p99, 2), "ms", "<= 100", p99 <= 100),
+        Figure(
+            "flood: videos finished",
+            videos - len(pending),
+            "videos",
+            f"== {videos}",
+            not pending and codes.count(202) == videos,
+            note=f"{wall:.0f} s; starts answered {sorted(set(codes))}",
+        ),
+        Figure("flood: gateway peak RSS (VmHWM)", round(peak, 1), "MiB"),
+    ]

@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "heavy-tail": bench_imagegen.heavy_tail,
     "transient-faults": bench_imagegen.transient_faults,
     "status-reads": bench_status.status_reads,
+    "status-frozen": bench_status.status_frozen,
+    "flood": bench_status.flood,
     "memory": bench_storage.memory,
     "upload-throughput": bench_storage.throughput,
     "load": bench_pipeline.load,

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import metrics
+from gateway.breakers import BreakerOpen
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
@@ -76,6 +77,10 @@ async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
     """A resume without scenes: the prompts the video's latest run was started with."""
     try:
         answer = await clients.get_video(video_id)
+    except BreakerOpen as exc:
+        raise HTTPError(
+            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
+        ) from exc
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise InvalidArgument(
@@ -89,6 +94,18 @@ async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
     if not answer.video.prompts:
         raise InvalidArgument(f"scenes is empty and video {video_id!r} has no stored prompts; give its scenes")
     return [Scene(p.scene, p.prompt) for p in answer.video.prompts]
+
+
+def queued_json(video_id: str, position: int) -> dict[str, Any]:
+    """The status answer of a video waiting for its turn to run."""
+    return {
+        "videoId": video_id,
+        "status": "queued",
+        "progress": 0,
+        "degraded": False,
+        "images": [],
+        "queuePosition": position,
+    }
 
 
 def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, Any]:
@@ -200,7 +217,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 app.state.runs = QueueRunner(pipeline, jobs, settings.database_url)
                 await app.state.runs.open()
             else:
-                app.state.runs = RunRegistry(pipeline, build_healer(settings, clients))
+                app.state.runs = RunRegistry(
+                    pipeline,
+                    build_healer(settings, clients),
+                    max_running=settings.max_running_videos,
+                    max_waiting=settings.max_waiting_videos,
+                    max_waiting_bytes=settings.max_waiting_bytes,
+                )
             try:
                 yield
             finally:
@@ -244,7 +267,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPError)
     async def http_error(_request: Request, exc: HTTPError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def rpc_error(_request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
@@ -266,7 +289,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             scenes = await stored_scenes(request.app.state.clients, video_id)
         run, started = await request.app.state.runs.start(video_id, scenes)
         out = GenerateOut(
-            videoId=video_id, status="generating_images", scenes=len(run.scenes), alreadyRunning=not started
+            videoId=video_id,
+            status="queued" if run.queued else "generating_images",
+            scenes=len(run.scenes),
+            alreadyRunning=not started,
         )
         return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
 
@@ -275,10 +301,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """The video's status and progress. Never 502: a status outage answers degraded."""
         video_id = validation.video_id(videoId, "videoId")
         last_known: LastKnown = request.app.state.last_known
+        position = request.app.state.runs.position(video_id)
+        if position is not None:  # waiting for its turn in this gateway: nothing to read yet
+            return JSONResponse(queued_json(video_id, position), headers=NO_STORE)
         try:
             answer = await request.app.state.clients.get_video(video_id)
             if not answer.degraded:
                 last_known.remember(answer)
+        except BreakerOpen as exc:
+            answer = last_known.degraded(video_id, str(exc))
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return grpc_error_response(exc)
@@ -310,9 +341,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/readyz", responses={503: {"description": "a service is not SERVING"}})
     async def readyz(request: Request) -> JSONResponse:
         """Ready when imagegen, storage and status all answer SERVING."""
-        services = await request.app.state.clients.health()
+        clients: ServiceClients = request.app.state.clients
+        services = await clients.health()
         ready = all(v == "SERVING" for v in services.values())
-        return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503, headers=NO_STORE)
+        body = {"ready": ready, "services": services, "breakers": clients.breaker_states()}
+        return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

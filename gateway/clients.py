@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.breakers import HopBreaker
 from services.common.channels import open_channel
 from services.common.config import GatewaySettings
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -29,6 +30,7 @@ class ServiceClients:
     image_budget: float
     upload_timeout: float
     status_timeout: float
+    breakers: dict[str, HopBreaker] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> ServiceClients:
@@ -46,31 +48,45 @@ class ServiceClients:
             settings.image_gen_timeout,
             settings.upload_timeout,
             settings.status_timeout,
+            {
+                name: HopBreaker(name, channel, settings.hop_breaker_threshold, settings.hop_breaker_probe_every)
+                for name, channel in channels.items()
+            },
         )
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
-        answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
-            request, timeout=2 * self.image_budget + IMAGEGEN_MARGIN
-        )
+        """Raises BreakerOpen at once while imagegen is known not to answer."""
+        breaker = self.breakers["imagegen"]
+        breaker.check()
+        async with breaker.watching():
+            answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
+                request, timeout=2 * self.image_budget + IMAGEGEN_MARGIN
+            )
         return answer
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
-        answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
-            imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
-        )
+        async with self.breakers["imagegen"].watching():
+            answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
+                imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
+            )
         return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
         # A storage restart is waited out inside the deadline instead of failing the scene.
-        answer: storage_pb2.UploadResponse = await self.storage.Upload(
-            request, timeout=self.upload_timeout, wait_for_ready=True
-        )
+        async with self.breakers["storage"].watching():
+            answer: storage_pb2.UploadResponse = await self.storage.Upload(
+                request, timeout=self.upload_timeout, wait_for_ready=True
+            )
         return answer
 
     async def get_video(self, video_id: str) -> status_pb2.GetVideoResponse:
-        answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
-            status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
-        )
+        """Raises BreakerOpen at once while the status service is known not to answer."""
+        breaker = self.breakers["status"]
+        breaker.check()
+        async with breaker.watching():
+            answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
+                status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
+            )
         return answer
 
     async def start_video(self, video_id: str, prompts: dict[int, str]) -> status_pb2.Video:
@@ -80,21 +96,25 @@ class ServiceClients:
             scene_count=len(prompts),
             prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(prompts.items())],
         )
-        answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
+        async with self.breakers["status"].watching():
+            answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
+        async with self.breakers["status"].watching():
+            answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
-        answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
+        async with self.breakers["status"].watching():
+            answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
         return answer
 
     async def get_spend(self, since_ms: int) -> status_pb2.Spend:
-        answer: status_pb2.Spend = await self.status.GetSpend(
-            status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
-        )
+        async with self.breakers["status"].watching():
+            answer: status_pb2.Spend = await self.status.GetSpend(
+                status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
+            )
         return answer
 
     async def health(self) -> dict[str, str]:
@@ -110,6 +130,11 @@ class ServiceClients:
                 result[name] = exc.code().name
         return result
 
+    def breaker_states(self) -> dict[str, str]:
+        return {name: breaker.state for name, breaker in self.breakers.items()}
+
     async def close(self) -> None:
+        for breaker in self.breakers.values():
+            await breaker.close()
         for channel in self.channels.values():
             await channel.close()

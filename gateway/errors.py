@@ -32,8 +32,10 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers={"Cache-Control": "no-store"})
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message), status_code=status, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
 
 
 CODE_FOR_HTTP = {
@@ -56,9 +58,10 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
 class HTTPError(Exception):
     """An error the gateway itself raises, answered with the JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 def scenes_conflict(video_id: str) -> HTTPError:

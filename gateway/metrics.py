@@ -41,6 +41,20 @@ for _outcome in ("generated", "placeholder", "failed", "skipped"):
     SCENES.labels(_outcome)
 for _reason in ("last_known", "unknown"):
     STATUS_DEGRADED.labels(_reason)
+HOP_BREAKER_OPEN = Gauge(
+    "storyshort_gateway_hop_breaker_open", "1 while the gateway's breaker to a service is open", ["service"]
+)
+HOP_BREAKER_TRANSITIONS = Counter(
+    "storyshort_gateway_hop_breaker_transitions_total",
+    "Gateway hop breaker changes, by the state entered",
+    ["service", "to"],
+)
+VIDEOS = Gauge("storyshort_gateway_videos", "Videos running or waiting their turn in the gateway", ["state"])
+ADMISSIONS = Counter(
+    "storyshort_gateway_admissions_total", "Starts that had to wait their turn, or were refused (429)", ["outcome"]
+)
+for _outcome in ("queued", "refused"):
+    ADMISSIONS.labels(_outcome)
 HEALS = Counter(
     "storyshort_gateway_heals_total",
     "Videos with placeholders from provider trouble: resumed to heal them, or given up on",

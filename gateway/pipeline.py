@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from gateway import metrics
+from gateway.breakers import BreakerOpen
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool, Pending, SpooledImage
@@ -113,6 +114,7 @@ class VideoRun:
     final: str | None = None
     reporting: InFlight = field(default_factory=InFlight)
     pending: Pending | None = None  # what earlier runs left in the spool, as prepare() found it
+    queued: bool = False  # waiting for its turn to run (in-process admission)
     # Scenes stored as placeholders by earlier runs: a real image for one of them heals it.
     placeholders_before: set[int] = field(default_factory=set)
 
@@ -366,11 +368,12 @@ class Pipeline:
                 paid_at_ms=int(time.time() * 1000) if paid else 0,
                 reason=reason,
             )
-        except grpc.aio.AioRpcError as exc:
+        except (grpc.aio.AioRpcError, BreakerOpen) as exc:
             # imagegen down or out of time: the scene still gets an image.
+            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             log.warning(
                 "imagegen failed; using the gateway's placeholder",
-                extra={"video_id": run.video_id, "scene": scene.number, "code": exc.code().name},
+                extra={"video_id": run.video_id, "scene": scene.number, "code": why},
             )
             width, height = validation.image_size(self.image_size)
             data = await asyncio.to_thread(render_placeholder, width, height, f"Scene {scene.number}")

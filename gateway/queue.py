@@ -110,5 +110,9 @@ class QueueRunner:
             return run, False  # another replica enqueued it a moment ago
         return run, True
 
+    def position(self, video_id: str) -> int | None:
+        """Queued jobs wait in PostgreSQL and read as generating (StartVideo ran at POST)."""
+        return None
+
     async def drain(self, grace: float) -> None:
         await self.locks.close()  # jobs live in PostgreSQL; nothing else to hand over

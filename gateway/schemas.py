@@ -71,6 +71,9 @@ class VideoStatusOut(BaseModel):
     )
     summary: SummaryOut | None = Field(None, description="the latest run")
     updatedAtMs: int = Field(0, description="when the video last changed, ms since the epoch (0: not known)")
+    queuePosition: int | None = Field(
+        None, description="with status `queued`: the video's place in the gateway's waiting line (1: next)"
+    )
 
 
 class ErrorDetail(BaseModel):

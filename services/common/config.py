@@ -177,6 +177,10 @@ class GatewaySettings(ObjectLayoutSettings):
     # Per-hop deadlines (seconds) for storage Upload and status calls.
     upload_timeout: float = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
     status_timeout: float = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
+    # Breakers on the hops to status, storage and imagegen: timeouts or UNAVAILABLE in a row
+    # that open one, and seconds between health probes while it is open.
+    hop_breaker_threshold: int = Field(1, validation_alias="HOP_BREAKER_THRESHOLD", ge=1)
+    hop_breaker_probe_every: float = Field(1.0, validation_alias="HOP_BREAKER_PROBE_EVERY", gt=0)
     # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
     api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
     max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
@@ -190,6 +194,11 @@ class GatewaySettings(ObjectLayoutSettings):
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
     budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
     budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)
+    # Admission (RUNS=inprocess): videos running at once in the gateway; more wait in order,
+    # up to MAX_WAITING_VIDEOS and MAX_WAITING_BYTES of prompts, then a start is answered 429.
+    max_running_videos: int = Field(4, validation_alias="MAX_RUNNING_VIDEOS", ge=1)
+    max_waiting_videos: int = Field(1000, validation_alias="MAX_WAITING_VIDEOS", ge=0)
+    max_waiting_bytes: int = Field(64 * MIB, validation_alias="MAX_WAITING_BYTES", ge=0)
     # Healing: a video left with placeholders by provider trouble is resumed after HEAL_AFTER
     # seconds (doubling per try up to HEAL_MAX_WAIT), at most HEAL_MAX_TRIES times (0: off).
     heal_after: float = Field(60.0, validation_alias="HEAL_AFTER", gt=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,3 +284,46 @@ def test_sigterm_mid_run_lets_in_flight_calls_finish(
     for image in final["images"]:
         if "/storage/v1/object/public/" in image["url"]:
             assert httpx.get(image["url"], timeout=10).status_code == 200
+
+
+# ---- frozen services (SIGSTOP: a long GC pause, a stuck disk, an overloaded node) ----
+
+FREEZE = 20.0
+
+
+@pytest.mark.parametrize("service", ["status", "storage", "imagegen"])
+def test_a_service_frozen_mid_run_for_twenty_seconds(
+    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+) -> None:
+    openai.script(MODEL, fo.Ok(latency=0.3))
+    run = make_run(make_system, openai, STATUS_TIMEOUT="1", SCENE_CONCURRENCY="1")
+    assert run.start(n=6).status_code == 202
+    assert openai.wait_for_requests(2, timeout=30)
+    frozen = run.system.procs[service]
+    frozen.send_signal(signal.SIGSTOP)
+    polls: list[float] = []
+    try:
+        with run.client as c:
+            c.get("/api/video-status", params={"videoId": "v"})  # may wait out the first timeout
+            deadline = time.monotonic() + FREEZE
+
+            def poll() -> bool:  # like the frontend, until the freeze ends
+                started = time.monotonic()
+                answer = c.get("/api/video-status", params={"videoId": "v"})
+                polls.append(time.monotonic() - started)
+                assert answer.status_code == 200, answer.text
+                run.seen.append(answer.json())
+                return time.monotonic() >= deadline
+
+            assert wait_until(poll, timeout=FREEZE + 10, every=0.1)
+            if service == "status":
+                assert run.seen[-1]["degraded"] and "breaker open" in run.seen[-1]["degradedReason"]
+                assert c.get("/readyz").json()["breakers"]["status"] == "open"
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    # While frozen, polls answered without waiting out the status timeout (generous bound:
+    # the figure itself is a benchmark's, bench/RESULTS.md).
+    assert polls and max(polls) < 1.0, f"slowest poll while {service} was frozen: {max(polls):.2f} s"
+    final = run.finish(timeout=120)
+    run.check(final, "assets_generated", n=6)
+    assert all(not i["placeholder"] for i in final["images"]) or service == "imagegen"

@@ -1,0 +1,112 @@
+"""Breakers on the gateway's hops to status, storage and imagegen.
+
+A service that times out or is unreachable `threshold` times in a row opens its breaker.
+While it is open, reads that can be answered without the service fail fast with
+:class:`BreakerOpen` (the status route answers the last known state at once; a scene gets
+the gateway's placeholder instead of waiting out imagegen's deadline). Writes that must not
+be lost (scene reports, run ends, uploads) still go out with their retries; their answers
+teach the breaker too. In the background, a probe asks the service's gRPC health service
+every `probe_every` seconds and closes the breaker when it answers SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway import metrics
+
+log = logging.getLogger("breakers")
+# The codes that say the service is not answering, as opposed to answering "no".
+SICK = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
+PROBE_TIMEOUT = 1.0
+
+
+class BreakerOpen(Exception):
+    """The service's breaker is open: the call was not made."""
+
+    def __init__(self, service: str, since: float) -> None:
+        super().__init__(f"{service} service breaker open for {time.monotonic() - since:.1f} s")
+        self.service = service
+
+
+class HopBreaker:
+    def __init__(self, service: str, channel: grpc.aio.Channel, threshold: int, probe_every: float) -> None:
+        self.service = service
+        self.channel = channel
+        self.threshold = threshold
+        self.probe_every = probe_every
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._probe: asyncio.Task[None] | None = None
+        metrics.HOP_BREAKER_OPEN.labels(service).set(0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    @property
+    def state(self) -> str:
+        return "open" if self.is_open else "closed"
+
+    def check(self) -> None:
+        """For a call that may be skipped: raise BreakerOpen while the breaker is open."""
+        if self.opened_at is not None:
+            raise BreakerOpen(self.service, self.opened_at)
+
+    @asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        """Learn from the call inside the block: its success, or how it failed."""
+        try:
+            yield
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in SICK:
+                self.failure(exc.code().name)
+            else:
+                self.success()  # it answered
+            raise
+        self.success()
+
+    def success(self) -> None:
+        self.failures = 0
+        if self.opened_at is not None:
+            self._close("a call succeeded")
+
+    def failure(self, why: str) -> None:
+        self.failures += 1
+        if self.opened_at is None and self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+            metrics.HOP_BREAKER_OPEN.labels(self.service).set(1)
+            metrics.HOP_BREAKER_TRANSITIONS.labels(self.service, "open").inc()
+            log.error(
+                "service not answering; reads answer from what the gateway knows until a health probe succeeds",
+                extra={"service": self.service, "why": why, "failures": self.failures},
+            )
+            self._probe = asyncio.create_task(self._probe_until_well(), name=f"probe-{self.service}")
+
+    def _close(self, why: str) -> None:
+        self.opened_at, self.failures = None, 0
+        metrics.HOP_BREAKER_OPEN.labels(self.service).set(0)
+        metrics.HOP_BREAKER_TRANSITIONS.labels(self.service, "closed").inc()
+        log.info("service answers again; breaker closed", extra={"service": self.service, "why": why})
+
+    async def _probe_until_well(self) -> None:
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        while self.opened_at is not None:
+            await asyncio.sleep(self.probe_every)
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT)
+            except grpc.aio.AioRpcError:
+                continue
+            if answer.status == health_pb2.HealthCheckResponse.SERVING and self.opened_at is not None:
+                self._close("health probe answered SERVING")
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
