@@ -279,3 +279,26 @@ def test_a_video_resumes_with_its_stored_prompts_when_no_scenes_are_given(make_s
         unknown = client.post("/api/generate-preview-images", json={"videoId": "never-posted", "scenes": []})
         assert unknown.status_code == 400
         assert "no video 'never-posted' to resume" in unknown.json()["error"]["message"]
+
+
+def test_beyond_the_running_limit_videos_wait_in_order_and_a_full_line_is_429(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=0.5))
+    system = make_system(provider_env(fake_openai.base_url, MAX_RUNNING_VIDEOS="1", MAX_WAITING_VIDEOS="1"))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        first = post(client, "first", scenes(2))
+        second = post(client, "second", scenes(2))
+        third = post(client, "third", scenes(2))
+        assert (first.status_code, first.json()["status"]) == (202, "generating_images")
+        assert (second.status_code, second.json()["status"]) == (202, "queued")
+        waiting = client.get("/api/video-status", params={"videoId": "second"}).json()
+        assert (waiting["status"], waiting["queuePosition"]) == ("queued", 1)
+        assert third.status_code == 429
+        assert third.json()["error"]["code"] == "RESOURCE_EXHAUSTED" and int(third.headers["retry-after"]) >= 1
+        assert poll_until_done(client, "first")[-1]["status"] == "assets_generated"
+        assert poll_until_done(client, "second")[-1]["status"] == "assets_generated"
+        missing = client.get("/api/video-status", params={"videoId": "third"})
+        assert missing.status_code == 404  # refused: nothing was kept
+    assert sorted(fake_openai.paid) == sorted([s["prompt"] for s in scenes(2)] * 2)
