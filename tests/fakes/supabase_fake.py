@@ -77,6 +77,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "error": "",
     },
 }
+FILTER_OPERATORS = {"eq", "neq", "lt", "lte", "gt", "gte", "in", "is", "like", "ilike"}
+
+
+def pgrst_error(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": None, "hint": None}
+
+
 PRIMARY_KEYS = {"videos": ("id",), "preview_runs": ("video_id",), "preview_scenes": ("video_id", "scene")}
 
 
@@ -92,6 +99,9 @@ class FakeSupabase(LoopbackServer):
     race_bucket_on_create: bool = False
     # Slow every storage/rest answer by this many seconds (a slow server).
     latency: float = 0.0
+    # Columns typed uuid, per table (a StoryShort `videos.id`): PostgreSQL refuses other
+    # values with 22P02, and PostgREST passes that on as HTTP 400.
+    uuid_columns: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -175,9 +185,22 @@ class FakeSupabase(LoopbackServer):
                 order = v
             elif k == "on_conflict":
                 on_conflict = v
-            elif "." in v:
+            elif k in ("limit", "offset", "columns"):
+                continue
+            else:
                 op, _, raw = v.partition(".")
+                if op not in FILTER_OPERATORS:
+                    return 400, pgrst_error("PGRST100", f'"failed to parse filter ({v})" (line 1, column 1)'), {}
                 filters.append((k, op, raw))
+        typed = self.uuid_columns.get(table, set())
+        written = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
+        values = [v for c, _op, raw in filters if c in typed for v in raw.strip("()").split(",")]
+        values += [str(item[c]) for item in written for c in typed if c in item]
+        for value in values:
+            try:
+                uuid.UUID(value.strip('"'))
+            except ValueError:
+                return 400, pgrst_error("22P02", f'invalid input syntax for type uuid: "{value}"'), {}
 
         def project(row: dict[str, Any]) -> dict[str, Any]:
             if select in ("*", ""):

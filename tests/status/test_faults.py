@@ -208,3 +208,24 @@ async def test_an_id_that_does_not_fit_a_uuid_column_is_not_found(pg_dsn: str) -
     with pytest.raises(FailedPrecondition, match="create the video in StoryShort first"):
         await store.create("0b7e8f64-2222-4c3a-9b1e-2f6a7f1d0c11", 2)
     await store.close()
+
+
+async def test_a_non_uuid_id_on_supabase_is_not_found_and_never_opens_the_breaker() -> None:
+    """PostgREST answers 22P02 for an id a uuid column cannot hold: that is a video that does
+    not exist (as on PostgreSQL), not a store outage that would degrade everyone's reads."""
+    from services.common.errors import NotFound
+
+    with FakeSupabase(uuid_columns={"videos": {"id"}}) as fake:
+        store = SupabaseStore(fake.url, fake.key, timeout=5)
+        book = StatusBook(store, attempt_timeout=2)
+        await store.migrate()
+        for _ in range(5):
+            with pytest.raises(NotFound):
+                await book.get("not-a-uuid", Budget.of(5))
+        assert not book.breaker.is_open and book.breaker.failures == 0
+        real = "0b7e8f64-2222-4c3a-9b1e-2f6a7f1d0c11"
+        created = await book.create(real, 2, Budget.of(5))
+        assert created.video_id == real
+        answer = await book.get(real, Budget.of(5))
+        assert not answer.degraded
+        await store.close()

@@ -63,6 +63,10 @@ class SupabaseStore:
             return await work(await self._db())
         except APIError as exc:
             code = str(exc.code or "")
+            if code == "22P02":
+                # An id the videos table's id column cannot hold (a non-UUID for a uuid
+                # column): no such video, as the PostgreSQL store says; never an outage.
+                raise NotFound("no such video (the id does not fit the videos table's id column)") from exc
             if code.startswith(("PGRST3", "42")) or code in ("401", "403"):
                 raise StoreUnavailable(f"supabase rejected the request: {code} {exc.message}") from exc
             raise StoreUnavailable(f"supabase error {code}: {exc.message}") from exc
