@@ -5,11 +5,16 @@ hold across restarts. Before each scene the gateway tells imagegen how much may 
 spent; a model that would cross a cap is skipped and the scene gets the placeholder with
 the reason "budget". A breach is logged once per cap and period and counted in metrics.
 Scenes already in flight may each cross a cap by up to one image's price (at most
-SCENE_CONCURRENCY - 1 images)."""
+SCENE_CONCURRENCY - 1 images).
+
+When today's spend cannot be read, the daily cap fails closed: with a reading from today the
+guard goes on from it (plus what this gateway spent since); with none, no paid image is
+allowed until the status store answers (scenes get the placeholder, reason "budget")."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,10 +68,14 @@ class BudgetGuard:
                 self._daily = (day, spend.usd, now)
                 self._daily_local = 0.0
             except grpc.aio.AioRpcError as exc:
-                # The store is away: keep counting from the last reading (0 if none today).
-                log.warning("could not read today's spend; using the last reading", extra={"code": exc.code().name})
                 if self._daily is None or self._daily[0] != day:
-                    self._daily = (day, 0.0, now)
+                    log.error(
+                        "today's spend cannot be read and there is no reading from today: no paid image "
+                        "until the status store answers",
+                        extra={"code": exc.code().name},
+                    )
+                    return math.inf
+                log.warning("could not read today's spend; using the last reading", extra={"code": exc.code().name})
         return self._daily[1] + self._daily_local
 
     async def allowance(self, video_id: str, video_spend: float) -> Allowance | None:
@@ -78,8 +87,9 @@ class BudgetGuard:
             left.append(Allowance(self.video_cap - video_spend, "video", video_id, self.video_cap))
         if self.daily_cap is not None:
             daily = await self._daily_spend()
-            remaining = self.daily_cap - daily
-            metrics.BUDGET_REMAINING.labels("daily").set(remaining)
+            remaining = self.daily_cap - daily if math.isfinite(daily) else -self.daily_cap
+            if math.isfinite(daily):
+                metrics.BUDGET_REMAINING.labels("daily").set(remaining)
             left.append(Allowance(remaining, "daily", datetime.now(UTC).date().isoformat(), self.daily_cap))
         return min(left, key=lambda a: a.usd)
 

@@ -1,0 +1,54 @@
+"""The daily cap when today's spend cannot be read: it fails closed (no reading from today:
+no paid image), or goes on from today's last reading plus this gateway's own spend."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import grpc
+import pytest
+
+from gateway.budget import BudgetGuard
+from gateway.clients import ServiceClients
+from storyshort.status.v1 import status_pb2
+
+
+class StandInStatus:
+    """get_spend answers ``usd`` or, while ``down``, fails as an unreachable service does."""
+
+    def __init__(self, usd: float) -> None:
+        self.usd = usd
+        self.down = False
+        self.asked = 0
+
+    async def get_spend(self, since_ms: int) -> status_pb2.Spend:
+        self.asked += 1
+        if self.down:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+        return status_pb2.Spend(usd=self.usd)
+
+
+def guard(status: StandInStatus, daily: float) -> BudgetGuard:
+    return BudgetGuard(cast(ServiceClients, status), daily_cap=daily, video_cap=None)
+
+
+async def test_without_a_reading_from_today_the_daily_cap_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    status = StandInStatus(usd=0.0)
+    status.down = True
+    allowance = await guard(status, daily=5.0).allowance("v", 0.0)
+    assert allowance is not None and allowance.usd <= 0 and allowance.cap == "daily"
+    assert status.asked == 1
+    assert any("no paid image until the status store answers" in r.getMessage() for r in caplog.records)
+
+
+async def test_with_a_reading_from_today_it_goes_on_from_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = StandInStatus(usd=3.0)
+    budget = guard(status, daily=5.0)
+    first = await budget.allowance("v", 0.0)
+    assert first is not None and first.usd == pytest.approx(2.0)
+    budget.spent(0.5)
+    status.down = True
+    monkeypatch.setattr("gateway.budget.DAILY_READ_EVERY", 0.0)  # read again at once
+    later = await budget.allowance("v", 0.0)
+    assert later is not None and later.usd == pytest.approx(1.5)  # 5 - (3 read + 0.5 spent here)
+    assert status.asked == 2
