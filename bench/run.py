@@ -74,11 +74,12 @@ def main() -> int:
     print(table(figures))
     if not args.no_write:
         print(f"\nwritten: {write_results(figures, mode)}")
-        update_results_md(figures, mode)
+        if mode == "full":  # the committed table is the full run's; a quick run never replaces it
+            update_results_md(figures, mode)
     missed = [f.name for f in figures if f.passed is False]
     if missed:
         print(f"\ngoals missed: {', '.join(missed)}")
-    return 1 if failed else 0
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

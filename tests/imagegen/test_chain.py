@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -332,3 +333,35 @@ def test_provider_limits_and_chain_are_read_from_the_environment(monkeypatch: py
     monkeypatch.setenv("IMAGEGEN_PROVIDER_LIMITS", '{"gpt-image-2": {"concurency": 2}}')
     with pytest.raises(ValueError, match="concurency"):
         ImagegenSettings()
+
+
+def retry_after_date(seconds: float) -> str:
+    from email.utils import format_datetime
+
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "waits"),
+    [
+        ({"retry-after-ms": "300"}, True),
+        ({"retry-after": "__date_in_2s__"}, True),
+        ({}, True),  # none given: the usual short backoff
+        ({"retry-after-ms": "120000"}, False),  # beyond the budget: the next model at once
+    ],
+    ids=["retry-after-ms", "http-date", "none", "ms-beyond-budget"],
+)
+async def test_every_form_of_retry_after_is_honoured_when_it_fits(
+    fake: fo.FakeOpenAI, imagegen: Stub, headers: dict[str, str], waits: bool
+) -> None:
+    given = {k: (retry_after_date(2) if v == "__date_in_2s__" else v) for k, v in headers.items()}
+    fake.script(A, fo.Error(429, "rate_limit_exceeded", "Rate limit reached.", headers=given), fo.Ok())
+    answer = await imagegen.generate()
+    if waits:
+        assert outcomes(answer) == [(A, "RATE_LIMITED"), (A, "SUCCESS")]
+        first, second = [r.at for r in fake.generation_requests()]
+        expected = {"retry-after-ms": 0.3, "retry-after": 1.0}.get(next(iter(headers), ""), 0.2)
+        assert second - first >= expected * 0.9  # the wait asked for (an HTTP date: whole seconds)
+    else:
+        assert outcomes(answer) == [(A, "RATE_LIMITED"), (B, "SUCCESS")]
+        assert fake.count(A) == 1

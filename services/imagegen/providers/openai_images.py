@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -88,14 +89,20 @@ def _error_code(exc: openai.APIStatusError) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
     try:
         if ms := headers.get("retry-after-ms"):
-            return float(ms) / 1000
-        if seconds := headers.get("retry-after"):
-            return float(seconds)
+            return max(float(ms) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = parsedate_to_datetime(value)
+            return max((when - datetime.now(UTC)).total_seconds(), 0.0)
     except (TypeError, ValueError):
         return None
-    return None
 
 
 def _usage(response: Any) -> Usage | None:
