@@ -106,7 +106,7 @@ def test_ten_videos_through_two_gateways_survive_a_killed_worker(
 
 def test_two_posts_at_once_through_two_gateways_queue_one_job(make_system: Callable[..., System], pg_dsn: str) -> None:
     with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(latency=0.3))
+        fake.script(MODEL, fo.Ok(latency=1.0))
         system, gateways = queue_system(make_system, fake, pg_dsn)
         answers: list[httpx.Response] = []
         threads = [
@@ -126,8 +126,13 @@ def test_two_posts_at_once_through_two_gateways_queue_one_job(make_system: Calla
         assert sorted(a.status_code for a in answers) == [202, 202]
         assert sorted(a.json()["alreadyRunning"] for a in answers) == [False, True]
         with httpx.Client(base_url=gateways[0], timeout=10) as client:
+            assert fake.wait_for_requests(1, timeout=30)  # the job is running (each image takes 1 s)
             conflict = post(client, "same", scenes(3, word="other"))
-            assert conflict.status_code in (202, 409)  # 409 while queued or running, 202 once done
+            assert conflict.status_code == 409, conflict.text  # other scenes while it runs
+            assert conflict.json()["error"]["code"] == "ALREADY_EXISTS"
+            assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
+            assert post(client, "same", scenes(3, word="other")).status_code == 202  # once done, a new run
             assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
         system.stop_all()
     assert collections.Counter(fake.paid).most_common(1)[0][1] == 1
+    assert len(fake.paid) == 3  # the later run found every scene with a real image already

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
-from tests.conftest import OWN_SUBCHANNELS
+from tests.conftest import OWN_SUBCHANNELS, eventually
 from tests.e2e.helpers import poll_until_done
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
 from tools.processes import System
@@ -133,21 +133,31 @@ def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(make_system: Call
             finally:
                 await channel.close()
 
-        async def scenario() -> tuple[imagegen_pb2.GenerateResponse, float]:
+        async def refused_now() -> bool:
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS)
+            try:
+                await imagegen_pb2_grpc.ImageGenServiceStub(channel).ListProviders(
+                    imagegen_pb2.ListProvidersRequest(), timeout=0.5
+                )
+                return False
+            except grpc.aio.AioRpcError:
+                return True
+            finally:
+                await channel.close()
+
+        async def scenario() -> tuple[imagegen_pb2.GenerateResponse, float, bool]:
             task = asyncio.create_task(call())
             assert await asyncio.to_thread(fake.wait_for_requests, 1, 10)
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
+            # During the grace, new calls are refused while the one in flight goes on.
+            assert await eventually(refused_now, timeout=5, every=0.05)
+            in_flight_when_refused = not task.done()
             answer = await task
-            return answer, signalled
+            return answer, signalled, in_flight_when_refused
 
-        answer, signalled = asyncio.run(scenario())
+        answer, signalled, in_flight_when_refused = asyncio.run(scenario())
+        assert in_flight_when_refused, "the in-flight call had ended before a new call was refused"
         assert answer.provider == "gpt-image-2" and not answer.placeholder
         assert proc.wait(timeout=12) == 0
         assert time.monotonic() - signalled < 12
-        # After the signal, new calls are refused (the server stopped accepting).
-        with (
-            pytest.raises(grpc.RpcError),
-            grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS) as ch,
-        ):
-            imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(imagegen_pb2.GenerateRequest(prompt="x"), timeout=2)
