@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -17,24 +15,21 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import metrics
+from gateway.answers import LastKnown, queued_json, status_json
 from gateway.breakers import BreakerOpen
-from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.errors import CODE_FOR_HTTP, BodyLimit, HTTPError, error_response, grpc_error_response
-from gateway.healing import Healer
 from gateway.page import video_page
-from gateway.pipeline import Pipeline, Scene
 from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.runs import RunRegistry
+from gateway.scenes import parse_scenes, stored_scenes
 from gateway.schemas import ErrorOut, GenerateIn, GenerateOut, VideoStatusOut
-from gateway.spool import ImageSpool
+from gateway.wiring import build_healer, build_pipeline
 from services.common import validation
 from services.common.config import GatewaySettings
 from services.common.errors import InvalidArgument
 from services.storage import paths
 from services.storage.backends.local import PUBLIC_PREFIX, resolve_inside
-from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("gateway")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -44,158 +39,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "content": {"application/json": {}}}
     for code in (400, 401, 404, 409, 413, 429, 500, 503, 504)
 }
-
-
-def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
-    if not body.scenes:
-        raise InvalidArgument("scenes is empty; give at least one scene with a prompt")
-    if len(body.scenes) > max_scenes:
-        raise InvalidArgument(f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video")
-    scenes: list[Scene] = []
-    for position, scene in enumerate(body.scenes):
-        number = position + 1 if scene.index is None else scene.index + 1
-        if number < 1:
-            raise InvalidArgument(f"scene {position}: index must be 0 or more; got {scene.index}")
-        try:
-            scenes.append(Scene(number, validation.prompt(scene.prompt)))
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"scene {number}: {exc}") from exc
-    numbers = [s.number for s in scenes]
-    if len(set(numbers)) != len(numbers):
-        raise InvalidArgument("two scenes have the same index; each index may appear once")
-    return scenes
-
-
-def current_url(stored: str, origin: str) -> str:
-    """A stored public URL on today's address: its object location (bucket, path and
-    version) kept, its origin replaced, so moving the gateway breaks no earlier link."""
-    at = stored.find(PUBLIC_PREFIX + "/")
-    return origin + stored[at:] if at > 0 else stored
-
-
-async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
-    """A resume without scenes: the prompts the video's latest run was started with."""
-    try:
-        answer = await clients.get_video(video_id)
-    except BreakerOpen as exc:
-        raise HTTPError(
-            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
-        ) from exc
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise InvalidArgument(
-                f"scenes is empty and there is no video {video_id!r} to resume; give its scenes"
-            ) from exc
-        raise HTTPError(
-            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
-        ) from exc
-    if answer.degraded:
-        raise HTTPError(503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes")
-    if not answer.video.prompts:
-        raise InvalidArgument(f"scenes is empty and video {video_id!r} has no stored prompts; give its scenes")
-    return [Scene(p.scene, p.prompt) for p in answer.video.prompts]
-
-
-def queued_json(video_id: str, position: int) -> dict[str, Any]:
-    """The status answer of a video waiting for its turn to run."""
-    return {
-        "videoId": video_id,
-        "status": "queued",
-        "progress": 0,
-        "degraded": False,
-        "images": [],
-        "queuePosition": position,
-    }
-
-
-def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, Any]:
-    """The answer of GET /api/video-status, shaped as VideoStatusOut (the schema in the
-    OpenAPI document, which the fuzz test holds every answer to). Built as a plain dict:
-    validating a model on every poll cost more than the rest of the gateway's work.
-    Image URLs are built on ``origin``, where public images are served now."""
-    video = answer.video
-    s = video.summary
-    return {
-        "videoId": video.video_id,
-        "status": video.status,
-        "progress": video.progress,
-        "degraded": answer.degraded,
-        "images": [
-            {
-                "scene": sc.scene,
-                "url": current_url(sc.url, origin),
-                "placeholder": sc.placeholder,
-                "provider": sc.provider,
-                "reason": sc.error if sc.placeholder else "",
-                "costUsd": sc.cost_usd if sc.cost_known else None,
-            }
-            for sc in video.scenes
-            if sc.state == "stored"
-        ],
-        "failedScenes": [{"scene": sc.scene, "error": sc.error} for sc in video.scenes if sc.state == "failed"],
-        "sceneCount": video.scene_count,
-        "error": video.error,
-        "stalled": answer.stalled,
-        "ageMs": answer.age_ms,
-        "degradedReason": answer.degraded_reason,
-        "spendUsd": round(sum(sc.cost_usd for sc in video.scenes), 6)
-        if all(sc.cost_known for sc in video.scenes)
-        else None,
-        "updatedAtMs": video.updated_at_ms,
-        "summary": {
-            "generated": s.generated,
-            "placeholders": s.placeholders,
-            "failed": s.failed,
-            "hardProviderFailures": s.hard_provider_failures,
-            "providerAttempts": s.provider_attempts,
-            "elapsedMs": s.elapsed_ms,
-            "spendUsd": round(s.spend_usd, 6) if not s.unpriced_images else None,
-            "unpricedImages": s.unpriced_images,
-        },
-    }
-
-
-def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:
-    return Healer(
-        clients, first_wait=settings.heal_after, max_wait=settings.heal_max_wait, max_tries=settings.heal_max_tries
-    )
-
-
-def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
-    """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
-    budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
-    spool = ImageSpool(settings.data_dir / "spool")
-    return Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget)
-
-
-class LastKnown:
-    """The gateway's own memory of status answers, for when the status service is down."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._items: OrderedDict[str, tuple[status_pb2.GetVideoResponse, float]] = OrderedDict()
-        self._size = size
-
-    def remember(self, answer: status_pb2.GetVideoResponse) -> None:
-        self._items[answer.video.video_id] = (answer, time.monotonic())
-        self._items.move_to_end(answer.video.video_id)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-    def degraded(self, video_id: str, reason: str) -> status_pb2.GetVideoResponse:
-        known = self._items.get(video_id)
-        if known is None:
-            metrics.STATUS_DEGRADED.labels("unknown").inc()
-            return status_pb2.GetVideoResponse(
-                video=status_pb2.Video(video_id=video_id, status="processing"), degraded=True, degraded_reason=reason
-            )
-        answer, seen = known
-        metrics.STATUS_DEGRADED.labels("last_known").inc()
-        return status_pb2.GetVideoResponse(
-            video=answer.video,
-            degraded=True,
-            degraded_reason=reason,
-            age_ms=answer.age_ms + int((time.monotonic() - seen) * 1000),
-        )
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:

@@ -9,9 +9,9 @@ import logging
 
 from procrastinate import App
 
-from gateway.app import build_healer, build_pipeline
 from gateway.clients import ServiceClients
 from gateway.queue import QueueRunner, ensure_schema, queue_app
+from gateway.wiring import build_healer, build_pipeline
 from services.common.config import GatewaySettings
 from services.common.logs import setup_logging
 

@@ -9,7 +9,10 @@ next model at once; the same model is asked again only when it is the last one l
 
 No paid image is wasted: when the chain stops waiting for an attempt, the request goes on
 in the background until the model's own timeout (a bounded number of them at once), and an
-image that arrives late is handed to ``keep_late`` (the replay cache) for its scene."""
+image that arrives late is handed to ``keep_late`` (the replay cache) for its scene.
+
+(A little over 300 lines: fair share, retries, admission and late requests are one policy
+about one attempt, and read best together.)"""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from services.imagegen.breaker import Breaker, Pass
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
+from services.imagegen.results import AttemptRecord, ChainResult
 
 log = logging.getLogger(__name__)
 NO_ROOM = "no room at the provider in time"
@@ -46,34 +50,6 @@ class ChainPolicy:
     retry_backoff: float = 0.2
     # Abandoned requests that may finish in the background at once.
     late_max: int = 16
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    provider: str
-    outcome: Outcome
-    reason: str
-    ms: int
-    usage: Usage | None = None
-    # Estimated USD; None when the model has no price. Only a successful attempt is paid.
-    cost: float | None = 0.0
-
-
-@dataclass(frozen=True)
-class ChainResult:
-    image: bytes
-    info: ImageInfo
-    provider: str
-    placeholder: bool
-    attempts: list[AttemptRecord]
-
-    @property
-    def cost(self) -> float:
-        return sum(a.cost or 0.0 for a in self.attempts)
-
-    @property
-    def cost_known(self) -> bool:
-        return all(a.cost is not None for a in self.attempts)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from services.imagegen import metrics
-from services.imagegen.chain import AttemptRecord, ChainResult
 from services.imagegen.providers.base import Outcome
+from services.imagegen.results import AttemptRecord, ChainResult
 
 
 @dataclass(frozen=True)

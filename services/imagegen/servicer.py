@@ -13,9 +13,10 @@ from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
 from services.imagegen.admission import VideoLanes
 from services.imagegen.breaker import BreakerState
-from services.imagegen.chain import ChainResult, ProviderChain
+from services.imagegen.chain import ProviderChain
 from services.imagegen.providers.base import ImageRequest, Outcome
 from services.imagegen.replay import PaidImages, ReplayCache, ReplayKey
+from services.imagegen.results import ChainResult
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE = "storyshort.imagegen.v1.ImageGenService"

@@ -4,8 +4,8 @@ for a TTL, never holding placeholders."""
 from __future__ import annotations
 
 from services.common.images import ImageInfo
-from services.imagegen.chain import ChainResult
 from services.imagegen.replay import ReplayCache, ReplayKey
+from services.imagegen.results import ChainResult
 from tests.conftest import eventually
 
 INFO = ImageInfo("image/png", "png", 64, 64)

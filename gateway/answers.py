@@ -1,0 +1,108 @@
+"""The status answer of GET /api/video-status, built from the status service's answer (or
+from what the gateway knows when that service cannot answer)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from gateway import metrics
+from services.storage.backends.local import PUBLIC_PREFIX
+from storyshort.status.v1 import status_pb2
+
+
+def current_url(stored: str, origin: str) -> str:
+    """A stored public URL on today's address: its object location (bucket, path and
+    version) kept, its origin replaced, so moving the gateway breaks no earlier link."""
+    at = stored.find(PUBLIC_PREFIX + "/")
+    return origin + stored[at:] if at > 0 else stored
+
+
+def queued_json(video_id: str, position: int) -> dict[str, Any]:
+    """The status answer of a video waiting for its turn to run."""
+    return {
+        "videoId": video_id,
+        "status": "queued",
+        "progress": 0,
+        "degraded": False,
+        "images": [],
+        "queuePosition": position,
+    }
+
+
+def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, Any]:
+    """The answer of GET /api/video-status, shaped as VideoStatusOut (the schema in the
+    OpenAPI document, which the fuzz test holds every answer to). Built as a plain dict:
+    validating a model on every poll cost more than the rest of the gateway's work.
+    Image URLs are built on ``origin``, where public images are served now."""
+    video = answer.video
+    s = video.summary
+    return {
+        "videoId": video.video_id,
+        "status": video.status,
+        "progress": video.progress,
+        "degraded": answer.degraded,
+        "images": [
+            {
+                "scene": sc.scene,
+                "url": current_url(sc.url, origin),
+                "placeholder": sc.placeholder,
+                "provider": sc.provider,
+                "reason": sc.error if sc.placeholder else "",
+                "costUsd": sc.cost_usd if sc.cost_known else None,
+            }
+            for sc in video.scenes
+            if sc.state == "stored"
+        ],
+        "failedScenes": [{"scene": sc.scene, "error": sc.error} for sc in video.scenes if sc.state == "failed"],
+        "sceneCount": video.scene_count,
+        "error": video.error,
+        "stalled": answer.stalled,
+        "ageMs": answer.age_ms,
+        "degradedReason": answer.degraded_reason,
+        "spendUsd": round(sum(sc.cost_usd for sc in video.scenes), 6)
+        if all(sc.cost_known for sc in video.scenes)
+        else None,
+        "updatedAtMs": video.updated_at_ms,
+        "summary": {
+            "generated": s.generated,
+            "placeholders": s.placeholders,
+            "failed": s.failed,
+            "hardProviderFailures": s.hard_provider_failures,
+            "providerAttempts": s.provider_attempts,
+            "elapsedMs": s.elapsed_ms,
+            "spendUsd": round(s.spend_usd, 6) if not s.unpriced_images else None,
+            "unpricedImages": s.unpriced_images,
+        },
+    }
+
+
+class LastKnown:
+    """The gateway's own memory of status answers, for when the status service is down."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._items: OrderedDict[str, tuple[status_pb2.GetVideoResponse, float]] = OrderedDict()
+        self._size = size
+
+    def remember(self, answer: status_pb2.GetVideoResponse) -> None:
+        self._items[answer.video.video_id] = (answer, time.monotonic())
+        self._items.move_to_end(answer.video.video_id)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def degraded(self, video_id: str, reason: str) -> status_pb2.GetVideoResponse:
+        known = self._items.get(video_id)
+        if known is None:
+            metrics.STATUS_DEGRADED.labels("unknown").inc()
+            return status_pb2.GetVideoResponse(
+                video=status_pb2.Video(video_id=video_id, status="processing"), degraded=True, degraded_reason=reason
+            )
+        answer, seen = known
+        metrics.STATUS_DEGRADED.labels("last_known").inc()
+        return status_pb2.GetVideoResponse(
+            video=answer.video,
+            degraded=True,
+            degraded_reason=reason,
+            age_ms=answer.age_ms + int((time.monotonic() - seen) * 1000),
+        )

@@ -1,0 +1,57 @@
+"""A start's scenes: from the request body, or, when it gives none, the prompts the video's
+latest run was started with."""
+
+from __future__ import annotations
+
+import grpc
+
+from gateway.breakers import BreakerOpen
+from gateway.clients import ServiceClients
+from gateway.errors import HTTPError
+from gateway.pipeline import Scene
+from gateway.schemas import GenerateIn
+from services.common import validation
+from services.common.errors import InvalidArgument
+
+
+def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
+    if not body.scenes:
+        raise InvalidArgument("scenes is empty; give at least one scene with a prompt")
+    if len(body.scenes) > max_scenes:
+        raise InvalidArgument(f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video")
+    scenes: list[Scene] = []
+    for position, scene in enumerate(body.scenes):
+        number = position + 1 if scene.index is None else scene.index + 1
+        if number < 1:
+            raise InvalidArgument(f"scene {position}: index must be 0 or more; got {scene.index}")
+        try:
+            scenes.append(Scene(number, validation.prompt(scene.prompt)))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"scene {number}: {exc}") from exc
+    numbers = [s.number for s in scenes]
+    if len(set(numbers)) != len(numbers):
+        raise InvalidArgument("two scenes have the same index; each index may appear once")
+    return scenes
+
+
+async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
+    """A resume without scenes: the prompts the video's latest run was started with."""
+    try:
+        answer = await clients.get_video(video_id)
+    except BreakerOpen as exc:
+        raise HTTPError(
+            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
+        ) from exc
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise InvalidArgument(
+                f"scenes is empty and there is no video {video_id!r} to resume; give its scenes"
+            ) from exc
+        raise HTTPError(
+            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
+        ) from exc
+    if answer.degraded:
+        raise HTTPError(503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes")
+    if not answer.video.prompts:
+        raise InvalidArgument(f"scenes is empty and video {video_id!r} has no stored prompts; give its scenes")
+    return [Scene(p.scene, p.prompt) for p in answer.video.prompts]
