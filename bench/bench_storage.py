@@ -13,7 +13,7 @@ import httpx
 
 from bench.common import Figure, median, rss_mib, running_system, wait_done
 from services.common.channels import open_channel
-from services.storage.backends.local import write_atomically
+from services.common.objects import write_atomically
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry

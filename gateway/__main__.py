@@ -10,7 +10,7 @@ from collections.abc import Generator
 import uvicorn
 
 from gateway.app import create_app
-from services.common.config import GatewaySettings
+from gateway.settings import GatewaySettings
 from services.common.logs import setup_logging
 
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from gateway import metrics
-from services.storage.backends.local import PUBLIC_PREFIX
+from services.common.objects import PUBLIC_PREFIX
 from storyshort.status.v1 import status_pb2
 
 

@@ -24,12 +24,11 @@ from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.runs import RunRegistry
 from gateway.scenes import parse_scenes, stored_scenes
 from gateway.schemas import ErrorOut, GenerateIn, GenerateOut, VideoStatusOut
+from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
-from services.common import validation
-from services.common.config import GatewaySettings
+from services.common import objects, validation
 from services.common.errors import InvalidArgument
-from services.storage import paths
-from services.storage.backends.local import PUBLIC_PREFIX, resolve_inside
+from services.common.objects import PUBLIC_PREFIX, resolve_inside
 
 log = logging.getLogger("gateway")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -164,7 +163,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Images stored by the local backend, at Supabase's public URL layout."""
         if bucket != settings.bucket:
             raise HTTPError(404, "NOT_FOUND", f"no bucket {bucket!r}")
-        paths.object_path(object_path)
+        objects.object_path(object_path)
         target = resolve_inside(settings.storage_root, bucket, object_path)
         media = MEDIA_TYPES.get(target.suffix.lstrip(".").lower())
         if media is None or not target.is_file():

@@ -8,14 +8,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.breakers import HopBreaker
+from gateway.settings import GatewaySettings
 from services.common.channels import open_channel
-from services.common.config import GatewaySettings
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
-# Per-hop budgets (DESIGN.md): imagegen gets the image budget plus 5 s to answer, and one
-# image budget more to wait for its video's lane (the budget starts when a scene goes to a
+# Per-hop deadlines (DESIGN.md): imagegen gets IMAGE_GEN_TIMEOUT plus 5 s to answer, and one
+# IMAGE_GEN_TIMEOUT more to wait for its video's lane (its clock starts when a scene goes to a
 # provider); upload and status deadlines come from settings (UPLOAD_TIMEOUT, STATUS_TIMEOUT).
 IMAGEGEN_MARGIN = 5.0
 HEALTH_TIMEOUT = 1.0
@@ -27,7 +27,7 @@ class ServiceClients:
     storage: storage_pb2_grpc.StorageServiceStub
     status: status_pb2_grpc.StatusServiceStub
     channels: dict[str, grpc.aio.Channel]
-    image_budget: float
+    image_timeout: float
     upload_timeout: float
     status_timeout: float
     breakers: dict[str, HopBreaker] = field(default_factory=dict)
@@ -60,7 +60,7 @@ class ServiceClients:
         breaker.check()
         async with breaker.watching():
             answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
-                request, timeout=2 * self.image_budget + IMAGEGEN_MARGIN
+                request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN
             )
         return answer
 

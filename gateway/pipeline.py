@@ -20,6 +20,7 @@ from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool, Pending, SpooledImage
 from services.common import validation
 from services.common.images import inspect_image, render_placeholder
+from services.common.objects import scene_object_path
 from services.common.retry import retrying_within
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
@@ -138,10 +139,6 @@ def placeholder_reason(answer: imagegen_pb2.GenerateResponse) -> str:
     if not answer.attempts:
         return "no provider configured"
     return "every provider failed"
-
-
-def object_path(video_id: str, scene: int, extension: str) -> str:
-    return f"videos/{validation.video_id(video_id)}/images/scene-{scene}.{extension}"
 
 
 class Pipeline:
@@ -307,7 +304,7 @@ class Pipeline:
         try:
             uploaded = await self.clients.upload(
                 storage_pb2.UploadRequest(
-                    path=object_path(run.video_id, scene.number, image.extension),
+                    path=scene_object_path(run.video_id, scene.number, image.extension),
                     data=image.data,
                     content_type=image.content_type,
                 )

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from services.common import validation
-from services.storage.backends.local import write_atomically
+from services.common.objects import write_atomically
 
 log = logging.getLogger(__name__)
 

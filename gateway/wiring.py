@@ -7,8 +7,8 @@ from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
+from gateway.settings import GatewaySettings
 from gateway.spool import ImageSpool
-from services.common.config import GatewaySettings
 
 
 def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:

@@ -11,8 +11,8 @@ from procrastinate import App
 
 from gateway.clients import ServiceClients
 from gateway.queue import QueueRunner, ensure_schema, queue_app
+from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
-from services.common.config import GatewaySettings
 from services.common.logs import setup_logging
 
 log = logging.getLogger("worker")

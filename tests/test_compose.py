@@ -9,7 +9,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from services.common.config import GatewaySettings, ImagegenSettings, StatusSettings, StorageSettings
+from gateway.settings import GatewaySettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
 from tools.processes import ROOT, SERVICES
 
 SETTINGS: dict[str, type[BaseSettings]] = {

@@ -10,7 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.common.config import GatewaySettings, ImagegenSettings, StatusSettings, StorageSettings
+from gateway.settings import GatewaySettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
 from tools.processes import ROOT, SERVICES
 
 K8S = ROOT / "deploy" / "k8s"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.config import GatewaySettings, ImagegenSettings, StatusSettings, StorageSettings
+from gateway.settings import GatewaySettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
 from tools.processes import ROOT, System
 
 README = (ROOT / "README.md").read_text()

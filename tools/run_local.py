@@ -11,13 +11,8 @@ import time
 
 from pydantic import ValidationError
 
-from services.common.config import (
-    GatewaySettings,
-    ImagegenSettings,
-    StatusSettings,
-    StorageSettings,
-    url_without_password,
-)
+from gateway.settings import GatewaySettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, url_without_password
 from tools.processes import METRICS, SERVICES, System
 
 # Seconds every process must stay up after it listens before the system counts as started.

@@ -70,12 +70,12 @@ class ImagegenSettings(CommonSettings):
     image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
     placeholder_path: Path | None = Field(None, validation_alias="PLACEHOLDER_PATH")
     # Longest one provider attempt may take; unset: by the quality in use (chain_config.py).
-    # An attempt also never takes more than a fair share of what is left of the budget.
+    # An attempt also never takes more than a fair share of the time left before the deadline.
     attempt_timeout: float | None = Field(None, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
     placeholder_reserve: float = Field(0.5, validation_alias="IMAGEGEN_PLACEHOLDER_RESERVE", ge=0)
     # An attempt with less time than this is not started.
     min_attempt: float = Field(0.25, validation_alias="IMAGEGEN_MIN_ATTEMPT", gt=0)
-    # Tries of the last real model again after a transient failure, when the budget allows.
+    # Tries of the last real model again after a transient failure, when the deadline allows.
     same_provider_retries: int = Field(1, validation_alias="IMAGEGEN_SAME_PROVIDER_RETRIES", ge=0, le=3)
     # Breakers: K timeouts or transient failures in a row open one; cooldowns in seconds.
     breaker_threshold: int = Field(3, validation_alias="IMAGEGEN_BREAKER_THRESHOLD", ge=1)
@@ -162,45 +162,3 @@ class StatusSettings(CommonSettings):
     @property
     def sqlite_file(self) -> Path:
         return self.sqlite_path or self.data_dir / "status.sqlite3"
-
-
-class GatewaySettings(ObjectLayoutSettings):
-    http_host: str = Field("127.0.0.1", validation_alias="GATEWAY_HOST")
-    http_port: int = Field(8080, validation_alias="GATEWAY_PORT")
-    imagegen_addr: str = Field("127.0.0.1:50051", validation_alias="IMAGEGEN_ADDR")
-    storage_addr: str = Field("127.0.0.1:50052", validation_alias="STORAGE_ADDR")
-    status_addr: str = Field("127.0.0.1:50053", validation_alias="STATUS_ADDR")
-    scene_concurrency: int = Field(3, validation_alias="SCENE_CONCURRENCY", ge=1, le=32)
-    max_scenes: int = Field(100, validation_alias="MAX_SCENES", ge=1)
-    image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
-    image_size: str = Field("1024x1024", validation_alias="IMAGE_SIZE")
-    # Per-hop deadlines (seconds) for storage Upload and status calls.
-    upload_timeout: float = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
-    status_timeout: float = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
-    # Breakers on the hops to status, storage and imagegen: timeouts or UNAVAILABLE in a row
-    # that open one, and seconds between health probes while it is open.
-    hop_breaker_threshold: int = Field(1, validation_alias="HOP_BREAKER_THRESHOLD", ge=1)
-    hop_breaker_probe_every: float = Field(1.0, validation_alias="HOP_BREAKER_PROBE_EVERY", gt=0)
-    # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
-    api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
-    max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
-    # Where video runs execute: in this process (embedded default) or as jobs on the
-    # procrastinate queue in DATABASE_URL, run by `python -m gateway.worker` replicas.
-    runs: Literal["inprocess", "queue"] = Field("inprocess", validation_alias="RUNS")
-    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
-    worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
-    # Seconds without a worker heartbeat after which its jobs are retried by another worker.
-    worker_stalled_after: float = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
-    # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
-    budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
-    budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)
-    # Admission (RUNS=inprocess): videos running at once in the gateway; more wait in order,
-    # up to MAX_WAITING_VIDEOS and MAX_WAITING_BYTES of prompts, then a start is answered 429.
-    max_running_videos: int = Field(4, validation_alias="MAX_RUNNING_VIDEOS", ge=1)
-    max_waiting_videos: int = Field(1000, validation_alias="MAX_WAITING_VIDEOS", ge=0)
-    max_waiting_bytes: int = Field(64 * MIB, validation_alias="MAX_WAITING_BYTES", ge=0)
-    # Healing: a video left with placeholders by provider trouble is resumed after HEAL_AFTER
-    # seconds (doubling per try up to HEAL_MAX_WAIT), at most HEAL_MAX_TRIES times (0: off).
-    heal_after: float = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
-    heal_max_wait: float = Field(1800.0, validation_alias="HEAL_MAX_WAIT", gt=0)
-    heal_max_tries: int = Field(5, validation_alias="HEAL_MAX_TRIES", ge=0)

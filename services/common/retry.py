@@ -18,7 +18,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ class _Backoff(wait_base):
 class _StopWhenDeadlineCannotFit(stop_base):
     """Stop instead of sleeping when the sleep plus a minimal attempt would pass the deadline."""
 
-    def __init__(self, budget: Budget, backoff: _Backoff, min_attempt: float) -> None:
-        self.budget = budget
+    def __init__(self, deadline: Deadline, backoff: _Backoff, min_attempt: float) -> None:
+        self.deadline = deadline
         self.backoff = backoff
         self.min_attempt = min_attempt
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.backoff(retry_state) + self.min_attempt > self.budget.remaining()
+        return self.backoff(retry_state) + self.min_attempt > self.deadline.remaining()
 
 
 def retrying_within(seconds: float, retry_if: Callable[[BaseException], bool]) -> AsyncRetrying:
@@ -69,10 +69,10 @@ def retrying_within(seconds: float, retry_if: Callable[[BaseException], bool]) -
     )
 
 
-def retrying(policy: RetryPolicy, budget: Budget) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, deadline: Deadline) -> AsyncRetrying:
     backoff = _Backoff(policy.backoff)
     return AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts) | _StopWhenDeadlineCannotFit(budget, backoff, policy.min_attempt),
+        stop=stop_after_attempt(policy.attempts) | _StopWhenDeadlineCannotFit(deadline, backoff, policy.min_attempt),
         wait=backoff,
         retry=retry_if_exception_type(policy.retry_on),
         reraise=True,

@@ -1,1 +1,1 @@
-"""imagegen: one image per call through an ordered provider chain, inside a time budget."""
+"""imagegen: one image per call through an ordered provider chain, inside the caller's deadline."""

@@ -1,5 +1,5 @@
-"""The provider chain: ordered providers, each attempt with a fair share of the time
-budget, a reserve kept so the placeholder always fits, breakers and per-provider limits
+"""The provider chain: ordered providers, each attempt with a fair share of the time left
+before the deadline, a reserve kept so the placeholder always fits, breakers and per-provider limits
 shared by every caller, and one retry policy in one place.
 
 Fair share: an attempt gets at most what is left (less the placeholder reserve) divided by
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
 from services.imagegen.admission import Admission
@@ -45,7 +45,7 @@ class ChainPolicy:
     placeholder_reserve: float = 0.5
     # An attempt with less time than this is not started.
     min_attempt: float = 0.25
-    # Tries of the last real model again after a transient failure, when the budget allows.
+    # Tries of the last real model again after a transient failure, when the deadline allows.
     same_provider_retries: int = 1
     retry_backoff: float = 0.2
     # Abandoned requests that may finish in the background at once.
@@ -75,7 +75,7 @@ class Call:
     """One Generate call going down the chain."""
 
     request: ImageRequest
-    budget: Budget
+    deadline: Deadline
     context: dict[str, object]
     max_cost: float | None
     lane: asyncio.Semaphore | None
@@ -100,7 +100,7 @@ class ProviderChain:
     async def generate(
         self,
         request: ImageRequest,
-        budget: Budget,
+        deadline: Deadline,
         *,
         context: dict[str, object],
         max_cost: float | None = None,
@@ -109,7 +109,7 @@ class ProviderChain:
     ) -> ChainResult:
         """The first provider's image, or the next one's, or the placeholder. ``lane`` limits
         how many requests of this call's video are at the providers at once."""
-        call = Call(request, budget, context, max_cost, lane, keep_late)
+        call = Call(request, deadline, context, max_cost, lane, keep_late)
         for index, slot in enumerate(self.slots):
             skip = self._skip_reason(slot, call, count=True)
             granted = Pass(False)
@@ -154,7 +154,7 @@ class ProviderChain:
     def _time_for(self, index: int, slot: ProviderSlot, call: Call) -> float:
         """The fair share: min(own timeout, what is left less the reserve, split evenly), but
         never less than a useful attempt while that much is left."""
-        usable = call.budget.remaining() - self.policy.placeholder_reserve
+        usable = call.deadline.remaining() - self.policy.placeholder_reserve
         share = max(usable / (1 + self._others_after(index, call)), min(self.policy.min_attempt, usable))
         return max(min(slot.attempt_timeout, share), 0.0)
 
@@ -222,12 +222,12 @@ class ProviderChain:
         started = time.monotonic()
         if self._time_for(index, slot, call) < self.policy.min_attempt:
             slot.breaker.release(granted)
-            self._record(call, slot, Outcome.SKIPPED, "not enough time left in the budget", started)
+            self._record(call, slot, Outcome.SKIPPED, "not enough time left before the deadline", started)
             raise ProviderFailure(Outcome.SKIPPED, "no time left")
         admission = Admission((call.lane, slot.semaphore) if call.lane else (slot.semaphore,))
         # Until it is let in, a request may wait up to the caller's deadline, less the time
         # the placeholder needs; waiting is not part of the attempt.
-        waiting = call.budget.limit - started - self.policy.placeholder_reserve
+        waiting = call.deadline.limit - started - self.policy.placeholder_reserve
         try:
             async with asyncio.timeout(waiting if waiting < math.inf else None):
                 await admission.enter()
@@ -240,7 +240,7 @@ class ProviderChain:
             admission.leave()
             slot.breaker.release(granted)
             raise
-        call.budget.start()  # the call's own budget counts from its first admission
+        call.deadline.start()  # the call's own time limit counts from its first admission
         started = time.monotonic()
         timeout = self._time_for(index, slot, call)
         work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))

@@ -14,7 +14,7 @@ Without it, `IMAGEGEN_CHAIN` lists OpenAI models that share `OPENAI_API_KEY` and
 Keys are read from the variables the entries name, never from the file itself.
 
 A configuration that cannot work is refused at start with one message per mistake: an
-unknown kind, a missing key or base URL, two entries with one name, or a time budget that
+unknown kind, a missing key or base URL, two entries with one name, or an IMAGE_GEN_TIMEOUT that
 leaves no model a useful attempt."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from services.common import validation
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
 from services.imagegen.admission import VideoLanes
@@ -37,9 +37,9 @@ OUTCOMES = {
 
 
 class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
-    def __init__(self, chain: ProviderChain, budget_seconds: float, replay: ReplayCache | None = None) -> None:
+    def __init__(self, chain: ProviderChain, deadline_seconds: float, replay: ReplayCache | None = None) -> None:
         self.chain = chain
-        self.budget_seconds = budget_seconds
+        self.deadline_seconds = deadline_seconds
         self.paid = PaidImages(replay or ReplayCache(0, 0))
         self.lanes = VideoLanes()
 
@@ -59,7 +59,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             raise InvalidArgument(f"video_parallelism must be at most {MAX_VIDEO_PARALLELISM}")
         if request.video_parallelism and not request.video_id:
             raise InvalidArgument("video_parallelism limits one video's requests: give its video_id too")
-        budget = Budget.from_context(context, self.budget_seconds)
+        deadline = Deadline.from_context(context, self.deadline_seconds)
         max_cost = request.max_cost_usd if request.HasField("max_cost_usd") else None
         if max_cost is not None and not math.isfinite(max_cost):
             raise InvalidArgument("max_cost_usd must be a finite number of US dollars")
@@ -70,14 +70,14 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             with self.lanes.lane(request.video_id, request.video_parallelism) as lane:
                 return await self.chain.generate(
                     wanted,
-                    budget,
+                    deadline,
                     context={"video_id": request.video_id, "scene": request.scene},
                     max_cost=max_cost,
                     lane=lane,
                     keep_late=keep_late,
                 )
 
-        result = self.paid.replay(key) or await self.paid.run(key, generate, lambda: budget.started)
+        result = self.paid.replay(key) or await self.paid.run(key, generate, lambda: deadline.started)
         return imagegen_pb2.GenerateResponse(
             image=result.image,
             content_type=result.info.content_type,

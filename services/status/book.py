@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import NotFound, Unavailable
 from services.common.retry import STATUS_READ_BACKOFF, RetryPolicy, retrying
 from services.status import metrics
@@ -113,11 +113,11 @@ class StatusBook:
             self._known.popitem(last=False)
         return video
 
-    async def _call(self, op: str, budget: Budget, policy: RetryPolicy, work: Callable[[], Awaitable[T]]) -> T:
-        async for attempt in retrying(policy, budget):
+    async def _call(self, op: str, deadline: Deadline, policy: RetryPolicy, work: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in retrying(policy, deadline):
             with attempt:
                 # A little is kept back so a degraded answer still reaches the caller in time.
-                timeout = budget.slice(self.attempt_timeout, reserve=ANSWER_MARGIN)
+                timeout = deadline.slice(self.attempt_timeout, reserve=ANSWER_MARGIN)
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(timeout):
@@ -132,45 +132,45 @@ class StatusBook:
                     metrics.STORE_SECONDS.labels(self.store.name, op).observe(time.monotonic() - started)
         raise AssertionError("unreachable: retrying re-raises the last failure")
 
-    async def _write(self, op: str, budget: Budget, work: Callable[[], Awaitable[Video]]) -> Video:
+    async def _write(self, op: str, deadline: Deadline, work: Callable[[], Awaitable[Video]]) -> Video:
         try:
-            video = await self._call(op, budget, WRITE_POLICY, work)
+            video = await self._call(op, deadline, WRITE_POLICY, work)
         except StoreUnavailable as exc:
             self.breaker.failure()
             raise Unavailable(f"status store unavailable: {exc}") from exc
         self.breaker.success()
         return self._remember(video)
 
-    async def create(self, video_id: str, scene_count: int, budget: Budget) -> Video:
-        return await self._write("create", budget, lambda: self.store.create(video_id, scene_count))
+    async def create(self, video_id: str, scene_count: int, deadline: Deadline) -> Video:
+        return await self._write("create", deadline, lambda: self.store.create(video_id, scene_count))
 
     async def start(
-        self, video_id: str, scene_count: int, budget: Budget, prompts: dict[int, str] | None = None
+        self, video_id: str, scene_count: int, deadline: Deadline, prompts: dict[int, str] | None = None
     ) -> Video:
         """Create the video if need be and mark it generating (a run begins), keeping the
         run's prompts when given."""
-        await self.create(video_id, scene_count, budget)
+        await self.create(video_id, scene_count, deadline)
         change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
-        return await self.update(video_id, change, budget)
+        return await self.update(video_id, change, deadline)
 
-    async def update(self, video_id: str, change: VideoUpdate, budget: Budget) -> Video:
-        return await self._write("update", budget, lambda: self.store.update(video_id, change))
+    async def update(self, video_id: str, change: VideoUpdate, deadline: Deadline) -> Video:
+        return await self._write("update", deadline, lambda: self.store.update(video_id, change))
 
     async def report_scene(
-        self, video_id: str, scene: SceneResult, budget: Budget, then: VideoUpdate | None = None
+        self, video_id: str, scene: SceneResult, deadline: Deadline, then: VideoUpdate | None = None
     ) -> Video:
-        video = await self._write("report_scene", budget, lambda: self.store.report_scene(video_id, scene))
+        video = await self._write("report_scene", deadline, lambda: self.store.report_scene(video_id, scene))
         if then is not None:
-            video = await self.update(video_id, then, budget)
+            video = await self.update(video_id, then, deadline)
         return video
 
-    async def get(self, video_id: str, budget: Budget) -> StatusAnswer:
+    async def get(self, video_id: str, deadline: Deadline) -> StatusAnswer:
         if self.breaker.is_open:
             if self.breaker.probe_due() and self._probe is None:
                 self._probe = asyncio.create_task(self._probe_store(video_id))
             return self._degraded(video_id, "store breaker open")
         try:
-            video = await self._call("get", budget, READ_POLICY, lambda: self.store.get(video_id))
+            video = await self._call("get", deadline, READ_POLICY, lambda: self.store.get(video_id))
         except StoreUnavailable as exc:
             self.breaker.failure()
             return self._degraded(video_id, str(exc))
@@ -178,7 +178,7 @@ class StatusBook:
         if video is None:
             self._known.pop(video_id, None)
             raise NotFound(f"video {video_id!r} does not exist")
-        video = await self._recover(video, budget)
+        video = await self._recover(video, deadline)
         return StatusAnswer(self._remember(video), stalled=self._is_stalled(video))
 
     async def _probe_store(self, video_id: str) -> None:
@@ -198,7 +198,7 @@ class StatusBook:
         if video is not None:
             self._remember(video)
 
-    async def _recover(self, video: Video, budget: Budget) -> Video:
+    async def _recover(self, video: Video, deadline: Deadline) -> Video:
         """A video at 100% still marked generating is corrected to assets_generated."""
         if video.status != GENERATING or video.progress < 100:
             return video
@@ -211,7 +211,7 @@ class StatusBook:
         try:
             return await self._call(
                 "update",
-                budget,
+                deadline,
                 WRITE_POLICY,
                 lambda: self.store.update(video.video_id, VideoUpdate(status=ASSETS_GENERATED)),
             )
@@ -231,9 +231,9 @@ class StatusBook:
         metrics.DEGRADED.labels("unknown").inc()
         return StatusAnswer(Video(video_id=video_id, status=PROCESSING), True, 0, reason)
 
-    async def spend_since(self, since_ms: int, budget: Budget) -> Spend:
+    async def spend_since(self, since_ms: int, deadline: Deadline) -> Spend:
         try:
-            return await self._call("spend", budget, READ_POLICY, lambda: self.store.spend_since(since_ms))
+            return await self._call("spend", deadline, READ_POLICY, lambda: self.store.spend_since(since_ms))
         except StoreUnavailable as exc:
             raise Unavailable(f"status store unavailable: {exc}") from exc
 
@@ -241,15 +241,15 @@ class StatusBook:
         """Keep the stalled-videos gauge current (for the alert), until cancelled."""
         while True:
             try:
-                metrics.STALLED.set(len(await self.list_stalled(Budget.of(self.attempt_timeout))))
+                metrics.STALLED.set(len(await self.list_stalled(Deadline.of(self.attempt_timeout))))
             except Unavailable:
                 pass  # the breaker and the degraded counter already tell this story
             await asyncio.sleep(every)
 
-    async def list_stalled(self, budget: Budget) -> list[Video]:
+    async def list_stalled(self, deadline: Deadline) -> list[Video]:
         try:
             return await self._call(
-                "list_stalled", budget, READ_POLICY, lambda: self.store.list_stalled(now_ms() - self.stall_after_ms)
+                "list_stalled", deadline, READ_POLICY, lambda: self.store.list_stalled(now_ms() - self.stall_after_ms)
             )
         except StoreUnavailable as exc:
             raise Unavailable(f"status store unavailable: {exc}") from exc

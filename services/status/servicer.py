@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import grpc
 
 from services.common import validation
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
 from services.status.book import StatusBook
@@ -66,7 +66,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.Video:
         video_id = validation.video_id(request.video_id)
         video = await self.book.create(
-            video_id, _scene_count(request.scene_count), Budget.from_context(context, CALL_BUDGET)
+            video_id, _scene_count(request.scene_count), Deadline.from_context(context, CALL_BUDGET)
         )
         return video_to_pb(video)
 
@@ -78,7 +78,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         video = await self.book.start(
             video_id,
             _scene_count(request.scene_count),
-            Budget.from_context(context, CALL_BUDGET),
+            Deadline.from_context(context, CALL_BUDGET),
             _prompts(request.prompts),
         )
         return video_to_pb(video)
@@ -88,7 +88,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self, request: status_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.GetVideoResponse:
         video_id = validation.video_id(request.video_id)
-        answer = await self.book.get(video_id, Budget.from_context(context, CALL_BUDGET))
+        answer = await self.book.get(video_id, Deadline.from_context(context, CALL_BUDGET))
         return status_pb2.GetVideoResponse(
             video=video_to_pb(answer.video),
             degraded=answer.degraded,
@@ -102,7 +102,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self, request: status_pb2.UpdateVideoRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.Video:
         video_id = validation.video_id(request.video_id)
-        video = await self.book.update(video_id, _change(request), Budget.from_context(context, CALL_BUDGET))
+        video = await self.book.update(video_id, _change(request), Deadline.from_context(context, CALL_BUDGET))
         return video_to_pb(video)
 
     @rpc(SERVICE)
@@ -130,7 +130,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             if request.then.video_id not in ("", video_id):
                 raise InvalidArgument("then.video_id must be empty or the same video_id")
             then = _change(request.then)
-        video = await self.book.report_scene(video_id, scene, Budget.from_context(context, CALL_BUDGET), then)
+        video = await self.book.report_scene(video_id, scene, Deadline.from_context(context, CALL_BUDGET), then)
         return video_to_pb(video)
 
     @rpc(SERVICE)
@@ -139,12 +139,12 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.Spend:
         if request.since_ms < 0:
             raise InvalidArgument(f"since_ms must be 0 or more (milliseconds since the epoch); got {request.since_ms}")
-        spend = await self.book.spend_since(request.since_ms, Budget.from_context(context, CALL_BUDGET))
+        spend = await self.book.spend_since(request.since_ms, Deadline.from_context(context, CALL_BUDGET))
         return status_pb2.Spend(usd=spend.usd, unpriced_images=spend.unpriced_images)
 
     @rpc(SERVICE)
     async def ListStalledVideos(
         self, request: status_pb2.ListStalledVideosRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.ListStalledVideosResponse:
-        videos = await self.book.list_stalled(Budget.from_context(context, CALL_BUDGET))
+        videos = await self.book.list_stalled(Deadline.from_context(context, CALL_BUDGET))
         return status_pb2.ListStalledVideosResponse(videos=[video_to_pb(v) for v in videos])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.common.config import StatusSettings
 from services.common.logs import register_secret
-from services.status.stores.base import StatusStore
-from services.status.stores.postgres import PostgresStore, VideosTable
+from services.status.stores.base import StatusStore, VideosTable
+from services.status.stores.postgres import PostgresStore
 from services.status.stores.sqlite import SQLiteStore
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from services.common.deadlines import Budget
+from services.common import objects
+from services.common.deadlines import Deadline
 from services.common.rpc import rpc
-from services.storage import paths
 from services.storage.uploader import Uploader
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -24,7 +24,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.EnsureBucketRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.EnsureBucketResponse:
         bucket = self.uploader.check_bucket(request.bucket)
-        created = await self.uploader.ensurer.ensure(Budget.from_context(context, UPLOAD_BUDGET))
+        created = await self.uploader.ensurer.ensure(Deadline.from_context(context, UPLOAD_BUDGET))
         return storage_pb2.EnsureBucketResponse(bucket=bucket, created=created)
 
     @rpc(SERVICE)
@@ -36,7 +36,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             request.path,
             request.data,
             request.content_type,
-            Budget.from_context(context, UPLOAD_BUDGET),
+            Deadline.from_context(context, UPLOAD_BUDGET),
         )
         return storage_pb2.UploadResponse(
             bucket=result.bucket,
@@ -53,5 +53,5 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.GetPublicUrlRequest, context: grpc.aio.ServicerContext
     ) -> storage_pb2.GetPublicUrlResponse:
         bucket = self.uploader.check_bucket(request.bucket)
-        path = paths.object_path(request.path)
+        path = objects.object_path(request.path)
         return storage_pb2.GetPublicUrlResponse(public_url=self.uploader.backend.public_url(bucket, path))

@@ -9,12 +9,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from services.common import objects
 from services.common.config import MAX_IMAGE_BYTES
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import DeadlineExceeded, InvalidArgument, TooLarge, Unavailable
 from services.common.images import CONTENT_TYPES, InvalidImage, check_image
 from services.common.retry import UPLOAD_BACKOFF, RetryPolicy, retrying
-from services.storage import metrics, paths
+from services.storage import metrics
 from services.storage.backends.base import (
     BucketMissing,
     BucketSpec,
@@ -52,7 +53,7 @@ class BucketEnsurer:
         self._known = False
         self._lock = asyncio.Lock()
 
-    async def ensure(self, budget: Budget) -> bool:
+    async def ensure(self, deadline: Deadline) -> bool:
         """True when this call created the bucket."""
         if self._known:
             return False
@@ -60,11 +61,11 @@ class BucketEnsurer:
             if self._known:
                 return False
             created = False
-            async for attempt in retrying(UPLOAD_POLICY, budget):
+            async for attempt in retrying(UPLOAD_POLICY, deadline):
                 with attempt:
-                    timeout = budget.slice(ATTEMPT_TIMEOUT)
+                    timeout = deadline.slice(ATTEMPT_TIMEOUT)
                     if not await self.backend.bucket_exists(self.spec, timeout):
-                        created = await self.backend.create_bucket(self.spec, budget.slice(ATTEMPT_TIMEOUT))
+                        created = await self.backend.create_bucket(self.spec, deadline.slice(ATTEMPT_TIMEOUT))
             self._known = True
             if created:
                 metrics.BUCKETS_CREATED.inc()
@@ -87,14 +88,14 @@ class Uploader:
 
     def check_bucket(self, bucket: str) -> str:
         bucket = bucket or self.bucket
-        paths.bucket_name(bucket)
+        objects.bucket_name(bucket)
         if bucket != self.bucket:
             raise InvalidArgument(f"unknown bucket {bucket!r}; this service stores into {self.bucket!r}")
         return bucket
 
-    async def upload(self, bucket: str, path: str, data: bytes, content_type: str, budget: Budget) -> UploadResult:
+    async def upload(self, bucket: str, path: str, data: bytes, content_type: str, deadline: Deadline) -> UploadResult:
         bucket = self.check_bucket(bucket)
-        paths.object_path(path)
+        objects.object_path(path)
         if len(data) > self.max_bytes:
             raise TooLarge(f"image is {len(data)} bytes; the limit is {self.max_bytes} bytes (5 MiB)")
         if content_type not in CONTENT_TYPES:
@@ -107,17 +108,17 @@ class Uploader:
             raise InvalidArgument(
                 f"content type {content_type} does not match the bytes, which are {info.content_type}"
             )
-        paths.check_extension(path, content_type)
+        objects.check_extension(path, content_type)
 
         started = time.monotonic()
         attempts = 0
         try:
-            async for attempt in retrying(UPLOAD_POLICY, budget):
+            async for attempt in retrying(UPLOAD_POLICY, deadline):
                 with attempt:
-                    await self.ensurer.ensure(budget)  # free once the bucket is known
+                    await self.ensurer.ensure(deadline)  # free once the bucket is known
                     attempts += 1
                     metrics.UPLOAD_ATTEMPTS.inc()
-                    timeout = budget.slice(ATTEMPT_TIMEOUT)
+                    timeout = deadline.slice(ATTEMPT_TIMEOUT)
                     if timeout <= 0:
                         raise DeadlineExceeded("the deadline passed before the upload could start")
                     try:
@@ -136,7 +137,7 @@ class Uploader:
             raise exc.error from exc
         except TransientStorageError as exc:
             metrics.UPLOADS.labels("failed").inc()
-            if budget.remaining() <= UPLOAD_POLICY.min_attempt:
+            if deadline.remaining() <= UPLOAD_POLICY.min_attempt:
                 raise DeadlineExceeded(f"upload did not succeed before the deadline: {exc}") from exc
             raise Unavailable(f"upload failed after {attempts} attempts: {exc}") from exc
         metrics.UPLOADS.labels("stored").inc()

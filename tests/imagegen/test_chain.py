@@ -347,7 +347,7 @@ def retry_after_date(seconds: float) -> str:
         ({"retry-after-ms": "300"}, True),
         ({"retry-after": "__date_in_2s__"}, True),
         ({}, True),  # none given: the usual short backoff
-        ({"retry-after-ms": "120000"}, False),  # beyond the budget: the next model at once
+        ({"retry-after-ms": "120000"}, False),  # past the deadline: the next model at once
     ],
     ids=["retry-after-ms", "http-date", "none", "ms-beyond-budget"],
 )

@@ -1,5 +1,5 @@
 """The chain against slow and failing models, through the real `openai` client and the fake:
-the fair share of the budget, breakers that learn from timeouts and errors (with exactly
+the fair share of the time left, breakers that learn from timeouts and errors (with exactly
 one probe when half-open), and late images kept instead of wasted. Proofs come from the
 fake's request counts, the answers' attempts and ListProviders."""
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import FailedPrecondition, NotFound
 from services.status.book import StatusBook
 from services.status.model import RunSummary, SceneResult, VideoUpdate
@@ -15,8 +15,8 @@ from services.status.stores.base import StatusStore
 from tests.conftest import eventually
 
 
-def budget() -> Budget:
-    return Budget.of(10)
+def deadline() -> Deadline:
+    return Deadline.of(10)
 
 
 async def test_create_is_idempotent_and_get_reads_it_back(store: StatusStore) -> None:
@@ -130,10 +130,10 @@ async def test_a_video_at_one_hundred_still_generating_is_corrected_on_read(stor
     await store.update("v1", VideoUpdate(status="generating_images"))
     await store.report_scene("v1", stored(1))
     await store.report_scene("v1", stored(2))
-    fresh = await book.get("v1", budget())
+    fresh = await book.get("v1", deadline())
     assert fresh.video.status == "generating_images"  # its run may still be writing its summary
     for _ in range(200):
-        answer = await book.get("v1", budget())
+        answer = await book.get("v1", deadline())
         if answer.video.status != "generating_images":
             break
         await asyncio.sleep(0.01)
@@ -147,33 +147,33 @@ async def test_a_generating_video_without_updates_is_reported_stalled_and_listed
     await store.create("v2", 2)
     await store.update("v1", VideoUpdate(status="generating_images"))
     for _ in range(200):
-        answer = await book.get("v1", budget())
+        answer = await book.get("v1", deadline())
         if answer.stalled:
             break
         await asyncio.sleep(0.01)
     assert answer.stalled
-    assert not (await book.get("v2", budget())).stalled  # draft is never stalled
-    assert [v.video_id for v in await book.list_stalled(budget())] == ["v1"]
+    assert not (await book.get("v2", deadline())).stalled  # draft is never stalled
+    assert [v.video_id for v in await book.list_stalled(deadline())] == ["v1"]
 
 
 async def test_get_of_an_unknown_video_is_not_found_not_degraded(store: StatusStore) -> None:
     with pytest.raises(NotFound):
-        await StatusBook(store).get("never", budget())
+        await StatusBook(store).get("never", deadline())
 
 
 async def test_a_runs_prompts_are_kept_so_a_stalled_video_can_be_resumed_without_them(store: StatusStore) -> None:
     book = StatusBook(store, stall_after=0.001)
     prompts = {1: "a fox in the snow", 2: 'a lighthouse at dusk, "quoted" and ünïcode'}
-    started = await book.start("v1", 2, budget(), prompts)
+    started = await book.start("v1", 2, deadline(), prompts)
     assert started.prompts == prompts
 
     async def listed() -> bool:  # once it is older than the stall threshold (1 ms)
-        return bool(await book.list_stalled(budget()))
+        return bool(await book.list_stalled(deadline()))
 
     assert await eventually(listed, timeout=5)
-    stalled = await book.list_stalled(budget())
+    stalled = await book.list_stalled(deadline())
     assert [(v.video_id, v.prompts) for v in stalled] == [("v1", prompts)]
-    again = await book.start("v1", 2, budget())  # a start without prompts keeps the stored ones
+    again = await book.start("v1", 2, deadline())  # a start without prompts keeps the stored ones
     assert again.prompts == prompts
-    edited = await book.start("v1", 2, budget(), {1: "a fox at dawn", 2: prompts[2]})
+    edited = await book.start("v1", 2, deadline(), {1: "a fox at dawn", 2: prompts[2]})
     assert edited.prompts[1] == "a fox at dawn"

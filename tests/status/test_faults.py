@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.status.book import StatusBook, StoreBreaker
 from services.status.model import VideoUpdate
 from services.status.stores.postgres import PostgresStore
@@ -54,9 +54,9 @@ def book_for(store: object, **kw: object) -> StatusBook:
     return StatusBook(store, attempt_timeout=0.5, breaker=StoreBreaker("test", threshold=2, probe_every=0.2), **kw)  # type: ignore[arg-type]
 
 
-async def timed_get(book: StatusBook, video_id: str, budget: float = 3.0) -> tuple[object, float]:
+async def timed_get(book: StatusBook, video_id: str, deadline: float = 3.0) -> tuple[object, float]:
     started = time.monotonic()
-    answer = await book.get(video_id, Budget.of(budget))
+    answer = await book.get(video_id, Deadline.of(deadline))
     return answer, time.monotonic() - started
 
 
@@ -66,7 +66,7 @@ async def test_postgres_down_answers_degraded_within_the_budget(kind: str, silen
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/none", connect_timeout=1)
     book = book_for(store)
     try:
-        answer, elapsed = await timed_get(book, "v1", budget=3.0)
+        answer, elapsed = await timed_get(book, "v1", deadline=3.0)
         assert answer.degraded and answer.video.status == "processing"  # type: ignore[attr-defined]
         assert elapsed < 3.0 + 0.5
     finally:
@@ -122,7 +122,7 @@ async def test_a_hanging_postgrest_answers_degraded_within_the_budget_and_the_cl
     with FakeSupabase() as fake:
         store = SupabaseStore(fake.url, fake.key, timeout=5)
         fake.inject("rest", sf.Hang())
-        answer, elapsed = await timed_get(book_for(store), "v1", budget=2.0)
+        answer, elapsed = await timed_get(book_for(store), "v1", deadline=2.0)
         assert answer.degraded  # type: ignore[attr-defined]
         assert elapsed < 2.0 + 0.5
         # Our policy's 3 attempts, each one request: the client's own GET retries are off.
@@ -136,16 +136,16 @@ async def test_postgres_connections_killed_mid_run_are_replaced(pg_dsn: str) -> 
     book = book_for(store)
     await store.migrate()
     await store.create("v1", 2)
-    assert not (await book.get("v1", Budget.of(5))).degraded
+    assert not (await book.get("v1", Deadline.of(5))).degraded
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     assert killed is not None and killed[0] >= 1
-    answer = await book.get("v1", Budget.of(5))
+    answer = await book.get("v1", Deadline.of(5))
     assert not answer.degraded and answer.video.video_id == "v1"
-    updated = await book.update("v1", VideoUpdate(status="generating_images"), Budget.of(5))
+    updated = await book.update("v1", VideoUpdate(status="generating_images"), Deadline.of(5))
     assert updated.status == "generating_images"
     await store.close()
 
@@ -178,7 +178,7 @@ async def test_existing_storyshort_database_is_used_as_it_is(pg_dsn: str) -> Non
 
 
 async def test_column_names_are_configurable_for_other_schemas(pg_dsn: str) -> None:
-    from services.status.stores.postgres import VideosTable
+    from services.status.stores.base import VideosTable
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
@@ -221,11 +221,11 @@ async def test_a_non_uuid_id_on_supabase_is_not_found_and_never_opens_the_breake
         await store.migrate()
         for _ in range(5):
             with pytest.raises(NotFound):
-                await book.get("not-a-uuid", Budget.of(5))
+                await book.get("not-a-uuid", Deadline.of(5))
         assert not book.breaker.is_open and book.breaker.failures == 0
         real = "0b7e8f64-2222-4c3a-9b1e-2f6a7f1d0c11"
-        created = await book.create(real, 2, Budget.of(5))
+        created = await book.create(real, 2, Deadline.of(5))
         assert created.video_id == real
-        answer = await book.get(real, Budget.of(5))
+        answer = await book.get(real, Deadline.of(5))
         assert not answer.degraded
         await store.close()

@@ -9,10 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.common.deadlines import Budget
+from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument, ServiceError
+from services.common.objects import resolve_inside
 from services.status.migrate import apply_storage_policy
-from services.storage.backends.local import LocalBackend, resolve_inside
+from services.storage.backends.local import LocalBackend
 from services.storage.uploader import Uploader
 from tests.fakes.images import image_bytes
 from tests.pg import pg_dsn
@@ -24,7 +25,7 @@ BUCKET = "renders-images"
 async def test_local_upload_writes_the_file_whole_and_leaves_no_temp_files(tmp_path: Path) -> None:
     uploader = Uploader(LocalBackend(tmp_path, "http://gw"), BUCKET)
     data = image_bytes("JPEG")
-    result = await uploader.upload("", "videos/v/images/scene-2.jpg", data, "image/jpeg", Budget.of(5))
+    result = await uploader.upload("", "videos/v/images/scene-2.jpg", data, "image/jpeg", Deadline.of(5))
     target = tmp_path / BUCKET / "videos/v/images/scene-2.jpg"
     assert target.read_bytes() == data
     assert result.public_url.startswith(
@@ -38,14 +39,14 @@ async def test_a_write_that_dies_before_the_rename_keeps_the_old_image(
 ) -> None:
     uploader = Uploader(LocalBackend(tmp_path, "http://gw"), BUCKET)
     old = image_bytes("PNG", color=(1, 1, 1))
-    await uploader.upload("", "videos/v/images/scene-1.png", old, "image/png", Budget.of(5))
+    await uploader.upload("", "videos/v/images/scene-1.png", old, "image/png", Deadline.of(5))
 
     def crash(src: object, dst: object) -> None:
         raise OSError(5, "simulated crash before rename")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(ServiceError):
-        await uploader.upload("", "videos/v/images/scene-1.png", image_bytes("PNG"), "image/png", Budget.of(2))
+        await uploader.upload("", "videos/v/images/scene-1.png", image_bytes("PNG"), "image/png", Deadline.of(2))
     target = tmp_path / BUCKET / "videos/v/images/scene-1.png"
     assert target.read_bytes() == old
     assert [p.name for p in target.parent.iterdir()] == ["scene-1.png"]

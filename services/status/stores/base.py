@@ -3,9 +3,20 @@ the state machine), so concurrent writers cannot break them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.status.model import SceneResult, Spend, Video, VideoUpdate
+
+
+@dataclass(frozen=True)
+class VideosTable:
+    """Where the frontend's video status lives (an existing StoryShort database's names)."""
+
+    table: str = "videos"
+    id: str = "id"
+    status: str = "status"
+    progress: str = "image_upload_progress"
 
 
 class StoreUnavailable(Exception):

@@ -8,7 +8,6 @@ writers (several scenes, several gateways) cannot make progress go backwards."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -18,22 +17,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import GENERATING, SceneResult, Spend, Video, VideoUpdate, check_transition, now_ms
-from services.status.stores.base import StoreUnavailable
+from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
 from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
 Conn = AsyncConnection[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class VideosTable:
-    """Where the frontend's video status lives (an existing StoryShort database's names)."""
-
-    table: str = "videos"
-    id: str = "id"
-    status: str = "status"
-    progress: str = "image_upload_progress"
 
 
 class PostgresStore:

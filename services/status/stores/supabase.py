@@ -29,8 +29,7 @@ from services.status.model import (
     now_ms,
     progress_for,
 )
-from services.status.stores.base import StoreUnavailable
-from services.status.stores.postgres import VideosTable
+from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
 
 T = TypeVar("T")

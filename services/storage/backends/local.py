@@ -7,44 +7,11 @@ serves them from the same directory.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from pathlib import Path
 
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import Unavailable
+from services.common.objects import PUBLIC_PREFIX, resolve_inside, write_atomically
 from services.storage.backends.base import BucketSpec, PermanentStorageError, TransientStorageError
-
-PUBLIC_PREFIX = "/storage/v1/object/public"
-
-
-def resolve_inside(root: Path, bucket: str, path: str) -> Path:
-    """root/bucket/path, refusing anything that would land outside root."""
-    base = root.resolve()
-    target = (base / bucket / path).resolve()
-    if not target.is_relative_to(base / bucket):
-        raise InvalidArgument("path escapes the bucket")
-    return target
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: a crash
-    leaves the old object or the new one, never a torn one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class LocalBackend:

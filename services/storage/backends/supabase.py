@@ -18,9 +18,9 @@ from storage3.utils import StorageException
 from supabase import AClient
 
 from services.common.errors import InvalidArgument, PermissionDenied, TooLarge
+from services.common.objects import PUBLIC_PREFIX
 from services.common.supabase import ServerSupabase
 from services.storage.backends.base import BucketMissing, BucketSpec, PermanentStorageError, TransientStorageError
-from services.storage.backends.local import PUBLIC_PREFIX
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,8 +1,13 @@
-"""Object paths and bucket names, refused before any network call or file write."""
+"""Where objects live, a rule both storage and the gateway own: object paths and bucket
+names (refused before any network call or file write), the layout of scene images and of
+public URLs (Supabase's), and atomic writes of local files."""
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+from pathlib import Path
 
 from services.common.errors import InvalidArgument
 from services.common.images import FORMATS
@@ -49,3 +54,41 @@ def check_extension(path: str, content_type: str) -> None:
             f"path extension '.{ext}' does not match the content type {content_type} "
             f"(use .{' or .'.join(sorted(allowed))})"
         )
+
+
+def scene_object_path(video_id: str, scene: int, extension: str) -> str:
+    """Where a scene's image is stored: videos/{videoId}/images/scene-{n}.{ext}."""
+    return object_path(f"videos/{video_id}/images/scene-{scene}.{extension}")
+
+
+PUBLIC_PREFIX = "/storage/v1/object/public"
+
+
+def resolve_inside(root: Path, bucket: str, path: str) -> Path:
+    """root/bucket/path, refusing anything that would land outside root."""
+    base = root.resolve()
+    target = (base / bucket / path).resolve()
+    if not target.is_relative_to(base / bucket):
+        raise InvalidArgument("path escapes the bucket")
+    return target
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory: a crash
+    leaves the old object or the new one, never a torn one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
