@@ -1,0 +1,61 @@
+"""Every error answer is the JSON error body: FastAPI's validation errors, Starlette's HTTP
+errors, our own named errors, gRPC errors (mapped the way grpc-gateway maps them), and
+anything unexpected (a 500 that never shows a traceback)."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import CODE_FOR_HTTP, HTTPError, error_response, grpc_error_response
+from services.common.errors import InvalidArgument
+
+log = logging.getLogger("gateway")
+
+
+async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return error_response(400, "INVALID_ARGUMENT", "; ".join(problems) or "invalid request")
+
+
+async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = CODE_FOR_HTTP.get(exc.status_code, "UNKNOWN" if exc.status_code < 500 else "INTERNAL")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "INVALID_ARGUMENT", str(exc))
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _rpc_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return grpc_error_response(exc)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "INTERNAL", "internal error; see the gateway logs")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(InvalidArgument, _invalid)
+    app.add_exception_handler(HTTPError, _http_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, _rpc_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,32 @@
+"""Liveness, readiness (the three services' gRPC health and the hop breakers), metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.deps import ClientsDep
+from gateway.routes import NO_STORE
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The gateway process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a service is not SERVING"}})
+async def readyz(clients: ClientsDep) -> JSONResponse:
+    """Ready when imagegen, storage and status all answer SERVING."""
+    services = await clients.health()
+    ready = all(v == "SERVING" for v in services.values())
+    body = {"ready": ready, "services": services, "breakers": clients.breaker_states()}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,23 @@
+"""What runs videos, as the routes and the healer see it: the in-process runner
+(runs.RunRegistry, the embedded default) or the durable queue (queue.QueueRunner)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.pipeline import Scene, VideoRun
+
+
+class Runner(Protocol):
+    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+        """Start (or join) the video's run: (run, started). Raises HTTPError 409 when the
+        video is running with other scenes, 429 when no more can wait."""
+        ...
+
+    def position(self, video_id: str) -> int | None:
+        """1-based place of a video waiting its turn in this process (None: not waiting)."""
+        ...
+
+    async def drain(self, grace: float) -> None:
+        """On shutdown: let runs finish within the grace."""
+        ...
