@@ -27,12 +27,37 @@ SICK = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE
 PROBE_TIMEOUT = 1.0
 
 
-class BreakerOpen(Exception):
+class ServiceError(Exception):
+    """A call to status, storage or imagegen did not succeed; raised instead of gRPC's own
+    error, once, by the clients (the rest of the gateway never inspects status codes)."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{service}: {code.name}: {details}")
+        self.service, self.code, self.details = service, code, details
+
+
+class ServiceDown(ServiceError):
+    """The service did not answer: a timeout, or unreachable."""
+
+
+class ServiceRefused(ServiceError):
+    """The service answered with an error (bad input, not found, too large, ...)."""
+
+    @property
+    def not_found(self) -> bool:
+        return bool(self.code == grpc.StatusCode.NOT_FOUND)
+
+
+class BreakerOpen(ServiceDown):
     """The service's breaker is open: the call was not made."""
 
     def __init__(self, service: str, since: float) -> None:
-        super().__init__(f"{service} service breaker open for {time.monotonic() - since:.1f} s")
-        self.service = service
+        super().__init__(
+            service, grpc.StatusCode.UNAVAILABLE, f"{service} service breaker open for {time.monotonic() - since:.1f} s"
+        )
+
+    def __str__(self) -> str:
+        return self.details
 
 
 class HopBreaker:
@@ -61,15 +86,17 @@ class HopBreaker:
 
     @asynccontextmanager
     async def watching(self) -> AsyncIterator[None]:
-        """Learn from the call inside the block: its success, or how it failed."""
+        """Learn from the call inside the block (its success, or how it failed) and raise
+        its failure as a named error."""
         try:
             yield
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in SICK:
-                self.failure(exc.code().name)
-            else:
-                self.success()  # it answered
-            raise
+            code, details = exc.code(), exc.details() or exc.code().name.lower()
+            if code in SICK:
+                self.failure(code.name)
+                raise ServiceDown(self.service, code, details) from exc
+            self.success()  # it answered
+            raise ServiceRefused(self.service, code, details) from exc
         self.success()
 
     def success(self) -> None:

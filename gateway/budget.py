@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import grpc
-
 from gateway import metrics
+from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
 
 log = logging.getLogger("budget")
@@ -67,15 +66,15 @@ class BudgetGuard:
                 spend = await self.clients.get_spend(day)
                 self._daily = (day, spend.usd, now)
                 self._daily_local = 0.0
-            except grpc.aio.AioRpcError as exc:
+            except ServiceError as exc:
                 if self._daily is None or self._daily[0] != day:
                     log.error(
                         "today's spend cannot be read and there is no reading from today: no paid image "
                         "until the status store answers",
-                        extra={"code": exc.code().name},
+                        extra={"code": exc.code.name},
                     )
                     return math.inf
-                log.warning("could not read today's spend; using the last reading", extra={"code": exc.code().name})
+                log.warning("could not read today's spend; using the last reading", extra={"code": exc.code.name})
         return self._daily[1] + self._daily_local
 
     async def allowance(self, video_id: str, video_spend: float) -> Allowance | None:

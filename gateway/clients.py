@@ -65,6 +65,7 @@ class ServiceClients:
         return answer
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
+        """Raises ServiceDown or ServiceRefused (gateway/breakers.py), as every call here does."""
         async with self.breakers["imagegen"].watching():
             answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
                 imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout

@@ -7,6 +7,8 @@ import grpc
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.breakers import ServiceError
+
 HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -50,9 +52,9 @@ CODE_FOR_HTTP = {
 }
 
 
-def grpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
-    code = exc.code()
-    return error_response(HTTP_FOR_GRPC.get(code, 500), code.name, exc.details() or code.name.lower())
+def grpc_error_response(code: grpc.StatusCode, details: str) -> JSONResponse:
+    """A gRPC status as the JSON error answer, with grpc-gateway's HTTP code."""
+    return error_response(HTTP_FOR_GRPC.get(code, 500), code.name, details or code.name.lower())
 
 
 class HTTPError(Exception):
@@ -118,3 +120,7 @@ class BodyLimit:
             413, "RESOURCE_EXHAUSTED", f"request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES)"
         )
         await response(scope, receive, send)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    return grpc_error_response(exc.code, exc.details)

@@ -1,18 +1,18 @@
 """Every error answer is the JSON error body: FastAPI's validation errors, Starlette's HTTP
-errors, our own named errors, gRPC errors (mapped the way grpc-gateway maps them), and
+errors, our own named errors, failed service calls (mapped the way grpc-gateway maps gRPC codes), and
 anything unexpected (a 500 that never shows a traceback)."""
 
 from __future__ import annotations
 
 import logging
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import CODE_FOR_HTTP, HTTPError, error_response, grpc_error_response
+from gateway.breakers import ServiceError
+from gateway.errors import CODE_FOR_HTTP, HTTPError, error_response, service_error_response
 from services.common.errors import InvalidArgument
 
 log = logging.getLogger("gateway")
@@ -42,9 +42,9 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _rpc_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, grpc.aio.AioRpcError)
-    return grpc_error_response(exc)
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return service_error_response(exc)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -57,5 +57,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidArgument, _invalid)
     app.add_exception_handler(HTTPError, _http_error)
-    app.add_exception_handler(grpc.aio.AioRpcError, _rpc_error)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(Exception, _unexpected)

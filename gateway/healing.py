@@ -19,9 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import grpc
-
 from gateway import metrics
+from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
 from gateway.pipeline import Scene, VideoRun
@@ -146,7 +145,7 @@ class Healer:
         the chain has no real provider that could)."""
         try:
             answer = await self.clients.list_providers()
-        except grpc.aio.AioRpcError:
+        except ServiceError:
             return max(self.first_wait, 1.0)
         real = [p for p in answer.providers if p.kind != "placeholder" and p.available]
         if not real:

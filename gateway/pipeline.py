@@ -11,10 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import grpc
-
 from gateway import metrics
-from gateway.breakers import BreakerOpen
+from gateway.breakers import BreakerOpen, ServiceDown, ServiceError
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool, Pending, SpooledImage
@@ -32,10 +30,7 @@ END_OF_RUN_WRITES = 30.0
 
 
 def _status_down(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    )
+    return isinstance(exc, ServiceDown)
 
 
 GATEWAY_PLACEHOLDER = "gateway-placeholder"
@@ -252,8 +247,8 @@ class Pipeline:
             async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
                 with attempt:
                     await self.clients.update_video(end)
-        except grpc.aio.AioRpcError as exc:
-            log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details()})
+        except ServiceError as exc:
+            log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details})
         return final
 
     async def _record(self, run: VideoRun, outcome: SceneOutcome) -> None:
@@ -318,8 +313,8 @@ class Pipeline:
                     metrics.PLACEHOLDERS_HEALED.inc()
                     log.info("placeholder healed", extra={**ctx, "provider": image.provider, "url": result.url})
             await self.spool.drop(run.video_id, scene.number)
-        except grpc.aio.AioRpcError as exc:
-            result.state, result.error = "failed", f"upload failed: {exc.code().name}: {exc.details()}"
+        except ServiceError as exc:
+            result.state, result.error = "failed", f"upload failed: {exc.code.name}: {exc.details}"
             run.summary.failed += 1
             log.error("scene could not be stored", extra={**ctx, "error": result.error})
             if not image.placeholder:
@@ -365,9 +360,9 @@ class Pipeline:
                 paid_at_ms=int(time.time() * 1000) if paid else 0,
                 reason=reason,
             )
-        except (grpc.aio.AioRpcError, BreakerOpen) as exc:
+        except ServiceError as exc:
             # imagegen down or out of time: the scene still gets an image.
-            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            why = str(exc) if isinstance(exc, BreakerOpen) else exc.code.name
             log.warning(
                 "imagegen failed; using the gateway's placeholder",
                 extra={"video_id": run.video_id, "scene": scene.number, "code": why},
@@ -387,10 +382,10 @@ class Pipeline:
                 status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result, then=then)
             )
             outcome.reported = True
-        except grpc.aio.AioRpcError as exc:
+        except ServiceError as exc:
             log.warning(
                 "could not record scene; will try again at the end of the run",
-                extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code().name},
+                extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code.name},
             )
         return outcome.reported
 
@@ -404,7 +399,7 @@ class Pipeline:
             result = status_pb2.SceneResult.FromString(raw)
             try:
                 await self.clients.report_scene(status_pb2.ReportSceneRequest(video_id=run.video_id, scene=result))
-            except grpc.aio.AioRpcError:
+            except ServiceError:
                 continue
             await self.spool.drop_result(run.video_id, number)
             if result.state == "stored" and not result.placeholder:
@@ -428,12 +423,12 @@ class Pipeline:
                                 status_pb2.ReportSceneRequest(video_id=run.video_id, scene=outcome.result)
                             )
                             outcome.reported = True
-        except grpc.aio.AioRpcError as exc:
+        except ServiceError as exc:
             log.error(
                 "scene results could not be recorded; a resume will redo those scenes",
                 extra={
                     "video_id": run.video_id,
                     "scenes": [o.result.scene for o in pending if not o.reported],
-                    "code": exc.code().name,
+                    "code": exc.code.name,
                 },
             )

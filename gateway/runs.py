@@ -18,9 +18,8 @@ from collections import OrderedDict, deque
 from collections.abc import Coroutine
 from typing import Any
 
-import grpc
-
 from gateway import metrics
+from gateway.breakers import ServiceDown
 from gateway.errors import HTTPError, scenes_conflict
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline, Scene, VideoRun
@@ -32,10 +31,7 @@ START_WRITES = 30.0
 
 
 def _status_down(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    )
+    return isinstance(exc, ServiceDown)
 
 
 class RunRegistry:

@@ -3,9 +3,7 @@ latest run was started with."""
 
 from __future__ import annotations
 
-import grpc
-
-from gateway.breakers import BreakerOpen
+from gateway.breakers import ServiceError, ServiceRefused
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
 from gateway.pipeline import Scene
@@ -38,12 +36,8 @@ async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
     """A resume without scenes: the prompts the video's latest run was started with."""
     try:
         answer = await clients.get_video(video_id)
-    except BreakerOpen as exc:
-        raise HTTPError(
-            503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes"
-        ) from exc
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
+    except ServiceError as exc:
+        if isinstance(exc, ServiceRefused) and exc.not_found:
             raise InvalidArgument(
                 f"scenes is empty and there is no video {video_id!r} to resume; give its scenes"
             ) from exc

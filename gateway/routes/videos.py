@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from gateway.answers import queued_json, status_json
-from gateway.breakers import BreakerOpen
+from gateway.breakers import BreakerOpen, ServiceDown, ServiceRefused
 from gateway.deps import ApiKeyDep, ClientsDep, LastKnownDep, RunnerDep, SettingsDep
-from gateway.errors import grpc_error_response
+from gateway.errors import service_error_response
 from gateway.page import video_page
 from gateway.routes import ERRORS, NO_STORE
 from gateway.scenes import parse_scenes, stored_scenes
@@ -61,10 +61,12 @@ async def video_status(
             last_known.remember(answer)
     except BreakerOpen as exc:
         answer = last_known.degraded(video_id, str(exc))
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            return grpc_error_response(exc)
-        answer = last_known.degraded(video_id, f"status service: {exc.code().name}")
+    except ServiceDown as exc:
+        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
+    except ServiceRefused as exc:
+        if exc.not_found or exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+            return service_error_response(exc)
+        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
     return JSONResponse(status_json(answer, settings.public_origin), headers=NO_STORE)
 
 

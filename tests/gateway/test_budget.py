@@ -8,6 +8,7 @@ from typing import cast
 import grpc
 import pytest
 
+from gateway.breakers import ServiceDown
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from storyshort.status.v1 import status_pb2
@@ -24,7 +25,7 @@ class StandInStatus:
     async def get_spend(self, since_ms: int) -> status_pb2.Spend:
         self.asked += 1
         if self.down:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+            raise ServiceDown("status", grpc.StatusCode.UNAVAILABLE, "down")
         return status_pb2.Spend(usd=self.usd)
 
 
