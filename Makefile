@@ -20,10 +20,13 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP)
 
-# Regenerate the lock file from pyproject.toml (needs the network).
+# Regenerate the lock files from pyproject.toml (needs the network): requirements.lock has
+# everything (the venv, CI), requirements-runtime.lock the same versions of what the services
+# need (the Docker image).
 lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools
 	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile --quiet --strip-extras -c requirements.lock -o requirements-runtime.lock pyproject.toml
 
 # Generated gRPC code: one package, `storyshort/`, never edited by hand.
 protos: $(STAMP)
@@ -55,10 +58,25 @@ test-matrix: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow and not matrix"
 
-lint: $(STAMP)
+# buf (the contracts' lint and breaking-change check) from the @bufbuild/buf npm package.
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+# What `buf breaking` compares the contracts with: the commit before this one, by default.
+BUF_AGAINST ?= HEAD~1
+
+$(BUF):
+	mkdir -p .tools
+	cd .tools && npm install --no-save --no-audit --no-fund --silent @bufbuild/buf@$(BUF_VERSION)
+
+lint: $(STAMP) $(BUF)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(BUF) lint protos
+	@if git rev-parse --verify --quiet $(BUF_AGAINST) >/dev/null; then \
+		echo "$(BUF) breaking protos --against .git#ref=$(BUF_AGAINST),subdir=protos"; \
+		$(BUF) breaking protos --against '.git#ref=$(BUF_AGAINST),subdir=protos'; \
+	else echo "buf breaking: no $(BUF_AGAINST) to compare with; skipped"; fi
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -73,5 +91,5 @@ bench-quick: $(STAMP)
 ci: lint protos-check test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache data
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

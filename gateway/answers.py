@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway import metrics
 from services.common.objects import PUBLIC_PREFIX
+from services.common.summary import summary_json
 from storyshort.status.v1 import status_pb2
 
 
@@ -37,7 +38,6 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
     validating a model on every poll cost more than the rest of the gateway's work.
     Image URLs are built on ``origin``, where public images are served now."""
     video = answer.video
-    s = video.summary
     return {
         "videoId": video.video_id,
         "status": video.status,
@@ -65,16 +65,7 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
         if all(sc.cost_known for sc in video.scenes)
         else None,
         "updatedAtMs": video.updated_at_ms,
-        "summary": {
-            "generated": s.generated,
-            "placeholders": s.placeholders,
-            "failed": s.failed,
-            "hardProviderFailures": s.hard_provider_failures,
-            "providerAttempts": s.provider_attempts,
-            "elapsedMs": s.elapsed_ms,
-            "spendUsd": round(s.spend_usd, 6) if not s.unpriced_images else None,
-            "unpricedImages": s.unpriced_images,
-        },
+        "summary": summary_json(video.summary),
     }
 
 

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import metrics
+from services.common.status_details import ErrorDetails, from_trailers
 
 log = logging.getLogger("breakers")
 # The codes that say the service is not answering, as opposed to answering "no".
@@ -31,9 +32,11 @@ class ServiceError(Exception):
     """A call to status, storage or imagegen did not succeed; raised instead of gRPC's own
     error, once, by the clients (the rest of the gateway never inspects status codes)."""
 
-    def __init__(self, service: str, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, service: str, code: grpc.StatusCode, details: str, rich: ErrorDetails | None = None) -> None:
         super().__init__(f"{service}: {code.name}: {details}")
         self.service, self.code, self.details = service, code, details
+        # The service's google.rpc details: a stable reason, fields at fault, when to retry.
+        self.rich = rich or ErrorDetails()
 
 
 class ServiceDown(ServiceError):
@@ -92,11 +95,12 @@ class HopBreaker:
             yield
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or exc.code().name.lower()
+            rich = from_trailers(exc.trailing_metadata())
             if code in SICK:
                 self.failure(code.name)
-                raise ServiceDown(self.service, code, details) from exc
+                raise ServiceDown(self.service, code, details, rich) from exc
             self.success()  # it answered
-            raise ServiceRefused(self.service, code, details) from exc
+            raise ServiceRefused(self.service, code, details, rich) from exc
         self.success()
 
     def success(self) -> None:

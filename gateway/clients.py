@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import grpc
@@ -18,6 +20,8 @@ from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 # IMAGE_GEN_TIMEOUT more to wait for its video's lane (its clock starts when a scene goes to a
 # provider); upload and status deadlines come from settings (UPLOAD_TIMEOUT, STATUS_TIMEOUT).
 IMAGEGEN_MARGIN = 5.0
+# Seconds a call waits for a service's channel to connect before it is made anyway.
+CONNECT_WAIT = 5.0
 HEALTH_TIMEOUT = 1.0
 
 
@@ -58,6 +62,7 @@ class ServiceClients:
         """Raises BreakerOpen at once while imagegen is known not to answer."""
         breaker = self.breakers["imagegen"]
         breaker.check()
+        await self._connected("imagegen")
         async with breaker.watching():
             answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
                 request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN
@@ -66,6 +71,7 @@ class ServiceClients:
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
         """Raises ServiceDown or ServiceRefused (gateway/breakers.py), as every call here does."""
+        await self._connected("imagegen")
         async with self.breakers["imagegen"].watching():
             answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
                 imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
@@ -84,6 +90,7 @@ class ServiceClients:
         """Raises BreakerOpen at once while the status service is known not to answer."""
         breaker = self.breakers["status"]
         breaker.check()
+        await self._connected("status")
         async with breaker.watching():
             answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
                 status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
@@ -97,21 +104,25 @@ class ServiceClients:
             scene_count=len(prompts),
             prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(prompts.items())],
         )
+        await self._connected("status")
         async with self.breakers["status"].watching():
             answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
+        await self._connected("status")
         async with self.breakers["status"].watching():
             answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
+        await self._connected("status")
         async with self.breakers["status"].watching():
             answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
         return answer
 
     async def get_spend(self, since_ms: int) -> status_pb2.Spend:
+        await self._connected("status")
         async with self.breakers["status"].watching():
             answer: status_pb2.Spend = await self.status.GetSpend(
                 status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
@@ -130,6 +141,16 @@ class ServiceClients:
             except grpc.aio.AioRpcError as exc:
                 result[name] = exc.code().name
         return result
+
+    async def _connected(self, service: str) -> None:
+        """A service that is still starting (or reconnecting) is waited for, briefly, so a
+        call is not failed while its channel connects; one that stays away fails the call
+        as it would have (and its breaker learns)."""
+        channel = self.channels[service]
+        if channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT)
 
     def breaker_states(self) -> dict[str, str]:
         return {name: breaker.state for name, breaker in self.breakers.items()}

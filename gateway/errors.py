@@ -30,13 +30,15 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
 }
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, **more: object) -> dict[str, dict[str, object]]:
+    return {"error": {"code": code, "message": message, **more}}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **more: object
+) -> JSONResponse:
     return JSONResponse(
-        error_body(code, message), status_code=status, headers={"Cache-Control": "no-store", **(headers or {})}
+        error_body(code, message, **more), status_code=status, headers={"Cache-Control": "no-store", **(headers or {})}
     )
 
 
@@ -123,4 +125,16 @@ class BodyLimit:
 
 
 def service_error_response(exc: ServiceError) -> JSONResponse:
-    return grpc_error_response(exc.code, exc.details)
+    """A failed service call as the JSON error, its google.rpc details carried over: the
+    stable `reason`, `fieldViolations`, and `Retry-After` where waiting helps."""
+    more: dict[str, object] = {}
+    headers: dict[str, str] = {}
+    if exc.rich.reason:
+        more["reason"] = exc.rich.reason
+    if exc.rich.violations:
+        more["fieldViolations"] = [{"field": f, "description": d} for f, d in exc.rich.violations]
+    if exc.rich.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.rich.retry_after)))
+    return error_response(
+        HTTP_FOR_GRPC.get(exc.code, 500), exc.code.name, exc.details or exc.code.name.lower(), headers, **more
+    )

@@ -34,7 +34,12 @@ async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, "INVALID_ARGUMENT", str(exc))
+    assert isinstance(exc, InvalidArgument)
+    violations = [{"field": exc.field, "description": str(exc)}] if exc.field else None
+    more: dict[str, object] = {"reason": exc.reason}
+    if violations:
+        more["fieldViolations"] = violations
+    return error_response(400, "INVALID_ARGUMENT", str(exc), None, **more)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -23,7 +23,7 @@ from gateway import metrics
 from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
-from gateway.pipeline import Scene, VideoRun
+from gateway.video_run import Scene, VideoRun
 
 log = logging.getLogger("healing")
 # Placeholder reasons that a later run can fix (a "budget" placeholder stays one).

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from gateway.pipeline import Summary
+    from services.common.summary import RunSummary
 
 RUNS = Counter("storyshort_gateway_runs_total", "Video runs by final status", ["status"])
 SCENES = Counter("storyshort_gateway_scenes_total", "Scenes by outcome", ["outcome"])
@@ -25,7 +25,7 @@ BUDGET_BREACHES = Counter("storyshort_gateway_budget_breaches_total", "Budget ca
 SPEND = Counter("storyshort_gateway_spend_usd_total", "Estimated spend of video runs")
 
 
-def record_run(final: str, summary: Summary) -> None:
+def record_run(final: str, summary: RunSummary) -> None:
     RUNS.labels(final).inc()
     SCENES.labels("generated").inc(summary.generated)
     SCENES.labels("placeholder").inc(summary.placeholders)

@@ -22,7 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import scenes_conflict
 from gateway.healing import Healer
-from gateway.pipeline import Pipeline, Scene, VideoRun
+from gateway.pipeline import Pipeline
+from gateway.video_run import Scene, VideoRun
 
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.pipeline import Scene, VideoRun
+from gateway.video_run import Scene, VideoRun
 
 
 class Runner(Protocol):

@@ -22,7 +22,8 @@ from gateway import metrics
 from gateway.breakers import ServiceDown
 from gateway.errors import HTTPError, scenes_conflict
 from gateway.healing import Healer
-from gateway.pipeline import Pipeline, Scene, VideoRun
+from gateway.pipeline import Pipeline
+from gateway.video_run import Scene, VideoRun
 from services.common.retry import retrying_within
 
 log = logging.getLogger("runs")

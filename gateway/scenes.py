@@ -6,8 +6,8 @@ from __future__ import annotations
 from gateway.breakers import ServiceError, ServiceRefused
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
-from gateway.pipeline import Scene
 from gateway.schemas import GenerateIn
+from gateway.video_run import Scene
 from services.common import validation
 from services.common.errors import InvalidArgument
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from services.common.summary import FIELD_TYPES as SUMMARY_FIELDS
+from services.common.summary import camel
 
 
 class SceneIn(BaseModel):
@@ -43,15 +46,12 @@ class FailedSceneOut(BaseModel):
     error: str
 
 
-class SummaryOut(BaseModel):
-    generated: int = 0
-    placeholders: int = 0
-    failed: int = 0
-    hardProviderFailures: int = 0
-    providerAttempts: int = 0
-    elapsedMs: int = 0
-    spendUsd: float | None = Field(0.0, description="estimated spend of the run; null when an image had no price")
-    unpricedImages: int = 0
+# The answer's summary, derived from the one definition (services/common/summary.py):
+# camelCase names, the declared types; spend is null where it is unknown.
+SummaryOut = create_model(
+    "SummaryOut",
+    **{camel(name): ((kind | None) if kind is float else kind, Field(kind())) for name, kind in SUMMARY_FIELDS.items()},  # type: ignore[call-overload]
+)
 
 
 class VideoStatusOut(BaseModel):
@@ -76,9 +76,16 @@ class VideoStatusOut(BaseModel):
     )
 
 
+class FieldViolation(BaseModel):
+    field: str
+    description: str
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    reason: str | None = Field(None, description="a stable, machine-readable reason (google.rpc ErrorInfo)")
+    fieldViolations: list[FieldViolation] | None = Field(None, description="the request fields at fault")
 
 
 class ErrorOut(BaseModel):

@@ -3,8 +3,6 @@ the same split as `make run` (commands, ports, variables)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
@@ -69,9 +67,27 @@ def test_the_scale_profile_adds_postgres_two_workers_and_a_second_imagegen() -> 
 
 def test_dockerfile_copies_everything_the_processes_import() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for needed in ("requirements.lock", "storyshort", "services", "gateway", "sql"):
+    for needed in ("requirements-runtime.lock", "storyshort", "services", "gateway", "sql"):
         assert f"COPY {needed}" in dockerfile, f"the image lacks {needed}"
-    assert Path(ROOT / "requirements.lock").exists()
+    assert "-r requirements-runtime.lock" in dockerfile
+
+
+def pins(name: str) -> dict[str, str]:
+    found = {}
+    for line in (ROOT / name).read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#", "-")):
+            package, _, version = line.partition("==")
+            found[package.strip().lower().replace("_", "-")] = version.strip()
+    return found
+
+
+def test_the_runtime_lock_pins_the_same_versions_and_no_dev_tool() -> None:
+    everything, runtime = pins("requirements.lock"), pins("requirements-runtime.lock")
+    assert runtime and all(everything.get(p) == v for p, v in runtime.items()), "the two locks disagree"
+    for tool in ("pytest", "ruff", "mypy", "hypothesis", "schemathesis", "grpcio-tools", "py-spy"):
+        assert tool not in runtime
+    for needed in ("grpcio", "openai", "google-genai", "supabase", "fastapi", "psycopg", "procrastinate"):
+        assert needed in runtime
 
 
 def test_empty_variables_from_compose_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:

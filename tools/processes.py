@@ -76,7 +76,7 @@ class System:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Images are multi-MiB buffers: a fixed glibc mmap threshold hands each one back to
         # the OS when freed, instead of keeping it in the heap (bench/RESULTS.md: the
-        # gateway's peak for 3 x 5 MiB images fell from +90 MiB to +41 MiB).
+        # gateway's peak memory for three large images at once fell by about half).
         env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1024 * 1024))
         return cls(env, log_dir)
 

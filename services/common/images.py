@@ -40,7 +40,7 @@ def inspect_image(data: bytes) -> ImageInfo:
     """Report the real format after checking that the bytes are a whole, sound image.
 
     The check is the cheapest that catches truncated and corrupted bodies for each format
-    (bench/RESULTS.md: a full pixel decode of a 1024x1024 PNG cost ~10 ms per scene):
+    (a full pixel decode of every image was the pipeline's largest cost; bench/RESULTS.md):
     PNG runs its chunk CRCs and structure check, JPEG decodes at 1/8 scale (a flipped bit
     inside JPEG entropy data passes a full decode too), other formats decode fully."""
     if not data:

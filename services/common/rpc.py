@@ -14,6 +14,7 @@ import grpc
 from services.common.errors import ServiceError
 from services.common.logs import redact
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
+from services.common.status_details import ErrorDetails, to_status
 
 log = logging.getLogger("rpc")
 
@@ -31,13 +32,17 @@ def rpc(service: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             message = ""
+            details = ErrorDetails(reason="INTERNAL")
             try:
                 return await func(self, request, context)
             except ServiceError as exc:
                 code, message = exc.code, str(exc)
+                violations = [(exc.field, redact(message))] if exc.field else []
+                details = ErrorDetails(exc.reason, violations, exc.retry_after)
             except TimeoutError as exc:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
                 message = str(exc) or "the call's deadline passed before the work finished"
+                details = ErrorDetails(reason="DEADLINE_EXCEEDED")
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -61,7 +66,8 @@ def rpc(service: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                         **({"error": redact(message)} if message else {}),
                     },
                 )
-            await context.abort(code, redact(message))
+            status = to_status(code, redact(message), details, {"service": service, "method": method})
+            await context.abort_with_status(status)
             raise AssertionError("unreachable: abort raises")
 
         return handle

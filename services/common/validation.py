@@ -17,29 +17,41 @@ SIZE_MIN, SIZE_MAX = 64, 4096
 def video_id(value: str, name: str = "video_id") -> str:
     """``name`` is the field as the caller knows it (videoId over HTTP, video_id over gRPC)."""
     if not value:
-        raise InvalidArgument(f"{name} is required")
+        raise InvalidArgument(f"{name} is required", field=name, reason="VIDEO_ID_MISSING")
     if len(value) > VIDEO_ID_MAX:
-        raise InvalidArgument(f"{name} is {len(value)} characters; at most {VIDEO_ID_MAX} are allowed")
+        raise InvalidArgument(
+            f"{name} is {len(value)} characters; at most {VIDEO_ID_MAX} are allowed",
+            field=name,
+            reason="VIDEO_ID_TOO_LONG",
+        )
     if not _VIDEO_ID.fullmatch(value):
         raise InvalidArgument(
-            f"{name} may contain only letters, digits, '-' and '_' (no '/', '..', spaces or control characters)"
+            f"{name} may contain only letters, digits, '-' and '_' (no '/', '..', spaces or control characters)",
+            field=name,
+            reason="VIDEO_ID_INVALID",
         )
     return value
 
 
 def scene_number(value: int) -> int:
     if value < 1:
-        raise InvalidArgument(f"scene must be a 1-based scene number (1 or more); got {value}")
+        raise InvalidArgument(
+            f"scene must be a 1-based scene number (1 or more); got {value}", field="scene", reason="SCENE_INVALID"
+        )
     return value
 
 
 def prompt(value: str) -> str:
     if not value.strip():
-        raise InvalidArgument("prompt is empty; give the scene's image prompt")
+        raise InvalidArgument("prompt is empty; give the scene's image prompt", field="prompt", reason="PROMPT_EMPTY")
     if len(value) > PROMPT_MAX:
-        raise InvalidArgument(f"prompt is {len(value)} characters; at most {PROMPT_MAX} are allowed")
+        raise InvalidArgument(
+            f"prompt is {len(value)} characters; at most {PROMPT_MAX} are allowed",
+            field="prompt",
+            reason="PROMPT_TOO_LONG",
+        )
     if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
-        raise InvalidArgument("prompt contains control characters")
+        raise InvalidArgument("prompt contains control characters", field="prompt", reason="PROMPT_INVALID")
     return value
 
 
@@ -47,8 +59,14 @@ def image_size(value: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' with each side in 64..4096."""
     match = _SIZE.fullmatch(value)
     if not match:
-        raise InvalidArgument(f"size {value!r} is not WIDTHxHEIGHT, for example '1024x1024'")
+        raise InvalidArgument(
+            f"size {value!r} is not WIDTHxHEIGHT, for example '1024x1024'", field="size", reason="SIZE_INVALID"
+        )
     width, height = int(match.group(1)), int(match.group(2))
     if not (SIZE_MIN <= width <= SIZE_MAX and SIZE_MIN <= height <= SIZE_MAX):
-        raise InvalidArgument(f"size {value!r}: each side must be between {SIZE_MIN} and {SIZE_MAX} pixels")
+        raise InvalidArgument(
+            f"size {value!r}: each side must be between {SIZE_MIN} and {SIZE_MAX} pixels",
+            field="size",
+            reason="SIZE_OUT_OF_RANGE",
+        )
     return width, height

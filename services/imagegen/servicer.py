@@ -10,6 +10,7 @@ import grpc
 from services.common import validation
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
+from services.common.pages import page
 from services.common.rpc import rpc
 from services.imagegen.admission import VideoLanes
 from services.imagegen.breaker import BreakerState
@@ -131,4 +132,5 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
                 name=self.chain.placeholder.name, available=True, kind="placeholder", breaker_state="closed"
             )
         )
-        return imagegen_pb2.ListProvidersResponse(providers=states)
+        chunk, token = page(states, request.page_size, request.page_token, default=len(states))
+        return imagegen_pb2.ListProvidersResponse(providers=chunk, next_page_token=token)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from services.status.model import RunSummary, SceneResult, Video
+from services.common.summary import RunSummary, summary_from_values
+from services.status.model import SceneResult, Video
 from storyshort.status.v1 import status_pb2
 
 
@@ -15,7 +16,7 @@ def summary_to_pb(summary: RunSummary) -> status_pb2.RunSummary:
 
 
 def summary_from_pb(message: status_pb2.RunSummary) -> RunSummary:
-    return RunSummary(**{f.name: getattr(message, f.name) for f in fields(RunSummary)})
+    return summary_from_values({f.name: getattr(message, f.name) for f in fields(RunSummary)})
 
 
 def scene_to_pb(scene: SceneResult) -> status_pb2.SceneResult:

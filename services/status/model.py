@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.summary import RunSummary
 
 DRAFT = "draft"
 GENERATING = "generating_images"
@@ -48,18 +49,6 @@ def check_progress(value: int) -> int:
     if not 0 <= value <= 100:
         raise InvalidArgument(f"progress must be between 0 and 100; got {value}")
     return value
-
-
-@dataclass
-class RunSummary:
-    generated: int = 0
-    placeholders: int = 0
-    failed: int = 0
-    hard_provider_failures: int = 0
-    provider_attempts: int = 0
-    elapsed_ms: int = 0
-    spend_usd: float = 0.0
-    unpriced_images: int = 0
 
 
 @dataclass

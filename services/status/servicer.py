@@ -10,6 +10,7 @@ import grpc
 from services.common import validation
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
+from services.common.pages import page
 from services.common.rpc import rpc
 from services.status.book import StatusBook
 from services.status.convert import scene_from_pb, summary_from_pb, video_to_pb
@@ -147,4 +148,6 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self, request: status_pb2.ListStalledVideosRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.ListStalledVideosResponse:
         videos = await self.book.list_stalled(Deadline.from_context(context, CALL_BUDGET))
-        return status_pb2.ListStalledVideosResponse(videos=[video_to_pb(v) for v in videos])
+        videos.sort(key=lambda v: v.video_id)  # a stable order, so pages do not overlap
+        chunk, token = page(videos, request.page_size, request.page_token, default=100)
+        return status_pb2.ListStalledVideosResponse(videos=[video_to_pb(v) for v in chunk], next_page_token=token)

@@ -11,8 +11,9 @@ from typing import Any, cast
 import pytest
 
 from gateway.errors import HTTPError
-from gateway.pipeline import Pipeline, Scene, VideoRun
+from gateway.pipeline import Pipeline
 from gateway.runs import RunRegistry
+from gateway.video_run import Scene, VideoRun
 from tests.conftest import eventually
 
 

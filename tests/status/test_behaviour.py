@@ -9,8 +9,9 @@ import pytest
 
 from services.common.deadlines import Deadline
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.summary import RunSummary
 from services.status.book import StatusBook
-from services.status.model import RunSummary, SceneResult, VideoUpdate
+from services.status.model import SceneResult, VideoUpdate
 from services.status.stores.base import StatusStore
 from tests.conftest import eventually
 

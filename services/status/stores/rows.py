@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-from services.status.model import RunSummary, SceneResult, Video, VideoUpdate
+from services.common.summary import RunSummary, summary_from_values
+from services.status.model import SceneResult, Video, VideoUpdate
 
 SCENE_COLUMNS = tuple(f.name for f in fields(SceneResult))
 
@@ -19,12 +20,9 @@ def summary_to_json(summary: RunSummary) -> str:
 def summary_from_json(text: str | None) -> RunSummary:
     try:
         data = json.loads(text or "{}")
-    except ValueError:
+        return summary_from_values(data if isinstance(data, dict) else {})
+    except (ValueError, TypeError):
         return RunSummary()
-    kinds: dict[str, type[float] | type[int]] = {
-        f.name: (float if f.name == "spend_usd" else int) for f in fields(RunSummary)
-    }
-    return RunSummary(**{k: kinds[k](v) for k, v in data.items() if k in kinds})  # type: ignore[arg-type]
 
 
 def prompts_to_json(prompts: dict[int, str]) -> str:

@@ -34,6 +34,7 @@ class RunSummary(_message.Message):
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
     SPEND_USD_FIELD_NUMBER: _builtins.int
     UNPRICED_IMAGES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     generated: _builtins.int
     placeholders: _builtins.int
     failed: _builtins.int
@@ -43,6 +44,8 @@ class RunSummary(_message.Message):
     spend_usd: _builtins.float
     """Estimated spend of the run (USD) and images whose price is unknown."""
     unpriced_images: _builtins.int
+    skipped: _builtins.int
+    """Scenes that already had a real image (a resumed run)."""
     def __init__(
         self,
         *,
@@ -54,10 +57,11 @@ class RunSummary(_message.Message):
         elapsed_ms: _builtins.int = ...,
         spend_usd: _builtins.float = ...,
         unpriced_images: _builtins.int = ...,
+        skipped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "failed", b"failed", "generated", b"generated", "hard_provider_failures", b"hard_provider_failures", "placeholders", b"placeholders", "provider_attempts", b"provider_attempts", "spend_usd", b"spend_usd", "unpriced_images", b"unpriced_images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "failed", b"failed", "generated", b"generated", "hard_provider_failures", b"hard_provider_failures", "placeholders", b"placeholders", "provider_attempts", b"provider_attempts", "skipped", b"skipped", "spend_usd", b"spend_usd", "unpriced_images", b"unpriced_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,12 +393,21 @@ Global___ReportSceneRequest: _TypeAlias = ReportSceneRequest  # noqa: Y015
 class ListStalledVideosRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many videos in the answer (0: the server's default, 100; at most 1000)."""
+    page_token: _builtins.str
+    """The answer's next_page_token, to read on from there (empty: from the start)."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -447,16 +460,20 @@ class ListStalledVideosResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VIDEOS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when there are more: pass it as page_token (empty: this was the last page)."""
     @_builtins.property
     def videos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Video]: ...
     def __init__(
         self,
         *,
         videos: _abc.Iterable[Global___Video] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["videos", b"videos"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "videos", b"videos"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
