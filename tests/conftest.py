@@ -4,7 +4,6 @@ processes, and bounded waiting on conditions (never sleeps)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -15,6 +14,9 @@ import pytest
 
 from services.common.channels import CHANNEL_OPTIONS
 from services.common.server import Registration, RunningServer, start_server
+from tests.ci import IN_CI
+from tests.fakes import openai_fake as fo
+from tests.pg import pg_dsn
 from tools.processes import SERVICES, System, free_port
 
 # Test channels keep their own subchannels (see grpc_server).
@@ -84,4 +86,18 @@ def logs_of(system: System, name: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The one PostgreSQL fixture (tests/pg.py): a database of its own per test.
+__all__ = ["IN_CI", "pg_dsn"]
+
+# What the fake provider lists, and the keys the tests use (imagegen's and the system's).
+PROVIDER_MODELS = ("gpt-image-2.5-sunburst", "gpt-image-2", "gpt-image-2.6-flare", "dall-e-3", "dall-e-2")
+CHAIN_KEY = "sk-test-chain-0123456789"
+SYSTEM_KEY = "sk-test-e2e-0123456789abcdef"
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[fo.FakeOpenAI]:
+    """The one fake provider: the OpenAI images API on a loopback port, listing the models the
+    tests use and refusing any key but theirs."""
+    with fo.FakeOpenAI(models=[fo.model_entry(m) for m in PROVIDER_MODELS], api_key={CHAIN_KEY, SYSTEM_KEY}) as fake:
+        yield fake

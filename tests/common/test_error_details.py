@@ -5,7 +5,7 @@ into its JSON error. List RPCs page with page_size / page_token."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -19,17 +19,9 @@ from tests.imagegen.test_chain import Stub, start
 
 
 @pytest.fixture
-async def imagegen(fake: fo.FakeOpenAI) -> AsyncIterator[Stub]:
-    async for stub in start(fake):
+async def imagegen(fake_openai: fo.FakeOpenAI) -> AsyncIterator[Stub]:
+    async for stub in start(fake_openai):
         yield stub
-
-
-@pytest.fixture
-def fake() -> Iterator[fo.FakeOpenAI]:
-    from tests.imagegen.conftest import KEY, A, B
-
-    with fo.FakeOpenAI(models=[fo.model_entry(m) for m in (A, B)], api_key=KEY) as server:
-        yield server
 
 
 async def test_bad_input_names_the_field_and_a_stable_reason(imagegen: Stub) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import wait_until
+from tests.conftest import SYSTEM_KEY, wait_until
 
 MODEL = "gpt-image-2"
-KEY = "sk-test-e2e-0123456789abcdef"
+KEY = SYSTEM_KEY
 
 
 def provider_env(base_url: str, **extra: str) -> dict[str, str]:

@@ -19,25 +19,24 @@ from tools.processes import System
 pytestmark = pytest.mark.slow
 
 
-def priced_env(fake: fo.FakeOpenAI, tmp_path: Path, **extra: str) -> dict[str, str]:
+def priced_env(fake_openai: fo.FakeOpenAI, tmp_path: Path, **extra: str) -> dict[str, str]:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({MODEL: {"per_image": {"*": {"*": 0.04}}}}))
     # Per-image price only (the fake's token usage is not priced): 0.04 per image.
-    return provider_env(fake.base_url, IMAGEGEN_PRICES_FILE=str(prices), SCENE_CONCURRENCY="1", **extra)
+    return provider_env(fake_openai.base_url, IMAGEGEN_PRICES_FILE=str(prices), SCENE_CONCURRENCY="1", **extra)
 
 
 def test_video_cap_gives_placeholders_with_the_reason_and_logs_the_breach_once(
-    make_system: Callable[..., System], tmp_path: Path
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI
 ) -> None:
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(usage=False))
-        system = make_system(priced_env(fake, tmp_path, BUDGET_VIDEO_USD="0.1"))
-        system.start_all()
-        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
-            post(client, "capped", scenes(5))
-            final = poll_until_done(client, "capped")[-1]
-            metrics = client.get("/metrics").text
-        system.stop_all()
+    fake_openai.script(MODEL, fo.Ok(usage=False))
+    system = make_system(priced_env(fake_openai, tmp_path, BUDGET_VIDEO_USD="0.1"))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "capped", scenes(5))
+        final = poll_until_done(client, "capped")[-1]
+        metrics = client.get("/metrics").text
+    system.stop_all()
     assert final["status"] == "assets_generated"
     paid = [i for i in final["images"] if not i["placeholder"]]
     capped = [i for i in final["images"] if i["placeholder"]]
@@ -45,23 +44,24 @@ def test_video_cap_gives_placeholders_with_the_reason_and_logs_the_breach_once(
     assert [i["reason"] for i in capped] == ["budget"] * 3
     assert final["spendUsd"] == pytest.approx(0.08)
     assert final["summary"]["spendUsd"] == pytest.approx(0.08)
-    assert fake.count(MODEL) == 2
+    assert fake_openai.count(MODEL) == 2
     assert logs_of(system, "gateway").count("budget cap reached") == 1
     assert 'storyshort_gateway_budget_breaches_total{cap="video"} 1.0' in metrics
 
 
-def test_daily_cap_holds_across_a_gateway_restart(make_system: Callable[..., System], tmp_path: Path) -> None:
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(usage=False))
-        system = make_system(priced_env(fake, tmp_path, BUDGET_DAILY_USD="0.1"))
-        system.start_all()
-        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
-            post(client, "first", scenes(2))
-            assert poll_until_done(client, "first")[-1]["spendUsd"] == pytest.approx(0.08)
-        system.stop("gateway")
-        system.start("gateway")
-        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
-            post(client, "second", scenes(2))
-            second = poll_until_done(client, "second")[-1]
+def test_daily_cap_holds_across_a_gateway_restart(
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, fo.Ok(usage=False))
+    system = make_system(priced_env(fake_openai, tmp_path, BUDGET_DAILY_USD="0.1"))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "first", scenes(2))
+        assert poll_until_done(client, "first")[-1]["spendUsd"] == pytest.approx(0.08)
+    system.stop("gateway")
+    system.start("gateway")
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "second", scenes(2))
+        second = poll_until_done(client, "second")[-1]
     assert [i["reason"] for i in second["images"]] == ["budget", "budget"]
-    assert fake.count(MODEL) == 2
+    assert fake_openai.count(MODEL) == 2

@@ -20,10 +20,8 @@ from tests.e2e.helpers import MODEL, post, provider_env, scenes
 from tests.fakes import openai_fake as fo
 from tests.fakes import supabase_fake as sf
 from tests.fakes.tcp_proxy import FaultyProxy
-from tests.pg import pg_dsn
 from tools.processes import System
 
-__all__ = ["pg_dsn"]
 pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 N = 4
 
@@ -31,7 +29,7 @@ N = 4
 @dataclass
 class Run:
     system: System
-    openai: fo.FakeOpenAI
+    fake_openai: fo.FakeOpenAI
     supabase: sf.FakeSupabase | None = None
     proxy: FaultyProxy | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
@@ -66,14 +64,8 @@ class Run:
             assert failed == [] and final["progress"] == 100
         progress = [s["progress"] for s in self.seen if not s["degraded"]]
         assert progress == sorted(progress), f"progress went backwards: {progress}"
-        paid = collections.Counter(self.openai.paid)
+        paid = collections.Counter(self.fake_openai.paid)
         assert all(count == 1 for count in paid.values()), f"paid twice: {paid}"
-
-
-@pytest.fixture
-def openai() -> Iterator[fo.FakeOpenAI]:
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -82,10 +74,10 @@ def supabase() -> Iterator[sf.FakeSupabase]:
         yield fake
 
 
-def make_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, **env: str) -> Run:
-    system = make_system(provider_env(openai.base_url, IMAGEGEN_ATTEMPT_TIMEOUT="1", **env))
+def make_run(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, **env: str) -> Run:
+    system = make_system(provider_env(fake_openai.base_url, IMAGEGEN_ATTEMPT_TIMEOUT="1", **env))
     system.start_all()
-    return Run(system, openai)
+    return Run(system, fake_openai)
 
 
 # ---- provider -------------------------------------------------------------------------
@@ -105,9 +97,9 @@ PROVIDER_FAULTS: dict[str, list[fo.Behaviour]] = {
 
 
 @pytest.mark.parametrize("fault", list(PROVIDER_FAULTS))
-def test_provider_fault(make_system: Callable[..., System], openai: fo.FakeOpenAI, fault: str) -> None:
-    openai.script(MODEL, *PROVIDER_FAULTS[fault])
-    run = make_run(make_system, openai)
+def test_provider_fault(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, fault: str) -> None:
+    fake_openai.script(MODEL, *PROVIDER_FAULTS[fault])
+    run = make_run(make_system, fake_openai)
     assert run.start().status_code == 202
     final = run.finish()
     run.check(final, "assets_generated")
@@ -120,10 +112,10 @@ def test_provider_fault(make_system: Callable[..., System], openai: fo.FakeOpenA
 # ---- storage (Supabase Storage, faked) ----------------------------------------------
 
 
-def storage_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> Run:
+def storage_run(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> Run:
     run = make_run(
         make_system,
-        openai,
+        fake_openai,
         STORAGE_BACKEND="supabase",
         SUPABASE_URL=supabase.url,
         SUPABASE_SERVICE_ROLE_KEY=supabase.key,
@@ -144,14 +136,14 @@ def storage_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, supab
 )
 def test_storage_fault(
     make_system: Callable[..., System],
-    openai: fo.FakeOpenAI,
+    fake_openai: fo.FakeOpenAI,
     supabase: sf.FakeSupabase,
     fault: str,
     first: list[sf.Fault],
     recovers: str,
 ) -> None:
     supabase.inject("upload", *first)
-    run = storage_run(make_system, openai, supabase)
+    run = storage_run(make_system, fake_openai, supabase)
     run.start()
     final = run.finish()
     run.check(final, recovers)
@@ -160,12 +152,14 @@ def test_storage_fault(
         supabase.inject("upload", sf.Pass())
         assert run.start().json()["alreadyRunning"] is False  # resume
         run.check(run.finish(), "assets_generated")
-        assert len(openai.paid) == N  # the resume uploaded the kept images
+        assert len(fake_openai.paid) == N  # the resume uploaded the kept images
 
 
-def test_storage_bad_key(make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> None:
+def test_storage_bad_key(
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, supabase: sf.FakeSupabase
+) -> None:
     supabase.inject("get_bucket", sf.BAD_KEY)
-    run = storage_run(make_system, openai, supabase)
+    run = storage_run(make_system, fake_openai, supabase)
     run.start()
     final = run.finish()
     run.check(final, "failed")
@@ -173,10 +167,10 @@ def test_storage_bad_key(make_system: Callable[..., System], openai: fo.FakeOpen
 
 
 def test_storage_bucket_created_concurrently(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, supabase: sf.FakeSupabase
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, supabase: sf.FakeSupabase
 ) -> None:
     supabase.race_bucket_on_create = True
-    run = storage_run(make_system, openai, supabase)
+    run = storage_run(make_system, fake_openai, supabase)
     run.start()
     run.check(run.finish(), "assets_generated")
     assert supabase.count("create_bucket") == 1
@@ -192,21 +186,21 @@ def pg_proxy(pg_dsn: str) -> Iterator[tuple[FaultyProxy, str]]:
         yield proxy, f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
 
 
-def pg_run(make_system: Callable[..., System], openai: fo.FakeOpenAI, dsn: str, proxy: FaultyProxy) -> Run:
-    run = make_run(make_system, openai, STATUS_STORE="postgres", DATABASE_URL=dsn, STATUS_ATTEMPT_TIMEOUT="1")
+def pg_run(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, dsn: str, proxy: FaultyProxy) -> Run:
+    run = make_run(make_system, fake_openai, STATUS_STORE="postgres", DATABASE_URL=dsn, STATUS_ATTEMPT_TIMEOUT="1")
     run.proxy = proxy
     return run
 
 
 def test_status_store_down_at_start(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str]
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str]
 ) -> None:
     proxy, dsn = pg_proxy
     proxy.refusing = True
-    run = pg_run(make_system, openai, dsn, proxy)
+    run = pg_run(make_system, fake_openai, dsn, proxy)
     refused = run.start()
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "UNAVAILABLE"
-    assert openai.paid == []  # nothing started, nothing paid
+    assert fake_openai.paid == []  # nothing started, nothing paid
     with run.client as c:
         degraded = c.get("/api/video-status", params={"videoId": "v"}).json()
     assert degraded["degraded"] is True and degraded["status"] == "processing"
@@ -217,17 +211,17 @@ def test_status_store_down_at_start(
 
 @pytest.mark.parametrize("fault", ["down-mid-run", "restarted", "slow"])
 def test_status_store_fault_mid_run(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str], fault: str
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str], fault: str
 ) -> None:
     proxy, dsn = pg_proxy
-    openai.script(MODEL, fo.Ok(latency=0.3))
-    run = pg_run(make_system, openai, dsn, proxy)
+    fake_openai.script(MODEL, fo.Ok(latency=0.3))
+    run = pg_run(make_system, fake_openai, dsn, proxy)
     assert run.start(n=6).status_code == 202
-    assert openai.wait_for_requests(2, timeout=20)
+    assert fake_openai.wait_for_requests(2, timeout=20)
     if fault == "down-mid-run":
         proxy.refusing = True
         proxy.kill_connections()
-        assert openai.wait_for_requests(5, timeout=20)
+        assert fake_openai.wait_for_requests(5, timeout=20)
         proxy.refusing = False
     elif fault == "restarted":
         assert proxy.kill_connections() > 0
@@ -239,20 +233,20 @@ def test_status_store_fault_mid_run(
 # ---- services killed and restarted -------------------------------------------------
 
 
-def six_slow_scenes_under_way(make_system: Callable[..., System], openai: fo.FakeOpenAI) -> Run:
+def six_slow_scenes_under_way(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI) -> Run:
     """A 6-scene video whose first images are being generated (0.4 s each)."""
-    openai.script(MODEL, fo.Ok(latency=0.4))
-    run = make_run(make_system, openai)
+    fake_openai.script(MODEL, fo.Ok(latency=0.4))
+    run = make_run(make_system, fake_openai)
     assert run.start(n=6).status_code == 202
-    assert openai.wait_for_requests(2, timeout=20)
+    assert fake_openai.wait_for_requests(2, timeout=20)
     return run
 
 
 @pytest.mark.parametrize("service", ["imagegen", "storage", "status"])
 def test_service_killed_mid_run_and_restarted(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, service: str
 ) -> None:
-    run = six_slow_scenes_under_way(make_system, openai)
+    run = six_slow_scenes_under_way(make_system, fake_openai)
     run.system.procs[service].send_signal(signal.SIGKILL)
     run.system.procs[service].wait(10)
     run.system.start(service)
@@ -266,9 +260,9 @@ def test_service_killed_mid_run_and_restarted(
 
 @pytest.mark.parametrize("service", ["imagegen", "storage", "status", "gateway"])
 def test_sigterm_mid_run_lets_in_flight_calls_finish(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, service: str
 ) -> None:
-    run = six_slow_scenes_under_way(make_system, openai)
+    run = six_slow_scenes_under_way(make_system, fake_openai)
     proc = run.system.procs[service]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
@@ -293,12 +287,12 @@ FREEZE = 20.0
 
 @pytest.mark.parametrize("service", ["status", "storage", "imagegen"])
 def test_a_service_frozen_mid_run_for_twenty_seconds(
-    make_system: Callable[..., System], openai: fo.FakeOpenAI, service: str
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, service: str
 ) -> None:
-    openai.script(MODEL, fo.Ok(latency=0.3))
-    run = make_run(make_system, openai, STATUS_TIMEOUT="1", SCENE_CONCURRENCY="1")
+    fake_openai.script(MODEL, fo.Ok(latency=0.3))
+    run = make_run(make_system, fake_openai, STATUS_TIMEOUT="1", SCENE_CONCURRENCY="1")
     assert run.start(n=6).status_code == 202
-    assert openai.wait_for_requests(2, timeout=30)
+    assert fake_openai.wait_for_requests(2, timeout=30)
     frozen = run.system.procs[service]
     frozen.send_signal(signal.SIGSTOP)
     polls: list[float] = []

@@ -4,7 +4,7 @@ never going back, each scene paid for once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -12,19 +12,10 @@ import pytest
 
 from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
-from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Ok, model_entry
-from tests.pg import pg_dsn
+from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Ok
 from tools.processes import System
 
-__all__ = ["pg_dsn"]
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
-        yield fake
 
 
 OUTAGE = {"IMAGEGEN_BREAKER_THRESHOLD": "2", "IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN": "2", "HEAL_AFTER": "0.5"}

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,16 +19,10 @@ from tests.browser import chromium
 from tests.conftest import logs_of
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
 from tests.fakes import supabase_fake as sf
-from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok, model_entry
+from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok
 from tools.processes import ROOT, System, free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
-        yield fake
 
 
 def test_ten_scene_video_is_stored_with_each_scene_paid_once(

@@ -89,48 +89,50 @@ def query(base: str, expr: str) -> dict[str, Any]:
 
 
 def test_prometheus_scrapes_every_series_and_a_billing_error_fires_the_alert(
-    make_system: Callable[..., System], prometheus: Callable[[list[str]], str], tmp_path: Path
+    make_system: Callable[..., System],
+    prometheus: Callable[[list[str]], str],
+    tmp_path: Path,
+    fake_openai: fo.FakeOpenAI,
 ) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({MODEL: {"per_image": {"*": {"*": 0.04}}}}))
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(), fo.BILLING)  # one paid image, then the billing limit
-        system = make_system(
-            provider_env(
-                fake.base_url,
-                IMAGEGEN_PRICES_FILE=str(prices),
-                BUDGET_DAILY_USD="100",
-                SCENE_CONCURRENCY="1",
-                STATUS_STALL_AFTER="60",
-            )
+    fake_openai.script(MODEL, fo.Ok(), fo.BILLING)  # one paid image, then the billing limit
+    system = make_system(
+        provider_env(
+            fake_openai.base_url,
+            IMAGEGEN_PRICES_FILE=str(prices),
+            BUDGET_DAILY_USD="100",
+            SCENE_CONCURRENCY="1",
+            STATUS_STALL_AFTER="60",
         )
-        system.start_all()
-        targets = [f"127.0.0.1:{system.port('gateway')}"] + [
-            f"127.0.0.1:{system.metrics_port(name)}" for name in ("imagegen", "storage", "status")
-        ]
-        base = prometheus(targets)
-        assert wait_until(lambda: len([r for r in query(base, "up == 1")["data"]["result"]]) == 4, timeout=30)
-        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
-            post(client, "alerting", scenes(3))
-            final = poll_until_done(client, "alerting")[-1]
-            client.get("/api/video-status", params={"videoId": "alerting"})
-        assert final["summary"]["hardProviderFailures"] >= 1
+    )
+    system.start_all()
+    targets = [f"127.0.0.1:{system.port('gateway')}"] + [
+        f"127.0.0.1:{system.metrics_port(name)}" for name in ("imagegen", "storage", "status")
+    ]
+    base = prometheus(targets)
+    assert wait_until(lambda: len([r for r in query(base, "up == 1")["data"]["result"]]) == 4, timeout=30)
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        post(client, "alerting", scenes(3))
+        final = poll_until_done(client, "alerting")[-1]
+        client.get("/api/video-status", params={"videoId": "alerting"})
+    assert final["summary"]["hardProviderFailures"] >= 1
 
-        def firing() -> bool:
-            alerts = httpx.get(f"{base}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-            return any(
-                a["labels"]["alertname"] == "StoryShortProviderHardFailure"
-                and a["state"] == "firing"
-                and a["labels"].get("provider") == MODEL
-                for a in alerts
-            )
+    def firing() -> bool:
+        alerts = httpx.get(f"{base}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return any(
+            a["labels"]["alertname"] == "StoryShortProviderHardFailure"
+            and a["state"] == "firing"
+            and a["labels"].get("provider") == MODEL
+            for a in alerts
+        )
 
-        assert wait_until(firing, timeout=60, every=0.5), httpx.get(f"{base}/api/v1/alerts", timeout=10).text
-        rules = yaml.safe_load(RULES.read_text())
-        rule_exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-        wanted = metric_names(rule_exprs + dashboard_queries())
-        # Histograms are scraped as their _bucket/_sum/_count series.
-        missing = [m for m in sorted(wanted) if not query(base, f'{{__name__=~"{m}"}}')["data"]["result"]]
-        assert missing == [], f"series the rules or the dashboard use but nobody exports: {missing}"
-        for expr in dashboard_queries() + rule_exprs:
-            assert query(base, expr)["status"] == "success", expr
+    assert wait_until(firing, timeout=60, every=0.5), httpx.get(f"{base}/api/v1/alerts", timeout=10).text
+    rules = yaml.safe_load(RULES.read_text())
+    rule_exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    wanted = metric_names(rule_exprs + dashboard_queries())
+    # Histograms are scraped as their _bucket/_sum/_count series.
+    missing = [m for m in sorted(wanted) if not query(base, f'{{__name__=~"{m}"}}')["data"]["result"]]
+    assert missing == [], f"series the rules or the dashboard use but nobody exports: {missing}"
+    for expr in dashboard_queries() + rule_exprs:
+        assert query(base, expr)["status"] == "success", expr

@@ -19,17 +19,15 @@ import pytest
 from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.fakes import openai_fake as fo
-from tests.pg import pg_dsn
 from tools.processes import System, free_port
 
-__all__ = ["pg_dsn"]
 pytestmark = pytest.mark.slow
 
 
-def queue_system(make_system: Callable[..., System], fake: fo.FakeOpenAI, dsn: str) -> tuple[System, list[str]]:
+def queue_system(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, dsn: str) -> tuple[System, list[str]]:
     system = make_system(
         provider_env(
-            fake.base_url,
+            fake_openai.base_url,
             STATUS_STORE="postgres",
             DATABASE_URL=dsn,
             RUNS="queue",
@@ -73,27 +71,26 @@ def run_intervals(system: System, workers: list[str], killed: dict[str, float]) 
 
 
 def test_ten_videos_through_two_gateways_survive_a_killed_worker(
-    make_system: Callable[..., System], pg_dsn: str
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
 ) -> None:
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(latency=0.3))
-        system, gateways = queue_system(make_system, fake, pg_dsn)
-        clients = [httpx.Client(base_url=url, timeout=10) for url in gateways]
-        for v in range(10):
-            answer = post(clients[v % 2], f"q{v}", scenes(4, word=f"video {v}"))
-            assert answer.status_code == 202, answer.text
-        assert fake.wait_for_requests(6, timeout=30)
-        victim = system.procs["worker-1"]
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        killed = {"worker-1": time.time()}
-        finals = [poll_until_done(clients[v % 2], f"q{v}", timeout=120)[-1] for v in range(10)]
-        for c in clients:
-            c.close()
-        system.stop_all()
+    fake_openai.script(MODEL, fo.Ok(latency=0.3))
+    system, gateways = queue_system(make_system, fake_openai, pg_dsn)
+    clients = [httpx.Client(base_url=url, timeout=10) for url in gateways]
+    for v in range(10):
+        answer = post(clients[v % 2], f"q{v}", scenes(4, word=f"video {v}"))
+        assert answer.status_code == 202, answer.text
+    assert fake_openai.wait_for_requests(6, timeout=30)
+    victim = system.procs["worker-1"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    killed = {"worker-1": time.time()}
+    finals = [poll_until_done(clients[v % 2], f"q{v}", timeout=120)[-1] for v in range(10)]
+    for c in clients:
+        c.close()
+    system.stop_all()
     assert [f["status"] for f in finals] == ["assets_generated"] * 10
     assert all(len(f["images"]) == 4 and not any(i["placeholder"] for i in f["images"]) for f in finals)
-    paid = collections.Counter(fake.paid)
+    paid = collections.Counter(fake_openai.paid)
     assert len(paid) == 40 and set(paid.values()) == {1}, f"paid twice: {[p for p, n in paid.items() if n > 1]}"
     assert "retrying the job of a stalled worker" in logs_of(system, "worker-2")
     spans = run_intervals(system, ["worker-1", "worker-2"], killed)
@@ -104,35 +101,36 @@ def test_ten_videos_through_two_gateways_survive_a_killed_worker(
             assert start >= end, f"{video} ran twice at the same time: {runs}"
 
 
-def test_two_posts_at_once_through_two_gateways_queue_one_job(make_system: Callable[..., System], pg_dsn: str) -> None:
-    with fo.FakeOpenAI(models=[fo.model_entry(MODEL)]) as fake:
-        fake.script(MODEL, fo.Ok(latency=1.0))
-        system, gateways = queue_system(make_system, fake, pg_dsn)
-        answers: list[httpx.Response] = []
-        threads = [
-            threading.Thread(
-                target=lambda url=url: answers.append(
-                    httpx.post(
-                        f"{url}/api/generate-preview-images", json={"videoId": "same", "scenes": scenes(3)}, timeout=10
-                    )
+def test_two_posts_at_once_through_two_gateways_queue_one_job(
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, fo.Ok(latency=1.0))
+    system, gateways = queue_system(make_system, fake_openai, pg_dsn)
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(
+            target=lambda url=url: answers.append(
+                httpx.post(
+                    f"{url}/api/generate-preview-images", json={"videoId": "same", "scenes": scenes(3)}, timeout=10
                 )
             )
-            for url in gateways
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(a.status_code for a in answers) == [202, 202]
-        assert sorted(a.json()["alreadyRunning"] for a in answers) == [False, True]
-        with httpx.Client(base_url=gateways[0], timeout=10) as client:
-            assert fake.wait_for_requests(1, timeout=30)  # the job is running (each image takes 1 s)
-            conflict = post(client, "same", scenes(3, word="other"))
-            assert conflict.status_code == 409, conflict.text  # other scenes while it runs
-            assert conflict.json()["error"]["code"] == "ALREADY_EXISTS"
-            assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
-            assert post(client, "same", scenes(3, word="other")).status_code == 202  # once done, a new run
-            assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
-        system.stop_all()
-    assert collections.Counter(fake.paid).most_common(1)[0][1] == 1
-    assert len(fake.paid) == 3  # the later run found every scene with a real image already
+        )
+        for url in gateways
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a.status_code for a in answers) == [202, 202]
+    assert sorted(a.json()["alreadyRunning"] for a in answers) == [False, True]
+    with httpx.Client(base_url=gateways[0], timeout=10) as client:
+        assert fake_openai.wait_for_requests(1, timeout=30)  # the job is running (each image takes 1 s)
+        conflict = post(client, "same", scenes(3, word="other"))
+        assert conflict.status_code == 409, conflict.text  # other scenes while it runs
+        assert conflict.json()["error"]["code"] == "ALREADY_EXISTS"
+        assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
+        assert post(client, "same", scenes(3, word="other")).status_code == 202  # once done, a new run
+        assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
+    system.stop_all()
+    assert collections.Counter(fake_openai.paid).most_common(1)[0][1] == 1
+    assert len(fake_openai.paid) == 3  # the later run found every scene with a real image already

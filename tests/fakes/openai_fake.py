@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -160,13 +161,14 @@ class FakeOpenAI(LoopbackServer):
         self,
         models: list[dict[str, Any]] | None = None,
         *,
-        api_key: str | None = None,
+        api_key: str | Collection[str] | None = None,
         azure: bool = False,
     ) -> None:
         self.scripts: dict[str, list[Behaviour]] = {}
         self.default: Behaviour = Ok()
         self.models = models
-        self.api_key = api_key
+        # The keys it accepts (None: any).
+        self.api_keys = {api_key} if isinstance(api_key, str) else set(api_key) if api_key is not None else None
         self.azure = azure
         self.requests: list[Request] = []
         self.max_in_flight: dict[str, int] = {}
@@ -264,11 +266,11 @@ class FakeOpenAI(LoopbackServer):
                 self._json(status, {"error": err})
 
             def _authorised(self) -> bool:
-                if fake.api_key is None:
+                if fake.api_keys is None:
                     return True
                 if fake.azure:
-                    return self.headers.get("api-key") == fake.api_key
-                return self.headers.get("Authorization") == f"Bearer {fake.api_key}"
+                    return self.headers.get("api-key") in fake.api_keys
+                return self.headers.get("Authorization", "").removeprefix("Bearer ") in fake.api_keys
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

@@ -23,55 +23,55 @@ def scenes(imagegen: Stub, video: str, n: int, parallelism: int) -> list[Corouti
     ]
 
 
-async def test_a_video_has_at_most_its_parallelism_at_the_provider(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Ok(latency=0.2))
-    async for imagegen in start(fake):
+async def test_a_video_has_at_most_its_parallelism_at_the_provider(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.2))
+    async for imagegen in start(fake_openai):
         answers = await asyncio.gather(*scenes(imagegen, "v1", 6, 2))
         assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 6
-        assert fake.max_in_flight[A] == 2
-        assert fake.count(A) == 6
+        assert fake_openai.max_in_flight[A] == 2
+        assert fake_openai.count(A) == 6
         assert len(imagegen.servicer.lanes) == 0  # lanes go with their last call
 
 
-async def test_waiting_for_the_lane_is_not_part_of_the_attempt(fake: fo.FakeOpenAI) -> None:
+async def test_waiting_for_the_lane_is_not_part_of_the_attempt(fake_openai: fo.FakeOpenAI) -> None:
     # One at a time, 0.4 s each: the third call waits 0.8 s, longer than the 0.6 s an
     # attempt may take, and still gets its image; its attempt's duration excludes the wait.
-    fake.script(A, fo.Ok(latency=0.4))
-    async for imagegen in start(fake, IMAGEGEN_ATTEMPT_TIMEOUT=0.6):
+    fake_openai.script(A, fo.Ok(latency=0.4))
+    async for imagegen in start(fake_openai, IMAGEGEN_ATTEMPT_TIMEOUT=0.6):
         started = time.monotonic()
         answers = await asyncio.gather(*scenes(imagegen, "v1", 3, 1))
         elapsed = time.monotonic() - started
         assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 3
-        assert fake.max_in_flight[A] == 1
+        assert fake_openai.max_in_flight[A] == 1
         assert elapsed >= 3 * 0.4
         assert all(a.attempts[0].duration_ms < 600 for a in answers), [a.attempts[0].duration_ms for a in answers]
 
 
-async def test_videos_do_not_share_a_lane(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Ok(latency=0.3))
-    async for imagegen in start(fake):
+async def test_videos_do_not_share_a_lane(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    async for imagegen in start(fake_openai):
         await asyncio.gather(*scenes(imagegen, "v1", 2, 1), *scenes(imagegen, "v2", 2, 1))
-        assert fake.max_in_flight[A] == 2
-        prompts = [r.body["prompt"] for r in fake.generation_requests()]
+        assert fake_openai.max_in_flight[A] == 2
+        prompts = [r.body["prompt"] for r in fake_openai.generation_requests()]
         # Each video's second scene went only after its first: the first two out were one of each.
         assert {p.split()[0] for p in prompts[:2]} == {"v1", "v2"}
 
 
-async def test_the_provider_limit_is_kept_while_lanes_wait(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Ok(latency=0.2))
-    async for imagegen in start(fake, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 3}}):
+async def test_the_provider_limit_is_kept_while_lanes_wait(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.2))
+    async for imagegen in start(fake_openai, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 3}}):
         await asyncio.gather(*(c for v in ("v1", "v2", "v3") for c in scenes(imagegen, v, 3, 2)))
-        assert fake.max_in_flight[A] == 3
-        assert fake.count(A) == 9
+        assert fake_openai.max_in_flight[A] == 3
+        assert fake_openai.count(A) == 9
 
 
 async def test_a_call_whose_deadline_comes_before_its_turn_gets_the_placeholder_unsent(
-    fake: fo.FakeOpenAI,
+    fake_openai: fo.FakeOpenAI,
 ) -> None:
-    fake.script(A, fo.Ok(latency=1.0))
-    async for imagegen in start(fake):
+    fake_openai.script(A, fo.Ok(latency=1.0))
+    async for imagegen in start(fake_openai):
         first = asyncio.ensure_future(imagegen.generate(prompt="first", video_id="v1", scene=1, video_parallelism=1))
-        assert await asyncio.to_thread(fake.wait_for_requests, 1)
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
         started = time.monotonic()
         second = await imagegen.generate(prompt="second", video_id="v1", scene=2, video_parallelism=1, timeout=0.9)
         assert time.monotonic() - started < 0.9
@@ -79,14 +79,14 @@ async def test_a_call_whose_deadline_comes_before_its_turn_gets_the_placeholder_
         assert outcomes(second) == [(A, "TIMEOUT"), (B, "SKIPPED")]
         assert second.attempts[0].reason == "no room at the provider in time"
         assert outcomes(await first) == [(A, "SUCCESS")]
-        assert [r.body["prompt"] for r in fake.generation_requests()] == ["first"]
+        assert [r.body["prompt"] for r in fake_openai.generation_requests()] == ["first"]
 
 
-async def test_a_call_cancelled_before_its_turn_is_never_sent(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Ok(latency=0.8))
-    async for imagegen in start(fake):
+async def test_a_call_cancelled_before_its_turn_is_never_sent(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.8))
+    async for imagegen in start(fake_openai):
         first = asyncio.ensure_future(imagegen.generate(prompt="first", video_id="v1", scene=1, video_parallelism=1))
-        assert await asyncio.to_thread(fake.wait_for_requests, 1)
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
         second = asyncio.ensure_future(imagegen.generate(prompt="second", video_id="v1", scene=2, video_parallelism=1))
         waiting = functools.partial(lambda lanes: lanes.users("v1") == 2, imagegen.servicer.lanes)
         assert await asyncio.to_thread(wait_until, waiting)
@@ -95,4 +95,4 @@ async def test_a_call_cancelled_before_its_turn_is_never_sent(fake: fo.FakeOpenA
         # The lane is free for the next call: had the cancelled one taken its turn, it
         # would stand between these two.
         await imagegen.generate(prompt="third", video_id="v1", scene=3, video_parallelism=1)
-        assert [r.body["prompt"] for r in fake.generation_requests()] == ["first", "third"]
+        assert [r.body["prompt"] for r in fake_openai.generation_requests()] == ["first", "third"]

@@ -22,10 +22,10 @@ from tests.fakes import openai_fake as fo
 from tests.imagegen.conftest import KEY, A, B
 
 
-def settings(fake: fo.FakeOpenAI, **env: Any) -> ImagegenSettings:
+def settings(fake_openai: fo.FakeOpenAI, **env: Any) -> ImagegenSettings:
     values: dict[str, Any] = {
         "OPENAI_API_KEY": KEY,
-        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_BASE_URL": fake_openai.base_url,
         "IMAGEGEN_CHAIN": f"{A},{B}",
         "IMAGEGEN_ATTEMPT_TIMEOUT": 5,
         "IMAGEGEN_BREAKER_COOLDOWN": 300,
@@ -57,14 +57,14 @@ async def serve(configured: ImagegenSettings) -> AsyncIterator[Stub]:
         await servicer.chain.close()
 
 
-async def start(fake: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
-    async for stub in serve(settings(fake, **env)):
+async def start(fake_openai: fo.FakeOpenAI, **env: Any) -> AsyncIterator[Stub]:
+    async for stub in serve(settings(fake_openai, **env)):
         yield stub
 
 
 @pytest.fixture
-async def imagegen(fake: fo.FakeOpenAI) -> AsyncIterator[Stub]:
-    async for stub in start(fake):
+async def imagegen(fake_openai: fo.FakeOpenAI) -> AsyncIterator[Stub]:
+    async for stub in start(fake_openai):
         yield stub
 
 
@@ -75,13 +75,13 @@ def outcomes(answer: imagegen_pb2.GenerateResponse) -> list[tuple[str, str]]:
     ]
 
 
-async def test_healthy_first_model_serves_with_exactly_one_request(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
+async def test_healthy_first_model_serves_with_exactly_one_request(fake_openai: fo.FakeOpenAI, imagegen: Stub) -> None:
     answer = await imagegen.generate()
     assert (answer.provider, answer.placeholder) == (A, False)
     assert outcomes(answer) == [(A, "SUCCESS")]
-    assert fake.count(A) == 1 and fake.count(B) == 0
+    assert fake_openai.count(A) == 1 and fake_openai.count(B) == 0
     assert answer.content_type == "image/png" and answer.extension == "png"
-    sent = fake.generation_requests()[0]
+    sent = fake_openai.generation_requests()[0]
     assert sent.headers["authorization"] == f"Bearer {KEY}"
     assert sent.body["n"] == 1 and sent.body["size"] == "1024x1024" and sent.body["output_format"] == "png"
     assert "response_format" not in sent.body  # GPT image models answer base64 only
@@ -92,52 +92,52 @@ async def test_healthy_first_model_serves_with_exactly_one_request(fake: fo.Fake
     ("fmt", "mime", "ext"), [("PNG", "image/png", "png"), ("JPEG", "image/jpeg", "jpg"), ("WEBP", "image/webp", "webp")]
 )
 async def test_the_bytes_decide_the_content_type(
-    fake: fo.FakeOpenAI, imagegen: Stub, fmt: str, mime: str, ext: str
+    fake_openai: fo.FakeOpenAI, imagegen: Stub, fmt: str, mime: str, ext: str
 ) -> None:
-    fake.script(A, fo.Ok(fmt=fmt))
+    fake_openai.script(A, fo.Ok(fmt=fmt))
     answer = await imagegen.generate()
     assert (answer.content_type, answer.extension) == (mime, ext)
 
 
-async def test_server_error_moves_to_the_next_model_at_once(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
-    fake.script(A, fo.SERVER_ERROR)
+async def test_server_error_moves_to_the_next_model_at_once(fake_openai: fo.FakeOpenAI, imagegen: Stub) -> None:
+    fake_openai.script(A, fo.SERVER_ERROR)
     answer = await imagegen.generate()
     assert answer.provider == B
     assert outcomes(answer) == [(A, "TRANSIENT"), (B, "SUCCESS")]
-    assert (fake.count(A), fake.count(B)) == (1, 1)
+    assert (fake_openai.count(A), fake_openai.count(B)) == (1, 1)
 
 
-async def test_the_last_model_is_asked_again_after_a_server_error(fake: fo.FakeOpenAI) -> None:
-    fake.script(B, fo.SERVER_ERROR, fo.Ok())
-    async for imagegen in start(fake, IMAGEGEN_CHAIN=B):
+async def test_the_last_model_is_asked_again_after_a_server_error(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(B, fo.SERVER_ERROR, fo.Ok())
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B):
         answer = await imagegen.generate()
         assert outcomes(answer) == [(B, "TRANSIENT"), (B, "SUCCESS")]
-        assert fake.count(B) == 2
+        assert fake_openai.count(B) == 2
 
 
-async def test_without_same_model_retries_the_last_model_is_asked_once(fake: fo.FakeOpenAI) -> None:
-    fake.script(B, fo.SERVER_ERROR)
-    async for imagegen in start(fake, IMAGEGEN_CHAIN=B, IMAGEGEN_SAME_PROVIDER_RETRIES=0):
+async def test_without_same_model_retries_the_last_model_is_asked_once(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(B, fo.SERVER_ERROR)
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B, IMAGEGEN_SAME_PROVIDER_RETRIES=0):
         answer = await imagegen.generate()
         assert answer.placeholder and outcomes(answer) == [(B, "TRANSIENT")]
-        assert fake.count(B) == 1
+        assert fake_openai.count(B) == 1
 
 
-async def test_hanging_first_model_still_leaves_the_second_its_turn(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Hang())
-    async for imagegen in start(fake, IMAGEGEN_ATTEMPT_TIMEOUT=1):
+async def test_hanging_first_model_still_leaves_the_second_its_turn(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Hang())
+    async for imagegen in start(fake_openai, IMAGEGEN_ATTEMPT_TIMEOUT=1):
         started = time.monotonic()
         answer = await imagegen.generate(timeout=30)
         elapsed = time.monotonic() - started
         assert answer.provider == B and not answer.placeholder
         assert outcomes(answer) == [(A, "TIMEOUT"), (B, "SUCCESS")]
         assert elapsed < 1 + 3, f"took {elapsed:.2f} s"
-        assert fake.count(A) == 1  # a timeout is not retried on the same model
+        assert fake_openai.count(A) == 1  # a timeout is not retried on the same model
 
 
-async def test_trickling_body_is_cut_at_the_attempt_timeout(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Trickle(interval=0.2, chunk=4))
-    async for imagegen in start(fake, IMAGEGEN_ATTEMPT_TIMEOUT=1):
+async def test_trickling_body_is_cut_at_the_attempt_timeout(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Trickle(interval=0.2, chunk=4))
+    async for imagegen in start(fake_openai, IMAGEGEN_ATTEMPT_TIMEOUT=1):
         started = time.monotonic()
         answer = await imagegen.generate()
         assert outcomes(answer) == [(A, "TIMEOUT"), (B, "SUCCESS")]
@@ -145,10 +145,10 @@ async def test_trickling_body_is_cut_at_the_attempt_timeout(fake: fo.FakeOpenAI)
 
 
 async def test_answer_arrives_before_a_short_caller_deadline_even_when_every_model_hangs(
-    fake: fo.FakeOpenAI, imagegen: Stub
+    fake_openai: fo.FakeOpenAI, imagegen: Stub
 ) -> None:
-    fake.script(A, fo.Hang())
-    fake.script(B, fo.Hang())
+    fake_openai.script(A, fo.Hang())
+    fake_openai.script(B, fo.Hang())
     started = time.monotonic()
     answer = await imagegen.generate(timeout=2.0)
     elapsed = time.monotonic() - started
@@ -160,24 +160,24 @@ async def test_answer_arrives_before_a_short_caller_deadline_even_when_every_mod
 
 @pytest.mark.parametrize("behaviour", [fo.Garbage(), fo.BadBase64()], ids=["garbage-bytes", "bad-base64"])
 async def test_bytes_that_are_not_an_image_fall_through(
-    fake: fo.FakeOpenAI, imagegen: Stub, behaviour: fo.Behaviour
+    fake_openai: fo.FakeOpenAI, imagegen: Stub, behaviour: fo.Behaviour
 ) -> None:
-    fake.script(A, behaviour)
+    fake_openai.script(A, behaviour)
     answer = await imagegen.generate()
     assert outcomes(answer) == [(A, "INVALID_IMAGE"), (B, "SUCCESS")]
 
 
-async def test_empty_data_counts_as_a_failure(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
-    fake.script(A, fo.EmptyData())
+async def test_empty_data_counts_as_a_failure(fake_openai: fo.FakeOpenAI, imagegen: Stub) -> None:
+    fake_openai.script(A, fo.EmptyData())
     answer = await imagegen.generate()
     assert answer.provider == B
     assert outcomes(answer)[0] == (A, "TRANSIENT") and "empty data" in answer.attempts[0].reason
 
 
 async def test_content_policy_refusal_goes_to_the_next_model_without_a_breaker(
-    fake: fo.FakeOpenAI, imagegen: Stub
+    fake_openai: fo.FakeOpenAI, imagegen: Stub
 ) -> None:
-    fake.script(A, fo.CONTENT_POLICY, fo.Ok())
+    fake_openai.script(A, fo.CONTENT_POLICY, fo.Ok())
     first = await imagegen.generate()
     assert outcomes(first) == [(A, "CONTENT_POLICY"), (B, "SUCCESS")]
     second = await imagegen.generate()
@@ -188,86 +188,86 @@ async def test_content_policy_refusal_goes_to_the_next_model_without_a_breaker(
     "error", [fo.BILLING, fo.QUOTA, fo.BAD_KEY, fo.UNKNOWN_MODEL], ids=["billing", "quota", "bad-key", "unknown-model"]
 )
 async def test_hard_failure_opens_the_breaker_so_the_next_call_skips_the_model(
-    fake: fo.FakeOpenAI, imagegen: Stub, error: fo.Error
+    fake_openai: fo.FakeOpenAI, imagegen: Stub, error: fo.Error
 ) -> None:
-    fake.script(A, error)
+    fake_openai.script(A, error)
     first = await imagegen.generate()
     assert outcomes(first) == [(A, "HARD_FAILURE"), (B, "SUCCESS")]
     second = await imagegen.generate()
     assert outcomes(second) == [(A, "SKIPPED"), (B, "SUCCESS")]
     assert "breaker open" in second.attempts[0].reason
-    assert fake.count(A) == 1
+    assert fake_openai.count(A) == 1
     assert KEY not in first.attempts[0].reason
 
 
-async def test_breaker_lets_the_model_be_tried_again_after_the_cooldown(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.BILLING, fo.Ok())
-    async for imagegen in start(fake, IMAGEGEN_BREAKER_COOLDOWN=0.5):
+async def test_breaker_lets_the_model_be_tried_again_after_the_cooldown(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.BILLING, fo.Ok())
+    async for imagegen in start(fake_openai, IMAGEGEN_BREAKER_COOLDOWN=0.5):
         await imagegen.generate()
-        assert fake.count(A) == 1
+        assert fake_openai.count(A) == 1
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             answer = await imagegen.generate()
             if answer.provider == A:
                 break
             assert outcomes(answer)[0] == (A, "SKIPPED")
-        assert answer.provider == A and fake.count(A) == 2
+        assert answer.provider == A and fake_openai.count(A) == 2
 
 
-async def test_rate_limit_waits_for_retry_after_when_it_fits(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
-    fake.script(A, fo.rate_limited(0.3), fo.Ok())
+async def test_rate_limit_waits_for_retry_after_when_it_fits(fake_openai: fo.FakeOpenAI, imagegen: Stub) -> None:
+    fake_openai.script(A, fo.rate_limited(0.3), fo.Ok())
     answer = await imagegen.generate()
     assert outcomes(answer) == [(A, "RATE_LIMITED"), (A, "SUCCESS")]
-    first, second = [r.at for r in fake.generation_requests()]
+    first, second = [r.at for r in fake_openai.generation_requests()]
     assert second - first >= 0.3
 
 
 async def test_rate_limit_with_a_retry_after_beyond_the_budget_moves_on_at_once(
-    fake: fo.FakeOpenAI, imagegen: Stub
+    fake_openai: fo.FakeOpenAI, imagegen: Stub
 ) -> None:
-    fake.script(A, fo.rate_limited(120))
+    fake_openai.script(A, fo.rate_limited(120))
     started = time.monotonic()
     answer = await imagegen.generate()
     assert outcomes(answer) == [(A, "RATE_LIMITED"), (B, "SUCCESS")]
     assert time.monotonic() - started < 10
 
 
-async def test_prompt_too_long_for_a_model_skips_it_with_the_reason(fake: fo.FakeOpenAI) -> None:
-    async for imagegen in start(fake, IMAGEGEN_CHAIN=f"dall-e-2,{B}"):
+async def test_prompt_too_long_for_a_model_skips_it_with_the_reason(fake_openai: fo.FakeOpenAI) -> None:
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=f"dall-e-2,{B}"):
         answer = await imagegen.generate(prompt="p" * 1_500)
         assert outcomes(answer) == [("dall-e-2", "SKIPPED"), (B, "SUCCESS")]
         assert "at most 1000" in answer.attempts[0].reason
-        assert fake.count("dall-e-2") == 0
+        assert fake_openai.count("dall-e-2") == 0
 
 
-async def test_each_model_family_gets_the_parameters_it_accepts(fake: fo.FakeOpenAI) -> None:
-    async for imagegen in start(fake, IMAGEGEN_CHAIN="dall-e-3,dall-e-2", IMAGEGEN_QUALITY="high"):
-        fake.script("dall-e-3", fo.SERVER_ERROR)
+async def test_each_model_family_gets_the_parameters_it_accepts(fake_openai: fo.FakeOpenAI) -> None:
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN="dall-e-3,dall-e-2", IMAGEGEN_QUALITY="high"):
+        fake_openai.script("dall-e-3", fo.SERVER_ERROR)
         await imagegen.generate(size="1536x1024")
-        sent = {r.model: r.body for r in fake.generation_requests()}
+        sent = {r.model: r.body for r in fake_openai.generation_requests()}
         assert sent["dall-e-3"]["size"] == "1792x1024" and sent["dall-e-3"]["n"] == 1
         assert sent["dall-e-3"]["response_format"] == "b64_json"
         assert "quality" not in sent["dall-e-3"] and "output_format" not in sent["dall-e-3"]
         assert sent["dall-e-2"]["size"] in ("1024x1024", "512x512", "256x256")
 
 
-async def test_a_url_answer_is_downloaded_inside_the_budget(fake: fo.FakeOpenAI, imagegen: Stub) -> None:
-    fake.script(A, fo.UrlAnswer(fmt="JPEG"))
+async def test_a_url_answer_is_downloaded_inside_the_budget(fake_openai: fo.FakeOpenAI, imagegen: Stub) -> None:
+    fake_openai.script(A, fo.UrlAnswer(fmt="JPEG"))
     answer = await imagegen.generate()
     assert answer.provider == A and answer.content_type == "image/jpeg"
-    assert fake.count(None, path="/files/img.jpeg") == 1
+    assert fake_openai.count(None, path="/files/img.jpeg") == 1
 
 
 async def test_model_check_skips_missing_and_retired_models_loudly(caplog: pytest.LogCaptureFixture) -> None:
     models = [fo.model_entry(A, shutdown_at="2026-01-01T00:00:00Z")]  # B is missing
-    with fo.FakeOpenAI(models=models, api_key=KEY) as fake:
-        async for imagegen in start(fake, IMAGEGEN_CHAIN=f"{A},{B}"):
+    with fo.FakeOpenAI(models=models, api_key=KEY) as fake_openai:
+        async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=f"{A},{B}"):
             answer = await imagegen.generate()
             assert answer.placeholder
             assert [o for _p, o in outcomes(answer)] == ["SKIPPED", "SKIPPED"]
             assert "retired on 2026-01-01" in answer.attempts[0].reason
             assert "not in the provider's model list" in answer.attempts[1].reason
-            assert fake.count() == 0
+            assert fake_openai.count() == 0
             providers = await imagegen.stub.ListProviders(imagegen_pb2.ListProvidersRequest(), timeout=5)
             assert [(p.name, p.available) for p in providers.providers] == [
                 (A, False),
@@ -278,18 +278,18 @@ async def test_model_check_skips_missing_and_retired_models_loudly(caplog: pytes
 
 
 async def test_unreadable_model_list_starts_anyway_with_every_model() -> None:
-    with fo.FakeOpenAI(models=None, api_key=KEY) as fake:
-        async for imagegen in start(fake):
+    with fo.FakeOpenAI(models=None, api_key=KEY) as fake_openai:
+        async for imagegen in start(fake_openai):
             answer = await imagegen.generate()
             assert answer.provider == A
 
 
-async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake: fo.FakeOpenAI) -> None:
-    fake.script(A, fo.Ok(latency=0.3))
-    async for imagegen in start(fake, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 2}}):
+async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake_openai: fo.FakeOpenAI) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    async for imagegen in start(fake_openai, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 2}}):
         answers = await asyncio.gather(*(imagegen.generate() for _ in range(6)))
         assert all(a.provider == A for a in answers)
-        assert fake.max_in_flight[A] == 2
+        assert fake_openai.max_in_flight[A] == 2
 
 
 @pytest.mark.parametrize(
@@ -307,21 +307,21 @@ async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake: fo.Fak
     ],
 )
 async def test_bad_input_is_refused_and_nothing_is_sent(
-    fake: fo.FakeOpenAI, imagegen: Stub, fields: dict, words: str
+    fake_openai: fo.FakeOpenAI, imagegen: Stub, fields: dict, words: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await imagegen.generate(**fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in (err.value.details() or "")
-    assert fake.count() == 0
+    assert fake_openai.count() == 0
 
 
-async def test_no_key_means_the_placeholder_alone_at_the_requested_size(fake: fo.FakeOpenAI) -> None:
-    async for imagegen in start(fake, OPENAI_API_KEY=""):
+async def test_no_key_means_the_placeholder_alone_at_the_requested_size(fake_openai: fo.FakeOpenAI) -> None:
+    async for imagegen in start(fake_openai, OPENAI_API_KEY=""):
         answer = await imagegen.generate(size="1536x1024")
         assert answer.placeholder and answer.attempts == []
         assert (answer.width, answer.height) == (1536, 1024)
-        assert fake.count(None, path="/v1/models") == 0
+        assert fake_openai.count(None, path="/v1/models") == 0
 
 
 def test_provider_limits_and_chain_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -352,16 +352,16 @@ def retry_after_date(seconds: float) -> str:
     ids=["retry-after-ms", "http-date", "none", "ms-beyond-budget"],
 )
 async def test_every_form_of_retry_after_is_honoured_when_it_fits(
-    fake: fo.FakeOpenAI, imagegen: Stub, headers: dict[str, str], waits: bool
+    fake_openai: fo.FakeOpenAI, imagegen: Stub, headers: dict[str, str], waits: bool
 ) -> None:
     given = {k: (retry_after_date(2) if v == "__date_in_2s__" else v) for k, v in headers.items()}
-    fake.script(A, fo.Error(429, "rate_limit_exceeded", "Rate limit reached.", headers=given), fo.Ok())
+    fake_openai.script(A, fo.Error(429, "rate_limit_exceeded", "Rate limit reached.", headers=given), fo.Ok())
     answer = await imagegen.generate()
     if waits:
         assert outcomes(answer) == [(A, "RATE_LIMITED"), (A, "SUCCESS")]
-        first, second = [r.at for r in fake.generation_requests()]
+        first, second = [r.at for r in fake_openai.generation_requests()]
         expected = {"retry-after-ms": 0.3, "retry-after": 1.0}.get(next(iter(headers), ""), 0.2)
         assert second - first >= expected * 0.9  # the wait asked for (an HTTP date: whole seconds)
     else:
         assert outcomes(answer) == [(A, "RATE_LIMITED"), (B, "SUCCESS")]
-        assert fake.count(A) == 1
+        assert fake_openai.count(A) == 1

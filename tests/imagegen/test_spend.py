@@ -50,8 +50,8 @@ def test_a_malformed_price_table_fails_at_start_naming_the_key(tmp_path: Path, t
         PriceTable.load(Path(price_file(tmp_path, table)))
 
 
-async def test_each_attempt_reports_usage_and_cost(fake: fo.FakeOpenAI, tmp_path: Path) -> None:
-    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+async def test_each_attempt_reports_usage_and_cost(fake_openai: fo.FakeOpenAI, tmp_path: Path) -> None:
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
         answer = await imagegen.generate()  # the fake reports 10 input and 100 output tokens
         assert answer.provider == A and answer.cost_known
         assert answer.attempts[0].input_tokens == 10 and answer.attempts[0].output_tokens == 100
@@ -59,9 +59,9 @@ async def test_each_attempt_reports_usage_and_cost(fake: fo.FakeOpenAI, tmp_path
 
 
 async def test_a_model_without_a_price_counts_as_unknown_not_zero(
-    fake: fo.FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake_openai: fo.FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
         answer = await imagegen.generate()
         assert answer.provider == A
         assert answer.cost_known is False and answer.cost_usd == 0.0
@@ -71,27 +71,27 @@ async def test_a_model_without_a_price_counts_as_unknown_not_zero(
 
 
 async def test_a_model_that_would_cross_the_budget_is_skipped_for_a_cheaper_one_or_the_placeholder(
-    fake: fo.FakeOpenAI, tmp_path: Path
+    fake_openai: fo.FakeOpenAI, tmp_path: Path
 ) -> None:
-    async for imagegen in start(fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
         cheaper = await imagegen.generate(max_cost_usd=0.03)
         assert cheaper.provider == B and cheaper.cost_usd == 0.02
         assert cheaper.attempts[0].reason.startswith("budget")
         none_fits = await imagegen.generate(max_cost_usd=0.01)
         assert none_fits.placeholder and none_fits.cost_usd == 0.0
         assert all(a.reason.startswith("budget") for a in none_fits.attempts)
-        assert fake.count(A) == 0 and fake.count(B) == 1
+        assert fake_openai.count(A) == 0 and fake_openai.count(B) == 1
 
 
 async def test_a_retried_scene_is_answered_from_the_replay_cache_without_paying_again(
-    fake: fo.FakeOpenAI, tmp_path: Path
+    fake_openai: fo.FakeOpenAI, tmp_path: Path
 ) -> None:
     async for imagegen in start(
-        fake, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {A: {"per_image": {"*": {"*": 0.05}}}})
+        fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {A: {"per_image": {"*": {"*": 0.05}}}})
     ):
         first = await imagegen.generate(video_id="v1", scene=3)
         again = await imagegen.generate(video_id="v1", scene=3)
         other = await imagegen.generate(video_id="v1", scene=4)
         assert first.image == again.image and again.provider == A and not again.placeholder
         assert again.attempts[0].reason.startswith("replayed") and again.cost_usd == first.cost_usd == 0.05
-        assert other.image and fake.count(A) == 2  # scene 3 paid once, scene 4 once
+        assert other.image and fake_openai.count(A) == 2  # scene 3 paid once, scene 4 once

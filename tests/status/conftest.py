@@ -13,9 +13,6 @@ from services.status.stores.postgres import PostgresStore
 from services.status.stores.sqlite import SQLiteStore
 from services.status.stores.supabase import SupabaseStore
 from tests.fakes.supabase_fake import FakeSupabase
-from tests.pg import pg_dsn
-
-__all__ = ["pg_dsn"]
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import ADMIN_DSN, pg_dsn
+from tests.pg import ADMIN_DSN
 from tools.processes import ROOT
-
-__all__ = ["pg_dsn"]
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

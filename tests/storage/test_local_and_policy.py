@@ -16,9 +16,7 @@ from services.status.migrate import apply_storage_policy
 from services.storage.backends.local import LocalBackend
 from services.storage.uploader import Uploader
 from tests.fakes.images import image_bytes
-from tests.pg import pg_dsn
 
-__all__ = ["pg_dsn"]
 BUCKET = "renders-images"
 
 
