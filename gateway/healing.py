@@ -129,7 +129,12 @@ class Healer:
             self._tries[heal.video_id] = self._tries.get(heal.video_id, 0) + 1
             metrics.HEALS.labels("started").inc()
             log.info("resumed the video to heal its placeholders", extra={"video_id": heal.video_id})
-        except HTTPError as exc:  # its scenes changed since: the newer run is the one that counts
+        except HTTPError as exc:
+            if exc.status == 429:  # no room to run it now: later, without spending a try
+                heal.due = time.monotonic() + max(float(exc.headers.get("Retry-After", 1)), self.first_wait)
+                self.pending.setdefault(heal.video_id, heal)
+                return
+            # Its scenes changed since: the newer run is the one that counts.
             log.info("heal dropped", extra={"video_id": heal.video_id, "reason": exc.message})
             self._tries.pop(heal.video_id, None)
         except Exception as exc:

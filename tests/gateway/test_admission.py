@@ -111,3 +111,18 @@ async def test_a_second_start_of_a_waiting_video_joins_it_and_other_scenes_confl
     assert conflict.value.status == 409
     pipeline.finish("v0")
     pipeline.finish("v1")
+
+
+async def test_a_heal_that_finds_the_line_full_waits_instead_of_being_dropped() -> None:
+    from gateway.healing import Heal, Healer
+
+    pipeline = StandInPipeline()
+    runs = registry(pipeline, max_running=1, max_waiting=0)
+    await runs.start("busy", scenes())
+    healer = Healer(cast(Any, None), first_wait=0.01, max_wait=1.0, max_tries=3)
+    healer.resume = runs.start
+    heal = Heal("v-heal", scenes(), due=0.0)
+    await healer._start(heal)
+    assert "v-heal" in healer.pending  # kept for later, no try spent
+    assert healer._tries.get("v-heal", 0) == 0
+    pipeline.finish("busy")
