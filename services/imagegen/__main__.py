@@ -90,7 +90,8 @@ async def check_listed_models(entries: list[ProviderEntry], slots: list[Provider
     for entry, slot in zip(entries, slots, strict=True):
         if not KINDS[entry.kind].lists_models or not isinstance(slot.provider, OpenAIImageProvider):
             continue
-        checks = await check_models(slot.provider.client, [slot.provider.model], MODEL_LIST_TIMEOUT)
+        official = entry.kind == "openai"
+        checks = await check_models(slot.provider.client, [slot.provider.model], MODEL_LIST_TIMEOUT, official=official)
         check = checks.get(slot.provider.model) if checks is not None else None
         if check is not None and not check.available:
             slot.available, slot.unavailable_reason = False, check.reason

@@ -40,6 +40,7 @@ Quality = Literal["low", "medium", "high", "auto"]
 # large sizes. Models without a quality setting (DALL-E, Imagen) take up to tens of seconds.
 QUALITY_TIMEOUTS: dict[str, float] = {"low": 30.0, "medium": 90.0, "high": 300.0, "auto": 300.0}
 OTHER_TIMEOUT = 60.0
+OPENAI_API = "https://api.openai.com/v1"
 
 
 class ProviderEntry(BaseModel):
@@ -138,7 +139,8 @@ def _from_environment(settings: ImagegenSettings) -> list[ProviderEntry]:
         limits = settings.provider_limits.get(model)
         entries.append(
             ProviderEntry(
-                kind="openai",
+                # OpenAI's own API, or a compatible server at another OPENAI_BASE_URL.
+                kind="openai" if settings.openai_base_url.rstrip("/") == OPENAI_API else "openai-compatible",
                 model=model,
                 base_url=settings.openai_base_url,
                 api_key_env="OPENAI_API_KEY",

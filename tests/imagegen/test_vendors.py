@@ -20,6 +20,7 @@ from services.imagegen.chain_config import ChainConfigError, load_entries
 from storyshort.imagegen.v1 import imagegen_pb2
 from tests.fakes import google_imagen_fake as gf
 from tests.fakes import openai_fake as fo
+from tests.imagegen.conftest import KEY
 from tests.imagegen.test_chain import outcomes, serve
 
 AZURE_KEY, GOOGLE_KEY, COMPAT_KEY = "azure-test-key-1", "AIza-test-key-2", "compat-test-key-3"
@@ -217,3 +218,24 @@ def test_the_service_refuses_to_start_on_a_chain_it_cannot_run(tmp_path: Path) -
     assert started.returncode != 0
     assert "providers.0: azure-openai entries need base_url" in started.stderr
     assert "Traceback" not in started.stderr
+
+
+async def test_on_openais_own_api_a_retired_model_is_skipped_though_listed(
+    tmp_path: Path, fake_openai: fo.FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenAI's model list carries no shutdown dates: the SDK's deprecation notes decide. A
+    # compatible server that still lists dall-e-3 keeps serving it.
+    monkeypatch.setenv("TEST_CHAIN_KEY", KEY)
+    official = {"kind": "openai", "model": "dall-e-3", "name": "official", "base_url": fake_openai.base_url}
+    compatible = {
+        "kind": "openai-compatible",
+        "model": "dall-e-3",
+        "name": "compatible",
+        "base_url": fake_openai.base_url,
+    }
+    entries = [{**e, "api_key_env": "TEST_CHAIN_KEY"} for e in (official, compatible)]
+    async for imagegen in serve(chain_settings(tmp_path, entries)):
+        answer = await imagegen.generate()
+        assert outcomes(answer) == [("official", "SKIPPED"), ("compatible", "SUCCESS")]
+        assert "retired on 2026-05-12" in answer.attempts[0].reason
+        assert fake_openai.count("dall-e-3") == 1

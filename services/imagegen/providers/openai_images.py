@@ -244,8 +244,13 @@ class ModelCheck:
     reason: str
 
 
-async def check_models(client: AsyncOpenAI, models: list[str], timeout: float) -> dict[str, ModelCheck] | None:
-    """Read the provider's model list once. None when it cannot be read."""
+async def check_models(
+    client: AsyncOpenAI, models: list[str], timeout: float, *, official: bool
+) -> dict[str, ModelCheck] | None:
+    """Read the provider's model list once. None when it cannot be read. ``official``: the
+    API is OpenAI's own, whose model list carries no shutdown dates: the SDK's deprecation
+    notes (RETIRED) say which models stopped answering there (other servers may still serve
+    them)."""
     try:
         page = await client.models.list(timeout=timeout)
         listed: dict[str, Any] = {m.id: m for m in page.data}
@@ -262,16 +267,12 @@ async def check_models(client: AsyncOpenAI, models: list[str], timeout: float) -
         if entry is None:
             result[model] = ModelCheck(False, "not in the provider's model list (missing or retired)")
             continue
-        shutdown = _shutdown_date(entry) or (RETIRED.get(model) if _is_openai(client) else None)
+        shutdown = _shutdown_date(entry) or (RETIRED.get(model) if official else None)
         if shutdown is not None and shutdown <= now:
             result[model] = ModelCheck(False, f"retired on {shutdown.date().isoformat()}")
         else:
             result[model] = ModelCheck(True, "listed")
     return result
-
-
-def _is_openai(client: AsyncOpenAI) -> bool:
-    return "api.openai.com" in str(client.base_url)
 
 
 def _shutdown_date(entry: Any) -> datetime | None:
