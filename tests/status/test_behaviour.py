@@ -178,3 +178,15 @@ async def test_a_runs_prompts_are_kept_so_a_stalled_video_can_be_resumed_without
     assert again.prompts == prompts
     edited = await book.start("v1", 2, deadline(), {1: "a fox at dawn", 2: prompts[2]})
     assert edited.prompts[1] == "a fox at dawn"
+
+
+async def test_spend_since_sums_what_was_paid_from_that_moment_and_counts_unpriced_images(store: StatusStore) -> None:
+    await store.create("v1", 4)
+    paid = [(1, 0.04, True, 1_000), (2, 0.04, True, 5_000), (3, 0.0, False, 6_000), (4, 0.0, True, 0)]
+    for scene, usd, known, at in paid:
+        result = SceneResult(scene, "stored", url="u", cost_usd=usd, cost_known=known, paid_at_ms=at)
+        await store.report_scene("v1", result)
+    since = await store.spend_since(2_000)  # scenes 2 and 3 were paid after it; 4 cost nothing
+    assert since.usd == pytest.approx(0.04) and since.unpriced_images == 1
+    everything = await store.spend_since(0)
+    assert everything.usd == pytest.approx(0.08)

@@ -240,3 +240,16 @@ async def test_bad_input_is_refused_before_any_network_call(
     assert err.value.code() == code
     assert words in (err.value.details() or "")
     assert fake.requests == []
+
+
+async def test_a_bucket_deleted_after_it_was_known_is_created_again(
+    fake: sf.FakeSupabase, storage: storage_pb2_grpc.StorageServiceStub
+) -> None:
+    await storage.Upload(upload(1), timeout=10)
+    assert fake.count("create_bucket") == 1
+    with fake.lock:  # someone deletes the bucket behind our back
+        fake.buckets.pop(BUCKET)
+    answer = await storage.Upload(upload(2), timeout=10)
+    assert answer.attempts == 2  # the first put met "Bucket not found"; the bucket was made again
+    assert fake.count("create_bucket") == 2 and BUCKET in fake.buckets
+    assert (BUCKET, "videos/v1/images/scene-2.png") in fake.objects
