@@ -84,6 +84,8 @@ class BudgetGuard:
         left: list[Allowance] = []
         if self.video_cap is not None:
             left.append(Allowance(self.video_cap - video_spend, "video", video_id, self.video_cap))
+            # What the video being generated has left: the near-cap alert's per-video side.
+            metrics.BUDGET_REMAINING.labels("video").set(self.video_cap - video_spend)
         if self.daily_cap is not None:
             daily = await self._daily_spend()
             remaining = self.daily_cap - daily if math.isfinite(daily) else -self.daily_cap

@@ -53,3 +53,16 @@ async def test_with_a_reading_from_today_it_goes_on_from_it(monkeypatch: pytest.
     later = await budget.allowance("v", 0.0)
     assert later is not None and later.usd == pytest.approx(1.5)  # 5 - (3 read + 0.5 spent here)
     assert status.asked == 2
+
+
+async def test_the_remaining_gauge_has_a_video_side_for_the_near_cap_alert() -> None:
+    from prometheus_client import REGISTRY
+
+    budget = BudgetGuard(cast(ServiceClients, StandInStatus(usd=0.0)), daily_cap=None, video_cap=0.10)
+    allowance = await budget.allowance("v", 0.095)
+    assert allowance is not None and allowance.cap == "video"
+    remaining = REGISTRY.get_sample_value("storyshort_gateway_budget_remaining_usd", {"cap": "video"})
+    cap = REGISTRY.get_sample_value("storyshort_gateway_budget_cap_usd", {"cap": "video"})
+    assert remaining is not None and cap is not None
+    assert remaining == pytest.approx(0.005) and cap == pytest.approx(0.10)
+    assert remaining / cap < 0.1  # StoryShortBudgetNearCap's expression, which now can fire
