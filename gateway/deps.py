@@ -1,5 +1,7 @@
 """What a route needs, as types (FastAPI dependencies): the settings, the service clients,
-the runner, the gateway's memory of status answers, and the API key check."""
+the runner, the gateway's memory of status answers, and the API key check. They are
+coroutines: FastAPI runs a plain function dependency in a worker thread, a hop per request
+that the status route cannot afford (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -15,27 +17,27 @@ from gateway.runner import Runner
 from gateway.settings import GatewaySettings
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def _clients(request: Request) -> ServiceClients:
+async def _clients(request: Request) -> ServiceClients:
     clients: ServiceClients = request.app.state.clients
     return clients
 
 
-def _runner(request: Request) -> Runner:
+async def _runner(request: Request) -> Runner:
     runner: Runner = request.app.state.runs
     return runner
 
 
-def _last_known(request: Request) -> LastKnown:
+async def _last_known(request: Request) -> LastKnown:
     last_known: LastKnown = request.app.state.last_known
     return last_known
 
 
-def require_api_key(request: Request, settings: Annotated[GatewaySettings, Depends(_settings)]) -> None:
+async def require_api_key(request: Request, settings: Annotated[GatewaySettings, Depends(_settings)]) -> None:
     """With GATEWAY_API_KEY set, the request must carry it as a bearer token (constant-time
     comparison)."""
     if settings.api_key is None:
