@@ -29,7 +29,7 @@ from services.common.deadlines import Deadline
 from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
 from services.imagegen.admission import Admission
-from services.imagegen.breaker import Breaker, Pass
+from services.imagegen.breaker import Breaker, BreakerState, Pass
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
@@ -240,6 +240,12 @@ class ProviderChain:
             admission.leave()
             slot.breaker.release(granted)
             raise
+        if not granted.probe and slot.breaker.state is not BreakerState.CLOSED:
+            # It opened while this request waited its turn: the request is not sent.
+            admission.leave()
+            reason = f"breaker opened while waiting: {slot.breaker.reason}"
+            self._record(call, slot, Outcome.SKIPPED, reason, started)
+            raise ProviderFailure(Outcome.SKIPPED, reason)
         call.deadline.start()  # the call's own time limit counts from its first admission
         started = time.monotonic()
         timeout = self._time_for(index, slot, call)

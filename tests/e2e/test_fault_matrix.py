@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.conftest import OWN_SUBCHANNELS, wait_until
 from tests.e2e.helpers import MODEL, post, provider_env, scenes
 from tests.fakes import openai_fake as fo
 from tests.fakes import supabase_fake as sf
@@ -96,6 +99,41 @@ PROVIDER_FAULTS: dict[str, list[fo.Behaviour]] = {
 }
 
 
+# How each fault must be felt: the attempts' outcome class imagegen counted, and whether the
+# model's breaker ends open (the model then skipped, so it is asked less than twice a scene).
+FELT: dict[str, tuple[str, bool]] = {
+    "500": ("transient", True),
+    "429-retry-after": ("rate_limited", False),
+    "hang": ("timeout", True),
+    "trickling-body": ("timeout", True),
+    "garbage-bytes": ("invalid_image", True),
+    "content-policy": ("content_policy", False),
+    "billing-limit": ("hard_failure", True),
+    "quota": ("hard_failure", True),
+    "empty-data": ("transient", True),
+    "401": ("hard_failure", True),
+}
+
+
+def imagegen_attempts(system: System) -> dict[str, float]:
+    """storyshort_imagegen_attempts_total by outcome, from imagegen's own /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{system.metrics_port('imagegen')}/metrics", timeout=10).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "storyshort_imagegen_attempts_total" and sample.labels.get("provider") == MODEL:
+                counts[sample.labels["outcome"]] = counts.get(sample.labels["outcome"], 0) + sample.value
+    return counts
+
+
+def breaker_state(system: System) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS) as channel:
+        answer = imagegen_pb2_grpc.ImageGenServiceStub(channel).ListProviders(
+            imagegen_pb2.ListProvidersRequest(), timeout=5
+        )
+    return str(next(p.breaker_state for p in answer.providers if p.name == MODEL))
+
+
 @pytest.mark.parametrize("fault", list(PROVIDER_FAULTS))
 def test_provider_fault(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, fault: str) -> None:
     fake_openai.script(MODEL, *PROVIDER_FAULTS[fault])
@@ -105,8 +143,23 @@ def test_provider_fault(make_system: Callable[..., System], fake_openai: fo.Fake
     run.check(final, "assets_generated")
     if fault != "429-retry-after":
         assert all(i["placeholder"] for i in final["images"]), final["images"]
+        assert all(i["reason"] == "every provider failed" for i in final["images"])
     else:
         assert any(not i["placeholder"] for i in final["images"])
+    # The fault was felt, and handled as promised.
+    outcome, opens = FELT[fault]
+    attempts = imagegen_attempts(run.system)
+    asked = fake_openai.count(MODEL)
+    assert asked >= 1 and attempts.get(outcome, 0) >= 1, (asked, attempts)
+    assert final["summary"]["providerAttempts"] >= 1
+    if opens:
+        assert breaker_state(run.system) in ("open", "half_open"), fault
+        assert asked < 2 * N, f"{fault}: asked {asked} times for {N} scenes; the breaker should have stopped it"
+    if outcome == "hard_failure":
+        assert asked <= 3  # at most the scenes already in flight when the first answer came (SCENE_CONCURRENCY)
+        assert final["summary"]["hardProviderFailures"] >= 1
+    if outcome == "content_policy":
+        assert asked == N and breaker_state(run.system) == "closed"  # a refusal is about the prompt
 
 
 # ---- storage (Supabase Storage, faked) ----------------------------------------------
