@@ -51,6 +51,11 @@ class ServiceRefused(ServiceError):
         return bool(self.code == grpc.StatusCode.NOT_FOUND)
 
 
+def is_down(exc: BaseException) -> bool:
+    """Whether a failed call is worth retrying: the service did not answer."""
+    return isinstance(exc, ServiceDown)
+
+
 class BreakerOpen(ServiceDown):
     """The service's breaker is open: the call was not made."""
 

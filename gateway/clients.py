@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -60,10 +62,7 @@ class ServiceClients:
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
         """Raises BreakerOpen at once while imagegen is known not to answer."""
-        breaker = self.breakers["imagegen"]
-        breaker.check()
-        await self._connected("imagegen")
-        async with breaker.watching():
+        async with self._calling("imagegen", skippable=True):
             answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
                 request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN
             )
@@ -71,16 +70,16 @@ class ServiceClients:
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
         """Raises ServiceDown or ServiceRefused (gateway/breakers.py), as every call here does."""
-        await self._connected("imagegen")
-        async with self.breakers["imagegen"].watching():
+        async with self._calling("imagegen"):
             answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
                 imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
             )
         return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
-        # A storage restart is waited out inside the deadline instead of failing the scene.
-        async with self.breakers["storage"].watching():
+        # A storage restart is waited out inside the deadline (wait_for_ready) instead of
+        # failing the scene.
+        async with self._calling("storage", connect=False):
             answer: storage_pb2.UploadResponse = await self.storage.Upload(
                 request, timeout=self.upload_timeout, wait_for_ready=True
             )
@@ -88,10 +87,7 @@ class ServiceClients:
 
     async def get_video(self, video_id: str) -> status_pb2.GetVideoResponse:
         """Raises BreakerOpen at once while the status service is known not to answer."""
-        breaker = self.breakers["status"]
-        breaker.check()
-        await self._connected("status")
-        async with breaker.watching():
+        async with self._calling("status", skippable=True):
             answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
                 status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
             )
@@ -104,26 +100,22 @@ class ServiceClients:
             scene_count=len(prompts),
             prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(prompts.items())],
         )
-        await self._connected("status")
-        async with self.breakers["status"].watching():
+        async with self._calling("status"):
             answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
-        await self._connected("status")
-        async with self.breakers["status"].watching():
+        async with self._calling("status"):
             answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
-        await self._connected("status")
-        async with self.breakers["status"].watching():
+        async with self._calling("status"):
             answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
         return answer
 
     async def get_spend(self, since_ms: int) -> status_pb2.Spend:
-        await self._connected("status")
-        async with self.breakers["status"].watching():
+        async with self._calling("status"):
             answer: status_pb2.Spend = await self.status.GetSpend(
                 status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
             )
@@ -141,6 +133,19 @@ class ServiceClients:
             except grpc.aio.AioRpcError as exc:
                 result[name] = exc.code().name
         return result
+
+    @asynccontextmanager
+    async def _calling(self, service: str, *, skippable: bool = False, connect: bool = True) -> AsyncIterator[None]:
+        """Every call to a service: skipped at once while its breaker is open (``skippable``:
+        calls that have an answer without the service), waiting briefly for a channel that
+        is still connecting, its failure raised as a named error that the breaker learns from."""
+        breaker = self.breakers[service]
+        if skippable:
+            breaker.check()
+        if connect:
+            await self._connected(service)
+        async with breaker.watching():
+            yield
 
     async def _connected(self, service: str) -> None:
         """A service that is still starting (or reconnecting) is waited for, briefly, so a

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import asdict
 
-from gateway.breakers import ServiceDown, ServiceError
+from gateway.breakers import ServiceError, is_down
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool
 from gateway.video_run import SceneOutcome, VideoRun
@@ -18,10 +18,6 @@ from storyshort.status.v1 import status_pb2
 log = logging.getLogger("pipeline")
 # Seconds the end of a run keeps trying to record scene results and the final status.
 END_OF_RUN_WRITES = 30.0
-
-
-def _status_down(exc: BaseException) -> bool:
-    return isinstance(exc, ServiceDown)
 
 
 class RunReporter:
@@ -58,7 +54,7 @@ class RunReporter:
             await self.spool.put_result(run.video_id, number, run.outcomes[number].result.SerializeToString())
         final, end = self.end(run)
         try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
+            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
                 with attempt:
                     await self.clients.update_video(end)
         except ServiceError as exc:
@@ -122,7 +118,7 @@ class RunReporter:
         if not pending:
             return
         try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, _status_down):
+            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
                 with attempt:
                     for outcome in pending:
                         if not outcome.reported:

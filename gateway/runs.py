@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway import metrics
-from gateway.breakers import ServiceDown
+from gateway.breakers import is_down
 from gateway.errors import HTTPError, scenes_conflict
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
@@ -29,10 +29,6 @@ from services.common.retry import retrying_within
 log = logging.getLogger("runs")
 # How long a waiting video's start keeps trying to mark it generating when status is down.
 START_WRITES = 30.0
-
-
-def _status_down(exc: BaseException) -> bool:
-    return isinstance(exc, ServiceDown)
 
 
 class RunRegistry:
@@ -122,7 +118,7 @@ class RunRegistry:
 
     async def _start_waiting(self, run: VideoRun) -> str:
         """A video's turn: mark it generating (retried while status is down), then run it."""
-        async for attempt in retrying_within(START_WRITES, _status_down):
+        async for attempt in retrying_within(START_WRITES, is_down):
             with attempt:
                 done = await self.pipeline.prepare(run)
         return await self.pipeline.run(run, done)
