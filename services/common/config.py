@@ -156,6 +156,11 @@ class StatusSettings(CommonSettings):
     progress_column: str = Field(
         "image_upload_progress", validation_alias="STATUS_PROGRESS_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
+    # The values written to that status column (the frontend's vocabulary). Any other value
+    # there (NULL, `processing`, `rendering`, ...) counts as "not generating".
+    status_generating: str = Field("generating_images", validation_alias="VIDEO_STATUS_GENERATING", min_length=1)
+    status_done: str = Field("assets_generated", validation_alias="VIDEO_STATUS_DONE", min_length=1)
+    status_failed: str = Field("failed", validation_alias="VIDEO_STATUS_FAILED", min_length=1)
     supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
 

@@ -37,9 +37,12 @@ def check_status(name: str) -> str:
 
 
 def check_transition(current: str, new: str) -> None:
+    """Raise FailedPrecondition unless ``current`` may move to ``new``. A status this system
+    does not own (an existing StoryShort row's `processing`, `rendering`, `completed`, ...)
+    counts as not generating: a run may start, as from a draft."""
     if new == current:
         return
-    allowed = TRANSITIONS.get(current, frozenset())
+    allowed = TRANSITIONS.get(current, TRANSITIONS[DRAFT])
     if new not in allowed:
         options = ", ".join(sorted(allowed)) or "nothing"
         raise FailedPrecondition(f"a video in status {current!r} cannot move to {new!r} (allowed: {options})")

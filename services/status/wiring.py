@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from services.common.config import StatusSettings
 from services.common.logs import register_secret
+from services.status.model import ASSETS_GENERATED, FAILED, GENERATING
 from services.status.stores.base import StatusStore, VideosTable
 from services.status.stores.postgres import PostgresStore
 from services.status.stores.sqlite import SQLiteStore
 
 
 def videos_table(settings: StatusSettings) -> VideosTable:
-    return VideosTable(settings.videos_table, settings.id_column, settings.status_column, settings.progress_column)
+    values = (
+        (GENERATING, settings.status_generating),
+        (ASSETS_GENERATED, settings.status_done),
+        (FAILED, settings.status_failed),
+    )
+    if len({v for _, v in values}) != len(values):
+        raise SystemExit("VIDEO_STATUS_GENERATING, VIDEO_STATUS_DONE and VIDEO_STATUS_FAILED must differ")
+    return VideosTable(
+        settings.videos_table,
+        settings.id_column,
+        settings.status_column,
+        settings.progress_column,
+        tuple((ours, theirs) for ours, theirs in values if ours != theirs),
+    )
 
 
 def build_store(settings: StatusSettings) -> StatusStore:

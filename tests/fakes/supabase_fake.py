@@ -14,6 +14,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -102,6 +103,12 @@ class FakeSupabase(LoopbackServer):
     # Columns typed uuid, per table (a StoryShort `videos.id`): PostgreSQL refuses other
     # values with 22P02, and PostgREST passes that on as HTTP 400.
     uuid_columns: dict[str, set[str]] = field(default_factory=dict)
+    # A table's own schema beyond ours (a StoryShort `videos` table): column defaults, NOT
+    # NULL columns (an insert without them is refused with 23502, as PostgreSQL does), and
+    # a BEFORE UPDATE trigger run on every row an update or merge changes.
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    not_null: dict[str, set[str]] = field(default_factory=dict)
+    on_update: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -139,6 +146,11 @@ class FakeSupabase(LoopbackServer):
     def _match(self, row: dict[str, Any], filters: list[tuple[str, str, str]]) -> bool:
         for column, op, raw in filters:
             value = row.get(column)
+            if op == "is":
+                wanted = {"null": None, "true": True, "false": False}.get(raw.lower(), raw)
+                if value is not wanted:
+                    return False
+                continue
             if op == "in":
                 options = [o.strip().strip('"') for o in raw.strip("()").split(",") if o.strip()]
                 if str(value) not in options:
@@ -160,6 +172,11 @@ class FakeSupabase(LoopbackServer):
             if op == "gte" and not (value is not None and value >= other):
                 return False
         return True
+
+    def _updated(self, table: str, row: dict[str, Any]) -> None:
+        trigger = self.on_update.get(table)
+        if trigger is not None:
+            trigger(row)
 
     def _rest(
         self, method: str, table: str, query: list[tuple[str, str]], body: Any, prefer: str
@@ -224,11 +241,23 @@ class FakeSupabase(LoopbackServer):
                 for item in items:
                     existing = next((r for r in rows if all(r.get(k) == item.get(k) for k in keys)), None)
                     if existing is None:
-                        row = {**DEFAULTS.get(table, {}), **item}
+                        row = {**DEFAULTS.get(table, {}), **self.defaults.get(table, {}), **item}
+                        missing = sorted(c for c in self.not_null.get(table, set()) if row.get(c) is None)
+                        if missing:
+                            return (
+                                400,
+                                pgrst_error(
+                                    "23502",
+                                    f'null value in column "{missing[0]}" of relation "{table}" violates '
+                                    "not-null constraint",
+                                ),
+                                {},
+                            )
                         rows.append(row)
                         out.append(dict(row))
                     elif "merge-duplicates" in prefer:
                         existing.update(item)
+                        self._updated(table, existing)
                         out.append(dict(existing))
                     elif "ignore-duplicates" in prefer:
                         continue
@@ -249,6 +278,7 @@ class FakeSupabase(LoopbackServer):
                 for row in rows:
                     if self._match(row, filters):
                         row.update(body)
+                        self._updated(table, row)
                         changed.append(dict(row))
                 return 200, changed, headers
         return 405, {"code": "PGRST", "message": "method not allowed", "details": None, "hint": None}, {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.status.model import SceneResult, Spend, Video, VideoUpdate
+from services.status.model import DRAFT, STATUSES, SceneResult, Spend, Video, VideoUpdate
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,24 @@ class VideosTable:
     id: str = "id"
     status: str = "status"
     progress: str = "image_upload_progress"
+    # The values written to the status column, where they differ from our names
+    # ((our name, column value), ...): the frontend's own vocabulary.
+    values: tuple[tuple[str, str], ...] = ()
+
+    def column_value(self, status: str) -> str:
+        """What the status column holds for one of our statuses."""
+        return dict(self.values).get(status, status)
+
+    def status_of(self, value: object) -> str:
+        """Our status for a column value: NULL is a draft; a value this system does not own
+        (`processing`, `rendering`, ...) is answered as it is and counts as not generating."""
+        if value is None:
+            return DRAFT
+        text = str(value)
+        for status in STATUSES:
+            if self.column_value(status) == text:
+                return status
+        return text
 
 
 class StoreUnavailable(Exception):

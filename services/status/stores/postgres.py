@@ -116,14 +116,13 @@ class PostgresStore:
             f"SELECT {', '.join(SCENE_COLUMNS)} FROM preview_scenes WHERE video_id = %s ORDER BY scene", (video_id,)
         )
 
-    @staticmethod
     async def _video(
-        video_cur: psycopg.AsyncCursor[dict[str, Any]], scenes_cur: psycopg.AsyncCursor[tuple[Any, ...]]
+        self, video_cur: psycopg.AsyncCursor[dict[str, Any]], scenes_cur: psycopg.AsyncCursor[tuple[Any, ...]]
     ) -> Video | None:
         row = await video_cur.fetchone()
         if row is None:
             return None
-        return video_from_row(row, [scene_from_row(r) for r in await scenes_cur.fetchall()])
+        return video_from_row(row, [scene_from_row(r) for r in await scenes_cur.fetchall()], self.videos)
 
     async def _read_existing(self, conn: Conn, video_id: str, lock: bool = False) -> Video:
         video = await self._read(conn, video_id, lock)
@@ -190,7 +189,7 @@ class PostgresStore:
                 check_transition(current.status, change.status)
                 await conn.execute(
                     sql.SQL("UPDATE {t} SET {status} = %s WHERE {id} = %s").format(**self._v),
-                    (change.status, video_id),
+                    (self.videos.column_value(change.status), video_id),
                 )
             if change.progress is not None:
                 await self._raise_progress(conn, video_id, change.progress)
@@ -246,7 +245,7 @@ class PostgresStore:
                     "SELECT v.{id}::text AS id FROM {t} v JOIN preview_runs r ON r.video_id = v.{id}::text "
                     "WHERE v.{status} = %s AND r.updated_at_ms < %s ORDER BY r.updated_at_ms"
                 ).format(**self._v),
-                (GENERATING, older_than_ms),
+                (self.videos.column_value(GENERATING), older_than_ms),
             )
             return [await self._read_existing(conn, row["id"]) for row in await cur.fetchall()]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.common.summary import RunSummary, summary_from_values
 from services.status.model import SceneResult, Video, VideoUpdate
+from services.status.stores.base import VideosTable
 
 SCENE_COLUMNS = tuple(f.name for f in fields(SceneResult))
 
@@ -44,10 +45,10 @@ def scene_from_row(row: Sequence[Any]) -> SceneResult:
     return SceneResult(**values)
 
 
-def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult]) -> Video:
+def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult], videos: VideosTable | None = None) -> Video:
     return Video(
         video_id=str(row["id"]),
-        status=str(row["status"] or "draft"),
+        status=(videos or VideosTable()).status_of(row["status"]),
         progress=int(row["progress"] or 0),
         scene_count=int(row["scene_count"] or 0),
         error=str(row["error"] or ""),

@@ -66,6 +66,11 @@ class SupabaseStore:
                 # An id the videos table's id column cannot hold (a non-UUID for a uuid
                 # column): no such video, as the PostgreSQL store says; never an outage.
                 raise NotFound("no such video (the id does not fit the videos table's id column)") from exc
+            if code in ("23502", "23503"):
+                raise FailedPrecondition(
+                    f"video is not in the {self.videos.table!r} table and cannot be created with only an id "
+                    "there; create the video in StoryShort first"
+                ) from exc
             if code.startswith(("PGRST3", "42")) or code in ("401", "403"):
                 raise StoreUnavailable(f"supabase rejected the request: {code} {exc.message}") from exc
             raise StoreUnavailable(f"supabase error {code}: {exc.message}") from exc
@@ -111,7 +116,7 @@ class SupabaseStore:
         )
         return Video(
             video_id=str(row[v.id]),
-            status=str(row[v.status] or "draft"),
+            status=v.status_of(row[v.status]),
             progress=int(row[v.progress] or 0),
             scene_count=int(r.get("scene_count") or 0),
             error=str(r.get("error") or ""),
@@ -165,19 +170,19 @@ class SupabaseStore:
         """Compare-and-set: answer the status it replaced."""
         v = self.videos
         for _ in range(CAS_TRIES):
-            current = await self._read_existing(db, video_id)
-            check_transition(current.status, new)
-            if current.status == new:
-                return current.status
-            changed = (
-                await db.table(v.table)
-                .update({v.status: new})
-                .eq(v.id, video_id)
-                .eq(v.status, current.status)
-                .execute()
-            )
-            if changed.data:
-                return current.status
+            row = _one(await db.table(v.table).select(v.status).eq(v.id, video_id).maybe_single().execute())
+            if not row:
+                raise NotFound(f"video {video_id!r} does not exist")
+            raw = row[v.status]
+            current = v.status_of(raw)
+            check_transition(current, new)
+            if current == new:
+                return current
+            query = db.table(v.table).update({v.status: v.column_value(new)}).eq(v.id, video_id)
+            # Compare-and-set on the value as stored (NULL included: a row nobody gave a status).
+            query = query.is_(v.status, "null") if raw is None else query.eq(v.status, raw)
+            if (await query.execute()).data:
+                return current
         raise FailedPrecondition(f"video {video_id!r} kept changing status; try again")
 
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
@@ -233,7 +238,9 @@ class SupabaseStore:
             ids = [str(r["video_id"]) for r in _rows(old)]
             if not ids:
                 return []
-            generating = await db.table(v.table).select(v.id).in_(v.id, ids).eq(v.status, GENERATING).execute()
+            generating = (
+                await db.table(v.table).select(v.id).in_(v.id, ids).eq(v.status, v.column_value(GENERATING)).execute()
+            )
             return [await self._read_existing(db, str(r[v.id])) for r in _rows(generating)]
 
         return await self._run(work)
