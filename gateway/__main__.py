@@ -11,6 +11,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from services.common.config import load_settings
 from services.common.logs import setup_logging
 
 
@@ -32,7 +33,7 @@ class GatewayServer(uvicorn.Server):
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    settings = load_settings(GatewaySettings)
     setup_logging("gateway", settings.log_level)
     config = uvicorn.Config(
         create_app(settings),

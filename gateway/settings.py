@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from services.common.config import MIB, ObjectLayoutSettings
+from services.common.config import MIB, LongSeconds, ObjectLayoutSettings, Seconds
 
 
 class GatewaySettings(ObjectLayoutSettings):
@@ -18,15 +18,15 @@ class GatewaySettings(ObjectLayoutSettings):
     status_addr: str = Field("127.0.0.1:50053", validation_alias="STATUS_ADDR")
     scene_concurrency: int = Field(3, validation_alias="SCENE_CONCURRENCY", ge=1, le=32)
     max_scenes: int = Field(100, validation_alias="MAX_SCENES", ge=1)
-    image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
+    image_gen_timeout: Seconds = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
     image_size: str = Field("1024x1024", validation_alias="IMAGE_SIZE")
     # Per-hop deadlines (seconds) for storage Upload and status calls.
-    upload_timeout: float = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
-    status_timeout: float = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
+    upload_timeout: Seconds = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
+    status_timeout: Seconds = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
     # Breakers on the hops to status, storage and imagegen: timeouts or UNAVAILABLE in a row
     # that open one, and seconds between health probes while it is open.
     hop_breaker_threshold: int = Field(1, validation_alias="HOP_BREAKER_THRESHOLD", ge=1)
-    hop_breaker_probe_every: float = Field(1.0, validation_alias="HOP_BREAKER_PROBE_EVERY", gt=0)
+    hop_breaker_probe_every: Seconds = Field(1.0, validation_alias="HOP_BREAKER_PROBE_EVERY", gt=0)
     # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
     api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
     max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
@@ -36,7 +36,7 @@ class GatewaySettings(ObjectLayoutSettings):
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
     # Seconds without a worker heartbeat after which its jobs are retried by another worker.
-    worker_stalled_after: float = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
+    worker_stalled_after: Seconds = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
     budget_daily_usd: float | None = Field(None, validation_alias="BUDGET_DAILY_USD", ge=0, allow_inf_nan=False)
     budget_video_usd: float | None = Field(None, validation_alias="BUDGET_VIDEO_USD", ge=0, allow_inf_nan=False)
@@ -47,6 +47,6 @@ class GatewaySettings(ObjectLayoutSettings):
     max_waiting_bytes: int = Field(64 * MIB, validation_alias="MAX_WAITING_BYTES", ge=0)
     # Healing: a video left with placeholders by provider trouble is resumed after HEAL_AFTER
     # seconds (doubling per try up to HEAL_MAX_WAIT), at most HEAL_MAX_TRIES times (0: off).
-    heal_after: float = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
-    heal_max_wait: float = Field(1800.0, validation_alias="HEAL_MAX_WAIT", gt=0)
+    heal_after: LongSeconds = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
+    heal_max_wait: LongSeconds = Field(1800.0, validation_alias="HEAL_MAX_WAIT", gt=0)
     heal_max_tries: int = Field(5, validation_alias="HEAL_MAX_TRIES", ge=0)

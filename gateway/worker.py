@@ -13,6 +13,7 @@ from gateway.clients import ServiceClients
 from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
+from services.common.config import load_settings
 from services.common.logs import setup_logging
 
 log = logging.getLogger("worker")
@@ -35,7 +36,7 @@ async def retry_stalled(jobs: App, stalled_after: float) -> None:
 
 
 async def main() -> None:
-    settings = GatewaySettings()
+    settings = load_settings(GatewaySettings)
     setup_logging("worker", settings.log_level)
     if not settings.database_url:
         raise SystemExit("the worker needs DATABASE_URL (the PostgreSQL that holds the queue)")

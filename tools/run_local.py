@@ -12,7 +12,13 @@ import time
 from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
-from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, url_without_password
+from services.common.config import (
+    ImagegenSettings,
+    StatusSettings,
+    StorageSettings,
+    settings_errors,
+    url_without_password,
+)
 from tools.processes import METRICS, SERVICES, System
 
 # Seconds every process must stay up after it listens before the system counts as started.
@@ -77,7 +83,7 @@ def main() -> int:
     try:
         running = describe(system.env)
     except ValidationError as exc:
-        print(f"a setting is not valid:\n{exc}", file=sys.stderr)
+        print(settings_errors(exc), file=sys.stderr)
         return 2
     taken = taken_ports(system)
     if taken:

@@ -2,18 +2,91 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+S = TypeVar("S", bound=BaseSettings)
 MIB = 1024 * 1024
 # gRPC's default 4 MiB receive limit is below the 5 MiB file limit: every server and
 # channel uses this instead (image plus protobuf framing, with room to spare).
 GRPC_MAX_MESSAGE_BYTES = 8 * MIB
 MAX_IMAGE_BYTES = 5 * MIB
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _duration(bare_max: float) -> Callable[[object], object]:
+    """A duration in seconds, with an optional unit (`60s`, `60000ms`, `2m`, `1h`). A bare
+    number above ``bare_max`` cannot have been meant as seconds (the earlier settings were
+    milliseconds: `IMAGE_GEN_TIMEOUT=60000`) and is refused, naming the unit."""
+
+    def parse(value: object) -> object:
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            text, number, unit = str(value), float(value), None
+        else:
+            match = _DURATION.match(str(value))
+            if match is None:
+                raise ValueError(
+                    f"{value!r} is not a duration; write seconds, or a number with a unit: 60s, 60000ms, 2m"
+                )
+            text, number, unit = str(value).strip(), float(match.group(1)), match.group(2)
+        if unit is None:
+            if number > bare_max:
+                raise ValueError(
+                    f"{text} seconds is more than {bare_max:g} s, too long to be meant; durations are in seconds: "
+                    f"write {text}ms if milliseconds were meant, or {text}s to mean seconds"
+                )
+            return number
+        return number * _UNIT_SECONDS[unit.lower()]
+
+    return parse
+
+
+# A time setting in seconds; a bare number above an hour (a day for the long ones) is refused.
+Seconds = Annotated[float, BeforeValidator(_duration(3600))]
+LongSeconds = Annotated[float, BeforeValidator(_duration(7 * 86400))]
+
+
+def load_settings(kind: type[S]) -> S:
+    """The settings from the environment, or exit naming every mistake, one per line (the
+    variable and what is wrong; never the value, which may be a secret)."""
+    try:
+        return kind()
+    except ValidationError as exc:
+        raise SystemExit(settings_errors(exc)) from None
+    except SettingsError as exc:  # a JSON setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = kind.model_fields.get(found.group(1)) if found else None
+        alias = field.validation_alias if field is not None else None
+        name = alias if isinstance(alias, str) else (found.group(1) if found else "a setting")
+        raise SystemExit(f"1 setting(s) not valid:\n  {name}: not valid JSON") from None
+
+
+def settings_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {name}: {error['msg']}")
+    return f"{len(lines)} setting(s) not valid:\n" + "\n".join(lines)
 
 
 def url_without_password(url: str) -> str:
@@ -31,7 +104,7 @@ class CommonSettings(BaseSettings):
     # gRPC servers listen on loopback unless told otherwise.
     grpc_host: str = Field("127.0.0.1", validation_alias="GRPC_HOST")
     # Seconds in-flight calls get to finish after SIGTERM.
-    shutdown_grace: float = Field(10.0, validation_alias="SHUTDOWN_GRACE", gt=0)
+    shutdown_grace: Seconds = Field(10.0, validation_alias="SHUTDOWN_GRACE", gt=0)
     data_dir: Path = Field(Path("data"), validation_alias="DATA_DIR")
     # TLS for gRPC: a server with a cert and key serves TLS only; clients trust this CA.
     grpc_tls_cert: Path | None = Field(None, validation_alias="GRPC_TLS_CERT")
@@ -51,7 +124,7 @@ class ProviderLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int | None = Field(None, ge=1)
-    timeout: float | None = Field(None, gt=0)
+    timeout: Seconds | None = Field(None, gt=0)
 
 
 class ImagegenSettings(CommonSettings):
@@ -67,21 +140,21 @@ class ImagegenSettings(CommonSettings):
     # chain); when set it replaces IMAGEGEN_CHAIN, OPENAI_* and IMAGEGEN_PROVIDER_LIMITS.
     chain_file: Path | None = Field(None, validation_alias="IMAGEGEN_CHAIN_FILE")
     # Seconds for the whole chain of one Generate call.
-    image_gen_timeout: float = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
+    image_gen_timeout: Seconds = Field(60.0, validation_alias="IMAGE_GEN_TIMEOUT", gt=0)
     placeholder_path: Path | None = Field(None, validation_alias="PLACEHOLDER_PATH")
     # Longest one provider attempt may take; unset: by the quality in use (chain_config.py).
     # An attempt also never takes more than a fair share of the time left before the deadline.
-    attempt_timeout: float | None = Field(None, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
-    placeholder_reserve: float = Field(0.5, validation_alias="IMAGEGEN_PLACEHOLDER_RESERVE", ge=0)
+    attempt_timeout: Seconds | None = Field(None, validation_alias="IMAGEGEN_ATTEMPT_TIMEOUT", gt=0)
+    placeholder_reserve: Seconds = Field(0.5, validation_alias="IMAGEGEN_PLACEHOLDER_RESERVE", ge=0)
     # An attempt with less time than this is not started.
-    min_attempt: float = Field(0.25, validation_alias="IMAGEGEN_MIN_ATTEMPT", gt=0)
+    min_attempt: Seconds = Field(0.25, validation_alias="IMAGEGEN_MIN_ATTEMPT", gt=0)
     # Tries of the last real model again after a transient failure, when the deadline allows.
     same_provider_retries: int = Field(1, validation_alias="IMAGEGEN_SAME_PROVIDER_RETRIES", ge=0, le=3)
     # Breakers: K timeouts or transient failures in a row open one; cooldowns in seconds.
     breaker_threshold: int = Field(3, validation_alias="IMAGEGEN_BREAKER_THRESHOLD", ge=1)
-    breaker_cooldown: float = Field(300.0, validation_alias="IMAGEGEN_BREAKER_COOLDOWN", gt=0)
-    breaker_transient_cooldown: float = Field(30.0, validation_alias="IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN", gt=0)
-    breaker_max_cooldown: float = Field(1800.0, validation_alias="IMAGEGEN_BREAKER_MAX_COOLDOWN", gt=0)
+    breaker_cooldown: LongSeconds = Field(300.0, validation_alias="IMAGEGEN_BREAKER_COOLDOWN", gt=0)
+    breaker_transient_cooldown: LongSeconds = Field(30.0, validation_alias="IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN", gt=0)
+    breaker_max_cooldown: LongSeconds = Field(1800.0, validation_alias="IMAGEGEN_BREAKER_MAX_COOLDOWN", gt=0)
     # Requests the chain stopped waiting for that may finish in the background (their image
     # is kept for the scene); beyond this many they are cancelled.
     late_max: int = Field(16, validation_alias="IMAGEGEN_LATE_MAX", ge=0)
@@ -97,7 +170,7 @@ class ImagegenSettings(CommonSettings):
     model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
     # Images kept to answer a retried scene without paying again (MiB; 0: off) and for how long (s).
     replay_cache_mib: int = Field(256, validation_alias="IMAGEGEN_REPLAY_CACHE_MIB", ge=0)
-    replay_ttl: float = Field(3600.0, validation_alias="IMAGEGEN_REPLAY_TTL", gt=0)
+    replay_ttl: LongSeconds = Field(3600.0, validation_alias="IMAGEGEN_REPLAY_TTL", gt=0)
     # JSON price table per model (see config/prices.example.json); none: spend is unknown.
     prices_file: Path | None = Field(None, validation_alias="IMAGEGEN_PRICES_FILE")
 
@@ -119,7 +192,7 @@ class ObjectLayoutSettings(CommonSettings):
     # Base of public URLs for the local backend (the gateway's address).
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")
     backend: Literal["local", "supabase"] = Field("local", validation_alias="STORAGE_BACKEND")
-    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+    supabase_url: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL"))
 
     @property
     def public_origin(self) -> str:
@@ -146,9 +219,9 @@ class StatusSettings(CommonSettings):
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     sqlite_path: Path | None = Field(None, validation_alias="STATUS_SQLITE_PATH")
     # Seconds without an update before a generating video counts as stalled.
-    stall_after: float = Field(600.0, validation_alias="STATUS_STALL_AFTER", gt=0)
+    stall_after: LongSeconds = Field(600.0, validation_alias="STATUS_STALL_AFTER", gt=0)
     # Seconds one store call may take before it counts as failed.
-    attempt_timeout: float = Field(5.0, validation_alias="STATUS_ATTEMPT_TIMEOUT", gt=0)
+    attempt_timeout: Seconds = Field(5.0, validation_alias="STATUS_ATTEMPT_TIMEOUT", gt=0)
     # The frontend's table and columns in an existing StoryShort database.
     videos_table: str = Field("videos", validation_alias="STATUS_VIDEOS_TABLE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     id_column: str = Field("id", validation_alias="STATUS_ID_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -161,7 +234,7 @@ class StatusSettings(CommonSettings):
     status_generating: str = Field("generating_images", validation_alias="VIDEO_STATUS_GENERATING", min_length=1)
     status_done: str = Field("assets_generated", validation_alias="VIDEO_STATUS_DONE", min_length=1)
     status_failed: str = Field("failed", validation_alias="VIDEO_STATUS_FAILED", min_length=1)
-    supabase_url: str | None = Field(None, validation_alias="SUPABASE_URL")
+    supabase_url: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL"))
     supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.config import ImagegenSettings
+from services.common.config import ImagegenSettings, load_settings
 from services.common.logs import register_secret, setup_logging
 from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
@@ -108,7 +108,7 @@ async def build_servicer(settings: ImagegenSettings) -> ImageGenServicer:
 
 
 async def main() -> None:
-    settings = ImagegenSettings()
+    settings = load_settings(ImagegenSettings)
     setup_logging("imagegen", settings.log_level)
     serve_metrics(settings.metrics_port, settings.grpc_host)
     servicer = await build_servicer(settings)

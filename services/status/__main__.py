@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.config import StatusSettings
+from services.common.config import StatusSettings, load_settings
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
@@ -19,7 +19,7 @@ log = logging.getLogger("status")
 
 
 async def main() -> None:
-    settings = StatusSettings()
+    settings = load_settings(StatusSettings)
     setup_logging("status", settings.log_level)
     serve_metrics(settings.metrics_port, settings.grpc_host)
     store = build_store(settings)

@@ -11,7 +11,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from services.common.config import StatusSettings, StorageSettings, url_without_password
+from services.common.config import StatusSettings, StorageSettings, load_settings, url_without_password
 from services.common.logs import setup_logging
 from services.status.stores.sql_files import SQL_ROOT
 from services.status.wiring import build_store
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--storage-policy", action="store_true", help="apply sql/supabase/storage_policy.sql")
     args = parser.parse_args()
-    settings = StatusSettings()
+    settings = load_settings(StatusSettings)
     setup_logging("migrate", settings.log_level)
     if args.storage_policy:
         if not settings.database_url:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.config import StorageSettings
+from services.common.config import StorageSettings, load_settings
 from services.common.logs import register_secret, setup_logging
 from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
@@ -32,7 +32,7 @@ def build_backend(settings: StorageSettings) -> StorageBackend:
 
 
 async def main() -> None:
-    settings = StorageSettings()
+    settings = load_settings(StorageSettings)
     setup_logging("storage", settings.log_level)
     serve_metrics(settings.metrics_port, settings.grpc_host)
     backend = build_backend(settings)
