@@ -43,11 +43,19 @@ class Pipeline:
             self.clients.start_video(run.video_id, {s.number: s.prompt for s in run.scenes}),
             self.spool.pending(run.video_id),
         )
-        numbers = {s.number for s in run.scenes}
+        prompts = {s.number: s.prompt for s in run.scenes}
         run.spent_before = sum(s.cost_usd for s in stored.scenes)
-        # Real images already stored are never paid for again; placeholders cost nothing
-        # and are retried, since a resume is when the real image is wanted.
-        done = {s.scene for s in stored.scenes if s.state == "stored" and not s.placeholder and s.scene in numbers}
+        # Real images already stored for the same prompt are never paid for again (an image
+        # recorded before prompts were kept counts as the same); placeholders cost nothing
+        # and are retried, since a resume is when the real image is wanted. A regenerated
+        # scene is made again; its real image is kept should the new one be a placeholder.
+        real = {
+            s.scene: s
+            for s in stored.scenes
+            if s.state == "stored" and not s.placeholder and s.scene in prompts and s.prompt in ("", prompts[s.scene])
+        }
+        run.kept = {n: result for n, result in real.items() if n in run.regenerate}
+        done = set(real) - run.regenerate
         run.placeholders_before = {s.scene for s in stored.scenes if s.state == "stored" and s.placeholder}
         if done:
             log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
@@ -121,9 +129,16 @@ class Pipeline:
 
     async def _store(self, run: VideoRun, scene: Scene, image: SpooledImage, generate_ms: int) -> None:
         ctx = {"video_id": run.video_id, "scene": scene.number}
+        kept = run.kept.get(scene.number)
+        if image.placeholder and kept is not None:
+            log.warning("regenerate got a placeholder; the real image is kept", extra={**ctx, "reason": image.reason})
+            run.summary.placeholders += 1
+            await self.reporter.record(run, SceneOutcome(kept))
+            return
         t1 = time.monotonic()
         result = status_pb2.SceneResult(
             scene=scene.number,
+            prompt=scene.prompt,
             provider=image.provider,
             placeholder=image.placeholder,
             attempts=image.attempts,
@@ -168,6 +183,7 @@ class Pipeline:
                 video_id=run.video_id,
                 scene=scene.number,
                 video_parallelism=self.concurrency,
+                variant=run.variant if scene.number in run.regenerate else "",
             )
             allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd)
             if allowance is not None:

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.errors import scenes_conflict
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
-from gateway.video_run import Scene, VideoRun
+from gateway.video_run import Scene, VideoRun, new_run
 
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"
@@ -41,9 +41,12 @@ def scenes_arg(scenes: list[Scene]) -> list[list[Any]]:
     return [[s.number, s.prompt] for s in scenes]
 
 
-async def run_video(context: JobContext, video_id: str, scenes: list[list[Any]]) -> str:
+async def run_video(
+    context: JobContext, video_id: str, scenes: list[list[Any]], regenerate: list[int] | None = None, variant: str = ""
+) -> str:
     pipeline: Pipeline = context.additional_context["pipeline"]
-    run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes])
+    again = frozenset(int(n) for n in regenerate or ())
+    run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes], regenerate=again, variant=variant)
     log.info("run started", extra={"video_id": video_id, "job_id": context.job.id if context.job else None})
     done = await pipeline.prepare(run)
     final = await pipeline.run(run, done)
@@ -85,27 +88,33 @@ class QueueRunner:
     async def open(self) -> None:
         await self.locks.open()
 
-    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+    async def start(
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+    ) -> tuple[VideoRun, bool]:
         key = f"storyshort-run:{video_id}"
         async with self.locks.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             try:
-                return await self._start_locked(video_id, scenes)
+                return await self._start_locked(new_run(video_id, scenes, regenerate))
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
-    async def _start_locked(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
-        run = VideoRun(video_id, scenes)
-        wanted = scenes_arg(scenes)
+    async def _start_locked(self, run: VideoRun) -> tuple[VideoRun, bool]:
+        video_id = run.video_id
+        wanted = scenes_arg(run.scenes)
+        again = sorted(run.regenerate)
         for status in ACTIVE:
             for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
-                if job.task_kwargs.get("scenes") != wanted:
+                if job.task_kwargs.get("scenes") != wanted or (job.task_kwargs.get("regenerate") or []) != again:
                     raise scenes_conflict(video_id)
                 return run, False
         await self.pipeline.prepare(run)  # status answers generating at once; errors surface here
         try:
             await self.app.configure_task(TASK, lock=video_id, queueing_lock=video_id).defer_async(
-                video_id=video_id, scenes=cast("JSONValue", wanted)
+                video_id=video_id,
+                scenes=cast("JSONValue", wanted),
+                regenerate=cast("JSONValue", again),
+                variant=run.variant,
             )
         except AlreadyEnqueued:
             return run, False  # another replica enqueued it a moment ago

@@ -9,9 +9,12 @@ from gateway.video_run import Scene, VideoRun
 
 
 class Runner(Protocol):
-    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
-        """Start (or join) the video's run: (run, started). Raises HTTPError 409 when the
-        video is running with other scenes, 429 when no more can wait."""
+    async def start(
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+    ) -> tuple[VideoRun, bool]:
+        """Start (or join) the video's run: (run, started). ``regenerate``: scenes made again
+        even though they have a real image. Raises HTTPError 409 when the video is running
+        with other scenes (or another regenerate), 429 when no more can wait."""
         ...
 
     def position(self, video_id: str) -> int | None:

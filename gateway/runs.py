@@ -23,7 +23,7 @@ from gateway.breakers import is_down
 from gateway.errors import HTTPError, scenes_conflict
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
-from gateway.video_run import Scene, VideoRun
+from gateway.video_run import Scene, VideoRun, new_run
 from services.common.retry import retrying_within
 
 log = logging.getLogger("runs")
@@ -56,10 +56,12 @@ class RunRegistry:
         self._durations: deque[float] = deque(maxlen=20)  # recent runs' seconds, for Retry-After
         self._publish()
 
-    async def start(self, video_id: str, scenes: list[Scene]) -> tuple[VideoRun, bool]:
+    async def start(
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+    ) -> tuple[VideoRun, bool]:
         """Answer (run, started): started is False when the video was already running or
         waiting. A run that has to wait is answered with ``run.queued`` set."""
-        run = VideoRun(video_id, scenes)
+        run = new_run(video_id, scenes, regenerate)
         async with self._lock:
             current = self.running.get(video_id) or self.waiting.get(video_id)
             if current is not None:

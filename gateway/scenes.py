@@ -32,6 +32,26 @@ def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
     return scenes
 
 
+async def regenerated_scenes(clients: ServiceClients, video_id: str, number: int, prompt: str | None) -> list[Scene]:
+    """The video's stored prompts with scene ``number`` given its new prompt (if any). 404
+    for a video or a scene that does not exist."""
+    if prompt is not None:
+        try:
+            prompt = validation.prompt(prompt)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"prompt: {exc}") from exc
+    try:
+        scenes = await stored_scenes(clients, video_id)
+    except InvalidArgument as exc:
+        raise HTTPError(404, "NOT_FOUND", f"video {video_id!r} has no scenes to regenerate; post its scenes") from exc
+    numbers = [s.number for s in scenes]
+    if number not in numbers:
+        raise HTTPError(
+            404, "NOT_FOUND", f"video {video_id!r} has no scene {number}; its scenes are {min(numbers)}-{max(numbers)}"
+        )
+    return [Scene(s.number, prompt) if s.number == number and prompt is not None else s for s in scenes]
+
+
 async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
     """A resume without scenes: the prompts the video's latest run was started with."""
     try:

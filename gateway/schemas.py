@@ -25,6 +25,14 @@ class GenerateIn(BaseModel):
     )
 
 
+class RegenerateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(
+        None, description="a new prompt for the scene (1-32000 characters); leave out to keep it"
+    )
+
+
 class GenerateOut(BaseModel):
     videoId: str
     status: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -51,6 +52,11 @@ class InFlight:
         await self._none.wait()
 
 
+def new_run(video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()) -> VideoRun:
+    """A run; a regenerate gets its own variant (a new image, not the one already paid for)."""
+    return VideoRun(video_id, scenes, regenerate=regenerate, variant=uuid.uuid4().hex[:16] if regenerate else "")
+
+
 @dataclass
 class VideoRun:
     video_id: str
@@ -68,10 +74,17 @@ class VideoRun:
     queued: bool = False  # waiting for its turn to run (in-process admission)
     # Scenes stored as placeholders by earlier runs: a real image for one of them heals it.
     placeholders_before: set[int] = field(default_factory=set)
+    # Scenes to generate again even though they have a real image (a regenerate), and the
+    # variant that asks imagegen for a new image rather than the one it already made.
+    regenerate: frozenset[int] = frozenset()
+    variant: str = ""
+    # Real images of regenerated scenes whose prompt did not change: kept when the new
+    # attempt ends in a placeholder (a provider outage never replaces a real image).
+    kept: dict[int, status_pb2.SceneResult] = field(default_factory=dict)
 
     @property
-    def fingerprint(self) -> tuple[tuple[int, str], ...]:
-        return tuple((s.number, s.prompt) for s in self.scenes)
+    def fingerprint(self) -> tuple[tuple[tuple[int, str], ...], tuple[int, ...]]:
+        return tuple((s.number, s.prompt) for s in self.scenes), tuple(sorted(self.regenerate))
 
     def scenes_where(self, predicate: Callable[[SceneOutcome], bool]) -> list[int]:
         return [n for n, o in sorted(self.outcomes.items()) if predicate(o)]

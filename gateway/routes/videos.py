@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from gateway.answers import queued_json, status_json
@@ -12,8 +13,8 @@ from gateway.deps import ApiKeyDep, ClientsDep, LastKnownDep, RunnerDep, Setting
 from gateway.errors import service_error_response
 from gateway.page import video_page
 from gateway.routes import ERRORS, NO_STORE
-from gateway.scenes import parse_scenes, stored_scenes
-from gateway.schemas import GenerateIn, GenerateOut, VideoStatusOut
+from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
+from gateway.schemas import GenerateIn, GenerateOut, RegenerateIn, VideoStatusOut
 from services.common import validation
 
 router = APIRouter()
@@ -33,6 +34,35 @@ async def generate_preview_images(
     video_id = validation.video_id(body.videoId, "videoId")
     scenes = parse_scenes(body, settings.max_scenes) if body.scenes else await stored_scenes(clients, video_id)
     run, started = await runner.start(video_id, scenes)
+    out = GenerateOut(
+        videoId=video_id,
+        status="queued" if run.queued else "generating_images",
+        scenes=len(run.scenes),
+        alreadyRunning=not started,
+    )
+    return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
+
+
+@router.post(
+    "/api/videos/{videoId}/scenes/{scene}/regenerate",
+    status_code=202,
+    response_model=GenerateOut,
+    responses=ERRORS,
+    dependencies=[ApiKeyDep],
+)
+async def regenerate_scene(
+    videoId: str,
+    clients: ClientsDep,
+    runner: RunnerDep,
+    scene: int = PathParam(description="The 1-based scene number", ge=1, le=100_000),
+    body: RegenerateIn | None = None,
+) -> JSONResponse:
+    """Generate one scene again, even when it has a real image (an optional new prompt in the
+    body). Its URL's version changes and the old object is replaced; progress never goes
+    back. A video that is running answers 409."""
+    video_id = validation.video_id(videoId, "videoId")
+    scenes = await regenerated_scenes(clients, video_id, scene, body.prompt if body else None)
+    run, started = await runner.start(video_id, scenes, regenerate=frozenset({scene}))
     out = GenerateOut(
         videoId=video_id,
         status="queued" if run.queued else "generating_images",

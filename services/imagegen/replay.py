@@ -27,10 +27,12 @@ class ReplayKey:
     digest: str
 
     @classmethod
-    def of(cls, video_id: str, scene: int, prompt: str, size: tuple[int, int], quality: str) -> ReplayKey | None:
+    def of(
+        cls, video_id: str, scene: int, prompt: str, size: tuple[int, int], quality: str, variant: str = ""
+    ) -> ReplayKey | None:
         if not video_id or scene < 1:
             return None  # only scenes of a video are retried by the pipeline
-        raw = "\x00".join([video_id, str(scene), prompt, f"{size[0]}x{size[1]}", quality])
+        raw = "\x00".join([video_id, str(scene), prompt, f"{size[0]}x{size[1]}", quality, variant])
         return cls(hashlib.sha256(raw.encode()).hexdigest())
 
 

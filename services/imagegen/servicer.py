@@ -64,7 +64,9 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         max_cost = request.max_cost_usd if request.HasField("max_cost_usd") else None
         if max_cost is not None and not math.isfinite(max_cost):
             raise InvalidArgument("max_cost_usd must be a finite number of US dollars")
-        key = ReplayKey.of(request.video_id, request.scene, prompt, size, request.quality)
+        if len(request.variant) > 128:
+            raise InvalidArgument("variant is longer than 128 characters")
+        key = ReplayKey.of(request.video_id, request.scene, prompt, size, request.quality, request.variant)
         wanted = ImageRequest(prompt, size, request.quality)
 
         async def generate(keep_late: Callable[[ChainResult], None]) -> ChainResult:

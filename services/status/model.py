@@ -70,6 +70,8 @@ class SceneResult:
     cost_usd: float = 0.0
     cost_known: bool = True
     paid_at_ms: int = 0
+    prompt: str = ""  # what the image was made from ("": not known)
+    reencoded: bool = False
 
 
 @dataclass

@@ -338,11 +338,17 @@ class FakeOpenAI(LoopbackServer):
                 if isinstance(b, Ok):
                     if b.payload is not None:
                         raw = b.payload
-                    elif b.size == (0, 0):
-                        width, height = (int(x) for x in str(body.get("size", "64x64")).split("x"))
-                        raw = image_bytes(b.fmt, (width, height))
                     else:
-                        raw = image_bytes(b.fmt, b.size)
+                        # Like a real model, every answer is a new image: its colour follows
+                        # how many images were made before it.
+                        with fake.lock:
+                            made = len(fake.paid)
+                        colour = (40, 120, (200 + 7 * made) % 256)
+                        if b.size == (0, 0):
+                            width, height = (int(x) for x in str(body.get("size", "64x64")).split("x"))
+                            raw = image_bytes(b.fmt, (width, height), colour)
+                        else:
+                            raw = image_bytes(b.fmt, b.size, colour)
                     data = base64.b64encode(raw).decode()
                     payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
                     with fake.lock:

@@ -76,6 +76,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cost_known": True,
         "paid_at_ms": 0,
         "error": "",
+        "prompt": "",
+        "reencoded": False,
     },
 }
 FILTER_OPERATORS = {"eq", "neq", "lt", "lte", "gt", "gte", "in", "is", "like", "ilike"}

@@ -41,6 +41,8 @@ def scene_from_row(row: Sequence[Any]) -> SceneResult:
     values = dict(zip(SCENE_COLUMNS, row, strict=True))
     values["placeholder"] = bool(values["placeholder"])
     values["cost_known"] = bool(values["cost_known"])
+    values["reencoded"] = bool(values["reencoded"])
+    values["prompt"] = str(values["prompt"] or "")
     values["cost_usd"] = float(values["cost_usd"] or 0.0)
     return SceneResult(**values)
 

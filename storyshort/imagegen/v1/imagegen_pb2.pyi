@@ -69,6 +69,7 @@ class GenerateRequest(_message.Message):
     QUALITY_FIELD_NUMBER: _builtins.int
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
     VIDEO_PARALLELISM_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Text prompt, 1..32000 characters."""
     size: _builtins.str
@@ -88,6 +89,11 @@ class GenerateRequest(_message.Message):
     ready and goes out the moment one of the video's requests is answered; its budget
     starts then, and the caller's deadline bounds the wait.
     """
+    variant: _builtins.str
+    """A new image where one was already made for this prompt (a regenerate): part of the
+    replay key, so a retry of the same variant is answered without paying again while
+    another variant is generated afresh. Empty: the scene's first image.
+    """
     def __init__(
         self,
         *,
@@ -98,10 +104,11 @@ class GenerateRequest(_message.Message):
         quality: _builtins.str = ...,
         max_cost_usd: _builtins.float | None = ...,
         video_parallelism: _builtins.int = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd", "prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "video_id", b"video_id", "video_parallelism", b"video_parallelism"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd", "prompt", b"prompt", "quality", b"quality", "scene", b"scene", "size", b"size", "variant", b"variant", "video_id", b"video_id", "video_parallelism", b"video_parallelism"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
     _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015

@@ -85,6 +85,8 @@ class SceneResult(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     COST_KNOWN_FIELD_NUMBER: _builtins.int
     PAID_AT_MS_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    REENCODED_FIELD_NUMBER: _builtins.int
     scene: _builtins.int
     """1-based scene number."""
     state: _builtins.str
@@ -103,6 +105,14 @@ class SceneResult(_message.Message):
     cost_known: _builtins.bool
     paid_at_ms: _builtins.int
     """When the image was paid for (ms since the epoch); 0 for images that cost nothing."""
+    prompt: _builtins.str
+    """The prompt this scene's image was made from (empty: not known, an image recorded before
+    prompts were kept). A start whose prompt for the scene differs generates it again.
+    """
+    reencoded: _builtins.bool
+    """The image was re-encoded (same pixel size, a lossy format) because storage refused it
+    as larger than the bucket allows.
+    """
     def __init__(
         self,
         *,
@@ -120,10 +130,12 @@ class SceneResult(_message.Message):
         cost_usd: _builtins.float = ...,
         cost_known: _builtins.bool = ...,
         paid_at_ms: _builtins.int = ...,
+        prompt: _builtins.str = ...,
+        reencoded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "error", b"error", "generate_ms", b"generate_ms", "paid_at_ms", b"paid_at_ms", "path", b"path", "placeholder", b"placeholder", "provider", b"provider", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "error", b"error", "generate_ms", b"generate_ms", "paid_at_ms", b"paid_at_ms", "path", b"path", "placeholder", b"placeholder", "prompt", b"prompt", "provider", b"provider", "reencoded", b"reencoded", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
