@@ -7,7 +7,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import grpc
+
 from gateway import metrics
+from gateway.breakers import BreakerOpen, ServiceDown, ServiceRefused
+from gateway.clients import ServiceClients
+from gateway.runner import Runner
 from services.common.objects import PUBLIC_PREFIX
 from services.common.summary import summary_json
 from storyshort.status.v1 import status_pb2
@@ -51,11 +56,20 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
                 "provider": sc.provider,
                 "reason": sc.error if sc.placeholder else "",
                 "costUsd": sc.cost_usd if sc.cost_known else None,
+                "reencoded": sc.reencoded,
+                # The earlier route's names for the same facts (README: Migrating).
+                "index": sc.scene - 1,
+                "success": True,
+                "isPlaceholder": sc.placeholder,
             }
             for sc in video.scenes
             if sc.state == "stored"
         ],
-        "failedScenes": [{"scene": sc.scene, "error": sc.error} for sc in video.scenes if sc.state == "failed"],
+        "failedScenes": [
+            {"scene": sc.scene, "error": sc.error, "index": sc.scene - 1, "success": False}
+            for sc in video.scenes
+            if sc.state == "failed"
+        ],
         "sceneCount": video.scene_count,
         "error": video.error,
         "stalled": answer.stalled,
@@ -67,6 +81,40 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
         "updatedAtMs": video.updated_at_ms,
         "summary": summary_json(video.summary),
     }
+
+
+FINAL = ("assets_generated", "failed")
+
+
+def is_running(answer: dict[str, Any]) -> bool:
+    """Whether a status answer may still change by itself: generating, waiting its turn, or
+    not known for sure (degraded). Any other status (done, failed, a draft, a status the
+    frontend owns) stays until someone starts a run."""
+    return bool(answer["degraded"]) or answer["status"] in ("generating_images", "queued")
+
+
+async def read_status(
+    video_id: str, clients: ServiceClients, runner: Runner, last_known: LastKnown, origin: str
+) -> dict[str, Any]:
+    """The status answer of a video, as GET /api/video-status gives it. Never fails for an
+    outage (a degraded answer instead); raises ServiceRefused for a video that does not
+    exist or an id the status service refuses."""
+    position = runner.position(video_id)
+    if position is not None:  # waiting for its turn in this gateway: nothing to read yet
+        return queued_json(video_id, position)
+    try:
+        answer = await clients.get_video(video_id)
+        if not answer.degraded:
+            last_known.remember(answer)
+    except BreakerOpen as exc:
+        answer = last_known.degraded(video_id, str(exc))
+    except ServiceDown as exc:
+        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
+    except ServiceRefused as exc:
+        if exc.not_found or exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
+    return status_json(answer, origin)
 
 
 class LastKnown:

@@ -9,9 +9,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from gateway import handlers
-from gateway.answers import LastKnown
+from gateway.answers import LastKnown, read_status
 from gateway.clients import ServiceClients
 from gateway.errors import BodyLimit
+from gateway.events import VideoEvents
 from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.routes import health, objects, videos
 from gateway.runner import Runner
@@ -48,9 +49,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     max_waiting_bytes=settings.max_waiting_bytes,
                 )
             app.state.runs = runs
+            last_known: LastKnown = app.state.last_known
+            events = VideoEvents(
+                lambda video_id: read_status(video_id, clients, runs, last_known, settings.public_origin),
+                poll_every=settings.events_poll_every,
+                max_followers=settings.events_max_followers,
+            )
+            clients.on_write = events.changed
+            app.state.events = events
             try:
                 yield
             finally:
+                await events.close()
                 await runs.drain(settings.shutdown_grace)
                 await clients.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -37,6 +37,8 @@ class ServiceClients:
     upload_timeout: float
     status_timeout: float
     breakers: dict[str, HopBreaker] = field(default_factory=dict)
+    # Told the id of every video whose status this process wrote (the event streams' nudge).
+    on_write: Callable[[str], None] = lambda _video_id: None
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> ServiceClients:
@@ -102,16 +104,19 @@ class ServiceClients:
         )
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
+        self.on_write(video_id)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
+        self.on_write(request.video_id)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
+        self.on_write(request.video_id)
         return answer
 
     async def get_spend(self, since_ms: int) -> status_pb2.Spend:

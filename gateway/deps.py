@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from gateway.answers import LastKnown
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
+from gateway.events import VideoEvents
 from gateway.runner import Runner
 from gateway.settings import GatewaySettings
 
@@ -37,6 +38,11 @@ async def _last_known(request: Request) -> LastKnown:
     return last_known
 
 
+async def _events(request: Request) -> VideoEvents:
+    events: VideoEvents = request.app.state.events
+    return events
+
+
 async def require_api_key(request: Request, settings: Annotated[GatewaySettings, Depends(_settings)]) -> None:
     """With GATEWAY_API_KEY set, the request must carry it as a bearer token (constant-time
     comparison)."""
@@ -52,4 +58,5 @@ SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 ClientsDep = Annotated[ServiceClients, Depends(_clients)]
 RunnerDep = Annotated[Runner, Depends(_runner)]
 LastKnownDep = Annotated[LastKnown, Depends(_last_known)]
+EventsDep = Annotated[VideoEvents, Depends(_events)]
 ApiKeyDep = Depends(require_api_key)

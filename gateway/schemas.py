@@ -47,11 +47,17 @@ class ImageOut(BaseModel):
     provider: str
     reason: str = Field("", description="why a placeholder was used: budget, every provider failed, ...")
     costUsd: float | None = Field(0.0, description="estimated cost of this image; null: its model has no price")
+    reencoded: bool = Field(False, description="re-encoded (same pixel size, lossy) to fit the bucket's size limit")
+    index: int = Field(description="the earlier route's name: 0-based scene index (scene - 1)")
+    success: bool = Field(True, description="the earlier route's name: the scene has an image")
+    isPlaceholder: bool = Field(description="the earlier route's name for `placeholder`")
 
 
 class FailedSceneOut(BaseModel):
     scene: int
     error: str
+    index: int = Field(description="the earlier route's name: 0-based scene index (scene - 1)")
+    success: bool = Field(False, description="the earlier route's name: always false here")
 
 
 # The answer's summary, derived from the one definition (services/common/summary.py):

@@ -50,3 +50,10 @@ class GatewaySettings(ObjectLayoutSettings):
     heal_after: LongSeconds = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
     heal_max_wait: LongSeconds = Field(1800.0, validation_alias="HEAL_MAX_WAIT", gt=0)
     heal_max_tries: int = Field(5, validation_alias="HEAL_MAX_TRIES", ge=0)
+    # Event streams: seconds between status reads of a followed video (writes by this
+    # gateway are pushed at once), between heartbeats, and the most streams open at once.
+    events_poll_every: Seconds = Field(1.0, validation_alias="EVENTS_POLL_EVERY", gt=0)
+    events_heartbeat: Seconds = Field(15.0, validation_alias="EVENTS_HEARTBEAT", gt=0)
+    events_max_followers: int = Field(10_000, validation_alias="EVENTS_MAX_FOLLOWERS", ge=1)
+    # Longest a POST with `Prefer: wait=N` waits for the run to end (N is capped to this).
+    prefer_wait_max: Seconds = Field(60.0, validation_alias="PREFER_WAIT_MAX", ge=0)

@@ -4,10 +4,12 @@ finishes, then a table of the scenes and their image URLs."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 
@@ -30,6 +32,41 @@ def bar(progress: int, width: int = 40) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {progress:3d}%"
 
 
+def show(status: dict[str, Any]) -> None:
+    note = " (degraded)" if status.get("degraded") else ""
+    print(f"\r{bar(int(status.get('progress', 0)))} {status.get('status', '?')}{note}   ", end="", flush=True)
+
+
+def follow(client: httpx.Client, video_id: str, timeout: float) -> dict[str, Any]:
+    """The video's progress as the gateway pushes it (its event stream), until the run ends;
+    polling the status route if the stream is refused or lost."""
+    status: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        with client.stream("GET", f"/api/videos/{video_id}/events", timeout=httpx.Timeout(10, read=60)) as stream:
+            if stream.status_code == 200:
+                event = ""
+                for line in stream.iter_lines():
+                    if line.startswith("event:"):
+                        event = line.removeprefix("event:").strip()
+                    elif line.startswith("data:") and event == "status":
+                        status = json.loads(line.removeprefix("data:"))
+                        show(status)
+                    elif line.startswith("data:") and event == "end":
+                        return status
+                    if time.monotonic() > deadline:
+                        return status
+    except httpx.HTTPError:
+        pass  # poll instead
+    while time.monotonic() < deadline:
+        status = client.get("/api/video-status", params={"videoId": video_id}).json()
+        show(status)
+        if status.get("status") in ("assets_generated", "failed") and not status.get("degraded"):
+            break
+        time.sleep(0.5)
+    return status
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     port = os.environ.get("GATEWAY_PORT") or "8080"
@@ -50,15 +87,7 @@ def main() -> int:
             print(f"the gateway refused the story: {started.status_code} {started.text}", file=sys.stderr)
             return 1
         print(f"video {args.video_id}: {len(STORY)} scenes; watch it at {args.url}/videos/{args.video_id}")
-        deadline = time.monotonic() + args.timeout
-        status: dict = {}
-        while time.monotonic() < deadline:
-            status = client.get("/api/video-status", params={"videoId": args.video_id}).json()
-            note = " (degraded)" if status.get("degraded") else ""
-            print(f"\r{bar(int(status.get('progress', 0)))} {status.get('status', '?')}{note}   ", end="", flush=True)
-            if status.get("status") in ("assets_generated", "failed") and not status.get("degraded"):
-                break
-            time.sleep(0.5)
+        status = follow(client, args.video_id, args.timeout)
         print()
     summary = status.get("summary") or {}
     print(

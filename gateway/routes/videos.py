@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import grpc
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from gateway.answers import queued_json, status_json
-from gateway.breakers import BreakerOpen, ServiceDown, ServiceRefused
-from gateway.deps import ApiKeyDep, ClientsDep, LastKnownDep, RunnerDep, SettingsDep
-from gateway.errors import service_error_response
+from gateway.answers import read_status
+from gateway.deps import ApiKeyDep, ClientsDep, EventsDep, LastKnownDep, RunnerDep, SettingsDep
+from gateway.errors import HTTPError
 from gateway.page import video_page
+from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_stream
 from gateway.routes import ERRORS, NO_STORE
 from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
 from gateway.schemas import GenerateIn, GenerateOut, RegenerateIn, VideoStatusOut
@@ -28,10 +27,20 @@ router = APIRouter()
     dependencies=[ApiKeyDep],
 )
 async def generate_preview_images(
-    body: GenerateIn, settings: SettingsDep, clients: ClientsDep, runner: RunnerDep
+    body: GenerateIn,
+    settings: SettingsDep,
+    clients: ClientsDep,
+    runner: RunnerDep,
+    events: EventsDep,
+    prefer: str | None = Header(
+        None,
+        description="`wait=N` (RFC 7240): answer 200 with the per-scene results if the run ends within N "
+        "seconds (capped by PREFER_WAIT_MAX), else 202 as usual",
+    ),
 ) -> JSONResponse:
     """Start generating one image per scene; answers at once (202) while the run goes on."""
     video_id = validation.video_id(body.videoId, "videoId")
+    wait = prefer_wait(prefer, settings.prefer_wait_max)
     scenes = parse_scenes(body, settings.max_scenes) if body.scenes else await stored_scenes(clients, video_id)
     run, started = await runner.start(video_id, scenes)
     out = GenerateOut(
@@ -40,7 +49,13 @@ async def generate_preview_images(
         scenes=len(run.scenes),
         alreadyRunning=not started,
     )
-    return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
+    if wait is None:
+        return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
+    applied = {**NO_STORE, "Preference-Applied": f"wait={wait:g}"}
+    final = await ended_within(events, video_id, wait)
+    if final is None:
+        return JSONResponse(out.model_dump(), status_code=202, headers=applied)
+    return JSONResponse({**out.model_dump(), **earlier_results(final)}, status_code=200, headers=applied)
 
 
 @router.post(
@@ -82,22 +97,47 @@ async def video_status(
 ) -> JSONResponse:
     """The video's status and progress. Never 502: a status outage answers degraded."""
     video_id = validation.video_id(videoId, "videoId")
-    position = runner.position(video_id)
-    if position is not None:  # waiting for its turn in this gateway: nothing to read yet
-        return JSONResponse(queued_json(video_id, position), headers=NO_STORE)
-    try:
-        answer = await clients.get_video(video_id)
-        if not answer.degraded:
-            last_known.remember(answer)
-    except BreakerOpen as exc:
-        answer = last_known.degraded(video_id, str(exc))
-    except ServiceDown as exc:
-        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
-    except ServiceRefused as exc:
-        if exc.not_found or exc.code == grpc.StatusCode.INVALID_ARGUMENT:
-            return service_error_response(exc)
-        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
-    return JSONResponse(status_json(answer, settings.public_origin), headers=NO_STORE)
+    answer = await read_status(video_id, clients, runner, last_known, settings.public_origin)
+    return JSONResponse(answer, headers=NO_STORE)
+
+
+@router.get(
+    "/api/videos/{videoId}/events",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "Server-Sent Events: `status` events (data: the status answer) whenever it changes, "
+            "comment heartbeats, and an `end` event when the run ends",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
+async def video_events(
+    videoId: str,
+    settings: SettingsDep,
+    clients: ClientsDep,
+    runner: RunnerDep,
+    last_known: LastKnownDep,
+    events: EventsDep,
+) -> StreamingResponse:
+    """The video's status answer pushed whenever it changes, until the run ends (then an
+    `end` event; an EventSource should close on it, or it reconnects and gets the final
+    answer again). Works across gateway replicas and with RUNS=queue."""
+    video_id = validation.video_id(videoId, "videoId")
+    if events.full:
+        raise HTTPError(
+            503,
+            "UNAVAILABLE",
+            "this gateway follows as many streams as it may; poll /api/video-status",
+            {"Retry-After": "5"},
+        )
+    first = await read_status(video_id, clients, runner, last_known, settings.public_origin)
+    return StreamingResponse(
+        sse_stream(events.follow(video_id, first, settings.events_heartbeat)),
+        media_type="text/event-stream",
+        headers={**NO_STORE, "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/videos/{video_id}", response_class=HTMLResponse, responses=ERRORS)

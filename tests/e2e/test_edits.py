@@ -35,9 +35,7 @@ def running(make_system: Callable[..., System], fake_openai: FakeOpenAI) -> Syst
     return system
 
 
-def test_a_changed_prompt_is_generated_again_and_the_others_are_kept(
-    running: System, fake_openai: FakeOpenAI
-) -> None:
+def test_a_changed_prompt_is_generated_again_and_the_others_are_kept(running: System, fake_openai: FakeOpenAI) -> None:
     with httpx.Client(base_url=running.gateway_url, timeout=10) as client:
         first = scenes(3)
         assert post(client, "edited", first).status_code == 202
@@ -143,9 +141,9 @@ def test_bad_regenerates_are_refused_and_nothing_is_written(running: System, fak
     assert unknown.status_code == 404
 
 
-def test_a_queued_regenerate_is_paid_once_per_variant(make_system: Callable[..., System], fake_openai: FakeOpenAI) -> None:
-    """Regenerated twice, the scene is paid twice (two variants); a resume in between replays
-    nothing it should not: each regenerate asks imagegen for a new image."""
+def test_each_regenerate_is_a_new_image(make_system: Callable[..., System], fake_openai: FakeOpenAI) -> None:
+    """Regenerated twice, the scene is paid twice: each regenerate asks imagegen for a new
+    image (its own variant), never the one its replay cache holds for the prompt."""
     system = make_system(provider_env(fake_openai.base_url))
     system.start_all()
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
@@ -155,8 +153,10 @@ def test_a_queued_regenerate_is_paid_once_per_variant(make_system: Callable[...,
         for _ in range(2):
             assert regenerate(client, "twice", 1).status_code == 202
             assert wait_until(
-                lambda: client.get("/api/video-status", params={"videoId": "twice"}).json()["images"][0]["url"]
-                not in versions,
+                lambda: (
+                    client.get("/api/video-status", params={"videoId": "twice"}).json()["images"][0]["url"]
+                    not in versions
+                ),
                 timeout=30,
             )
             done = poll_until_done(client, "twice")[-1]

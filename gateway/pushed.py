@@ -1,0 +1,97 @@
+"""Answers that wait for a run: the Server-Sent Events framing of a video's status answers,
+and a POST's `Prefer: wait=N` (RFC 7240) with the earlier route's per-scene results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.answers import is_running
+from gateway.events import VideoEvents
+from services.common.errors import InvalidArgument
+
+# Browsers reconnect an EventSource whose stream closed after this many ms.
+RECONNECT_MS = 2000
+_WAIT = re.compile(r"^\s*wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?\s*$", re.IGNORECASE)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def sse_stream(answers: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[str]:
+    """`status` events, `: heartbeat` comments for None, and `end` after the last answer."""
+    yield f"retry: {RECONNECT_MS}\n\n"
+    async for answer in answers:
+        yield ": heartbeat\n\n" if answer is None else _event("status", answer)
+    yield _event("end", {})
+
+
+def prefer_wait(header: str | None, most: float) -> float | None:
+    """The `wait` preference of a Prefer header in seconds, capped at ``most`` (None: not
+    asked). Other preferences are ignored, as RFC 7240 allows; a malformed wait is refused."""
+    if not header:
+        return None
+    for preference in header.split(","):
+        name = preference.split(";")[0]
+        if name.strip().lower().startswith("wait"):
+            match = _WAIT.match(name)
+            if match is None:
+                raise InvalidArgument(
+                    f"Prefer: {name.strip()!r} is not a wait preference; write wait=N (seconds)", field="Prefer"
+                )
+            return min(float(match.group(1)), most)
+    return None
+
+
+async def ended_within(events: VideoEvents, video_id: str, seconds: float) -> dict[str, Any] | None:
+    """The video's status answer once its run has ended, or None if it is still running
+    after ``seconds``."""
+    if seconds <= 0:
+        return None
+    try:
+        async with asyncio.timeout(seconds):
+            async for answer in events.follow(video_id):
+                if answer is not None and not is_running(answer):
+                    return answer
+    except TimeoutError:
+        return None
+    return None
+
+
+def earlier_results(answer: dict[str, Any]) -> dict[str, Any]:
+    """The finished run as the earlier route answered it: one result per scene, 0-based
+    `index`, `url`, `success`, `isPlaceholder` (and `error` for a scene that failed), next
+    to the status answer's own fields."""
+    results = [
+        {
+            "index": image["index"],
+            "scene": image["scene"],
+            "url": image["url"],
+            "success": True,
+            "isPlaceholder": image["isPlaceholder"],
+        }
+        for image in answer["images"]
+    ]
+    results += [
+        {
+            "index": failed["index"],
+            "scene": failed["scene"],
+            "url": None,
+            "success": False,
+            "isPlaceholder": False,
+            "error": failed["error"],
+        }
+        for failed in answer["failedScenes"]
+    ]
+    results.sort(key=lambda r: r["index"])
+    return {
+        "status": answer["status"],
+        "progress": answer["progress"],
+        "results": results,
+        "placeholdersUsed": sum(1 for r in results if r["isPlaceholder"]),
+        "summary": answer.get("summary"),
+    }
