@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import handlers
 from gateway.answers import LastKnown, read_status
@@ -71,6 +72,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Outermost, so error answers (413, 429, ...) carry the headers too and the page can read them.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_origins != ["*"],
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Prefer"],
+            expose_headers=["Retry-After", "Preference-Applied", "Location"],
+            max_age=600,
+        )
     handlers.install(app)
     for router in (videos.router, objects.router, health.router):
         app.include_router(router)

@@ -3,9 +3,11 @@ at start from the environment (names in the README)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.config import MIB, LongSeconds, ObjectLayoutSettings, Seconds
 
@@ -57,3 +59,23 @@ class GatewaySettings(ObjectLayoutSettings):
     events_max_followers: int = Field(10_000, validation_alias="EVENTS_MAX_FOLLOWERS", ge=1)
     # Longest a POST with `Prefer: wait=N` waits for the run to end (N is capped to this).
     prefer_wait_max: Seconds = Field(60.0, validation_alias="PREFER_WAIT_MAX", ge=0)
+    # Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    # "https://app.storyshort.example,http://localhost:3000"; "*": any origin, without
+    # credentials. Empty: none (only same-origin pages, such as the video page).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="CORS_ORIGINS")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        for origin in origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port], e.g. https://app.example")
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("'*' allows every origin; give it alone or list the origins")
+        return origins

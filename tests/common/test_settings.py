@@ -85,3 +85,17 @@ def test_a_process_started_with_a_bad_setting_exits_with_the_message_not_a_trace
     assert done.returncode != 0
     assert "SHUTDOWN_GRACE" in done.stderr and "60000ms" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_cors_origins_are_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://app.example, http://localhost:3000/")
+    assert load_settings(GatewaySettings).cors_origins == ["https://app.example", "http://localhost:3000"]
+    for wrong, words in (
+        ("app.example", "not an origin"),
+        ("https://app.example/path", "not an origin"),
+        ("*,https://a.b", "alone"),
+    ):
+        monkeypatch.setenv("CORS_ORIGINS", wrong)
+        with pytest.raises(SystemExit) as stopped:
+            load_settings(GatewaySettings)
+        assert "CORS_ORIGINS" in str(stopped.value) and words in str(stopped.value)

@@ -4,6 +4,7 @@ on the gateway that runs the video, on another replica, and with RUNS=queue; POS
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,7 @@ def check_story(seen: list[tuple[str, Any]], scene_count: int) -> list[dict[str,
     assert progress == sorted(progress), f"progress went backwards: {progress}"
     assert answers[-1]["status"] == "assets_generated" and answers[-1]["progress"] == 100
     assert len(answers[-1]["images"]) == scene_count
-    assert all(a != b for a, b in zip(answers, answers[1:], strict=False)), "an unchanged answer was sent again"
+    assert all(a != b for a, b in itertools.pairwise(answers)), "an unchanged answer was sent again"
     return answers
 
 
@@ -90,7 +91,7 @@ def test_the_stream_follows_queue_workers(
     make_system: Callable[..., System], fake_openai: FakeOpenAI, pg_dsn: str
 ) -> None:
     fake_openai.script(MODEL, Ok(latency=0.3))
-    system, gateways = queue_system(make_system, fake_openai, pg_dsn)
+    _system, gateways = queue_system(make_system, fake_openai, pg_dsn)
     with httpx.Client(base_url=gateways[0], timeout=10) as one, httpx.Client(base_url=gateways[1], timeout=10) as two:
         assert post(one, "queued", scenes(4)).status_code == 202
         seen, _ = read_events(two, "queued")
