@@ -14,6 +14,7 @@ PROVIDER_ATTEMPTS = Counter("storyshort_gateway_provider_attempts_total", "Provi
 RUN_SECONDS = Histogram(
     "storyshort_gateway_run_seconds", "Wall time of one video run", buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800)
 )
+REENCODED = Counter("storyshort_gateway_images_reencoded_total", "Images re-encoded to fit the bucket's size limit")
 EVENT_FOLLOWERS = Gauge("storyshort_gateway_event_followers", "Open event streams (and POSTs waiting) on videos")
 EVENTS_PUBLISHED = Counter("storyshort_gateway_events_published_total", "New status answers handed to followers")
 STATUS_DEGRADED = Counter(

@@ -8,21 +8,25 @@ import asyncio
 import logging
 import time
 
+import grpc
+
 from gateway import metrics
-from gateway.breakers import BreakerOpen, ServiceError
+from gateway.breakers import BreakerOpen, ServiceError, ServiceRefused
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.reporting import RunReporter
 from gateway.spool import ImageSpool, SpooledImage
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, SceneOutcome, Stages, VideoRun, placeholder_reason
 from services.common import validation
-from services.common.images import inspect_image, render_placeholder
+from services.common.images import inspect_image, reencode_below, render_placeholder
 from services.common.objects import scene_object_path
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 from storyshort.storage.v1 import storage_pb2
 
 log = logging.getLogger("pipeline")
+# Re-encodes of an image that storage refuses as too large, each half the bytes of the last.
+REENCODE_TRIES = 4
 
 
 class Pipeline:
@@ -150,13 +154,7 @@ class Pipeline:
             error=image.reason,  # for a stored placeholder: why it is one
         )
         try:
-            uploaded = await self.clients.upload(
-                storage_pb2.UploadRequest(
-                    path=scene_object_path(run.video_id, scene.number, image.extension),
-                    data=image.data,
-                    content_type=image.content_type,
-                )
-            )
+            uploaded = await self._upload(run, scene, image, result)
             result.state, result.url, result.path = "stored", uploaded.public_url, uploaded.path
             if image.placeholder:
                 run.summary.placeholders += 1
@@ -174,6 +172,38 @@ class Pipeline:
                 await self.spool.put(run.video_id, scene.number, image)
         result.upload_ms = int((time.monotonic() - t1) * 1000)
         await self.reporter.record(run, SceneOutcome(result))
+
+    async def _upload(
+        self, run: VideoRun, scene: Scene, image: SpooledImage, result: status_pb2.SceneResult
+    ) -> storage_pb2.UploadResponse:
+        """Upload the scene's image. One that storage refuses as too large for the bucket is
+        re-encoded (same pixel size, WebP or JPEG) to half the bytes, then half again, and
+        sent again (at most REENCODE_TRIES times): every scene can finish."""
+        data, content_type, extension = image.data, image.content_type, image.extension
+        for tries_left in range(REENCODE_TRIES, -1, -1):
+            try:
+                return await self.clients.upload(
+                    storage_pb2.UploadRequest(
+                        path=scene_object_path(run.video_id, scene.number, extension),
+                        data=data,
+                        content_type=content_type,
+                    )
+                )
+            except ServiceRefused as exc:
+                if not tries_left or exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                smaller = await asyncio.to_thread(reencode_below, image.data, len(data) // 2)
+                if smaller is None:
+                    raise
+                data, info = smaller
+                content_type, extension = info.content_type, info.extension
+                result.reencoded, result.content_type = True, content_type
+                metrics.REENCODED.inc()
+                log.warning(
+                    "storage refused the image as too large; re-encoded to fit",
+                    extra={"video_id": run.video_id, "scene": scene.number, "bytes": len(data), "format": extension},
+                )
+        raise AssertionError("unreachable: the last try raises or answers")
 
     async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
         try:

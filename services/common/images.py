@@ -96,3 +96,24 @@ def render_placeholder(width: int, height: int, label: str = "") -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=False)
     return out.getvalue()
+
+
+# Lossy qualities tried, best first, when an image must shrink to fit a size limit.
+SHRINK_QUALITIES = (85, 70, 55, 40, 25, 10)
+
+
+def reencode_below(data: bytes, limit: int) -> tuple[bytes, ImageInfo] | None:
+    """The image at the same pixel size as WebP (else JPEG) at the best quality whose bytes
+    are below ``limit``; None when none is."""
+    with Image.open(io.BytesIO(data)) as source:
+        source.load()
+        picture = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+    for fmt in ("WEBP", "JPEG"):
+        image = picture if fmt == "WEBP" else picture.convert("RGB")
+        for quality in SHRINK_QUALITIES:
+            out = io.BytesIO()
+            image.save(out, format=fmt, quality=quality)
+            if out.tell() < limit:
+                encoded = out.getvalue()
+                return encoded, inspect_image(encoded)
+    return None

@@ -19,6 +19,7 @@ from tests.browser import chromium
 from tests.conftest import logs_of
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
 from tests.fakes import supabase_fake as sf
+from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok
 from tools.processes import ROOT, System, free_port
 
@@ -296,3 +297,48 @@ def test_beyond_the_running_limit_videos_wait_in_order_and_a_full_line_is_429(
         missing = client.get("/api/video-status", params={"videoId": "third"})
         assert missing.status_code == 404  # refused: nothing was kept
     assert sorted(fake_openai.paid) == sorted([s["prompt"] for s in scenes(2)] * 2)
+
+
+def test_an_image_larger_than_the_bucket_allows_is_reencoded_and_the_scene_finishes(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    """The app's bucket allows 300 kB; the model answers 900 kB PNGs. Every scene is stored,
+    re-encoded at the same pixel size, and the result says so; each is paid once."""
+    big = noisy_png(900_000)
+    fake_openai.script(MODEL, Ok(payload=big))
+    limit = 300_000
+    with sf.FakeSupabase() as supabase:
+        supabase.buckets["renders-images"] = {
+            "id": "renders-images",
+            "name": "renders-images",
+            "owner": "",
+            "public": True,
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+            "file_size_limit": limit,
+            "allowed_mime_types": ["image/png", "image/jpeg", "image/webp"],
+        }
+        env = provider_env(
+            fake_openai.base_url,
+            STORAGE_BACKEND="supabase",
+            SUPABASE_URL=supabase.url,
+            SUPABASE_SERVICE_ROLE_KEY=supabase.key,
+        )
+        system = make_system(env)
+        system.start_all()
+        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+            assert post(client, "large", scenes(2)).status_code == 202
+            done = poll_until_done(client, "large")[-1]
+        stored = {key: value for key, value in supabase.objects.items() if key[0] == "renders-images"}
+    assert done["status"] == "assets_generated", done
+    assert [i["reencoded"] for i in done["images"]] == [True, True]
+    assert all(not i["placeholder"] for i in done["images"])
+    assert fake_openai.count(MODEL) == 2
+    with Image.open(io.BytesIO(big)) as original:
+        size = original.size
+    assert len(stored) == 2
+    for data, content_type in stored.values():
+        assert len(data) <= limit and content_type in ("image/webp", "image/jpeg")
+        with Image.open(io.BytesIO(data)) as decoded:
+            assert decoded.size == size, "same pixel size"
+    assert {i["url"].split("?")[0].rsplit(".", 1)[1] for i in done["images"]} <= {"webp", "jpg", "jpeg"}
