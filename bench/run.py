@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import bench_imagegen, bench_pipeline, bench_status, bench_storage, bench_workers
+from bench import bench_events, bench_imagegen, bench_pipeline, bench_status, bench_storage, bench_workers
 from bench.common import RESULTS, Figure, machine, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "upload-throughput": bench_storage.throughput,
     "load": bench_pipeline.load,
     "workers": bench_workers.workers,
+    "events": bench_events.events,
 }
 MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"
 
