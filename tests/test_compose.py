@@ -8,7 +8,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from gateway.settings import GatewaySettings
-from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, setting_names
 from tools.processes import ROOT, SERVICES
 
 SETTINGS: dict[str, type[BaseSettings]] = {
@@ -39,11 +39,7 @@ def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
     for name, svc in compose()["services"].items():
         if name == "postgres":
             continue
-        known = {
-            str(field.validation_alias)
-            for field in kinds[name].model_fields.values()
-            if field.validation_alias is not None
-        }
+        known = setting_names(kinds[name])
         unknown = set(svc["environment"]) - known
         assert not unknown, f"{name} sets variables it never reads: {unknown}"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.settings import GatewaySettings
-from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, setting_names
 from tools.processes import ROOT, SERVICES
 
 K8S = ROOT / "deploy" / "k8s"
@@ -59,9 +59,9 @@ def test_grpc_services_are_headless_so_round_robin_sees_every_pod() -> None:
 
 def test_config_and_secrets_name_only_settings_the_services_read() -> None:
     known = {
-        str(f.validation_alias)
+        name
         for settings in (ImagegenSettings, StorageSettings, StatusSettings, GatewaySettings)
-        for f in settings.model_fields.values()
+        for name in setting_names(settings)
     } | {"MALLOC_MMAP_THRESHOLD_"}
     config = of_kind("ConfigMap")[0]["data"]
     assert set(config) <= known, set(config) - known

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
 
 from gateway.settings import GatewaySettings
-from services.common.config import ImagegenSettings, StatusSettings, StorageSettings
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, setting_names
 from tools.processes import ROOT, System
 
 README = (ROOT / "README.md").read_text()
@@ -28,11 +27,8 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 def test_every_setting_is_documented_with_its_default() -> None:
     for settings in (ImagegenSettings, StorageSettings, StatusSettings, GatewaySettings):
-        for field in settings.model_fields.values():
-            alias = field.validation_alias
-            names = alias.choices if isinstance(alias, AliasChoices) else [alias]
-            for name in names:
-                assert f"| `{name}` |" in README, f"{name} is not in the README's configuration table"
+        for name in setting_names(settings):
+            assert f"| `{name}` |" in README, f"{name} is not in the README's configuration table"
 
 
 def grpcurl_lines() -> list[str]:

@@ -240,3 +240,15 @@ class StatusSettings(CommonSettings):
     @property
     def sqlite_file(self) -> Path:
         return self.sqlite_path or self.data_dir / "status.sqlite3"
+
+
+def setting_names(kind: type[BaseSettings]) -> set[str]:
+    """Every environment variable a settings class reads (each of a field's alias choices)."""
+    names: set[str] = set()
+    for field in kind.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(choice) for choice in alias.choices}
+        elif alias is not None:
+            names.add(str(alias))
+    return names

@@ -105,9 +105,12 @@ SHRINK_QUALITIES = (85, 70, 55, 40, 25, 10)
 def reencode_below(data: bytes, limit: int) -> tuple[bytes, ImageInfo] | None:
     """The image at the same pixel size as WebP (else JPEG) at the best quality whose bytes
     are below ``limit``; None when none is."""
-    with Image.open(io.BytesIO(data)) as source:
-        source.load()
-        picture = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as source:
+            source.load()
+            picture = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
     for fmt in ("WEBP", "JPEG"):
         image = picture if fmt == "WEBP" else picture.convert("RGB")
         for quality in SHRINK_QUALITIES:

@@ -133,4 +133,5 @@ def test_two_posts_at_once_through_two_gateways_queue_one_job(
         assert poll_until_done(client, "same")[-1]["status"] == "assets_generated"
     system.stop_all()
     assert collections.Counter(fake_openai.paid).most_common(1)[0][1] == 1
-    assert len(fake_openai.paid) == 3  # the later run found every scene with a real image already
+    # The later run's prompts differ: each new prompt is paid once, the old ones never again.
+    assert len(fake_openai.paid) == 6
