@@ -229,6 +229,8 @@ class StatusSettings(CommonSettings):
     progress_column: str = Field(
         "image_upload_progress", validation_alias="STATUS_PROGRESS_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
+    # The column naming the user a video belongs to, where the table has one (else ours).
+    owner_column: str = Field("user_id", validation_alias="STATUS_OWNER_COLUMN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # The values written to that status column (the frontend's vocabulary). Any other value
     # there (NULL, `processing`, `rendering`, ...) counts as "not generating".
     status_generating: str = Field("generating_images", validation_alias="VIDEO_STATUS_GENERATING", min_length=1)

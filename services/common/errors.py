@@ -34,6 +34,17 @@ class TooLarge(ServiceError):
     reason = "TOO_LARGE"
 
 
+class LimitReached(ServiceError):
+    """A per-user limit: waiting ``retry_after`` seconds helps."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "USER_LIMIT"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1.0, retry_after)
+
+
 class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"

@@ -22,6 +22,7 @@ from services.status.model import (
     PROCESSING,
     SceneResult,
     Spend,
+    UserLimits,
     Video,
     VideoUpdate,
     now_ms,
@@ -141,17 +142,50 @@ class StatusBook:
         self.breaker.success()
         return self._remember(video)
 
-    async def create(self, video_id: str, scene_count: int, deadline: Deadline) -> Video:
-        return await self._write("create", deadline, lambda: self.store.create(video_id, scene_count))
+    async def create(self, video_id: str, scene_count: int, deadline: Deadline, owner: str = "") -> Video:
+        return await self._write("create", deadline, lambda: self.store.create(video_id, scene_count, owner))
 
     async def start(
-        self, video_id: str, scene_count: int, deadline: Deadline, prompts: dict[int, str] | None = None
+        self,
+        video_id: str,
+        scene_count: int,
+        deadline: Deadline,
+        prompts: dict[int, str] | None = None,
+        owner: str = "",
+        limits: UserLimits | None = None,
     ) -> Video:
         """Create the video if need be and mark it generating (a run begins), keeping the
-        run's prompts when given."""
-        await self.create(video_id, scene_count, deadline)
+        run's prompts when given. With an ``owner``: someone else's video is NOT_FOUND (as
+        one that does not exist), and the start counts against the user's ``limits``
+        (LimitReached, nothing written, when over one)."""
+        if owner:
+            try:
+                current = await self._call("get", deadline, READ_POLICY, lambda: self.store.get(video_id))
+            except StoreUnavailable as exc:
+                self.breaker.failure()
+                raise Unavailable(f"status store unavailable: {exc}") from exc
+            if current is not None and current.owner not in ("", owner):
+                raise NotFound(f"video {video_id!r} does not exist")
+            if limits is not None and limits.any:
+                await self._record_start(owner, video_id, scene_count, limits, deadline)
+        video = await self.create(video_id, scene_count, deadline, owner)
+        if owner and video.owner not in ("", owner):  # another user created it a moment ago
+            raise NotFound(f"video {video_id!r} does not exist")
         change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
         return await self.update(video_id, change, deadline)
+
+    async def _record_start(
+        self, owner: str, video_id: str, scenes: int, limits: UserLimits, deadline: Deadline
+    ) -> None:
+        async def work() -> Video:
+            await self.store.record_start(owner, video_id, scenes, limits)
+            return Video(video_id=video_id)
+
+        try:
+            await self._call("record_start", deadline, WRITE_POLICY, work)
+        except StoreUnavailable as exc:
+            self.breaker.failure()
+            raise Unavailable(f"status store unavailable: {exc}") from exc
 
     async def update(self, video_id: str, change: VideoUpdate, deadline: Deadline) -> Video:
         return await self._write("update", deadline, lambda: self.store.update(video_id, change))
@@ -231,9 +265,9 @@ class StatusBook:
         metrics.DEGRADED.labels("unknown").inc()
         return StatusAnswer(Video(video_id=video_id, status=PROCESSING), True, 0, reason)
 
-    async def spend_since(self, since_ms: int, deadline: Deadline) -> Spend:
+    async def spend_since(self, since_ms: int, deadline: Deadline, owner: str = "") -> Spend:
         try:
-            return await self._call("spend", deadline, READ_POLICY, lambda: self.store.spend_since(since_ms))
+            return await self._call("spend", deadline, READ_POLICY, lambda: self.store.spend_since(since_ms, owner))
         except StoreUnavailable as exc:
             raise Unavailable(f"status store unavailable: {exc}") from exc
 

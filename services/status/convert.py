@@ -38,6 +38,7 @@ def video_to_pb(video: Video) -> status_pb2.Video:
         scenes=[scene_to_pb(s) for s in video.scenes],
         summary=summary_to_pb(video.summary),
         prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(video.prompts.items())],
+        owner=video.owner,
     )
 
 
@@ -52,4 +53,5 @@ def video_from_pb(message: status_pb2.Video) -> Video:
         scenes=[scene_from_pb(s) for s in message.scenes],
         summary=summary_from_pb(message.summary),
         prompts={p.scene: p.prompt for p in message.prompts},
+        owner=message.owner,
     )

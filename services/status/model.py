@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, LimitReached
 from services.common.summary import RunSummary
 
 DRAFT = "draft"
@@ -86,6 +86,7 @@ class Video:
     summary: RunSummary = field(default_factory=RunSummary)
     # Scene number -> prompt, as the latest run was started.
     prompts: dict[int, str] = field(default_factory=dict)
+    owner: str = ""  # the user it belongs to ("": no one)
 
 
 @dataclass
@@ -110,3 +111,54 @@ def progress_for(stored: int, scene_count: int) -> int:
     if scene_count <= 0:
         return 0
     return min(100, (stored * 100) // scene_count)
+
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    videos_per_hour: int = 0  # 0: no limit
+    scenes_per_day: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.videos_per_hour or self.scenes_per_day)
+
+
+def check_limits(starts: list[tuple[int, int]], scenes: int, limits: UserLimits, now: int) -> None:
+    """Refuse a start of ``scenes`` scenes when it would take the user over a limit, given
+    the user's starts of the last day ((at_ms, scenes), any order); say when it fits."""
+    if limits.videos_per_hour:
+        hour = sorted(at for at, _ in starts if at > now - HOUR_MS)
+        if len(hour) + 1 > limits.videos_per_hour:
+            frees = hour[len(hour) - limits.videos_per_hour] + HOUR_MS
+            raise LimitReached(
+                f"{len(hour)} videos started in the last hour, the most one user may start "
+                f"({limits.videos_per_hour}); start again in {_wait(frees, now)}",
+                (frees - now) / 1000,
+            )
+    if limits.scenes_per_day:
+        if scenes > limits.scenes_per_day:
+            raise InvalidArgument(f"{scenes} scenes is more than one user may start in a day ({limits.scenes_per_day})")
+        day = sorted((at, n) for at, n in starts if at > now - DAY_MS)
+        used = sum(n for _, n in day)
+        if used + scenes > limits.scenes_per_day:
+            frees = now + DAY_MS
+            left = used
+            for at, n in day:  # the oldest starts leave the window first
+                left -= n
+                if left + scenes <= limits.scenes_per_day:
+                    frees = at + DAY_MS
+                    break
+            raise LimitReached(
+                f"{used} scenes started in the last day; {scenes} more would pass the {limits.scenes_per_day} one "
+                f"user may start; start again in {_wait(frees, now)}",
+                (frees - now) / 1000,
+            )
+
+
+def _wait(at: int, now: int) -> str:
+    seconds = max(1, (at - now + 999) // 1000)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"

@@ -14,7 +14,7 @@ from services.common.pages import page
 from services.common.rpc import rpc
 from services.status.book import StatusBook
 from services.status.convert import scene_from_pb, summary_from_pb, video_to_pb
-from services.status.model import SCENE_STATES, VideoUpdate, check_progress, check_status
+from services.status.model import SCENE_STATES, UserLimits, VideoUpdate, check_progress, check_status
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 
 SERVICE = "storyshort.status.v1.StatusService"
@@ -23,6 +23,7 @@ CALL_BUDGET = 16.0
 MAX_SCENES = 10_000
 ERROR_MAX = 2_000
 URL_MAX = 2_048
+OWNER_MAX = 256
 
 
 def _scene_count(value: int) -> int:
@@ -44,6 +45,12 @@ def _prompts(given: Iterable[status_pb2.ScenePrompt]) -> dict[int, str]:
     if len(prompts) > MAX_SCENES:
         raise InvalidArgument(f"prompts: at most {MAX_SCENES} scenes; got {len(prompts)}")
     return prompts
+
+
+def _owner(value: str) -> str:
+    if len(value) > OWNER_MAX or any(ord(c) < 32 for c in value):
+        raise InvalidArgument(f"owner must be at most {OWNER_MAX} printable characters", field="owner")
+    return value
 
 
 def _change(request: status_pb2.UpdateVideoRequest) -> VideoUpdate:
@@ -81,6 +88,8 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             _scene_count(request.scene_count),
             Deadline.from_context(context, CALL_BUDGET),
             _prompts(request.prompts),
+            owner=_owner(request.owner),
+            limits=UserLimits(request.limits.videos_per_hour, request.limits.scenes_per_day),
         )
         return video_to_pb(video)
 
@@ -140,7 +149,9 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.Spend:
         if request.since_ms < 0:
             raise InvalidArgument(f"since_ms must be 0 or more (milliseconds since the epoch); got {request.since_ms}")
-        spend = await self.book.spend_since(request.since_ms, Deadline.from_context(context, CALL_BUDGET))
+        spend = await self.book.spend_since(
+            request.since_ms, Deadline.from_context(context, CALL_BUDGET), _owner(request.owner)
+        )
         return status_pb2.Spend(usd=spend.usd, unpriced_images=spend.unpriced_images)
 
     @rpc(SERVICE)

@@ -19,11 +19,12 @@ def videos_table(settings: StatusSettings) -> VideosTable:
     if len({v for _, v in values}) != len(values):
         raise SystemExit("VIDEO_STATUS_GENERATING, VIDEO_STATUS_DONE and VIDEO_STATUS_FAILED must differ")
     return VideosTable(
-        settings.videos_table,
-        settings.id_column,
-        settings.status_column,
-        settings.progress_column,
-        tuple((ours, theirs) for ours, theirs in values if ours != theirs),
+        table=settings.videos_table,
+        id=settings.id_column,
+        status=settings.status_column,
+        progress=settings.progress_column,
+        owner=settings.owner_column,
+        values=tuple((ours, theirs) for ours, theirs in values if ours != theirs),
     )
 
 

@@ -62,7 +62,7 @@ UNAVAILABLE = Fail(503, "503", "ServiceUnavailable", "try again")
 # Column defaults, as sql/postgres/001_init.sql declares them.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "videos": {"status": "draft", "image_upload_progress": 0},
-    "preview_runs": {"scene_count": 0, "error": "", "summary": "{}", "prompts": "[]"},
+    "preview_runs": {"scene_count": 0, "error": "", "summary": "{}", "prompts": "[]", "owner": ""},
     "preview_scenes": {
         "url": "",
         "path": "",
@@ -87,7 +87,12 @@ def pgrst_error(code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "details": None, "hint": None}
 
 
-PRIMARY_KEYS = {"videos": ("id",), "preview_runs": ("video_id",), "preview_scenes": ("video_id", "scene")}
+PRIMARY_KEYS = {
+    "videos": ("id",),
+    "preview_runs": ("video_id",),
+    "preview_scenes": ("video_id", "scene"),
+    "preview_user_starts": (),  # no key: every insert is a new row
+}
 
 
 @dataclass
@@ -241,7 +246,9 @@ class FakeSupabase(LoopbackServer):
                 keys = tuple(on_conflict.split(",")) if on_conflict else PRIMARY_KEYS[table]
                 out = []
                 for item in items:
-                    existing = next((r for r in rows if all(r.get(k) == item.get(k) for k in keys)), None)
+                    existing = (
+                        next((r for r in rows if all(r.get(k) == item.get(k) for k in keys)), None) if keys else None
+                    )
                     if existing is None:
                         row = {**DEFAULTS.get(table, {}), **self.defaults.get(table, {}), **item}
                         missing = sorted(c for c in self.not_null.get(table, set()) if row.get(c) is None)

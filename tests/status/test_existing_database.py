@@ -187,3 +187,15 @@ def test_row_level_security_is_on_in_the_postgres_table(pg_dsn: str) -> None:
             conn.execute(f"REVOKE ALL ON videos FROM {role}")
             conn.execute(f"DROP ROLE {role}")
     assert enabled == (True,) and seen == (0,)
+
+
+async def test_the_apps_owner_column_says_whose_video_it_is(database: Database) -> None:
+    store = database.store
+    vid = next(iter(FOREIGN))
+    assert (await store.get(vid)).owner == OWNER  # type: ignore[union-attr]
+    # A video the app has not created, started by a signed-in user: the row is inserted
+    # with its owner, which the table requires.
+    new = str(uuid.uuid4())
+    created = await store.create(new, 2, owner=OWNER)
+    assert created.owner == OWNER
+    assert str(database.rows()[new]["user_id"]) == OWNER

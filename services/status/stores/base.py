@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.status.model import DRAFT, STATUSES, SceneResult, Spend, Video, VideoUpdate
+from services.status.model import DRAFT, STATUSES, SceneResult, Spend, UserLimits, Video, VideoUpdate
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,9 @@ class VideosTable:
     id: str = "id"
     status: str = "status"
     progress: str = "image_upload_progress"
+    # The column naming the user a video belongs to, where the table has it (StoryShort's
+    # `user_id`); without it the owner lives in our own preview_runs.
+    owner: str = "user_id"
     # The values written to the status column, where they differ from our names
     # ((our name, column value), ...): the frontend's own vocabulary.
     values: tuple[tuple[str, str], ...] = ()
@@ -46,7 +49,14 @@ class StatusStore(Protocol):
 
     async def migrate(self) -> None: ...
 
-    async def create(self, video_id: str, scene_count: int) -> Video: ...
+    async def create(self, video_id: str, scene_count: int, owner: str = "") -> Video:
+        """The video, inserted when missing; ``owner`` becomes its owner when it has none."""
+        ...
+
+    async def record_start(self, owner: str, video_id: str, scenes: int, limits: UserLimits) -> None:
+        """Count a user's start against the limits (atomically with the check): raises
+        LimitReached (nothing recorded) when it would pass one."""
+        ...
 
     async def get(self, video_id: str) -> Video | None: ...
 
@@ -58,8 +68,9 @@ class StatusStore(Protocol):
 
     async def list_stalled(self, older_than_ms: int) -> list[Video]: ...
 
-    async def spend_since(self, since_ms: int) -> Spend:
-        """Images paid for at or after ``since_ms``: their summed cost and how many had no price."""
+    async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
+        """Images paid for at or after ``since_ms`` (of ``owner``'s videos only, when given):
+        their summed cost and how many had no price."""
         ...
 
     async def close(self) -> None: ...

@@ -16,7 +16,18 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.status.model import GENERATING, SceneResult, Spend, Video, VideoUpdate, check_transition, now_ms
+from services.status.model import (
+    DAY_MS,
+    GENERATING,
+    SceneResult,
+    Spend,
+    UserLimits,
+    Video,
+    VideoUpdate,
+    check_limits,
+    check_transition,
+    now_ms,
+)
 from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
 from services.status.stores.sql_files import migrations
@@ -56,7 +67,10 @@ class PostgresStore:
             "id": sql.Identifier(v.id),
             "status": sql.Identifier(v.status),
             "progress": sql.Identifier(v.progress),
+            "owner": sql.Identifier(v.owner),
         }
+        # Whether the videos table has the owner column (found when migrating).
+        self._owner_column = False
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]], *, migrating: bool = False) -> T:
         try:
@@ -93,13 +107,25 @@ class PostgresStore:
                     await conn.execute(sql.SQL(text))
                     await conn.execute("INSERT INTO preview_schema_migrations VALUES (%s, %s)", (version, now_ms()))
 
+        async def owner_column(conn: Conn) -> bool:
+            cur = await conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s AND column_name = %s",
+                (self.videos.table, self.videos.owner),
+            )
+            return await cur.fetchone() is not None
+
         await self._run(apply, migrating=True)
+        self._owner_column = await self._run(owner_column, migrating=True)
         self._migrated = True
 
     def _select(self, lock: bool) -> sql.Composed:
+        # The app's own owner column wins over the owner a start named.
+        owner = "COALESCE(NULLIF(v.{owner}::text, ''), r.owner, '')" if self._owner_column else "COALESCE(r.owner, '')"
         return sql.SQL(
             "SELECT v.{id}::text AS id, v.{status} AS status, v.{progress} AS progress, r.scene_count, r.error, "
-            "r.summary, r.updated_at_ms, r.prompts FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
+            "r.summary, r.updated_at_ms, r.prompts, " + owner + " AS owner "
+            "FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
             "WHERE v.{id} = %s" + (" FOR UPDATE OF v" if lock else "")
         ).format(**self._v)
 
@@ -153,17 +179,22 @@ class PostgresStore:
             (video_id, *values),
         )
 
-    async def create(self, video_id: str, scene_count: int) -> Video:
+    async def create(self, video_id: str, scene_count: int, owner: str = "") -> Video:
         async def work(conn: Conn) -> Video:
             # In an existing StoryShort database the frontend creates the row (with columns
             # we know nothing of); we insert one only when it is missing.
             found = await conn.execute(sql.SQL("SELECT 1 FROM {t} WHERE {id} = %s").format(**self._v), (video_id,))
             if await found.fetchone() is None:
+                with_owner = self._owner_column and owner
+                insert = (
+                    "INSERT INTO {t} ({id}, {owner}) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                    if with_owner
+                    else "INSERT INTO {t} ({id}) VALUES (%s) ON CONFLICT DO NOTHING"
+                )
                 try:
                     async with conn.transaction():
                         await conn.execute(
-                            sql.SQL("INSERT INTO {t} ({id}) VALUES (%s) ON CONFLICT DO NOTHING").format(**self._v),
-                            (video_id,),
+                            sql.SQL(insert).format(**self._v), (video_id, owner) if with_owner else (video_id,)
                         )
                 except psycopg.IntegrityError as exc:
                     raise FailedPrecondition(
@@ -171,13 +202,32 @@ class PostgresStore:
                         "only an id there; create the video in StoryShort first"
                     ) from exc
             await conn.execute(
-                "INSERT INTO preview_runs (video_id, scene_count, updated_at_ms) VALUES (%s, %s, %s) "
-                "ON CONFLICT (video_id) DO NOTHING",
-                (video_id, scene_count, now_ms()),
+                "INSERT INTO preview_runs (video_id, scene_count, updated_at_ms, owner) VALUES (%s, %s, %s, %s) "
+                # The first owner named keeps the video.
+                "ON CONFLICT (video_id) DO UPDATE SET owner = preview_runs.owner || "
+                "CASE WHEN preview_runs.owner = '' THEN excluded.owner ELSE '' END",
+                (video_id, scene_count, now_ms(), owner),
             )
             return await self._read_existing(conn, video_id)
 
         return await self._run(work)
+
+    async def record_start(self, owner: str, video_id: str, scenes: int, limits: UserLimits) -> None:
+        async def work(conn: Conn) -> None:
+            # One start of this user at a time, across every status replica.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"storyshort-user:{owner}",))
+            now = now_ms()
+            await conn.execute(
+                "DELETE FROM preview_user_starts WHERE owner = %s AND at_ms <= %s", (owner, now - DAY_MS)
+            )
+            cur = await conn.execute("SELECT at_ms, scenes FROM preview_user_starts WHERE owner = %s", (owner,))
+            check_limits([(int(r["at_ms"]), int(r["scenes"])) for r in await cur.fetchall()], scenes, limits, now)
+            await conn.execute(
+                "INSERT INTO preview_user_starts (owner, video_id, scenes, at_ms) VALUES (%s, %s, %s, %s)",
+                (owner, video_id, scenes, now),
+            )
+
+        await self._run(work)
 
     async def get(self, video_id: str) -> Video | None:
         return await self._run(lambda conn: self._read(conn, video_id))
@@ -251,12 +301,13 @@ class PostgresStore:
 
         return await self._run(work)
 
-    async def spend_since(self, since_ms: int) -> Spend:
+    async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
         async def work(conn: Conn) -> Spend:
+            mine = " AND video_id IN (SELECT video_id FROM preview_runs WHERE owner = %s)" if owner else ""
             cur = await conn.execute(
                 "SELECT COALESCE(SUM(cost_usd), 0) AS usd, COUNT(*) FILTER (WHERE NOT cost_known) AS unpriced "
-                "FROM preview_scenes WHERE paid_at_ms >= %s",
-                (since_ms,),
+                "FROM preview_scenes WHERE paid_at_ms >= %s" + mine,
+                (since_ms, owner) if owner else (since_ms,),
             )
             row = await cur.fetchone()
             return Spend(float(row["usd"]), int(row["unpriced"])) if row else Spend()

@@ -58,6 +58,7 @@ def video_from_row(row: Mapping[str, Any], scenes: list[SceneResult], videos: Vi
         scenes=scenes,
         summary=summary_from_json(row["summary"]),
         prompts=prompts_from_json(row["prompts"]),
+        owner=str(row["owner"] or ""),
     )
 
 

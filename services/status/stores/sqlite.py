@@ -14,11 +14,14 @@ from typing import TypeVar
 
 from services.common.errors import NotFound
 from services.status.model import (
+    DAY_MS,
     GENERATING,
     SceneResult,
     Spend,
+    UserLimits,
     Video,
     VideoUpdate,
+    check_limits,
     check_transition,
     now_ms,
     progress_for,
@@ -31,7 +34,7 @@ T = TypeVar("T")
 
 _SELECT_VIDEO = """
 SELECT v.id, v.status, v.image_upload_progress AS progress, r.scene_count, r.error, r.summary,
-       r.updated_at_ms, r.prompts
+       r.updated_at_ms, r.prompts, COALESCE(r.owner, '') AS owner
 FROM videos v LEFT JOIN preview_runs r ON r.video_id = v.id
 WHERE v.id = ?
 """
@@ -109,16 +112,31 @@ class SQLiteStore:
     def _ensure_run_row(conn: sqlite3.Connection, video_id: str) -> None:
         conn.execute("INSERT OR IGNORE INTO preview_runs (video_id, updated_at_ms) VALUES (?, ?)", (video_id, now_ms()))
 
-    async def create(self, video_id: str, scene_count: int) -> Video:
+    async def create(self, video_id: str, scene_count: int, owner: str = "") -> Video:
         def work(conn: sqlite3.Connection) -> Video:
             conn.execute("INSERT OR IGNORE INTO videos (id) VALUES (?)", (video_id,))
             conn.execute(
                 "INSERT OR IGNORE INTO preview_runs (video_id, scene_count, updated_at_ms) VALUES (?, ?, ?)",
                 (video_id, scene_count, now_ms()),
             )
+            if owner:  # the first owner named keeps the video
+                conn.execute("UPDATE preview_runs SET owner = ? WHERE video_id = ? AND owner = ''", (owner, video_id))
             return self._read_existing(conn, video_id)
 
         return await self._run(work)
+
+    async def record_start(self, owner: str, video_id: str, scenes: int, limits: UserLimits) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            now = now_ms()
+            conn.execute("DELETE FROM preview_user_starts WHERE owner = ? AND at_ms <= ?", (owner, now - DAY_MS))
+            starts = conn.execute("SELECT at_ms, scenes FROM preview_user_starts WHERE owner = ?", (owner,)).fetchall()
+            check_limits([(int(a), int(n)) for a, n in starts], scenes, limits, now)
+            conn.execute(
+                "INSERT INTO preview_user_starts (owner, video_id, scenes, at_ms) VALUES (?, ?, ?, ?)",
+                (owner, video_id, scenes, now),
+            )
+
+        await self._run(work)
 
     async def get(self, video_id: str) -> Video | None:
         return await self._run(lambda conn: self._read(conn, video_id))
@@ -194,12 +212,13 @@ class SQLiteStore:
 
         return await self._run(work)
 
-    async def spend_since(self, since_ms: int) -> Spend:
+    async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
         def work(conn: sqlite3.Connection) -> Spend:
+            mine = " AND video_id IN (SELECT video_id FROM preview_runs WHERE owner = ?)" if owner else ""
             usd, unpriced = conn.execute(
                 "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(CASE WHEN cost_known = 0 THEN 1 ELSE 0 END), 0) "
-                "FROM preview_scenes WHERE paid_at_ms >= ?",
-                (since_ms,),
+                "FROM preview_scenes WHERE paid_at_ms >= ?" + mine,
+                (since_ms, owner) if owner else (since_ms,),
             ).fetchone()
             return Spend(float(usd), int(unpriced))
 

@@ -20,11 +20,14 @@ from supabase import AClient
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.supabase import ServerSupabase
 from services.status.model import (
+    DAY_MS,
     GENERATING,
     SceneResult,
     Spend,
+    UserLimits,
     Video,
     VideoUpdate,
+    check_limits,
     check_transition,
     now_ms,
     progress_for,
@@ -53,6 +56,7 @@ class SupabaseStore:
     ) -> None:
         self.supabase = ServerSupabase(url, service_role_key, timeout)
         self.videos = videos or VideosTable()
+        self._owner_column = False  # whether the videos table has the owner column
 
     async def _db(self) -> AClient:
         return await self.supabase.client()
@@ -93,13 +97,23 @@ class SupabaseStore:
                         "STATUS_STORE=postgres DATABASE_URL=<the Supabase database URL> make migrate"
                     ) from exc
 
+        async def owner_column(db: AClient) -> bool:
+            try:
+                await db.table(self.videos.table).select(self.videos.owner).limit(1).execute()
+            except APIError as exc:
+                if str(exc.code or "") in ("42703", "PGRST204"):  # no such column
+                    return False
+                raise
+            return True
+
         await self._run(check)
+        self._owner_column = await self._run(owner_column)
 
     async def _read(self, db: AClient, video_id: str) -> Video | None:
         v = self.videos
         row = _one(
             await db.table(v.table)
-            .select(f"{v.id},{v.status},{v.progress}")
+            .select(",".join([v.id, v.status, v.progress] + ([v.owner] if self._owner_column else [])))
             .eq(v.id, video_id)
             .maybe_single()
             .execute()
@@ -124,6 +138,7 @@ class SupabaseStore:
             scenes=[SceneResult(**{c: s[c] for c in SCENE_COLUMNS}) for s in scenes],
             summary=summary_from_json(r.get("summary")),
             prompts=prompts_from_json(r.get("prompts")),
+            owner=str(row.get(v.owner) or "") if self._owner_column and row.get(v.owner) else str(r.get("owner") or ""),
         )
 
     async def _read_existing(self, db: AClient, video_id: str) -> Video:
@@ -143,13 +158,14 @@ class SupabaseStore:
             .execute()
         )
 
-    async def create(self, video_id: str, scene_count: int) -> Video:
+    async def create(self, video_id: str, scene_count: int, owner: str = "") -> Video:
         async def work(db: AClient) -> Video:
             v = self.videos
             # In an existing StoryShort database the frontend creates the row; insert only when missing.
             found = _one(await db.table(v.table).select(v.id).eq(v.id, video_id).maybe_single().execute())
             if not found:
-                await db.table(v.table).upsert({v.id: video_id}, on_conflict=v.id, ignore_duplicates=True).execute()
+                row = {v.id: video_id, **({v.owner: owner} if owner and self._owner_column else {})}
+                await db.table(v.table).upsert(row, on_conflict=v.id, ignore_duplicates=True).execute()
             await (
                 db.table("preview_runs")
                 .upsert(
@@ -159,9 +175,35 @@ class SupabaseStore:
                 )
                 .execute()
             )
+            if owner:  # the first owner named keeps the video
+                await (
+                    db.table("preview_runs").update({"owner": owner}).eq("video_id", video_id).eq("owner", "").execute()
+                )
             return await self._read_existing(db, video_id)
 
         return await self._run(work)
+
+    async def record_start(self, owner: str, video_id: str, scenes: int, limits: UserLimits) -> None:
+        """PostgREST has no transactions: check, then insert. Two starts of one user in the
+        same instant on two replicas may both pass (README: Per-user limits)."""
+
+        async def work(db: AClient) -> None:
+            now = now_ms()
+            starts = _rows(
+                await db.table("preview_user_starts")
+                .select("at_ms,scenes")
+                .eq("owner", owner)
+                .gt("at_ms", now - DAY_MS)
+                .execute()
+            )
+            check_limits([(int(r["at_ms"]), int(r["scenes"])) for r in starts], scenes, limits, now)
+            await (
+                db.table("preview_user_starts")
+                .insert({"owner": owner, "video_id": video_id, "scenes": scenes, "at_ms": now})
+                .execute()
+            )
+
+        await self._run(work)
 
     async def get(self, video_id: str) -> Video | None:
         return await self._run(lambda db: self._read(db, video_id))
@@ -245,11 +287,25 @@ class SupabaseStore:
 
         return await self._run(work)
 
-    async def spend_since(self, since_ms: int) -> Spend:
+    async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
         async def work(db: AClient) -> Spend:
-            paid = _rows(
-                await db.table("preview_scenes").select("cost_usd,cost_known").gte("paid_at_ms", since_ms).execute()
-            )
+            query = db.table("preview_scenes").select("cost_usd,cost_known,video_id").gte("paid_at_ms", since_ms)
+            paid = _rows(await query.execute())
+            if owner:
+                ids = {str(r["video_id"]) for r in paid}
+                mine = (
+                    _rows(
+                        await db.table("preview_runs")
+                        .select("video_id")
+                        .eq("owner", owner)
+                        .in_("video_id", sorted(ids))
+                        .execute()
+                    )
+                    if ids
+                    else []
+                )
+                keep = {str(r["video_id"]) for r in mine}
+                paid = [r for r in paid if str(r["video_id"]) in keep]
             return Spend(sum(float(r["cost_usd"] or 0) for r in paid), sum(1 for r in paid if not r["cost_known"]))
 
         return await self._run(work)

@@ -154,6 +154,7 @@ class Video(_message.Message):
     SCENES_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     PROMPTS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     status: _builtins.str
     progress: _builtins.int
@@ -162,6 +163,10 @@ class Video(_message.Message):
     error: _builtins.str
     updated_at_ms: _builtins.int
     """Milliseconds since the Unix epoch of the last change."""
+    owner: _builtins.str
+    """The user the video belongs to (a Supabase user id): the videos table's owner column in
+    an existing StoryShort database, else the owner its first start named. Empty: no owner.
+    """
     @_builtins.property
     def scenes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SceneResult]: ...
     @_builtins.property
@@ -182,10 +187,11 @@ class Video(_message.Message):
         scenes: _abc.Iterable[Global___SceneResult] | None = ...,
         summary: Global___RunSummary | None = ...,
         prompts: _abc.Iterable[Global___ScenePrompt] | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "prompts", b"prompts", "scene_count", b"scene_count", "scenes", b"scenes", "status", b"status", "summary", b"summary", "updated_at_ms", b"updated_at_ms", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "owner", b"owner", "progress", b"progress", "prompts", b"prompts", "scene_count", b"scene_count", "scenes", b"scenes", "status", b"status", "summary", b"summary", "updated_at_ms", b"updated_at_ms", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,11 +249,24 @@ class StartVideoRequest(_message.Message):
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     SCENE_COUNT_FIELD_NUMBER: _builtins.int
     PROMPTS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     scene_count: _builtins.int
+    owner: _builtins.str
+    """The user starting the run (empty: an operator). A video that belongs to another user
+    answers NOT_FOUND, as one that does not exist; a new video becomes this user's.
+    """
     @_builtins.property
     def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScenePrompt]:
         """The run's scene prompts, kept with the video (empty: the stored ones stay)."""
+
+    @_builtins.property
+    def limits(self) -> Global___UserLimits:
+        """Per-user limits, checked and counted with the start in the store (so they hold across
+        gateway replicas and restarts). Over a limit: RESOURCE_EXHAUSTED with a RetryInfo, and
+        nothing is written.
+        """
 
     def __init__(
         self,
@@ -255,14 +274,40 @@ class StartVideoRequest(_message.Message):
         video_id: _builtins.str = ...,
         scene_count: _builtins.int = ...,
         prompts: _abc.Iterable[Global___ScenePrompt] | None = ...,
+        owner: _builtins.str = ...,
+        limits: Global___UserLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompts", b"prompts", "scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "owner", b"owner", "prompts", b"prompts", "scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartVideoRequest: _TypeAlias = StartVideoRequest  # noqa: Y015
+
+@_typing.final
+class UserLimits(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEOS_PER_HOUR_FIELD_NUMBER: _builtins.int
+    SCENES_PER_DAY_FIELD_NUMBER: _builtins.int
+    videos_per_hour: _builtins.int
+    """Runs one user may start in a rolling hour (0: no limit)."""
+    scenes_per_day: _builtins.int
+    """Scenes one user may start in a rolling day (0: no limit)."""
+    def __init__(
+        self,
+        *,
+        videos_per_hour: _builtins.int = ...,
+        scenes_per_day: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scenes_per_day", b"scenes_per_day", "videos_per_hour", b"videos_per_hour"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserLimits: _TypeAlias = UserLimits  # noqa: Y015
 
 @_typing.final
 class GetVideoRequest(_message.Message):
@@ -430,16 +475,20 @@ class GetSpendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SINCE_MS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     since_ms: _builtins.int
     """Milliseconds since the epoch; images paid for at or after it count."""
+    owner: _builtins.str
+    """Only the images of this user's videos (empty: everyone's)."""
     def __init__(
         self,
         *,
         since_ms: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["since_ms", b"since_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "since_ms", b"since_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
