@@ -19,7 +19,7 @@ from gateway.routes import health, objects, videos
 from gateway.runner import Runner
 from gateway.runs import RunRegistry
 from gateway.settings import GatewaySettings
-from gateway.wiring import build_healer, build_pipeline
+from gateway.wiring import build_auth, build_healer, build_pipeline
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -30,6 +30,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         clients = ServiceClients.connect(settings)
         pipeline = build_pipeline(settings, clients)
         app.state.settings, app.state.clients, app.state.last_known = settings, clients, LastKnown()
+        app.state.budget = pipeline.budget
         async with AsyncExitStack() as stack:
             runs: Runner
             if settings.runs == "queue":
@@ -65,12 +66,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 await runs.drain(settings.shutdown_grace)
                 await clients.close()
 
+    auth = build_auth(settings)
+
     app = FastAPI(
         title="StoryShort preview images",
         version="1.0.0",
         description="Turns a story's scenes into stored images and tracks the video's progress.",
         lifespan=lifespan,
     )
+    app.state.auth = auth
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         # Outermost, so error answers (413, 429, ...) carry the headers too and the page can read them.

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -50,18 +51,30 @@ def unauthenticated(message: str) -> HTTPError:
 
 
 class SigningKeys:
-    """The project's JWKS: cached for ``ttl`` seconds, fetched again at once for an unknown
-    key id (at most once per ``refetch_every`` seconds), each fetch within ``timeout``. When
-    the endpoint fails, the keys already known keep working."""
+    """The project's JWKS: cached for ``ttl`` seconds; fetched again at once for a key id it
+    does not know (at most once per ``refetch_every`` seconds, so unknown ids cannot make it
+    hammer the endpoint); each fetch within ``timeout``, and not more than once per
+    ``retry_every`` seconds while the endpoint fails. When it fails, the keys already known
+    keep working."""
 
-    def __init__(self, url: str, *, ttl: float = 600.0, refetch_every: float = 30.0, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float = 600.0,
+        refetch_every: float = 30.0,
+        retry_every: float = 1.0,
+        timeout: float = 2.0,
+    ) -> None:
         self.url = url
         self.ttl = ttl
         self.refetch_every = refetch_every
+        self.retry_every = retry_every
         self.timeout = timeout
         self.keys: dict[str, jwt.PyJWK] = {}
-        self.fetched_at = 0.0  # monotonic time of the last attempt
+        self.fetched_at = -math.inf  # monotonic time of the last attempt
         self.loaded_at: float | None = None  # of the last success
+        self.unknown_at = -math.inf  # of the last fetch for an unknown key id
         self.fetches = 0
         self.last_error = ""
         self._lock = asyncio.Lock()
@@ -69,14 +82,20 @@ class SigningKeys:
     async def key(self, kid: str) -> jwt.PyJWK | None:
         now = time.monotonic()
         stale = self.loaded_at is None or now - self.loaded_at > self.ttl
-        if (kid not in self.keys or stale) and now - self.fetched_at >= self.refetch_every:
-            await self._fetch()
+        fetched = False
+        if stale and now - self.fetched_at >= self.retry_every:
+            fetched = await self._fetch(now)
+        if kid not in self.keys and not fetched and now - self.unknown_at >= self.refetch_every:
+            self.unknown_at = now
+            await self._fetch(now)
         return self.keys.get(kid)
 
-    async def _fetch(self) -> None:
+    async def _fetch(self, asked_at: float) -> bool:
+        """Fetch the keys (one fetch at a time; a caller that waited for another's fetch
+        uses its result). Answers whether a fetch happened for this caller."""
         async with self._lock:
-            if time.monotonic() - self.fetched_at < self.refetch_every:
-                return  # another request fetched meanwhile
+            if self.fetched_at >= asked_at:
+                return True  # fetched while this caller waited
             self.fetched_at = time.monotonic()
             self.fetches += 1
             try:
@@ -88,10 +107,11 @@ class SigningKeys:
                 if self.last_error != type(exc).__name__:
                     log.warning("signing keys could not be fetched; known keys still work", extra={"error": repr(exc)})
                 self.last_error = type(exc).__name__
-                return
+                return True
             self.keys = {k.key_id: k for k in found.keys if k.key_id}
             self.loaded_at = time.monotonic()
             self.last_error = ""
+            return True
 
 
 class TokenVerifier:

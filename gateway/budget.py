@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from gateway import metrics
 from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
+from gateway.errors import HTTPError
 
 log = logging.getLogger("budget")
 # Seconds a daily-spend reading is reused before the status store is asked again.
@@ -42,10 +43,20 @@ class Allowance:
 
 
 class BudgetGuard:
-    def __init__(self, clients: ServiceClients, daily_cap: float | None, video_cap: float | None) -> None:
+    def __init__(
+        self,
+        clients: ServiceClients,
+        daily_cap: float | None,
+        video_cap: float | None,
+        user_share: float | None = None,
+    ) -> None:
         self.clients = clients
         self.daily_cap = daily_cap
         self.video_cap = video_cap
+        # One user's share of the daily cap (signed-in users only).
+        self.user_cap = daily_cap * user_share if daily_cap is not None and user_share is not None else None
+        self._users: dict[str, tuple[int, float, float]] = {}  # owner -> (day, spend read, when read)
+        self._users_local: dict[str, float] = {}
         self._daily: tuple[int, float, float] | None = None  # (day, spend read, when read)
         self._daily_local = 0.0  # spent by this gateway since the last reading
         self._breached: set[tuple[str, str]] = set()
@@ -77,8 +88,28 @@ class BudgetGuard:
                 log.warning("could not read today's spend; using the last reading", extra={"code": exc.code.name})
         return self._daily[1] + self._daily_local
 
-    async def allowance(self, video_id: str, video_spend: float) -> Allowance | None:
-        """What the next image may cost under the tightest cap, or None when no cap is set."""
+    async def _user_spend(self, owner: str) -> float:
+        """What this user's videos spent today (fails closed like the daily cap)."""
+        day = day_start_ms()
+        now = time.monotonic()
+        known = self._users.get(owner)
+        if known is None or known[0] != day or now - known[2] > DAILY_READ_EVERY:
+            try:
+                spend = await self.clients.get_spend(day, owner)
+                known = self._users[owner] = (day, spend.usd, now)
+                self._users_local[owner] = 0.0
+            except ServiceError as exc:
+                if known is None or known[0] != day:
+                    log.error("a user's spend cannot be read: no paid image for them", extra={"code": exc.code.name})
+                    return math.inf
+        if len(self._users) > 10_000:  # forget the day's other users, keep this one
+            self._users = {owner: known}
+            self._users_local = {owner: self._users_local.get(owner, 0.0)}
+        return known[1] + self._users_local.get(owner, 0.0)
+
+    async def allowance(self, video_id: str, video_spend: float, owner: str = "") -> Allowance | None:
+        """What the next image may cost under the tightest cap, or None when no cap is set.
+        ``owner``: the signed-in user whose video it is (their share of the daily cap)."""
         if not self.active:
             return None
         left: list[Allowance] = []
@@ -92,7 +123,26 @@ class BudgetGuard:
             if math.isfinite(daily):
                 metrics.BUDGET_REMAINING.labels("daily").set(remaining)
             left.append(Allowance(remaining, "daily", datetime.now(UTC).date().isoformat(), self.daily_cap))
+        if owner and self.user_cap is not None:
+            mine = await self._user_spend(owner)
+            remaining = self.user_cap - mine if math.isfinite(mine) else -self.user_cap
+            left.append(Allowance(remaining, "user", f"{owner} {datetime.now(UTC).date().isoformat()}", self.user_cap))
         return min(left, key=lambda a: a.usd)
+
+    async def check_user(self, owner: str) -> None:
+        """Before a user's start: 429 (Retry-After: the next UTC day) once their share of the
+        daily cap is spent, so nothing is started that could only get placeholders."""
+        if not owner or self.user_cap is None:
+            return
+        if await self._user_spend(owner) >= self.user_cap:
+            now = time.time()
+            retry_after = max(1, int(day_start_ms(now) / 1000 + 86400 - now))
+            raise HTTPError(
+                429,
+                "RESOURCE_EXHAUSTED",
+                f"your share of today's image budget ({self.user_cap:g} USD) is spent; start again tomorrow (UTC)",
+                {"Retry-After": str(retry_after)},
+            )
 
     def refused(self, allowance: Allowance) -> None:
         """A scene got the placeholder because of this cap: log and count it once per period."""
@@ -111,5 +161,7 @@ class BudgetGuard:
             },
         )
 
-    def spent(self, usd: float) -> None:
+    def spent(self, usd: float, owner: str = "") -> None:
         self._daily_local += usd
+        if owner:
+            self._users_local[owner] = self._users_local.get(owner, 0.0) + usd

@@ -95,12 +95,21 @@ class ServiceClients:
             )
         return answer
 
-    async def start_video(self, video_id: str, prompts: dict[int, str]) -> status_pb2.Video:
-        """Mark a run's start: the video generating, its scene count and its prompts."""
+    async def start_video(
+        self,
+        video_id: str,
+        prompts: dict[int, str],
+        owner: str = "",
+        limits: status_pb2.UserLimits | None = None,
+    ) -> status_pb2.Video:
+        """Mark a run's start: the video generating, its scene count and its prompts; with
+        an owner, someone else's video is NOT_FOUND and the start counts against ``limits``."""
         request = status_pb2.StartVideoRequest(
             video_id=video_id,
             scene_count=len(prompts),
             prompts=[status_pb2.ScenePrompt(scene=n, prompt=p) for n, p in sorted(prompts.items())],
+            owner=owner,
+            limits=limits,
         )
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
@@ -119,10 +128,10 @@ class ServiceClients:
         self.on_write(request.video_id)
         return answer
 
-    async def get_spend(self, since_ms: int) -> status_pb2.Spend:
+    async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
         async with self._calling("status"):
             answer: status_pb2.Spend = await self.status.GetSpend(
-                status_pb2.GetSpendRequest(since_ms=since_ms), timeout=self.status_timeout
+                status_pb2.GetSpendRequest(since_ms=since_ms, owner=owner), timeout=self.status_timeout
             )
         return answer
 

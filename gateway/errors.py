@@ -62,10 +62,18 @@ def grpc_error_response(code: grpc.StatusCode, details: str) -> JSONResponse:
 class HTTPError(Exception):
     """An error the gateway itself raises, answered with the JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.reason = reason  # a stable reason for programs (as the services' ErrorInfo)
+
+
+def video_not_found(video_id: str) -> HTTPError:
+    """The one answer for a video that does not exist and for another user's video."""
+    return HTTPError(404, "NOT_FOUND", f"video {video_id!r} does not exist", reason="NOT_FOUND")
 
 
 def scenes_conflict(video_id: str) -> HTTPError:

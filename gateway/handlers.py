@@ -44,7 +44,8 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    more = {"reason": exc.reason} if exc.reason else {}
+    return error_response(exc.status, exc.code, exc.message, exc.headers, **more)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:

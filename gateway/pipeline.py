@@ -31,8 +31,15 @@ REENCODE_TRIES = 4
 
 class Pipeline:
     def __init__(
-        self, clients: ServiceClients, concurrency: int, image_size: str, spool: ImageSpool, budget: BudgetGuard
+        self,
+        clients: ServiceClients,
+        concurrency: int,
+        image_size: str,
+        spool: ImageSpool,
+        budget: BudgetGuard,
+        user_limits: status_pb2.UserLimits | None = None,
     ) -> None:
+        self.user_limits = user_limits
         self.budget = budget
         self.clients = clients
         self.concurrency = concurrency
@@ -40,11 +47,14 @@ class Pipeline:
         self.spool = spool
         self.reporter = RunReporter(clients, spool)
 
-    async def prepare(self, run: VideoRun) -> set[int]:
-        """Mark the video generating; answer the scenes that already have a real image."""
+    async def prepare(self, run: VideoRun, *, count_start: bool = True) -> set[int]:
+        """Mark the video generating; answer the scenes that already have a real image. A
+        signed-in user's start counts against their limits (``count_start``: not when a
+        queue worker takes up a start the gateway already counted)."""
+        limits = self.user_limits if run.owner and count_start else None
         # What earlier runs left in the spool is listed meanwhile, not after.
         stored, run.pending = await asyncio.gather(
-            self.clients.start_video(run.video_id, {s.number: s.prompt for s in run.scenes}),
+            self.clients.start_video(run.video_id, {s.number: s.prompt for s in run.scenes}, run.owner, limits),
             self.spool.pending(run.video_id),
         )
         prompts = {s.number: s.prompt for s in run.scenes}
@@ -215,7 +225,7 @@ class Pipeline:
                 video_parallelism=self.concurrency,
                 variant=run.variant if scene.number in run.regenerate else "",
             )
-            allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd)
+            allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd, run.owner)
             if allowance is not None:
                 request.max_cost_usd = max(allowance.usd, 0.0)
             answer = await self.clients.generate(request)
@@ -225,7 +235,7 @@ class Pipeline:
                 if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
                     run.summary.provider_attempts += 1
             run.summary.spend_usd += answer.cost_usd
-            self.budget.spent(answer.cost_usd)
+            self.budget.spent(answer.cost_usd, run.owner)
             paid = not answer.placeholder
             reason = placeholder_reason(answer) if answer.placeholder else ""
             if reason == "budget" and allowance is not None:

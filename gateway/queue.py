@@ -20,7 +20,7 @@ from procrastinate.types import JSONValue
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import scenes_conflict
+from gateway.errors import scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
@@ -42,13 +42,18 @@ def scenes_arg(scenes: list[Scene]) -> list[list[Any]]:
 
 
 async def run_video(
-    context: JobContext, video_id: str, scenes: list[list[Any]], regenerate: list[int] | None = None, variant: str = ""
+    context: JobContext,
+    video_id: str,
+    scenes: list[list[Any]],
+    regenerate: list[int] | None = None,
+    variant: str = "",
+    owner: str = "",
 ) -> str:
     pipeline: Pipeline = context.additional_context["pipeline"]
     again = frozenset(int(n) for n in regenerate or ())
-    run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes], regenerate=again, variant=variant)
+    run = VideoRun(video_id, [Scene(int(n), str(p)) for n, p in scenes], regenerate=again, variant=variant, owner=owner)
     log.info("run started", extra={"video_id": video_id, "job_id": context.job.id if context.job else None})
-    done = await pipeline.prepare(run)
+    done = await pipeline.prepare(run, count_start=False)  # the gateway counted it at POST
     final = await pipeline.run(run, done)
     healer: Healer | None = context.additional_context.get("healer")
     if healer is not None:
@@ -89,13 +94,13 @@ class QueueRunner:
         await self.locks.open()
 
     async def start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = ""
     ) -> tuple[VideoRun, bool]:
         key = f"storyshort-run:{video_id}"
         async with self.locks.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             try:
-                return await self._start_locked(new_run(video_id, scenes, regenerate))
+                return await self._start_locked(new_run(video_id, scenes, regenerate, owner))
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
@@ -105,6 +110,8 @@ class QueueRunner:
         again = sorted(run.regenerate)
         for status in ACTIVE:
             for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
+                if run.owner and job.task_kwargs.get("owner", "") != run.owner:
+                    raise video_not_found(video_id)
                 if job.task_kwargs.get("scenes") != wanted or (job.task_kwargs.get("regenerate") or []) != again:
                     raise scenes_conflict(video_id)
                 return run, False
@@ -115,12 +122,13 @@ class QueueRunner:
                 scenes=cast("JSONValue", wanted),
                 regenerate=cast("JSONValue", again),
                 variant=run.variant,
+                owner=run.owner,
             )
         except AlreadyEnqueued:
             return run, False  # another replica enqueued it a moment ago
         return run, True
 
-    def position(self, video_id: str) -> int | None:
+    def position(self, video_id: str, owner: str = "") -> int | None:
         """Queued jobs wait in PostgreSQL and read as generating (StartVideo ran at POST)."""
         return None
 

@@ -10,15 +10,17 @@ from gateway.video_run import Scene, VideoRun
 
 class Runner(Protocol):
     async def start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = ""
     ) -> tuple[VideoRun, bool]:
         """Start (or join) the video's run: (run, started). ``regenerate``: scenes made again
         even though they have a real image. Raises HTTPError 409 when the video is running
-        with other scenes (or another regenerate), 429 when no more can wait."""
+        with other scenes (or another regenerate), 429 when no more can wait, 404 when it is
+        another user's (``owner``: the signed-in user; "" for an operator)."""
         ...
 
-    def position(self, video_id: str) -> int | None:
-        """1-based place of a video waiting its turn in this process (None: not waiting)."""
+    def position(self, video_id: str, owner: str = "") -> int | None:
+        """1-based place of a video waiting its turn in this process (None: not waiting, or
+        waiting as another user's than ``owner``, when given)."""
         ...
 
     async def drain(self, grace: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.breakers import is_down
-from gateway.errors import HTTPError, scenes_conflict
+from gateway.errors import HTTPError, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
@@ -57,14 +57,16 @@ class RunRegistry:
         self._publish()
 
     async def start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = ""
     ) -> tuple[VideoRun, bool]:
         """Answer (run, started): started is False when the video was already running or
         waiting. A run that has to wait is answered with ``run.queued`` set."""
-        run = new_run(video_id, scenes, regenerate)
+        run = new_run(video_id, scenes, regenerate, owner)
         async with self._lock:
             current = self.running.get(video_id) or self.waiting.get(video_id)
             if current is not None:
+                if owner and current.owner != owner:
+                    raise video_not_found(video_id)
                 if current.fingerprint != run.fingerprint:
                     raise scenes_conflict(video_id)
                 return current, False
@@ -82,11 +84,12 @@ class RunRegistry:
         self._launch(run, self.pipeline.run(run, done))
         return run, True
 
-    def position(self, video_id: str) -> int | None:
-        """1-based place of a waiting video in the line (None: not waiting)."""
-        for place, waiting in enumerate(self.waiting, start=1):
+    def position(self, video_id: str, owner: str = "") -> int | None:
+        """1-based place of a waiting video in the line (None: not waiting, or another
+        user's than ``owner``)."""
+        for place, (waiting, run) in enumerate(self.waiting.items(), start=1):
             if waiting == video_id:
-                return place
+                return place if not owner or run.owner == owner else None
         return None
 
     def _wait(self, run: VideoRun) -> None:

@@ -3,6 +3,7 @@ latest run was started with."""
 
 from __future__ import annotations
 
+from gateway.auth import OPERATOR, Caller
 from gateway.breakers import ServiceError, ServiceRefused
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
@@ -32,7 +33,9 @@ def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
     return scenes
 
 
-async def regenerated_scenes(clients: ServiceClients, video_id: str, number: int, prompt: str | None) -> list[Scene]:
+async def regenerated_scenes(
+    clients: ServiceClients, video_id: str, number: int, prompt: str | None, caller: Caller = OPERATOR
+) -> list[Scene]:
     """The video's stored prompts with scene ``number`` given its new prompt (if any). 404
     for a video or a scene that does not exist."""
     if prompt is not None:
@@ -41,7 +44,7 @@ async def regenerated_scenes(clients: ServiceClients, video_id: str, number: int
         except InvalidArgument as exc:
             raise InvalidArgument(f"prompt: {exc}") from exc
     try:
-        scenes = await stored_scenes(clients, video_id)
+        scenes = await stored_scenes(clients, video_id, caller)
     except InvalidArgument as exc:
         raise HTTPError(404, "NOT_FOUND", f"video {video_id!r} has no scenes to regenerate; post its scenes") from exc
     numbers = [s.number for s in scenes]
@@ -52,8 +55,9 @@ async def regenerated_scenes(clients: ServiceClients, video_id: str, number: int
     return [Scene(s.number, prompt) if s.number == number and prompt is not None else s for s in scenes]
 
 
-async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
-    """A resume without scenes: the prompts the video's latest run was started with."""
+async def stored_scenes(clients: ServiceClients, video_id: str, caller: Caller = OPERATOR) -> list[Scene]:
+    """A resume without scenes: the prompts the video's latest run was started with. Another
+    user's video is answered as one that does not exist."""
     try:
         answer = await clients.get_video(video_id)
     except ServiceError as exc:
@@ -66,6 +70,8 @@ async def stored_scenes(clients: ServiceClients, video_id: str) -> list[Scene]:
         ) from exc
     if answer.degraded:
         raise HTTPError(503, "UNAVAILABLE", "the stored prompts cannot be read now; try again, or give the scenes")
+    if caller.user and answer.video.owner != caller.user:
+        raise InvalidArgument(f"scenes is empty and there is no video {video_id!r} to resume; give its scenes")
     if not answer.video.prompts:
         raise InvalidArgument(f"scenes is empty and video {video_id!r} has no stored prompts; give its scenes")
     return [Scene(p.scene, p.prompt) for p in answer.video.prompts]

@@ -59,6 +59,33 @@ class GatewaySettings(ObjectLayoutSettings):
     events_max_followers: int = Field(10_000, validation_alias="EVENTS_MAX_FOLLOWERS", ge=1)
     # Longest a POST with `Prefer: wait=N` waits for the run to end (N is capped to this).
     prefer_wait_max: Seconds = Field(60.0, validation_alias="PREFER_WAIT_MAX", ge=0)
+    # Signed-in users (Supabase Auth): with AUTH_REQUIRED every API route and the video page
+    # need a user's access token (or GATEWAY_API_KEY, the operators' service token), and a
+    # user reaches only their own videos. Tokens are checked against the project's JWKS
+    # (default: SUPABASE_URL/auth/v1/.well-known/jwks.json) or the legacy HS256 secret.
+    auth_required: bool = Field(False, validation_alias="AUTH_REQUIRED")
+    auth_jwks_url: str | None = Field(None, validation_alias="AUTH_JWKS_URL")
+    supabase_jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
+    auth_issuer: str | None = Field(None, validation_alias="AUTH_ISSUER")
+    auth_audience: str = Field("authenticated", validation_alias="AUTH_AUDIENCE", min_length=1)
+    # Per-user limits (signed-in users; 0: none), counted in the status store, and one user's
+    # share of BUDGET_DAILY_USD (0-1; unset: none).
+    user_videos_per_hour: int = Field(0, validation_alias="USER_VIDEOS_PER_HOUR", ge=0)
+    user_scenes_per_day: int = Field(0, validation_alias="USER_SCENES_PER_DAY", ge=0)
+    budget_user_share: float | None = Field(None, validation_alias="BUDGET_USER_SHARE", gt=0, le=1)
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.auth_jwks_url:
+            return self.auth_jwks_url
+        return f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json" if self.supabase_url else None
+
+    @property
+    def issuer(self) -> str | None:
+        if self.auth_issuer:
+            return self.auth_issuer
+        return f"{self.supabase_url.rstrip('/')}/auth/v1" if self.supabase_url else None
+
     # Browser origins allowed to call the API (CORS), comma-separated, e.g.
     # "https://app.storyshort.example,http://localhost:3000"; "*": any origin, without
     # credentials. Empty: none (only same-origin pages, such as the video page).

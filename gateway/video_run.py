@@ -52,9 +52,10 @@ class InFlight:
         await self._none.wait()
 
 
-def new_run(video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset()) -> VideoRun:
+def new_run(video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = "") -> VideoRun:
     """A run; a regenerate gets its own variant (a new image, not the one already paid for)."""
-    return VideoRun(video_id, scenes, regenerate=regenerate, variant=uuid.uuid4().hex[:16] if regenerate else "")
+    variant = uuid.uuid4().hex[:16] if regenerate else ""
+    return VideoRun(video_id, scenes, regenerate=regenerate, variant=variant, owner=owner)
 
 
 @dataclass
@@ -81,6 +82,8 @@ class VideoRun:
     # Real images of regenerated scenes whose prompt did not change: kept when the new
     # attempt ends in a placeholder (a provider outage never replaces a real image).
     kept: dict[int, status_pb2.SceneResult] = field(default_factory=dict)
+    # The signed-in user who started it ("": an operator, or users off).
+    owner: str = ""
 
     @property
     def fingerprint(self) -> tuple[tuple[tuple[int, str], ...], tuple[int, ...]]:

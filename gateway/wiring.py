@@ -3,12 +3,15 @@ and the healer."""
 
 from __future__ import annotations
 
+from gateway.auth import Authenticator, SigningKeys, TokenVerifier
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.settings import GatewaySettings
 from gateway.spool import ImageSpool
+from services.common.logs import register_secret
+from storyshort.status.v1 import status_pb2
 
 
 def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:
@@ -19,6 +22,33 @@ def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:
 
 def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
     """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
-    budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd)
+    budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd, settings.budget_user_share)
     spool = ImageSpool(settings.data_dir / "spool")
-    return Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget)
+    limits = status_pb2.UserLimits(
+        videos_per_hour=settings.user_videos_per_hour, scenes_per_day=settings.user_scenes_per_day
+    )
+    return Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget, limits)
+
+
+def build_auth(settings: GatewaySettings) -> Authenticator:
+    """Who may call: the service token (GATEWAY_API_KEY) always; signed-in users with
+    AUTH_REQUIRED, their tokens checked against the project's JWKS or the legacy secret."""
+    service = settings.api_key.get_secret_value() if settings.api_key else None
+    if service:
+        register_secret(service)
+    if not settings.auth_required:
+        return Authenticator(service, None, required=False)
+    if not settings.issuer:
+        raise SystemExit("AUTH_REQUIRED needs AUTH_ISSUER or SUPABASE_URL (the issuer is <SUPABASE_URL>/auth/v1)")
+    secret = settings.supabase_jwt_secret.get_secret_value() if settings.supabase_jwt_secret else None
+    if not settings.jwks_url and not secret:
+        raise SystemExit("AUTH_REQUIRED needs AUTH_JWKS_URL (or SUPABASE_URL) or SUPABASE_JWT_SECRET to check tokens")
+    if secret:
+        register_secret(secret)
+    verifier = TokenVerifier(
+        issuer=settings.issuer,
+        audience=settings.auth_audience,
+        keys=SigningKeys(settings.jwks_url) if settings.jwks_url else None,
+        secret=secret,
+    )
+    return Authenticator(service, verifier, required=True)

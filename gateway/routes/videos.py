@@ -6,8 +6,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from gateway.answers import read_status
-from gateway.deps import ApiKeyDep, ClientsDep, EventsDep, LastKnownDep, RunnerDep, SettingsDep
+from gateway.answers import check_owner, read_status
+from gateway.deps import BudgetDep, ClientsDep, EventsDep, LastKnownDep, ReaderDep, RunnerDep, SettingsDep, WriterDep
 from gateway.errors import HTTPError
 from gateway.page import video_page
 from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_stream
@@ -24,10 +24,11 @@ router = APIRouter()
     status_code=202,
     response_model=GenerateOut,
     responses=ERRORS,
-    dependencies=[ApiKeyDep],
 )
 async def generate_preview_images(
     body: GenerateIn,
+    caller: WriterDep,
+    budget: BudgetDep,
     settings: SettingsDep,
     clients: ClientsDep,
     runner: RunnerDep,
@@ -41,8 +42,13 @@ async def generate_preview_images(
     """Start generating one image per scene; answers at once (202) while the run goes on."""
     video_id = validation.video_id(body.videoId, "videoId")
     wait = prefer_wait(prefer, settings.prefer_wait_max)
-    scenes = parse_scenes(body, settings.max_scenes) if body.scenes else await stored_scenes(clients, video_id)
-    run, started = await runner.start(video_id, scenes)
+    if body.scenes:
+        scenes = parse_scenes(body, settings.max_scenes)
+        await check_owner(clients, video_id, caller)
+    else:
+        scenes = await stored_scenes(clients, video_id, caller)
+    await budget.check_user(caller.user or "")
+    run, started = await runner.start(video_id, scenes, owner=caller.user or "")
     out = GenerateOut(
         videoId=video_id,
         status="queued" if run.queued else "generating_images",
@@ -63,10 +69,10 @@ async def generate_preview_images(
     status_code=202,
     response_model=GenerateOut,
     responses=ERRORS,
-    dependencies=[ApiKeyDep],
 )
 async def regenerate_scene(
     videoId: str,
+    caller: WriterDep,
     clients: ClientsDep,
     runner: RunnerDep,
     scene: int = PathParam(description="The 1-based scene number", ge=1, le=100_000),
@@ -76,8 +82,8 @@ async def regenerate_scene(
     body). Its URL's version changes and the old object is replaced; progress never goes
     back. A video that is running answers 409."""
     video_id = validation.video_id(videoId, "videoId")
-    scenes = await regenerated_scenes(clients, video_id, scene, body.prompt if body else None)
-    run, started = await runner.start(video_id, scenes, regenerate=frozenset({scene}))
+    scenes = await regenerated_scenes(clients, video_id, scene, body.prompt if body else None, caller)
+    run, started = await runner.start(video_id, scenes, regenerate=frozenset({scene}), owner=caller.user or "")
     out = GenerateOut(
         videoId=video_id,
         status="queued" if run.queued else "generating_images",
@@ -89,6 +95,7 @@ async def regenerate_scene(
 
 @router.get("/api/video-status", response_model=VideoStatusOut, responses=ERRORS)
 async def video_status(
+    caller: ReaderDep,
     settings: SettingsDep,
     clients: ClientsDep,
     runner: RunnerDep,
@@ -97,7 +104,7 @@ async def video_status(
 ) -> JSONResponse:
     """The video's status and progress. Never 502: a status outage answers degraded."""
     video_id = validation.video_id(videoId, "videoId")
-    answer = await read_status(video_id, clients, runner, last_known, settings.public_origin)
+    answer = await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
     return JSONResponse(answer, headers=NO_STORE)
 
 
@@ -115,6 +122,7 @@ async def video_status(
 )
 async def video_events(
     videoId: str,
+    caller: ReaderDep,
     settings: SettingsDep,
     clients: ClientsDep,
     runner: RunnerDep,
@@ -132,7 +140,7 @@ async def video_events(
             "this gateway follows as many streams as it may; poll /api/video-status",
             {"Retry-After": "5"},
         )
-    first = await read_status(video_id, clients, runner, last_known, settings.public_origin)
+    first = await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
     return StreamingResponse(
         sse_stream(events.follow(video_id, first, settings.events_heartbeat)),
         media_type="text/event-stream",
@@ -141,6 +149,19 @@ async def video_events(
 
 
 @router.get("/videos/{video_id}", response_class=HTMLResponse, responses=ERRORS)
-async def video_view(video_id: str) -> HTMLResponse:
-    """A page with the video's progress bar and images, refreshing until the video is done."""
-    return HTMLResponse(video_page(validation.video_id(video_id, "videoId")), headers=NO_STORE)
+async def video_view(
+    video_id: str,
+    caller: ReaderDep,
+    settings: SettingsDep,
+    clients: ClientsDep,
+    runner: RunnerDep,
+    last_known: LastKnownDep,
+) -> HTMLResponse:
+    """A page with the video's progress bar and images, following the video's event stream
+    until it is done. With users on, open it with `?access_token=`: someone else's video is
+    a 404, as on every route."""
+    video_id = validation.video_id(video_id, "videoId")
+    if caller.user:
+        await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
+    text, headers = video_page(video_id, settings.public_origin)
+    return HTMLResponse(text, headers={**NO_STORE, **headers})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -24,10 +25,16 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
+# A JWT (a user's access token) or an access_token parameter, wherever it appears.
+_TOKENS = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|(access_token=)[^&\s\"']+")
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "[redacted]")
+    if "eyJ" in text or "access_token=" in text:
+        text = _TOKENS.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
     return text
 
 

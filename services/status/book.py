@@ -164,7 +164,9 @@ class StatusBook:
             except StoreUnavailable as exc:
                 self.breaker.failure()
                 raise Unavailable(f"status store unavailable: {exc}") from exc
-            if current is not None and current.owner not in ("", owner):
+            # Another user's, or an operator's run: not this user's. A video nobody has started
+            # yet (the app's own row, no owner column) is claimed by its first start.
+            if current is not None and current.owner != owner and (current.owner or current.updated_at_ms):
                 raise NotFound(f"video {video_id!r} does not exist")
             if limits is not None and limits.any:
                 await self._record_start(owner, video_id, scene_count, limits, deadline)

@@ -24,12 +24,14 @@ def post(client: httpx.Client, video_id: str, body_scenes: list[dict[str, str]])
     return client.post("/api/generate-preview-images", json={"videoId": video_id, "scenes": body_scenes})
 
 
-def poll_until_done(client: httpx.Client, video_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+def poll_until_done(
+    client: httpx.Client, video_id: str, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Poll the status endpoint like the frontend; answer every answer seen."""
     seen: list[dict[str, Any]] = []
 
     def finished() -> bool:
-        answer = client.get("/api/video-status", params={"videoId": video_id})
+        answer = client.get("/api/video-status", params={"videoId": video_id}, headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.headers["cache-control"] == "no-store"
         seen.append(answer.json())

@@ -81,3 +81,51 @@ def test_no_secret_reaches_logs_errors_answers_or_metrics(make_system: Callable[
             assert secret not in text, f"{name} logged a secret"
         for text in answers:
             assert secret not in text, "an answer contained a secret"
+
+
+def test_no_user_token_or_jwt_secret_reaches_logs_answers_or_metrics(make_system: Callable[..., System]) -> None:
+    """Users on, with the legacy HS256 secret: tokens sent in the header and in
+    `access_token` (the event stream, the page), valid, expired and forged, at DEBUG."""
+    from tests.fakes.jwks_fake import LEGACY_SECRET, FakeAuth
+
+    with FakeAuth() as auth:
+        system = make_system(
+            {
+                "AUTH_REQUIRED": "true",
+                "AUTH_JWKS_URL": auth.jwks_url,
+                "AUTH_ISSUER": auth.issuer,
+                "SUPABASE_JWT_SECRET": LEGACY_SECRET,
+                "GATEWAY_API_KEY": GATEWAY_KEY,
+                "LOG_LEVEL": "DEBUG",
+            }
+        )
+        system.start_all()
+        user = "5ec12e75-0000-4000-8000-00000000000a"
+        tokens = [
+            auth.token(user),
+            auth.legacy_token(user),
+            auth.token(user, expires_in=-60),
+            auth.legacy_token(user, secret="forged-secret-0123456789abcdef0123"),
+        ]
+        answers: list[str] = []
+        with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+            for token in tokens:
+                headers = {"Authorization": f"Bearer {token}"}
+                answers.append(post(client, "t1", scenes(1)).text)
+                answers.append(
+                    client.post(
+                        "/api/generate-preview-images", json={"videoId": "t1", "scenes": scenes(1)}, headers=headers
+                    ).text
+                )
+                answers.append(client.get("/api/video-status", params={"videoId": "t1"}, headers=headers).text)
+                answers.append(client.get("/api/videos/t1/events", params={"access_token": token}).text)
+                answers.append(client.get("/videos/t1", params={"access_token": token}).text)
+            answers.append(client.get("/metrics").text)
+        system.stop_all()
+        logs = {name: logs_of(system, name) for name in SERVICES}
+    assert "UNAUTHENTICATED" in "".join(answers)  # the bad tokens really were refused
+    for secret in [*tokens, LEGACY_SECRET, GATEWAY_KEY]:
+        for name, text in logs.items():
+            assert secret not in text, f"{name} logged a token or secret"
+        for text in answers:
+            assert secret not in text, "an answer contained a token or secret"

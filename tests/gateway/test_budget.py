@@ -22,7 +22,7 @@ class StandInStatus:
         self.down = False
         self.asked = 0
 
-    async def get_spend(self, since_ms: int) -> status_pb2.Spend:
+    async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
         self.asked += 1
         if self.down:
             raise ServiceDown("status", grpc.StatusCode.UNAVAILABLE, "down")
@@ -66,3 +66,33 @@ async def test_the_remaining_gauge_has_a_video_side_for_the_near_cap_alert() -> 
     assert remaining is not None and cap is not None
     assert remaining == pytest.approx(0.005) and cap == pytest.approx(0.10)
     assert remaining / cap < 0.1  # StoryShortBudgetNearCap's expression, which now can fire
+
+
+class PerUserStatus(StandInStatus):
+    """Spend per owner: `mine` for the asked owner, `usd` for everyone."""
+
+    def __init__(self, usd: float, mine: dict[str, float]) -> None:
+        super().__init__(usd)
+        self.mine = mine
+        self.owners: list[str] = []
+
+    async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
+        self.owners.append(owner)
+        return status_pb2.Spend(usd=self.mine.get(owner, 0.0) if owner else self.usd)
+
+
+async def test_a_users_share_of_the_daily_cap_bounds_their_images_and_their_starts() -> None:
+    from gateway.errors import HTTPError
+
+    status = PerUserStatus(usd=4.0, mine={"alice": 1.9, "bob": 0.1})
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, user_share=0.2)
+    alice = await budget.allowance("v", 0.0, "alice")
+    assert alice is not None and alice.cap == "user" and alice.usd == pytest.approx(0.1)  # 2.0 - 1.9
+    anonymous = await budget.allowance("v", 0.0)
+    assert anonymous is not None and anonymous.cap == "daily" and anonymous.usd == pytest.approx(6.0)
+    await budget.check_user("bob")  # under his share: the start goes on
+    budget.spent(0.15, "alice")  # her image in flight is counted at once
+    with pytest.raises(HTTPError) as refused:
+        await budget.check_user("alice")
+    assert refused.value.status == 429 and 1 <= int(refused.value.headers["Retry-After"]) <= 86400
+    assert "alice" in status.owners and "bob" in status.owners

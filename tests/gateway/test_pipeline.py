@@ -38,7 +38,13 @@ class StandInServices:
     storage_refuses: bool = False
     status_down_for: int = 0  # the next N status writes fail as a dead service does
 
-    async def start_video(self, video_id: str, prompts: dict[int, str]) -> status_pb2.Video:
+    async def start_video(
+        self,
+        video_id: str,
+        prompts: dict[int, str],
+        owner: str = "",
+        limits: status_pb2.UserLimits | None = None,
+    ) -> status_pb2.Video:
         return status_pb2.Video(video_id=video_id, status="generating_images", scenes=self.stored)
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
