@@ -26,11 +26,13 @@ def latencies(url: str, video_id: str, count: int) -> list[float]:
     return out
 
 
-async def _throughput(url: str, video_id: str, seconds: float, workers: int) -> float:
+async def _throughput(
+    url: str, video_id: str, seconds: float, workers: int, headers: dict[str, str] | None = None
+) -> float:
     done = 0
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=headers) as client:
 
         async def worker() -> None:
             nonlocal done
@@ -44,8 +46,10 @@ async def _throughput(url: str, video_id: str, seconds: float, workers: int) -> 
         return done / (time.perf_counter() - started)
 
 
-def throughput(url: str, video_id: str, seconds: float, workers: int = 16) -> float:
-    return asyncio.run(_throughput(url, video_id, seconds, workers))
+def throughput(
+    url: str, video_id: str, seconds: float, workers: int = 16, headers: dict[str, str] | None = None
+) -> float:
+    return asyncio.run(_throughput(url, video_id, seconds, workers, headers))
 
 
 def status_reads(quick: bool) -> list[Figure]:

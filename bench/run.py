@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import bench_events, bench_imagegen, bench_pipeline, bench_status, bench_storage, bench_workers
+from bench import bench_auth, bench_events, bench_imagegen, bench_pipeline, bench_status, bench_storage, bench_workers
 from bench.common import RESULTS, Figure, machine, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "load": bench_pipeline.load,
     "workers": bench_workers.workers,
     "events": bench_events.events,
+    "auth-reads": bench_auth.auth_reads,
 }
 MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"
 

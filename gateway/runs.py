@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway import metrics
-from gateway.breakers import is_down
+from gateway.breakers import ServiceRefused, is_down
 from gateway.errors import HTTPError, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
@@ -122,10 +122,19 @@ class RunRegistry:
         task.add_done_callback(lambda _t: self._finished(run, time.monotonic() - started))
 
     async def _start_waiting(self, run: VideoRun) -> str:
-        """A video's turn: mark it generating (retried while status is down), then run it."""
-        async for attempt in retrying_within(START_WRITES, is_down):
-            with attempt:
-                done = await self.pipeline.prepare(run)
+        """A video's turn: mark it generating (retried while status is down), then run it. A
+        start the status service refuses now (a user's limit reached while it waited) is
+        not run; the refusal is logged."""
+        try:
+            async for attempt in retrying_within(START_WRITES, is_down):
+                with attempt:
+                    done = await self.pipeline.prepare(run)
+        except ServiceRefused as exc:
+            log.warning(
+                "a waiting video's start was refused when its turn came",
+                extra={"video_id": run.video_id, "code": exc.code.name, "error": exc.details},
+            )
+            return "refused"
         return await self.pipeline.run(run, done)
 
     def _finished(self, run: VideoRun, seconds: float) -> None:
