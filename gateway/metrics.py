@@ -14,6 +14,14 @@ PROVIDER_ATTEMPTS = Counter("storyshort_gateway_provider_attempts_total", "Provi
 RUN_SECONDS = Histogram(
     "storyshort_gateway_run_seconds", "Wall time of one video run", buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800)
 )
+RESULTS = Counter(
+    "storyshort_gateway_scene_results_total",
+    "Scene results: recorded as they finished, deferred (status did not answer), recorded at the run's end, "
+    "journaled for the next run, recorded from the journal",
+    ["how"],
+)
+for _how in ("recorded", "deferred", "recorded_at_end", "journaled", "recorded_from_journal"):
+    RESULTS.labels(_how)  # every series exists from the start
 REENCODED = Counter("storyshort_gateway_images_reencoded_total", "Images re-encoded to fit the bucket's size limit")
 EVENT_FOLLOWERS = Gauge("storyshort_gateway_event_followers", "Open event streams (and POSTs waiting) on videos")
 EVENTS_PUBLISHED = Counter("storyshort_gateway_events_published_total", "New status answers handed to followers")

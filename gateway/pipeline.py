@@ -14,7 +14,7 @@ from gateway import metrics
 from gateway.breakers import BreakerOpen, ServiceError, ServiceRefused
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
-from gateway.reporting import RunReporter
+from gateway.reporting import END_OF_RUN_WRITES, RunReporter
 from gateway.spool import ImageSpool, SpooledImage
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, SceneOutcome, Stages, VideoRun, placeholder_reason
 from services.common import validation
@@ -38,6 +38,7 @@ class Pipeline:
         spool: ImageSpool,
         budget: BudgetGuard,
         user_limits: status_pb2.UserLimits | None = None,
+        flush_within: float = END_OF_RUN_WRITES,
     ) -> None:
         self.user_limits = user_limits
         self.budget = budget
@@ -45,7 +46,7 @@ class Pipeline:
         self.concurrency = concurrency
         self.image_size = image_size
         self.spool = spool
-        self.reporter = RunReporter(clients, spool)
+        self.reporter = RunReporter(clients, spool, flush_within)
 
     async def prepare(self, run: VideoRun, *, count_start: bool = True) -> set[int]:
         """Mark the video generating; answer the scenes that already have a real image. A

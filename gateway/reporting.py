@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import asdict
 
+from gateway import metrics
 from gateway.breakers import ServiceError, is_down
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool
@@ -21,9 +22,10 @@ END_OF_RUN_WRITES = 30.0
 
 
 class RunReporter:
-    def __init__(self, clients: ServiceClients, spool: ImageSpool) -> None:
+    def __init__(self, clients: ServiceClients, spool: ImageSpool, flush_within: float = END_OF_RUN_WRITES) -> None:
         self.clients = clients
         self.spool = spool
+        self.flush_within = flush_within
 
     def end(
         self, run: VideoRun, recorded_with: SceneOutcome | None = None
@@ -52,9 +54,10 @@ class RunReporter:
         await self._flush_unreported(run)
         for number in run.scenes_where(lambda o: not o.reported):  # a resume records these, not pays again
             await self.spool.put_result(run.video_id, number, run.outcomes[number].result.SerializeToString())
+            metrics.RESULTS.labels("journaled").inc()
         final, end = self.end(run)
         try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
+            async for attempt in retrying_within(self.flush_within, is_down):
                 with attempt:
                     await self.clients.update_video(end)
         except ServiceError as exc:
@@ -85,7 +88,9 @@ class RunReporter:
                 status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result, then=then)
             )
             outcome.reported = True
+            metrics.RESULTS.labels("recorded").inc()
         except ServiceError as exc:
+            metrics.RESULTS.labels("deferred").inc()
             log.warning(
                 "could not record scene; will try again at the end of the run",
                 extra={"video_id": video_id, "scene": outcome.result.scene, "code": exc.code.name},
@@ -105,6 +110,7 @@ class RunReporter:
             except ServiceError:
                 continue
             await self.spool.drop_result(run.video_id, number)
+            metrics.RESULTS.labels("recorded_from_journal").inc()
             if result.state == "stored" and not result.placeholder:
                 recorded.add(number)
                 run.summary.generated += 1
@@ -118,7 +124,7 @@ class RunReporter:
         if not pending:
             return
         try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
+            async for attempt in retrying_within(self.flush_within, is_down):
                 with attempt:
                     for outcome in pending:
                         if not outcome.reported:
@@ -126,6 +132,7 @@ class RunReporter:
                                 status_pb2.ReportSceneRequest(video_id=run.video_id, scene=outcome.result)
                             )
                             outcome.reported = True
+                            metrics.RESULTS.labels("recorded_at_end").inc()
         except ServiceError as exc:
             log.error(
                 "scene results could not be recorded; a resume will redo those scenes",

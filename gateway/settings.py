@@ -25,6 +25,9 @@ class GatewaySettings(ObjectLayoutSettings):
     # Per-hop deadlines (seconds) for storage Upload and status calls.
     upload_timeout: Seconds = Field(30.0, validation_alias="UPLOAD_TIMEOUT", gt=0)
     status_timeout: Seconds = Field(5.0, validation_alias="STATUS_TIMEOUT", gt=0)
+    # How long the end of a run keeps trying to record what the status service missed (and
+    # the final status) before the results go to the journal for the next run.
+    status_flush_within: Seconds = Field(30.0, validation_alias="STATUS_FLUSH_WITHIN", gt=0)
     # Breakers on the hops to status, storage and imagegen: timeouts or UNAVAILABLE in a row
     # that open one, and seconds between health probes while it is open.
     hop_breaker_threshold: int = Field(1, validation_alias="HOP_BREAKER_THRESHOLD", ge=1)

@@ -27,7 +27,9 @@ def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeli
     limits = status_pb2.UserLimits(
         videos_per_hour=settings.user_videos_per_hour, scenes_per_day=settings.user_scenes_per_day
     )
-    return Pipeline(clients, settings.scene_concurrency, settings.image_size, spool, budget, limits)
+    return Pipeline(
+        clients, settings.scene_concurrency, settings.image_size, spool, budget, limits, settings.status_flush_within
+    )
 
 
 def build_auth(settings: GatewaySettings) -> Authenticator:

@@ -283,6 +283,77 @@ def test_status_store_fault_mid_run(
     run.check(run.finish(), "assets_generated", n=6)
 
 
+def scene_results(system: System) -> dict[str, float]:
+    """storyshort_gateway_scene_results_total by how, from the gateway's /metrics."""
+    text = httpx.get(f"{system.gateway_url}/metrics", timeout=10).text
+    return {
+        sample.labels["how"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "storyshort_gateway_scene_results_total"
+    }
+
+
+def test_a_status_outage_past_the_runs_end_goes_to_the_journal_and_the_resume_records_it(
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str]
+) -> None:
+    """The store is away from mid-run until after the run ended and its end-of-run writes
+    gave up (STATUS_FLUSH_WITHIN=2): the results wait in the gateway's journal, and the next
+    POST records them; nothing is generated (paid) again."""
+    proxy, dsn = pg_proxy
+    fake_openai.script(MODEL, fo.Ok(latency=0.3))
+    run = make_run(
+        make_system,
+        fake_openai,
+        STATUS_STORE="postgres",
+        DATABASE_URL=dsn,
+        STATUS_ATTEMPT_TIMEOUT="1",
+        STATUS_FLUSH_WITHIN="2",
+    )
+    assert run.start(n=6).status_code == 202
+    assert fake_openai.wait_for_requests(2, timeout=20)
+    proxy.refusing = True
+    proxy.kill_connections()
+    assert wait_until(lambda: scene_results(run.system)["journaled"] >= 1, timeout=90, every=0.2), scene_results(
+        run.system
+    )
+    felt = scene_results(run.system)
+    assert felt["deferred"] >= 1, felt  # the reports during the outage failed, and were kept
+    paid = len(fake_openai.paid)
+    assert paid == 6
+    proxy.refusing = False
+    # The first run's end is recorded once the store is back: failed, its results unrecorded.
+    ended = run.finish()
+    assert ended["status"] == "failed" and "could not be recorded" in ended["error"], ended
+    assert run.start(n=6).status_code == 202
+    run.check(run.finish(), "assets_generated", n=6)
+    after = scene_results(run.system)
+    assert after["recorded_from_journal"] == felt["journaled"], after
+    assert len(fake_openai.paid) == paid, "a journaled scene was generated again"
+
+
+def test_the_gateway_killed_mid_run_reads_stalled_and_a_new_post_resumes_it(
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, fo.Ok(latency=0.4))
+    run = make_run(make_system, fake_openai, STATUS_STALL_AFTER="2")
+    assert run.start(n=6).status_code == 202
+    assert fake_openai.wait_for_requests(3, timeout=20)
+    gateway = run.system.procs.pop("gateway")
+    gateway.send_signal(signal.SIGKILL)
+    gateway.wait(10)
+    run.system.start("gateway")
+    with run.client as c:
+
+        def stalled() -> bool:
+            answer = c.get("/api/video-status", params={"videoId": "v"}).json()
+            return bool(answer["stalled"]) and answer["status"] == "generating_images"
+
+        assert wait_until(stalled, timeout=30, every=0.2), "a run nobody holds reads stalled"
+    assert run.start(n=6).status_code == 202
+    run.check(run.finish(), "assets_generated", n=6)  # each scene paid once (imagegen kept what it was paid for)
+
+
 # ---- services killed and restarted -------------------------------------------------
 
 

@@ -83,6 +83,58 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 FILTER_OPERATORS = {"eq", "neq", "lt", "lte", "gt", "gte", "in", "is", "like", "ilike"}
 
 
+# Each table's columns and their types, as sql/postgres declares them: PostgREST refuses a
+# column it does not know (42703 in a filter or select, PGRST204 in a body) and a value its
+# column cannot hold (22P02).
+SCHEMA: dict[str, dict[str, type]] = {
+    "videos": {"id": str, "status": str, "image_upload_progress": int},
+    "preview_runs": {
+        "video_id": str,
+        "scene_count": int,
+        "error": str,
+        "summary": str,
+        "prompts": str,
+        "owner": str,
+        "updated_at_ms": int,
+    },
+    "preview_scenes": {
+        "video_id": str,
+        "scene": int,
+        "state": str,
+        "url": str,
+        "path": str,
+        "content_type": str,
+        "placeholder": bool,
+        "provider": str,
+        "attempts": int,
+        "generate_ms": int,
+        "upload_ms": int,
+        "error": str,
+        "cost_usd": float,
+        "cost_known": bool,
+        "paid_at_ms": int,
+        "prompt": str,
+        "reencoded": bool,
+        "updated_at_ms": int,
+    },
+    "preview_user_starts": {"owner": str, "video_id": str, "scenes": int, "at_ms": int},
+}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if value is None or kind is str:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.lstrip("-").isdigit()
+        )
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return True
+
+
 def pgrst_error(code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "details": None, "hint": None}
 
@@ -116,6 +168,8 @@ class FakeSupabase(LoopbackServer):
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_null: dict[str, set[str]] = field(default_factory=dict)
     on_update: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
+    # Columns a test's own table adds to the schema (a StoryShort `videos`: user_id, title, ...).
+    columns: dict[str, dict[str, type]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -216,8 +270,33 @@ class FakeSupabase(LoopbackServer):
                 if op not in FILTER_OPERATORS:
                     return 400, pgrst_error("PGRST100", f'"failed to parse filter ({v})" (line 1, column 1)'), {}
                 filters.append((k, op, raw))
-        typed = self.uuid_columns.get(table, set())
+        known = {
+            **SCHEMA.get(table, {}),
+            **{c: object for c in self.defaults.get(table, {})},
+            **{c: object for c in self.not_null.get(table, set())},
+            **self.columns.get(table, {}),
+        }
         written = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
+        wanted = [c for c in select.split(",") if c and c != "*"] + [c for c, _op, _raw in filters]
+        wanted += [c.split(".")[0] for c in order.split(",") if c]
+        for column in wanted:
+            if column not in known:
+                return 400, pgrst_error("42703", f"column {table}.{column} does not exist"), {}
+        for item in written:
+            for column, value in item.items():
+                if column not in known:
+                    return (
+                        400,
+                        pgrst_error(
+                            "PGRST204", f"Could not find the '{column}' column of '{table}' in the schema cache"
+                        ),
+                        {},
+                    )
+                kind = known[column]
+                if isinstance(kind, type) and kind is not object and not _fits(value, kind):
+                    name = {int: "integer", float: "double precision", bool: "boolean"}.get(kind, kind.__name__)
+                    return 400, pgrst_error("22P02", f'invalid input syntax for type {name}: "{value}"'), {}
+        typed = self.uuid_columns.get(table, set())
         values = [v for c, _op, raw in filters if c in typed for v in raw.strip("()").split(",")]
         values += [str(item[c]) for item in written for c in typed if c in item]
         for value in values:
@@ -281,7 +360,9 @@ class FakeSupabase(LoopbackServer):
                             },
                             {},
                         )
-                return 201, out, headers
+                if "return=representation" not in prefer:
+                    return 201, b"", headers  # PostgREST's default (and return=minimal): no body
+                return 201, [project(r) for r in out], headers
             if method == "PATCH":
                 changed = []
                 for row in rows:
@@ -289,7 +370,9 @@ class FakeSupabase(LoopbackServer):
                         row.update(body)
                         self._updated(table, row)
                         changed.append(dict(row))
-                return 200, changed, headers
+                if "return=representation" not in prefer:
+                    return 204, b"", headers
+                return 200, [project(r) for r in changed], headers
         return 405, {"code": "PGRST", "message": "method not allowed", "details": None, "hint": None}, {}
 
     # ---- HTTP -------------------------------------------------------------------------
@@ -343,7 +426,8 @@ class FakeSupabase(LoopbackServer):
                     bucket, _, key = path.removeprefix("/storage/v1/object/public/").partition("/")
                     with fake.lock:
                         found = fake.objects.get((bucket, key))
-                    if found is None:
+                        public = bool(fake.buckets.get(bucket, {}).get("public"))
+                    if found is None or not public:  # a private bucket serves nothing publicly
                         self._storage_error(Fail(400, "404", "not_found", "Object not found"))
                     else:
                         self.send(200, found[0], content_type=found[1])
@@ -410,15 +494,22 @@ class FakeSupabase(LoopbackServer):
 
             def _storage_upload(self, path: str, raw: bytes) -> None:
                 bucket, _, key = path.removeprefix("/storage/v1/object/").partition("/")
-                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                    b"Content-Type: " + self.headers.get("Content-Type", "").encode() + b"\r\n\r\n" + raw
-                )
-                data, content_type = b"", "text/plain"
-                for part in message.iter_parts():
-                    if part.get_param("name", header="content-disposition") == "file":
-                        payload = part.get_payload(decode=True)
-                        data = payload if isinstance(payload, bytes) else b""
-                        content_type = part.get_content_type()
+                sent_type = self.headers.get("Content-Type", "")
+                if sent_type.startswith("multipart/form-data"):
+                    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                        b"Content-Type: " + sent_type.encode() + b"\r\n\r\n" + raw
+                    )
+                    data, content_type = b"", ""
+                    for part in message.iter_parts():
+                        if part.get_param("name", header="content-disposition") == "file":
+                            payload = part.get_payload(decode=True)
+                            data = payload if isinstance(payload, bytes) else b""
+                            content_type = part.get_content_type()
+                    if not content_type:
+                        self._storage_error(Fail(400, "400", "invalid_request", "no file in the multipart body"))
+                        return
+                else:  # a binary body, typed by its Content-Type header, as the real API takes it
+                    data, content_type = raw, sent_type.split(";")[0].strip() or "application/octet-stream"
                 with fake.lock:
                     spec = fake.buckets.get(bucket)
                     upsert = self.headers.get("x-upsert") == "true"
@@ -426,6 +517,8 @@ class FakeSupabase(LoopbackServer):
                         error: Fail | None = Fail(400, "404", "Bucket not found", "Bucket not found")
                     elif spec.get("file_size_limit") and len(data) > spec["file_size_limit"]:
                         error = TOO_LARGE
+                    elif spec.get("allowed_mime_types") and content_type not in spec["allowed_mime_types"]:
+                        error = Fail(400, "415", "invalid_mime_type", f"mime type {content_type} is not supported")
                     elif (bucket, key) in fake.objects and not upsert:
                         error = DUPLICATE
                     else:

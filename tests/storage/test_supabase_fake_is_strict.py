@@ -1,0 +1,90 @@
+"""The Supabase fake refuses what the real service refuses, so a wrong request from our
+clients fails a test instead of passing against a lenient fake: PostgREST's unknown columns
+(42703, PGRST204), values a column cannot hold (22P02), `Prefer: return=...`; Storage's
+private buckets on the public route, `allowed_mime_types`, and binary (non-multipart)
+uploads typed by their Content-Type."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.fakes.images import image_bytes
+from tests.fakes.supabase_fake import FakeSupabase
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSupabase]:
+    with FakeSupabase() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeSupabase) -> Iterator[httpx.Client]:
+    headers = {"apikey": fake.key, "Authorization": f"Bearer {fake.key}"}
+    with httpx.Client(base_url=fake.url, headers=headers, timeout=10) as http:
+        yield http
+
+
+def test_unknown_columns_are_refused_as_postgrest_does(client: httpx.Client) -> None:
+    selected = client.get("/rest/v1/videos", params={"select": "id,nope"})
+    filtered = client.get("/rest/v1/videos", params={"nope": "eq.1"})
+    inserted = client.post("/rest/v1/videos", json={"id": "v1", "nope": 1})
+    assert (selected.status_code, selected.json()["code"]) == (400, "42703")
+    assert (filtered.status_code, filtered.json()["code"]) == (400, "42703")
+    assert (inserted.status_code, inserted.json()["code"]) == (400, "PGRST204")
+
+
+def test_a_value_its_column_cannot_hold_is_22p02(client: httpx.Client) -> None:
+    wrong = client.post("/rest/v1/preview_scenes", json={"video_id": "v", "scene": "three", "state": "stored"})
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "22P02")
+    flag = client.post(
+        "/rest/v1/preview_scenes", json={"video_id": "v", "scene": 1, "state": "stored", "placeholder": "yes"}
+    )
+    assert (flag.status_code, flag.json()["code"]) == (400, "22P02")
+
+
+def test_prefer_return_decides_whether_rows_come_back(client: httpx.Client) -> None:
+    minimal = client.post("/rest/v1/videos", json={"id": "m1"})
+    full = client.post("/rest/v1/videos", json={"id": "m2"}, headers={"Prefer": "return=representation"})
+    patched = client.patch("/rest/v1/videos", params={"id": "eq.m1"}, json={"status": "failed"})
+    assert minimal.status_code == 201 and minimal.content == b""
+    assert full.status_code == 201 and full.json()[0]["id"] == "m2"
+    assert patched.status_code == 204 and patched.content == b""
+
+
+def make_bucket(fake: FakeSupabase, name: str, public: bool, types: list[str]) -> None:
+    fake.buckets[name] = {
+        "id": name,
+        "name": name,
+        "owner": "",
+        "public": public,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "file_size_limit": None,
+        "allowed_mime_types": types,
+    }
+
+
+def test_a_private_bucket_serves_nothing_on_the_public_route(fake: FakeSupabase, client: httpx.Client) -> None:
+    make_bucket(fake, "private", False, [])
+    make_bucket(fake, "open", True, [])
+    png = image_bytes()
+    for bucket in ("private", "open"):
+        stored = client.post(f"/storage/v1/object/{bucket}/a.png", content=png, headers={"Content-Type": "image/png"})
+        assert stored.status_code == 200, stored.text
+    hidden = httpx.get(f"{fake.url}/storage/v1/object/public/private/a.png")
+    shown = httpx.get(f"{fake.url}/storage/v1/object/public/open/a.png")
+    assert hidden.status_code == 400 and "not found" in hidden.text.lower()
+    assert shown.status_code == 200 and shown.content == png and shown.headers["content-type"] == "image/png"
+
+
+def test_allowed_mime_types_are_enforced(fake: FakeSupabase, client: httpx.Client) -> None:
+    make_bucket(fake, "images", True, ["image/png"])
+    refused = client.post(
+        "/storage/v1/object/images/a.jpg", content=image_bytes("JPEG"), headers={"Content-Type": "image/jpeg"}
+    )
+    assert refused.status_code == 400 and refused.json()["statusCode"] == "415"
+    assert ("images", "a.jpg") not in fake.objects
