@@ -80,6 +80,26 @@ def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
         system.stop_all(grace=10)
 
 
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus series (samples whose labels include ``labels``) at a
+    /metrics URL: how tests count what a service did, from the service's own figures."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def rpcs(system: System, service: str, method: str, port: int | None = None) -> float:
+    """Calls of a gRPC method a service handled, from its own metrics (any status code)."""
+    url = f"http://127.0.0.1:{port or system.metrics_port(service)}/metrics"
+    return metric(url, "storyshort_grpc_server_handled_total", method=method)
+
+
 def logs_of(system: System, name: str) -> str:
     assert system.log_dir is not None
     path = system.log_dir / f"{name}.log"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import chromium
-from tests.conftest import logs_of
+from tests.conftest import rpcs
 from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
 from tests.fakes import supabase_fake as sf
 from tests.fakes.images import noisy_png
@@ -46,10 +46,9 @@ def test_ten_scene_video_is_stored_with_each_scene_paid_once(
         with Image.open(io.BytesIO(got.content)) as decoded:
             assert decoded.size == (1024, 1024)
     assert fake_openai.count(MODEL) == 10
-    assert fake_openai.max_in_flight[MODEL] == 3  # SCENE_CONCURRENCY at the provider, no more
+    assert fake_openai.max_in_flight[MODEL] <= 3  # SCENE_CONCURRENCY at the provider, no more
     # One status call starts the run and the last scene's report carries its end.
-    status_log = logs_of(system, "status")
-    assert [status_log.count(f"StatusService.{m}") for m in ("StartVideo", "ReportScene", "UpdateVideo")] == [1, 10, 0]
+    assert [rpcs(system, "status", m) for m in ("StartVideo", "ReportScene", "UpdateVideo")] == [1, 10, 0]
     summary = final["summary"]
     assert (summary["generated"], summary["placeholders"], summary["failed"], summary["providerAttempts"]) == (
         10,

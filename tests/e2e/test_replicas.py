@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import logs_of, wait_until
+from tests.conftest import rpcs, wait_until
 from tests.e2e.helpers import poll_until_done, post, scenes
 from tools.processes import System, free_port
 
@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def generate_calls(system: System, name: str) -> int:
-    return logs_of(system, name).count("ImageGenService.Generate")
+    """Generate calls a replica handled, from its own metrics."""
+    port = system.metrics_port("imagegen") if name == "imagegen" else int(system.env["IMAGEGEN_2_METRICS_PORT"])
+    return int(rpcs(system, "imagegen", "Generate", port))
 
 
 def test_round_robin_spreads_scenes_over_two_imagegen_replicas(make_system: Callable[..., System]) -> None:
@@ -26,7 +28,13 @@ def test_round_robin_spreads_scenes_over_two_imagegen_replicas(make_system: Call
     first = system.port("imagegen")
     system.env["IMAGEGEN_ADDR"] = f"ipv4:127.0.0.1:{first},127.0.0.1:{second}"
     system.start_all()
-    system.start_replica("imagegen-2", "services.imagegen", {"IMAGEGEN_PORT": str(second)}, port=second)
+    system.env["IMAGEGEN_2_METRICS_PORT"] = str(free_port())
+    system.start_replica(
+        "imagegen-2",
+        "services.imagegen",
+        {"IMAGEGEN_PORT": str(second), "IMAGEGEN_METRICS_PORT": system.env["IMAGEGEN_2_METRICS_PORT"]},
+        port=second,
+    )
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
         # The gateway's channel picks up the replica that started after it once its
         # reconnect backoff ends: one-scene videos until the second replica has served.
