@@ -63,3 +63,26 @@ def test_daily_cap_holds_across_a_gateway_restart(
         second = poll_until_done(client, "second")[-1]
     assert [i["reason"] for i in second["images"]] == ["budget", "budget"]
     assert fake_openai.count(MODEL) == 2
+
+
+def test_with_three_scenes_at_once_a_cap_is_overshot_by_at_most_two_images(
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI
+) -> None:
+    """The README's promise with SCENE_CONCURRENCY=3: scenes already in flight may each cross
+    the cap by one image, so at most SCENE_CONCURRENCY - 1 images beyond it."""
+    fake_openai.script(MODEL, fo.Ok(usage=False, latency=0.3))
+    env = priced_env(fake_openai, tmp_path, BUDGET_VIDEO_USD="0.1")
+    env["SCENE_CONCURRENCY"] = "3"
+    system = make_system(env)
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "wide", scenes(9)).status_code == 202
+        final = poll_until_done(client, "wide")[-1]
+    paid = [i for i in final["images"] if not i["placeholder"]]
+    capped = [i for i in final["images"] if i["placeholder"]]
+    assert final["status"] == "assets_generated" and len(final["images"]) == 9
+    # Room for 2 images (0.08); at most 2 more may be in flight when the cap is reached.
+    assert 2 <= len(paid) <= 2 + 2, [i["scene"] for i in paid]
+    assert fake_openai.count(MODEL) == len(paid)
+    assert all(i["reason"] == "budget" for i in capped) and len(capped) >= 9 - 4
+    assert final["spendUsd"] <= 0.1 + 2 * 0.04 + 1e-9

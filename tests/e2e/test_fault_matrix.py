@@ -404,6 +404,47 @@ def test_sigterm_mid_run_lets_in_flight_calls_finish(
             assert httpx.get(image["url"], timeout=10).status_code == 200
 
 
+# ---- hop deadlines: each call from the gateway gives up at its own deadline ----------------
+
+
+@pytest.mark.parametrize("hop", ["status", "imagegen", "storage"])
+def test_each_hop_gives_up_at_its_deadline(
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, hop: str
+) -> None:
+    """STATUS_TIMEOUT=2 for a status read; IMAGE_GEN_TIMEOUT=1 gives Generate 2 x 1 + 5 = 7 s
+    (its lane, its chain, the margin); UPLOAD_TIMEOUT=2 for an upload. The service is frozen
+    (SIGSTOP: it accepts connections and never answers), so only the deadline ends the call."""
+    run = make_run(
+        make_system, fake_openai, STATUS_TIMEOUT="2", IMAGE_GEN_TIMEOUT="1", UPLOAD_TIMEOUT="2", SCENE_CONCURRENCY="1"
+    )
+    if hop == "status":
+        assert run.start(n=1).status_code == 202
+        run.finish()
+    frozen = run.system.procs[hop]
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        if hop == "status":
+            with run.client as c:
+                answer = c.get("/api/video-status", params={"videoId": "v"})
+            elapsed = time.monotonic() - started
+            assert answer.status_code == 200 and answer.json()["degraded"], answer.text
+            assert 1.8 <= elapsed < 6, elapsed
+        else:
+            assert run.start(n=1).status_code == 202
+            final = run.finish(timeout=60)
+            elapsed = time.monotonic() - started
+            if hop == "imagegen":
+                image = final["images"][0]
+                assert (image["provider"], image["reason"]) == ("gateway-placeholder", "imagegen unavailable"), final
+                assert 6.5 <= elapsed < 30, elapsed
+            else:
+                assert final["status"] == "failed" and "DEADLINE_EXCEEDED" in final["failedScenes"][0]["error"], final
+                assert 1.8 <= elapsed < 20, elapsed
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+
+
 # ---- frozen services (SIGSTOP: a long GC pause, a stuck disk, an overloaded node) ----
 
 FREEZE = 20.0

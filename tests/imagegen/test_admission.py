@@ -96,3 +96,22 @@ async def test_a_call_cancelled_before_its_turn_is_never_sent(fake_openai: fo.Fa
         # would stand between these two.
         await imagegen.generate(prompt="third", video_id="v1", scene=3, video_parallelism=1)
         assert [r.body["prompt"] for r in fake_openai.generation_requests()] == ["first", "third"]
+
+
+async def test_a_call_cancelled_after_its_turn_finishes_its_paid_work_and_the_retry_pays_nothing(
+    fake_openai: fo.FakeOpenAI,
+) -> None:
+    """Once a request is at the provider it is paid for whatever the caller does: a call
+    cancelled then (the gateway gave up, a replica's client went away) lets the request run
+    to its end, and the retry of the same scene is answered from what was paid."""
+    fake_openai.script(A, fo.Ok(latency=0.6))
+    async for imagegen in start(fake_openai):
+        call = asyncio.ensure_future(imagegen.generate(prompt="paid", video_id="v1", scene=1, video_parallelism=1))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)  # admitted and sent
+        call.cancel()
+        finished = functools.partial(lambda fake: fake.paid == ["paid"], fake_openai)
+        assert await asyncio.to_thread(wait_until, finished, 5.0), "the paid request ran to its end"
+        retry = await imagegen.generate(prompt="paid", video_id="v1", scene=1, video_parallelism=1)
+        assert not retry.placeholder and outcomes(retry) == [(A, "SKIPPED")]
+        assert "already paid" in retry.attempts[0].reason
+        assert fake_openai.count(A) == 1, "the retry paid nothing"
