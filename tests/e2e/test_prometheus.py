@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, wait_until
+from storyshort.status.v1 import status_pb2, status_pb2_grpc
+from tests.conftest import IN_CI, OWN_SUBCHANNELS, metric, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.fakes import openai_fake as fo
 from tools.processes import ROOT, System, free_port, wait_for_port
@@ -40,6 +42,29 @@ def test_promtool_accepts_the_rules() -> None:
     done = subprocess.run([tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 8 rules found" in done.stdout
+
+
+def test_the_alerts_that_need_time_fire_when_they_should() -> None:
+    """promtool's rule unit tests (deploy/prometheus/rules.test.yml): the stalled-video alert
+    after its 5 minutes and not before; the near-cap alert for the per-video cap."""
+    tests = RULES.parent / "rules.test.yml"
+    done = subprocess.run([tool("promtool"), "test", "rules", str(tests)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_the_stalled_gauge_counts_a_video_nobody_moves(make_system: Callable[..., System]) -> None:
+    """The status service's own watch: a video left generating past STATUS_STALL_AFTER shows
+    in storyshort_status_stalled_videos (what the alert reads), and leaves it once it moves."""
+    system = make_system({"STATUS_STALL_AFTER": "1"})
+    system.start("status")
+    url = f"http://127.0.0.1:{system.metrics_port('status')}/metrics"
+    with grpc.insecure_channel(f"127.0.0.1:{system.port('status')}", options=OWN_SUBCHANNELS) as channel:
+        status = status_pb2_grpc.StatusServiceStub(channel)
+        status.StartVideo(status_pb2.StartVideoRequest(video_id="stuck", scene_count=2), timeout=10)
+        assert wait_until(lambda: metric(url, "storyshort_status_stalled_videos") == 1, timeout=20, every=0.2)
+        status.UpdateVideo(status_pb2.UpdateVideoRequest(video_id="stuck", status="failed"), timeout=10)
+        assert wait_until(lambda: metric(url, "storyshort_status_stalled_videos") == 0, timeout=20, every=0.2)
 
 
 def dashboard_queries() -> list[str]:
