@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
 GEN_DIR := storyshort
 
-.PHONY: all venv lock run test test-matrix test-quick lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
+.PHONY: all venv lock run test test-matrix test-quick coverage lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
 
 all: venv
 
@@ -54,6 +54,14 @@ test: $(STAMP)
 
 test-matrix: $(STAMP)
 	$(PY) -m pytest -m matrix
+
+# Line and branch coverage of services/ and gateway/ across every process the tests start.
+coverage: $(STAMP)
+	rm -rf .coverage-data && mkdir -p .coverage-data
+	$(PY) -m coverage run -m pytest -m "not matrix" -q
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --include='services/*' --sort=cover
+	$(PY) -m coverage report --include='gateway/*' --sort=cover
 
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow and not matrix"
