@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 
 import httpx
@@ -21,17 +22,32 @@ def story(n: int) -> list[dict[str, str]]:
     return [{"prompt": f"scene {i}: a harbour at dawn"} for i in range(1, n + 1)]
 
 
+def seen_done_over_events(url: str, video_id: str, timeout: float = 120) -> None:
+    """Follow the video's event stream (as the video page does) until its `end` event."""
+    with (
+        httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=timeout)) as client,
+        client.stream("GET", f"/api/videos/{video_id}/events") as stream,
+    ):
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("event: end"):
+                return
+    raise AssertionError(f"the stream of {video_id} ended without its end event")
+
+
 def pipeline(quick: bool) -> list[Figure]:
     """N=30 scenes, concurrency 3, provider latency 200 ms, against ceil(N/3) x 200 ms;
-    paid requests per scene on a healthy run and on a resumed run.
+    paid requests per scene on a healthy run and on a run interrupted mid-way and resumed.
 
-    The wall time runs from the POST to the moment the final status is recorded (the
-    status answer's updatedAtMs; same machine, same clock). The time a client polling every
-    10 ms takes to see it is reported too: it adds the poller's own delay (half a period
-    and one GET, on average) to the pipeline's."""
+    The goal is judged on what a user sees: from the client's side of the POST to the moment
+    the client, following the video's event stream, has its end. Beside it, the wall time
+    from the POST to the final status recorded (the status answer's updatedAtMs; same
+    machine, same clock), and what a client polling every 10 ms sees (a poller's own delay,
+    half a period and one GET on average, included)."""
     n, latency, repeats = 30, 0.2, (3 if quick else 5)
     ideal = math.ceil(n / 3) * latency
     walls: list[float] = []
+    pushed: list[float] = []
     polled: list[float] = []
     with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
         fake.script(MODEL, Ok(latency=latency, size=(0, 0)))
@@ -43,24 +59,49 @@ def pipeline(quick: bool) -> list[Figure]:
             for r in range(repeats):
                 posted, started = time.time(), time.perf_counter()
                 c.post("/api/generate-preview-images", json={"videoId": f"p{r}", "scenes": story(n)})
-                final = wait_done(c, f"p{r}", every=0.01)
-                polled.append(time.perf_counter() - started)
+                seen_done_over_events(system.gateway_url, f"p{r}")
+                pushed.append(time.perf_counter() - started)
+                final = wait_done(c, f"p{r}")
                 walls.append(final["updatedAtMs"] / 1000 - posted)
-            paid = (fake.count(MODEL) - before) / (n * repeats)
+                started = time.perf_counter()
+                c.post("/api/generate-preview-images", json={"videoId": f"q{r}", "scenes": story(n)})
+                wait_done(c, f"q{r}", every=0.01)
+                polled.append(time.perf_counter() - started)
+            paid = (fake.count(MODEL) - before) / (n * repeats * 2)
             in_flight = fake.max_in_flight[MODEL]
+            # A run interrupted mid-way: the gateway killed once half the scenes are stored,
+            # started again, the video posted again.
             before = fake.count(MODEL)
-            c.post("/api/generate-preview-images", json={"videoId": "p0", "scenes": story(n)})
-            wait_done(c, "p0")
+            c.post("/api/generate-preview-images", json={"videoId": "cut", "scenes": story(n)})
+            deadline = time.monotonic() + 60
+            while c.get("/api/video-status", params={"videoId": "cut"}).json()["progress"] < 50:
+                assert time.monotonic() < deadline, "the interrupted run did not reach half way"
+                time.sleep(0.02)
+            gateway = system.procs.pop("gateway")
+            gateway.send_signal(signal.SIGKILL)
+            gateway.wait(10)
+            system.start("gateway")
+            c.post("/api/generate-preview-images", json={"videoId": "cut", "scenes": story(n)})
+            resumed = wait_done(c, "cut")
+            assert resumed["status"] == "assets_generated" and len(resumed["images"]) == n
             repaid = (fake.count(MODEL) - before) / n
-    ratio = median(walls) / ideal
+    ratio = median(pushed) / ideal
     return [
         Figure(
-            "pipeline 30 scenes: median wall time, POST to final status recorded",
-            round(median(walls), 3),
+            "pipeline 30 scenes: median time until the client sees it done (event stream)",
+            round(median(pushed), 3),
             "s",
-            note=f"ideal {ideal:.2f} s",
+            note=f"ideal {ideal:.2f} s; POST to the stream's end, client side",
         ),
-        Figure("pipeline 30 scenes: wall / ideal", round(ratio, 3), "ratio", "<= 1.05", ratio <= 1.05),
+        Figure(
+            "pipeline 30 scenes: seen done by the client / ideal", round(ratio, 3), "ratio", "<= 1.05", ratio <= 1.05
+        ),
+        Figure(
+            "pipeline 30 scenes: POST to final status recorded / ideal",
+            round(median(walls) / ideal, 3),
+            "ratio",
+            note=f"{median(walls):.3f} s; the server's own timestamp",
+        ),
         Figure(
             "pipeline 30 scenes: median time until a client polling every 10 ms sees it done / ideal",
             round(median(polled) / ideal, 3),
@@ -68,9 +109,14 @@ def pipeline(quick: bool) -> list[Figure]:
             note=f"{median(polled):.3f} s; the poller's own delay included",
         ),
         Figure("pipeline: most requests at the provider at once", in_flight, "requests", "<= 3", in_flight <= 3),
-        Figure("paid requests per scene, healthy run", round(paid, 2), "per scene", "== 1.00", paid == 1.0),
+        Figure("paid requests per scene, healthy runs", round(paid, 2), "per scene", "== 1.00", paid == 1.0),
         Figure(
-            "paid requests per finished scene, resumed run", round(repaid, 2), "per scene", "== 0.00", repaid == 0.0
+            "paid requests per scene, a run killed half way and resumed",
+            round(repaid, 2),
+            "per scene",
+            "== 1.00",
+            repaid == 1.0,
+            note="gateway SIGKILLed at 50% progress, restarted, the video posted again",
         ),
     ]
 

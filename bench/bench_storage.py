@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.common import Figure, median, rss_mib, running_system, wait_done
+from bench.common import Figure, median, peak_rss_mib, rss_mib, running_system, wait_done
 from services.common.channels import open_channel
 from services.common.objects import write_atomically
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -22,28 +21,10 @@ MODEL = "gpt-image-2"
 MIB = 1024 * 1024
 
 
-class PeakSampler:
-    """Samples each process's resident set every 5 ms; answers the highest seen."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peak = {name: 0.0 for name in pids}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], rss_mib(pid))
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def reset_peak(pid: int) -> None:
+    """Reset the kernel's high-water mark of a process's resident set (VmHWM) to its current
+    size (Linux: writing 5 to /proc/<pid>/clear_refs), so the next peak is this case's own."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def memory(quick: bool) -> list[Figure]:
@@ -59,15 +40,16 @@ def memory(quick: bool) -> list[Figure]:
             idles: dict[str, list[float]] = {name: [] for name in pids}
             for r in range(2 if quick else 3):
                 idle = {name: rss_mib(pid) for name, pid in pids.items()}
-                with PeakSampler(pids) as sampler:
-                    c.post(
-                        "/api/generate-preview-images",
-                        json={"videoId": f"big{r}", "scenes": [{"prompt": f"b{r}-{s}"} for s in range(3)]},
-                    )
-                    final = wait_done(c, f"big{r}")
+                for pid in pids.values():
+                    reset_peak(pid)
+                c.post(
+                    "/api/generate-preview-images",
+                    json={"videoId": f"big{r}", "scenes": [{"prompt": f"b{r}-{s}"} for s in range(3)]},
+                )
+                final = wait_done(c, f"big{r}")
                 assert len(final["images"]) == 3
-                for name in pids:
-                    rises[name].append(sampler.peak[name] - idle[name])
+                for name, pid in pids.items():
+                    rises[name].append(peak_rss_mib(pid) - idle[name])
                     idles[name].append(idle[name])
     figures = []
     for name in pids:
