@@ -307,16 +307,7 @@ def test_an_image_larger_than_the_bucket_allows_is_reencoded_and_the_scene_finis
     fake_openai.script(MODEL, Ok(payload=big))
     limit = 300_000
     with sf.FakeSupabase() as supabase:
-        supabase.buckets["renders-images"] = {
-            "id": "renders-images",
-            "name": "renders-images",
-            "owner": "",
-            "public": True,
-            "created_at": "2026-01-01T00:00:00Z",
-            "updated_at": "2026-01-01T00:00:00Z",
-            "file_size_limit": limit,
-            "allowed_mime_types": ["image/png", "image/jpeg", "image/webp"],
-        }
+        supabase.add_bucket("renders-images", file_size_limit=limit, types=["image/png", "image/jpeg", "image/webp"])
         env = provider_env(
             fake_openai.base_url,
             STORAGE_BACKEND="supabase",

@@ -181,6 +181,22 @@ class FakeSupabase(LoopbackServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def add_bucket(
+        self, name: str, *, public: bool = True, file_size_limit: int | None = None, types: list[str] | None = None
+    ) -> None:
+        """A bucket that exists already (as the app's own would), shaped as the API answers it."""
+        with self.lock:
+            self.buckets[name] = {
+                "id": name,
+                "name": name,
+                "owner": "",
+                "public": public,
+                "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z",
+                "file_size_limit": file_size_limit,
+                "allowed_mime_types": types,
+            }
+
     def inject(self, route: str, *faults: Fault) -> None:
         """Faults for a route ('get_bucket', 'list_buckets', 'create_bucket', 'upload', 'rest'),
         used one per request; the last one repeats."""

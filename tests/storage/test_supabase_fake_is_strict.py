@@ -55,22 +55,9 @@ def test_prefer_return_decides_whether_rows_come_back(client: httpx.Client) -> N
     assert patched.status_code == 204 and patched.content == b""
 
 
-def make_bucket(fake: FakeSupabase, name: str, public: bool, types: list[str]) -> None:
-    fake.buckets[name] = {
-        "id": name,
-        "name": name,
-        "owner": "",
-        "public": public,
-        "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": "2026-01-01T00:00:00Z",
-        "file_size_limit": None,
-        "allowed_mime_types": types,
-    }
-
-
 def test_a_private_bucket_serves_nothing_on_the_public_route(fake: FakeSupabase, client: httpx.Client) -> None:
-    make_bucket(fake, "private", False, [])
-    make_bucket(fake, "open", True, [])
+    fake.add_bucket("private", public=False)
+    fake.add_bucket("open")
     png = image_bytes()
     for bucket in ("private", "open"):
         stored = client.post(f"/storage/v1/object/{bucket}/a.png", content=png, headers={"Content-Type": "image/png"})
@@ -82,7 +69,7 @@ def test_a_private_bucket_serves_nothing_on_the_public_route(fake: FakeSupabase,
 
 
 def test_allowed_mime_types_are_enforced(fake: FakeSupabase, client: httpx.Client) -> None:
-    make_bucket(fake, "images", True, ["image/png"])
+    fake.add_bucket("images", types=["image/png"])
     refused = client.post(
         "/storage/v1/object/images/a.jpg", content=image_bytes("JPEG"), headers={"Content-Type": "image/jpeg"}
     )
