@@ -72,3 +72,12 @@ def test_what_is_running_is_said_as_configured(tmp_path: Path) -> None:
     assert "s3cret-pw" not in lines and "gw-key-123" not in lines
     embedded = "\n".join(describe({"OPENAI_API_KEY": ""}))
     assert "SQLite" in embedded and "the placeholder alone" in embedded and "auth            off" in embedded
+
+
+def test_signed_in_users_are_said_with_where_tokens_are_checked() -> None:
+    lines = "\n".join(
+        describe({"AUTH_REQUIRED": "true", "SUPABASE_URL": "https://p.supabase.co", "SUPABASE_JWT_SECRET": "s" * 40})
+    )
+    assert "signed-in users required" in lines
+    assert "https://p.supabase.co/auth/v1/.well-known/jwks.json and SUPABASE_JWT_SECRET" in lines
+    assert "s" * 40 not in lines

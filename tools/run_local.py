@@ -68,7 +68,12 @@ def describe(env: dict[str, str]) -> list[str]:
     else:
         chain = "the placeholder alone (no OPENAI_API_KEY)"
     runs = "queue on PostgreSQL, run by one worker" if gateway.runs == "queue" else "inside the gateway"
-    auth = "POST needs GATEWAY_API_KEY" if gateway.api_key else "off (no GATEWAY_API_KEY)"
+    if gateway.auth_required:
+        keys = gateway.jwks_url or "no JWKS"
+        legacy = " and SUPABASE_JWT_SECRET" if gateway.supabase_jwt_secret else ""
+        auth = f"signed-in users required (tokens checked against {keys}{legacy})"
+    else:
+        auth = "POST needs GATEWAY_API_KEY" if gateway.api_key else "off (no GATEWAY_API_KEY)"
     return [
         f"  status store    {store}",
         f"  image storage   {objects}",
