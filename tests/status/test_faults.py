@@ -131,6 +131,23 @@ async def test_a_hanging_postgrest_answers_degraded_within_the_budget_and_the_cl
         await store.close()
 
 
+async def test_postgrest_errors_are_retried_by_our_policy_alone() -> None:
+    """A 503 is what the postgrest client would retry by itself (with an X-Retry-Count
+    header) were its retries on: each of our policy's attempts must be exactly one request."""
+    with FakeSupabase() as fake:
+        store = SupabaseStore(fake.url, fake.key, timeout=5)
+        await store.migrate()
+        fake.inject("rest", sf.UNAVAILABLE)
+        before = fake.count("rest")
+        # Attempts long enough (3 s) for the client's own retry (after 1 s) to happen inside one.
+        book = StatusBook(store, attempt_timeout=3, breaker=StoreBreaker("test", threshold=5))
+        answer, _ = await timed_get(book, "v1", deadline=12.0)
+        assert answer.degraded  # type: ignore[attr-defined]
+        assert fake.count("rest") - before == 3, "three attempts of ours, one request each"
+        assert all("x-retry-count" not in r.headers for r in fake.requests)
+        await store.close()
+
+
 async def test_postgres_connections_killed_mid_run_are_replaced(pg_dsn: str) -> None:
     store = PostgresStore(pg_dsn)
     book = book_for(store)
