@@ -105,7 +105,9 @@ class System:
         module: str | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        wait: bool = True,
     ) -> subprocess.Popen[bytes]:
+        """Start one process; with ``wait``, return once it listens on its port."""
         module = module or SERVICES[name][0]
         out = None
         if self.log_dir is not None:
@@ -121,13 +123,16 @@ class System:
             start_new_session=True,
         )
         self.procs[name] = proc
-        if port is not None or name in SERVICES:
+        if wait and (port is not None or name in SERVICES):
             wait_for_port(port if port is not None else self.port(name), timeout, proc)
         return proc
 
     def start_all(self, timeout: float = 30.0) -> None:
-        for name in SERVICES:
-            self.start(name, timeout)
+        """The four processes started at once (each waits for the others it calls on its
+        own), then each waited for until it listens."""
+        started = [(name, self.start(name, timeout, wait=False)) for name in SERVICES]
+        for name, proc in started:
+            wait_for_port(self.port(name), timeout, proc)
 
     def stop(self, name: str, grace: float = 15.0, sig: int = signal.SIGTERM) -> int:
         proc = self.procs.pop(name, None)
@@ -143,7 +148,23 @@ class System:
         return int(proc.returncode)
 
     def stop_all(self, grace: float = 15.0) -> dict[str, int]:
-        # Gateways and workers first: they stop sending work to the others.
-        extras = [name for name in self.procs if name not in SERVICES]
-        order = extras + [name for name in reversed(list(SERVICES)) if name in self.procs]
-        return {name: self.stop(name, grace) for name in order}
+        """Gateways and workers first (they stop sending work to the others), then the gRPC
+        services; each group is signalled at once and waited for together."""
+        front = [name for name in self.procs if name not in SERVICES or name == "gateway"]
+        back = [name for name in reversed(list(SERVICES)) if name in self.procs and name not in front]
+        codes: dict[str, int] = {}
+        for group in (front, back):
+            for name in group:
+                proc = self.procs[name]
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for name in group:
+                proc = self.procs.pop(name)
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                codes[name] = int(proc.returncode)
+        return codes
