@@ -92,7 +92,7 @@ def status_reads(quick: bool) -> list[Figure]:
     ratio = median(ours) / median(theirs)
     figures += [
         Figure("status reads/s: gateway -> status -> SQLite", round(median(ours)), "req/s"),
-        Figure("status reads/s: FastAPI route reading SQLite directly", round(median(theirs)), "req/s"),
+        Figure("status reads/s: one process, same store, same JSON", round(median(theirs)), "req/s"),
         Figure("status reads/s: gateway path / direct", round(ratio, 3), "ratio", ">= 0.70", ratio >= 0.70),
     ]
     dead_env = {
