@@ -14,9 +14,20 @@ from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_strea
 from gateway.routes import ERRORS, NO_STORE
 from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
 from gateway.schemas import GenerateIn, GenerateOut, RegenerateIn, VideoStatusOut
+from gateway.video_run import VideoRun
 from services.common import validation
 
 router = APIRouter()
+
+
+def started_answer(video_id: str, run: VideoRun, started: bool) -> GenerateOut:
+    """What a start (or a regenerate) answers: the run it began or joined."""
+    return GenerateOut(
+        videoId=video_id,
+        status="queued" if run.queued else "generating_images",
+        scenes=len(run.scenes),
+        alreadyRunning=not started,
+    )
 
 
 @router.post(
@@ -49,12 +60,7 @@ async def generate_preview_images(
         scenes = await stored_scenes(clients, video_id, caller)
     await budget.check_user(caller.user or "")
     run, started = await runner.start(video_id, scenes, owner=caller.user or "")
-    out = GenerateOut(
-        videoId=video_id,
-        status="queued" if run.queued else "generating_images",
-        scenes=len(run.scenes),
-        alreadyRunning=not started,
-    )
+    out = started_answer(video_id, run, started)
     if wait is None:
         return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
     applied = {**NO_STORE, "Preference-Applied": f"wait={wait:g}"}
@@ -84,13 +90,7 @@ async def regenerate_scene(
     video_id = validation.video_id(videoId, "videoId")
     scenes = await regenerated_scenes(clients, video_id, scene, body.prompt if body else None, caller)
     run, started = await runner.start(video_id, scenes, regenerate=frozenset({scene}), owner=caller.user or "")
-    out = GenerateOut(
-        videoId=video_id,
-        status="queued" if run.queued else "generating_images",
-        scenes=len(run.scenes),
-        alreadyRunning=not started,
-    )
-    return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
+    return JSONResponse(started_answer(video_id, run, started).model_dump(), status_code=202, headers=NO_STORE)
 
 
 @router.get("/api/video-status", response_model=VideoStatusOut, responses=ERRORS)

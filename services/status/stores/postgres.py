@@ -3,7 +3,10 @@
 The frontend's `videos` table is read and written in place (its `status` and
 `image_upload_progress` columns; names configurable); our data lives in our own tables.
 Rules are enforced in SQL inside one transaction with the video row locked, so concurrent
-writers (several scenes, several gateways) cannot make progress go backwards."""
+writers (several scenes, several gateways) cannot make progress go backwards.
+
+One module for the whole store (its SQL beside the rules it enforces), so a reader sees
+every statement that touches the frontend's table in one place."""
 
 from __future__ import annotations
 

@@ -5,7 +5,10 @@ the database applies atomically: progress rises only with `... WHERE progress < 
 status changes only from the status it was read in (compare-and-set, re-read on a race);
 a failed scene report never overwrites a stored one. The client's own GET retries are off:
 the status book is the only retry layer. The schema is applied with the PostgreSQL
-migrator against the Supabase database (`STATUS_STORE=postgres make migrate`)."""
+migrator against the Supabase database (`STATUS_STORE=postgres make migrate`).
+
+One module for the whole store, so every PostgREST request that touches the frontend's
+table is read in one place."""
 
 from __future__ import annotations
 
