@@ -40,6 +40,8 @@ class GatewaySettings(ObjectLayoutSettings):
     runs: Literal["inprocess", "queue"] = Field("inprocess", validation_alias="RUNS")
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
+    # The worker's own Prometheus /metrics (its runs, scenes, spend and budget series); 0: off.
+    worker_metrics_port: int = Field(9104, validation_alias="WORKER_METRICS_PORT", ge=0)
     # Seconds without a worker heartbeat after which its jobs are retried by another worker.
     worker_stalled_after: Seconds = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.

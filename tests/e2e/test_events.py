@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import metric
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.e2e.test_queue import queue_system
 from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok
@@ -91,12 +92,18 @@ def test_the_stream_follows_queue_workers(
     make_system: Callable[..., System], fake_openai: FakeOpenAI, pg_dsn: str
 ) -> None:
     fake_openai.script(MODEL, Ok(latency=0.3))
-    _system, gateways = queue_system(make_system, fake_openai, pg_dsn)
+    system, gateways = queue_system(make_system, fake_openai, pg_dsn)
     with httpx.Client(base_url=gateways[0], timeout=10) as one, httpx.Client(base_url=gateways[1], timeout=10) as two:
         assert post(one, "queued", scenes(4)).status_code == 202
         seen, _ = read_events(two, "queued")
     check_story(seen, 4)
     assert fake_openai.count(MODEL) == 4
+    # The runs happen in the workers, and their series are served there.
+    runs = sum(
+        metric(f"http://127.0.0.1:{system.env[f'WORKER_{n}_METRICS_PORT']}/metrics", "storyshort_gateway_runs_total")
+        for n in (1, 2)
+    )
+    assert runs == 1
 
 
 def test_a_stream_for_a_video_that_does_not_exist_is_refused(make_system: Callable[..., System]) -> None:

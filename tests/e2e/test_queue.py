@@ -41,7 +41,8 @@ def queue_system(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI,
     system.start_replica("gateway-2", "gateway", {"GATEWAY_PORT": str(second)}, port=second)
     for n in (1, 2):
         name = f"worker-{n}"
-        system.start_replica(name, "gateway.worker", {})
+        system.env[f"WORKER_{n}_METRICS_PORT"] = str(free_port())
+        system.start_replica(name, "gateway.worker", {"WORKER_METRICS_PORT": system.env[f"WORKER_{n}_METRICS_PORT"]})
 
         def started(name: str = name) -> bool:
             return "worker started" in logs_of(system, name)
