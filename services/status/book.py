@@ -133,14 +133,19 @@ class StatusBook:
                     metrics.STORE_SECONDS.labels(self.store.name, op).observe(time.monotonic() - started)
         raise AssertionError("unreachable: retrying re-raises the last failure")
 
-    async def _write(self, op: str, deadline: Deadline, work: Callable[[], Awaitable[Video]]) -> Video:
+    async def _guarded(self, op: str, deadline: Deadline, policy: RetryPolicy, work: Callable[[], Awaitable[T]]) -> T:
+        """A store call that must succeed for its caller: its failure counts toward the
+        breaker and is answered UNAVAILABLE; its success closes the breaker."""
         try:
-            video = await self._call(op, deadline, WRITE_POLICY, work)
+            result = await self._call(op, deadline, policy, work)
         except StoreUnavailable as exc:
             self.breaker.failure()
             raise Unavailable(f"status store unavailable: {exc}") from exc
         self.breaker.success()
-        return self._remember(video)
+        return result
+
+    async def _write(self, op: str, deadline: Deadline, work: Callable[[], Awaitable[Video]]) -> Video:
+        return self._remember(await self._guarded(op, deadline, WRITE_POLICY, work))
 
     async def create(self, video_id: str, scene_count: int, deadline: Deadline, owner: str = "") -> Video:
         return await self._write("create", deadline, lambda: self.store.create(video_id, scene_count, owner))
@@ -159,35 +164,23 @@ class StatusBook:
         one that does not exist), and the start counts against the user's ``limits``
         (LimitReached, nothing written, when over one)."""
         if owner:
-            try:
-                current = await self._call("get", deadline, READ_POLICY, lambda: self.store.get(video_id))
-            except StoreUnavailable as exc:
-                self.breaker.failure()
-                raise Unavailable(f"status store unavailable: {exc}") from exc
+            current = await self._guarded("get", deadline, READ_POLICY, lambda: self.store.get(video_id))
             # Another user's, or an operator's run: not this user's. A video nobody has started
             # yet (the app's own row, no owner column) is claimed by its first start.
             if current is not None and current.owner != owner and (current.owner or current.updated_at_ms):
                 raise NotFound(f"video {video_id!r} does not exist")
             if limits is not None and limits.any:
-                await self._record_start(owner, video_id, scene_count, limits, deadline)
+                await self._guarded(
+                    "record_start",
+                    deadline,
+                    WRITE_POLICY,
+                    lambda: self.store.record_start(owner, video_id, scene_count, limits),
+                )
         video = await self.create(video_id, scene_count, deadline, owner)
         if owner and video.owner not in ("", owner):  # another user created it a moment ago
             raise NotFound(f"video {video_id!r} does not exist")
         change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
         return await self.update(video_id, change, deadline)
-
-    async def _record_start(
-        self, owner: str, video_id: str, scenes: int, limits: UserLimits, deadline: Deadline
-    ) -> None:
-        async def work() -> Video:
-            await self.store.record_start(owner, video_id, scenes, limits)
-            return Video(video_id=video_id)
-
-        try:
-            await self._call("record_start", deadline, WRITE_POLICY, work)
-        except StoreUnavailable as exc:
-            self.breaker.failure()
-            raise Unavailable(f"status store unavailable: {exc}") from exc
 
     async def update(self, video_id: str, change: VideoUpdate, deadline: Deadline) -> Video:
         return await self._write("update", deadline, lambda: self.store.update(video_id, change))
