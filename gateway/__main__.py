@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services.common.config import load_settings
 from services.common.logs import setup_logging
+from services.common.memory import tune_allocator
 
 
 class GatewayServer(uvicorn.Server):
@@ -35,6 +36,7 @@ class GatewayServer(uvicorn.Server):
 def main() -> None:
     settings = load_settings(GatewaySettings)
     setup_logging("gateway", settings.log_level)
+    tune_allocator()
     config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,

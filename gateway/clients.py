@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +25,9 @@ IMAGEGEN_MARGIN = 5.0
 # Seconds a call waits for a service's channel to connect before it is made anyway.
 CONNECT_WAIT = 5.0
 HEALTH_TIMEOUT = 1.0
+# Bytes per UploadStream message: small enough that storage checks an image while the rest
+# is still on the wire, large enough that per-message costs stay small (bench/RESULTS.md).
+UPLOAD_CHUNK = 512 * 1024
 
 
 @dataclass
@@ -79,11 +82,13 @@ class ServiceClients:
         return answer
 
     async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
+        """Stream the image to storage (UploadStream): storage checks and hashes each chunk
+        as it arrives, so the image is stored as soon as its last byte is in."""
         # A storage restart is waited out inside the deadline (wait_for_ready) instead of
         # failing the scene.
         async with self._calling("storage", connect=False):
-            answer: storage_pb2.UploadResponse = await self.storage.Upload(
-                request, timeout=self.upload_timeout, wait_for_ready=True
+            answer: storage_pb2.UploadResponse = await self.storage.UploadStream(
+                upload_chunks(request), timeout=self.upload_timeout, wait_for_ready=True
             )
         return answer
 
@@ -179,3 +184,15 @@ class ServiceClients:
             await breaker.close()
         for channel in self.channels.values():
             await channel.close()
+
+
+def upload_chunks(request: storage_pb2.UploadRequest) -> Iterator[storage_pb2.UploadStreamRequest]:
+    """An Upload's request as UploadStream's messages: the header, then the bytes in order."""
+    data = request.data
+    yield storage_pb2.UploadStreamRequest(
+        header=storage_pb2.UploadHeader(
+            bucket=request.bucket, path=request.path, content_type=request.content_type, size=len(data)
+        )
+    )
+    for start in range(0, len(data), UPLOAD_CHUNK):
+        yield storage_pb2.UploadStreamRequest(data=data[start : start + UPLOAD_CHUNK])

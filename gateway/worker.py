@@ -15,6 +15,7 @@ from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
 from services.common.config import load_settings
 from services.common.logs import setup_logging
+from services.common.memory import tune_allocator
 from services.common.metrics import serve_metrics
 
 log = logging.getLogger("worker")
@@ -39,6 +40,7 @@ async def retry_stalled(jobs: App, stalled_after: float) -> None:
 async def main() -> None:
     settings = load_settings(GatewaySettings)
     setup_logging("worker", settings.log_level)
+    tune_allocator()
     # The runs happen here, not in the gateway: their series are served from here.
     serve_metrics(settings.worker_metrics_port, settings.http_host)
     if not settings.database_url:

@@ -7,6 +7,7 @@ import logging
 
 from services.common.config import ImagegenSettings, load_settings
 from services.common.logs import register_secret, setup_logging
+from services.common.memory import tune_allocator
 from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
 from services.imagegen import metrics
@@ -110,6 +111,7 @@ async def build_servicer(settings: ImagegenSettings) -> ImageGenServicer:
 async def main() -> None:
     settings = load_settings(ImagegenSettings)
     setup_logging("imagegen", settings.log_level)
+    tune_allocator()
     serve_metrics(settings.metrics_port, settings.grpc_host)
     servicer = await build_servicer(settings)
     running = await start_server(

@@ -7,6 +7,7 @@ import logging
 
 from services.common.config import StorageSettings, load_settings
 from services.common.logs import register_secret, setup_logging
+from services.common.memory import tune_allocator
 from services.common.metrics import serve_metrics
 from services.common.server import Registration, serve_until_signal, start_server
 from services.storage.backends.base import StorageBackend
@@ -34,6 +35,7 @@ def build_backend(settings: StorageSettings) -> StorageBackend:
 async def main() -> None:
     settings = load_settings(StorageSettings)
     setup_logging("storage", settings.log_level)
+    tune_allocator()
     serve_metrics(settings.metrics_port, settings.grpc_host)
     backend = build_backend(settings)
     uploader = Uploader(backend, settings.bucket)

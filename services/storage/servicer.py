@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from services.common import objects
 from services.common.deadlines import Deadline
+from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
-from services.storage.uploader import Uploader
+from services.storage.uploader import Uploader, UploadResult
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
 SERVICE = "storyshort.storage.v1.StorageService"
@@ -38,15 +41,24 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             request.content_type,
             Deadline.from_context(context, UPLOAD_BUDGET),
         )
-        return storage_pb2.UploadResponse(
-            bucket=result.bucket,
-            path=result.path,
-            public_url=result.public_url,
-            size=result.size,
-            content_type=result.content_type,
-            sha256=result.sha256,
-            attempts=result.attempts,
-        )
+        return answer(result)
+
+    @rpc(SERVICE)
+    async def UploadStream(
+        self, requests: AsyncIterator[storage_pb2.UploadStreamRequest], context: grpc.aio.ServicerContext
+    ) -> storage_pb2.UploadResponse:
+        deadline = Deadline.from_context(context, UPLOAD_BUDGET)
+        first = await anext(aiter(requests), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first message must be the header (bucket, path, content_type, size)")
+        header = first.header
+        incoming = self.uploader.begin(header.bucket, header.path, header.content_type, header.size)
+        async for chunk in requests:
+            if chunk.WhichOneof("part") != "data":
+                raise InvalidArgument("only the first message is a header; send the image's bytes after it")
+            incoming.add(chunk.data)
+        received = await incoming.finish()
+        return answer(await self.uploader.store(header.bucket, header.path, received, deadline))
 
     @rpc(SERVICE)
     async def GetPublicUrl(
@@ -55,3 +67,15 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         bucket = self.uploader.check_bucket(request.bucket)
         path = objects.object_path(request.path)
         return storage_pb2.GetPublicUrlResponse(public_url=self.uploader.backend.public_url(bucket, path))
+
+
+def answer(result: UploadResult) -> storage_pb2.UploadResponse:
+    return storage_pb2.UploadResponse(
+        bucket=result.bucket,
+        path=result.path,
+        public_url=result.public_url,
+        size=result.size,
+        content_type=result.content_type,
+        sha256=result.sha256,
+        attempts=result.attempts,
+    )

@@ -4,7 +4,6 @@ retry only what can succeed, answer a versioned public URL."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from services.common import objects
 from services.common.config import MAX_IMAGE_BYTES
 from services.common.deadlines import Deadline
 from services.common.errors import DeadlineExceeded, InvalidArgument, TooLarge, Unavailable
-from services.common.images import CONTENT_TYPES, InvalidImage, check_image
+from services.common.images import CONTENT_TYPES, INLINE_CHECK_BYTES
 from services.common.retry import UPLOAD_BACKOFF, RetryPolicy, retrying
 from services.storage import metrics
 from services.storage.backends.base import (
@@ -23,6 +22,7 @@ from services.storage.backends.base import (
     StorageBackend,
     TransientStorageError,
 )
+from services.storage.incoming import Incoming, Received
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +93,33 @@ class Uploader:
             raise InvalidArgument(f"unknown bucket {bucket!r}; this service stores into {self.bucket!r}")
         return bucket
 
-    async def upload(self, bucket: str, path: str, data: bytes, content_type: str, deadline: Deadline) -> UploadResult:
-        bucket = self.check_bucket(bucket)
+    def begin(self, bucket: str, path: str, content_type: str, size: int) -> Incoming:
+        """Check everything but the bytes themselves (before any of them is read), and
+        answer where to feed them."""
+        self.check_bucket(bucket)
         objects.object_path(path)
-        if len(data) > self.max_bytes:
-            raise TooLarge(f"image is {len(data)} bytes; the limit is {self.max_bytes} bytes (5 MiB)")
+        if size > self.max_bytes:
+            raise TooLarge(f"image is {size} bytes; the limit is {self.max_bytes} bytes (5 MiB)")
+        if size <= 0:
+            raise InvalidArgument("the image is empty; send its bytes")
         if content_type not in CONTENT_TYPES:
             raise InvalidArgument(f"content type {content_type!r} is not one of {', '.join(sorted(CONTENT_TYPES))}")
-        try:
-            info = await check_image(data)
-        except InvalidImage as exc:
-            raise InvalidArgument(f"data is not an image: {exc}") from exc
-        if info.content_type != content_type:
-            raise InvalidArgument(
-                f"content type {content_type} does not match the bytes, which are {info.content_type}"
-            )
         objects.check_extension(path, content_type)
+        return Incoming(content_type, size)
 
+    async def upload(self, bucket: str, path: str, data: bytes, content_type: str, deadline: Deadline) -> UploadResult:
+        """The whole image at once (the unary Upload)."""
+        incoming = self.begin(bucket, path, content_type, len(data))
+        if len(data) > INLINE_CHECK_BYTES:
+            await asyncio.to_thread(incoming.add, data)  # milliseconds of hashing: off the event loop
+        else:
+            incoming.add(data)
+        return await self.store(bucket, path, await incoming.finish(), deadline)
+
+    async def store(self, bucket: str, path: str, received: Received, deadline: Deadline) -> UploadResult:
+        """Put a received, checked image, retrying what can succeed inside the deadline."""
+        bucket = self.check_bucket(bucket)
+        data, content_type = received.data, received.info.content_type
         started = time.monotonic()
         attempts = 0
         try:
@@ -143,7 +153,7 @@ class Uploader:
         metrics.UPLOADS.labels("stored").inc()
         metrics.UPLOAD_BYTES.inc(len(data))
         metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = received.sha256
         return UploadResult(
             bucket=bucket,
             path=path,

@@ -2,7 +2,7 @@
 clients fails a test instead of passing against a lenient fake: PostgREST's unknown columns
 (42703, PGRST204), values a column cannot hold (22P02), `Prefer: return=...`; Storage's
 private buckets on the public route, `allowed_mime_types`, and binary (non-multipart)
-uploads typed by their Content-Type."""
+uploads typed by their Content-Type, multipart bodies split on their boundary, bodies cut short."""
 
 from __future__ import annotations
 
@@ -75,3 +75,44 @@ def test_allowed_mime_types_are_enforced(fake: FakeSupabase, client: httpx.Clien
     )
     assert refused.status_code == 400 and refused.json()["statusCode"] == "415"
     assert ("images", "a.jpg") not in fake.objects
+
+
+def test_multipart_uploads_are_split_on_their_boundary_and_a_broken_body_is_refused(
+    fake: FakeSupabase, client: httpx.Client
+) -> None:
+    """What storage3 sends (multipart/form-data with a `file` part) is taken byte for byte,
+    also when the image's bytes contain CRLFs and dashes; a body without its closing
+    boundary or without a file part is refused."""
+    fake.add_bucket("images")
+    png = image_bytes() + b"\r\n--\r\n\r\n"  # trailing bytes after IEND, as a hostile image might carry
+    stored = client.post(
+        "/storage/v1/object/images/a.png", files={"file": ("a.png", png, "image/png")}, data={"cacheControl": "3600"}
+    )
+    assert stored.status_code == 200, stored.text
+    assert fake.objects[("images", "a.png")] == (png, "image/png")
+    boundary = "b0undary"
+    cut = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b.png"\r\n\r\n'.encode() + png
+    refused = client.post(
+        "/storage/v1/object/images/b.png",
+        content=cut,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert refused.status_code == 400 and ("images", "b.png") not in fake.objects
+    no_file = client.post("/storage/v1/object/images/c.png", files={"other": ("c.png", png, "image/png")})
+    assert no_file.status_code == 400 and ("images", "c.png") not in fake.objects
+
+
+def test_a_body_cut_short_of_its_content_length_stores_nothing(fake: FakeSupabase) -> None:
+    import socket
+
+    fake.add_bucket("images")
+    png = image_bytes()
+    head = (
+        f"POST /storage/v1/object/images/a.png HTTP/1.1\r\nHost: x\r\napikey: {fake.key}\r\n"
+        f"Authorization: Bearer {fake.key}\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
+        sock.sendall(head + png[: len(png) // 2])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # no answer: the connection is closed
+    assert ("images", "a.png") not in fake.objects

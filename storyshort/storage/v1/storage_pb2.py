@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#storyshort/storage/v1/storage.proto\x12\x15storyshort.storage.v1\"%\n\x13\x45nsureBucketRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"7\n\x14\x45nsureBucketResponse\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"Q\n\rUploadRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"\x88\x01\n\x0eUploadResponse\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\npublic_url\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\"3\n\x13GetPublicUrlRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"*\n\x14GetPublicUrlResponse\x12\x12\n\npublic_url\x18\x01 \x01(\t2\xb9\x02\n\x0eStorageService\x12g\n\x0c\x45nsureBucket\x12*.storyshort.storage.v1.EnsureBucketRequest\x1a+.storyshort.storage.v1.EnsureBucketResponse\x12U\n\x06Upload\x12$.storyshort.storage.v1.UploadRequest\x1a%.storyshort.storage.v1.UploadResponse\x12g\n\x0cGetPublicUrl\x12*.storyshort.storage.v1.GetPublicUrlRequest\x1a+.storyshort.storage.v1.GetPublicUrlResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#storyshort/storage/v1/storage.proto\x12\x15storyshort.storage.v1\"%\n\x13\x45nsureBucketRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"7\n\x14\x45nsureBucketResponse\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"Q\n\rUploadRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"d\n\x13UploadStreamRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.storyshort.storage.v1.UploadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"P\n\x0cUploadHeader\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\x88\x01\n\x0eUploadResponse\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\npublic_url\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\"3\n\x13GetPublicUrlRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"*\n\x14GetPublicUrlResponse\x12\x12\n\npublic_url\x18\x01 \x01(\t2\x9e\x03\n\x0eStorageService\x12g\n\x0c\x45nsureBucket\x12*.storyshort.storage.v1.EnsureBucketRequest\x1a+.storyshort.storage.v1.EnsureBucketResponse\x12U\n\x06Upload\x12$.storyshort.storage.v1.UploadRequest\x1a%.storyshort.storage.v1.UploadResponse\x12\x63\n\x0cUploadStream\x12*.storyshort.storage.v1.UploadStreamRequest\x1a%.storyshort.storage.v1.UploadResponse(\x01\x12g\n\x0cGetPublicUrl\x12*.storyshort.storage.v1.GetPublicUrlRequest\x1a+.storyshort.storage.v1.GetPublicUrlResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENSUREBUCKETRESPONSE']._serialized_end=156
   _globals['_UPLOADREQUEST']._serialized_start=158
   _globals['_UPLOADREQUEST']._serialized_end=239
-  _globals['_UPLOADRESPONSE']._serialized_start=242
-  _globals['_UPLOADRESPONSE']._serialized_end=378
-  _globals['_GETPUBLICURLREQUEST']._serialized_start=380
-  _globals['_GETPUBLICURLREQUEST']._serialized_end=431
-  _globals['_GETPUBLICURLRESPONSE']._serialized_start=433
-  _globals['_GETPUBLICURLRESPONSE']._serialized_end=475
-  _globals['_STORAGESERVICE']._serialized_start=478
-  _globals['_STORAGESERVICE']._serialized_end=791
+  _globals['_UPLOADSTREAMREQUEST']._serialized_start=241
+  _globals['_UPLOADSTREAMREQUEST']._serialized_end=341
+  _globals['_UPLOADHEADER']._serialized_start=343
+  _globals['_UPLOADHEADER']._serialized_end=423
+  _globals['_UPLOADRESPONSE']._serialized_start=426
+  _globals['_UPLOADRESPONSE']._serialized_end=562
+  _globals['_GETPUBLICURLREQUEST']._serialized_start=564
+  _globals['_GETPUBLICURLREQUEST']._serialized_end=615
+  _globals['_GETPUBLICURLRESPONSE']._serialized_start=617
+  _globals['_GETPUBLICURLRESPONSE']._serialized_end=659
+  _globals['_STORAGESERVICE']._serialized_start=662
+  _globals['_STORAGESERVICE']._serialized_end=1076
 # @@protoc_insertion_point(module_scope)

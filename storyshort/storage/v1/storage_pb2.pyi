@@ -91,6 +91,66 @@ class UploadRequest(_message.Message):
 Global___UploadRequest: _TypeAlias = UploadRequest  # noqa: Y015
 
 @_typing.final
+class UploadStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The image's next bytes."""
+    @_builtins.property
+    def header(self) -> Global___UploadHeader:
+        """The first message, and only the first."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadHeader | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "data"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___UploadStreamRequest: _TypeAlias = UploadStreamRequest  # noqa: Y015
+
+@_typing.final
+class UploadHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.str
+    """Empty means the configured bucket."""
+    path: _builtins.str
+    """Relative object path, as in UploadRequest."""
+    content_type: _builtins.str
+    """Must match the bytes' real format, as in UploadRequest."""
+    size: _builtins.int
+    """The image's length in bytes: the data chunks must add up to exactly this."""
+    def __init__(
+        self,
+        *,
+        bucket: _builtins.str = ...,
+        path: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "content_type", b"content_type", "path", b"path", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadHeader: _TypeAlias = UploadHeader  # noqa: Y015
+
+@_typing.final
 class UploadResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class StorageServiceStub:
                 request_serializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadRequest.SerializeToString,
                 response_deserializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.FromString,
                 _registered_method=True)
+        self.UploadStream = channel.stream_unary(
+                '/storyshort.storage.v1.StorageService/UploadStream',
+                request_serializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadStreamRequest.SerializeToString,
+                response_deserializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.FromString,
+                _registered_method=True)
         self.GetPublicUrl = channel.unary_unary(
                 '/storyshort.storage.v1.StorageService/GetPublicUrl',
                 request_serializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.GetPublicUrlRequest.SerializeToString,
@@ -68,6 +73,15 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadStream(self, request_iterator, context):
+        """The same upload with the bytes streamed: a header first, then the image in order, in
+        chunks of at most 1 MiB. The image is checked and hashed while it arrives, so a large
+        one is stored sooner than through Upload; the answer and every check are the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPublicUrl(self, request, context):
         """The public URL of an object (computed, no network call).
         """
@@ -86,6 +100,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
             'Upload': grpc.unary_unary_rpc_method_handler(
                     servicer.Upload,
                     request_deserializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadRequest.FromString,
+                    response_serializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.SerializeToString,
+            ),
+            'UploadStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadStream,
+                    request_deserializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadStreamRequest.FromString,
                     response_serializer=storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.SerializeToString,
             ),
             'GetPublicUrl': grpc.unary_unary_rpc_method_handler(
@@ -147,6 +166,33 @@ class StorageService:
             target,
             '/storyshort.storage.v1.StorageService/Upload',
             storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadRequest.SerializeToString,
+            storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/storyshort.storage.v1.StorageService/UploadStream',
+            storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadStreamRequest.SerializeToString,
             storyshort_dot_storage_dot_v1_dot_storage__pb2.UploadResponse.FromString,
             options,
             channel_credentials,

@@ -35,6 +35,11 @@ class StorageServiceStub:
     """Make sure the bucket exists: public, 5 MiB file limit, image MIME types."""
     Upload: _grpc.UnaryUnaryMultiCallable[_storage_pb2.UploadRequest, _storage_pb2.UploadResponse]
     """Upload (upsert) one object, retrying transient failures inside the deadline."""
+    UploadStream: _grpc.StreamUnaryMultiCallable[_storage_pb2.UploadStreamRequest, _storage_pb2.UploadResponse]
+    """The same upload with the bytes streamed: a header first, then the image in order, in
+    chunks of at most 1 MiB. The image is checked and hashed while it arrives, so a large
+    one is stored sooner than through Upload; the answer and every check are the same.
+    """
     GetPublicUrl: _grpc.UnaryUnaryMultiCallable[_storage_pb2.GetPublicUrlRequest, _storage_pb2.GetPublicUrlResponse]
     """The public URL of an object (computed, no network call)."""
 
@@ -45,6 +50,11 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """Make sure the bucket exists: public, 5 MiB file limit, image MIME types."""
     Upload: _aio.UnaryUnaryMultiCallable[_storage_pb2.UploadRequest, _storage_pb2.UploadResponse]  # type: ignore[assignment]
     """Upload (upsert) one object, retrying transient failures inside the deadline."""
+    UploadStream: _aio.StreamUnaryMultiCallable[_storage_pb2.UploadStreamRequest, _storage_pb2.UploadResponse]  # type: ignore[assignment]
+    """The same upload with the bytes streamed: a header first, then the image in order, in
+    chunks of at most 1 MiB. The image is checked and hashed while it arrives, so a large
+    one is stored sooner than through Upload; the answer and every check are the same.
+    """
     GetPublicUrl: _aio.UnaryUnaryMultiCallable[_storage_pb2.GetPublicUrlRequest, _storage_pb2.GetPublicUrlResponse]  # type: ignore[assignment]
     """The public URL of an object (computed, no network call)."""
 
@@ -64,6 +74,17 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.UploadResponse, _abc.Awaitable[_storage_pb2.UploadResponse]]:
         """Upload (upsert) one object, retrying transient failures inside the deadline."""
+
+    @_abc_1.abstractmethod
+    def UploadStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_storage_pb2.UploadStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.UploadResponse, _abc.Awaitable[_storage_pb2.UploadResponse]]:
+        """The same upload with the bytes streamed: a header first, then the image in order, in
+        chunks of at most 1 MiB. The image is checked and hashed while it arrives, so a large
+        one is stored sooner than through Upload; the answer and every check are the same.
+        """
 
     @_abc_1.abstractmethod
     def GetPublicUrl(
