@@ -27,7 +27,7 @@ CONNECT_WAIT = 5.0
 HEALTH_TIMEOUT = 1.0
 # Bytes per UploadStream message: small enough that storage checks an image while the rest
 # is still on the wire, large enough that per-message costs stay small (bench/RESULTS.md).
-UPLOAD_CHUNK = 512 * 1024
+UPLOAD_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -81,14 +81,14 @@ class ServiceClients:
             )
         return answer
 
-    async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
+    async def upload(self, path: str, data: bytes, content_type: str) -> storage_pb2.UploadResponse:
         """Stream the image to storage (UploadStream): storage checks and hashes each chunk
         as it arrives, so the image is stored as soon as its last byte is in."""
         # A storage restart is waited out inside the deadline (wait_for_ready) instead of
         # failing the scene.
         async with self._calling("storage", connect=False):
             answer: storage_pb2.UploadResponse = await self.storage.UploadStream(
-                upload_chunks(request), timeout=self.upload_timeout, wait_for_ready=True
+                upload_chunks(path, data, content_type), timeout=self.upload_timeout, wait_for_ready=True
             )
         return answer
 
@@ -186,13 +186,11 @@ class ServiceClients:
             await channel.close()
 
 
-def upload_chunks(request: storage_pb2.UploadRequest) -> Iterator[storage_pb2.UploadStreamRequest]:
-    """An Upload's request as UploadStream's messages: the header, then the bytes in order."""
-    data = request.data
-    yield storage_pb2.UploadStreamRequest(
-        header=storage_pb2.UploadHeader(
-            bucket=request.bucket, path=request.path, content_type=request.content_type, size=len(data)
-        )
-    )
+def upload_chunks(
+    path: str, data: bytes, content_type: str, bucket: str = ""
+) -> Iterator[storage_pb2.UploadStreamRequest]:
+    """UploadStream's messages for one image: the header, then the bytes in order."""
+    header = storage_pb2.UploadHeader(bucket=bucket, path=path, content_type=content_type, size=len(data))
+    yield storage_pb2.UploadStreamRequest(header=header)
     for start in range(0, len(data), UPLOAD_CHUNK):
         yield storage_pb2.UploadStreamRequest(data=data[start : start + UPLOAD_CHUNK])

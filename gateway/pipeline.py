@@ -194,11 +194,7 @@ class Pipeline:
         for tries_left in range(REENCODE_TRIES, -1, -1):
             try:
                 return await self.clients.upload(
-                    storage_pb2.UploadRequest(
-                        path=scene_object_path(run.video_id, scene.number, extension),
-                        data=data,
-                        content_type=content_type,
-                    )
+                    scene_object_path(run.video_id, scene.number, extension), data, content_type
                 )
             except ServiceRefused as exc:
                 if not tries_left or exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:

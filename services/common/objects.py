@@ -76,19 +76,51 @@ def resolve_inside(root: Path, bucket: str, path: str) -> Path:
 def write_atomically(target: Path, data: bytes) -> None:
     """Temp file in the same directory, fsync, rename, fsync the directory: a crash
     leaves the old object or the new one, never a torn one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    staged = AtomicFile(target)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        staged.write(data)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    staged.commit()
+
+
+class AtomicFile:
+    """write_atomically in steps: bytes written to the temp file as they come, and the
+    object replaced only by commit(); discard() leaves the old object as it was."""
+
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        self._handle = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+
+    def write_through(self, data: bytes) -> None:
+        """Write and send to disk now (fdatasync), so that the fsync of commit() has only
+        the last bytes left: the disk works while the rest of the image still arrives."""
+        start = self._handle.tell()
+        self._handle.write(data)
+        self._handle.flush()
+        os.posix_fadvise(self._handle.fileno(), start, len(data), os.POSIX_FADV_DONTNEED)
+
+    def commit(self) -> None:
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self.tmp, self.target)
+        except BaseException:
+            self.discard()
+            raise
+        dir_fd = os.open(self.target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def discard(self) -> None:
+        self._handle.close()
+        self.tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from PIL import Image, UnidentifiedImageError
 
@@ -79,9 +80,16 @@ class PngWalker:
 
 @dataclass(frozen=True)
 class Received:
-    data: bytes
+    parts: tuple[bytes, ...]
+    size: int
     sha256: str
     info: ImageInfo
+
+    @cached_property
+    def data(self) -> bytes:
+        """The image in one piece, made only when asked for (an HTTP upload, a retry): a
+        staged local write never needs it."""
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 class Incoming:
@@ -92,45 +100,73 @@ class Incoming:
         self.content_type = content_type
         self.size = size
         self.received = 0
+        self.error: InvalidArgument | None = None
         self._parts: list[bytes] = []
         self._digest = hashlib.sha256()
         self._png = PngWalker() if content_type == "image/png" else None
 
     def add(self, chunk: bytes) -> None:
-        if self.received + len(chunk) > self.size:
+        """Count, check and hash one chunk; raises at the first thing wrong."""
+        self.take(len(chunk))
+        self.absorb(chunk)
+        if self.error is not None:
+            raise self.error
+
+    def take(self, length: int) -> None:
+        """Count a chunk's bytes (cheap, and first): more than announced is refused at once."""
+        if self.received + length > self.size:
             raise InvalidArgument(
-                f"more bytes than announced: the header said {self.size}, {self.received + len(chunk)} arrived"
+                f"more bytes than announced: the header said {self.size}, {self.received + length} arrived"
             )
+        self.received += length
+
+    def absorb(self, chunk: bytes) -> None:
+        """Check and hash a counted chunk."""
+        self.check(chunk)
+        self.hash(chunk)
+
+    def check(self, chunk: bytes) -> None:
+        """Check a counted chunk and keep it: the costly part, run (with hash) in threads of
+        their own while the next chunk arrives (see Uploader.receive). A refusal is kept in
+        `error` and raised by finish(); chunks after it are not looked at."""
+        if self.error is not None:
+            return
         if self._png is not None and not self._png.complete:
             try:
                 self._png.feed(chunk)
             except InvalidImage as exc:
-                raise self._refusal(exc, chunk if not self._parts else self._parts[0]) from exc
-        self._digest.update(chunk)
+                self.error = self._refusal(exc, chunk if not self._parts else self._parts[0])
+                return
         self._parts.append(chunk)
-        self.received += len(chunk)
+
+    def hash(self, chunk: bytes) -> None:
+        """Add a counted chunk to the digest (chunks in order, from one thread at a time)."""
+        self._digest.update(chunk)
 
     async def finish(self) -> Received:
+        if self.error is not None:
+            raise self.error
         if self.received != self.size:
             raise InvalidArgument(
                 f"the image ended after {self.received} of the {self.size} bytes announced; send it whole"
             )
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._parts = [data]
+        parts = tuple(self._parts)
         if self._png is not None:
+            start = head(parts, 24)  # through the IHDR
             if not self._png.complete:
-                raise self._refusal(InvalidImage("truncated PNG: it ends before its IEND chunk"), data)
-            info = png_info(data)
+                raise self._refusal(InvalidImage("truncated PNG: it ends before its IEND chunk"), start)
+            info = png_info(start)
         else:
+            parts = (b"".join(parts),)  # decoded whole: the one copy is needed anyway
             try:
-                info = await check_image(data)
+                info = await check_image(parts[0])
             except InvalidImage as exc:
                 raise InvalidArgument(f"data is not an image: {exc}") from exc
         if info.content_type != self.content_type:
             raise InvalidArgument(
                 f"content type {self.content_type} does not match the bytes, which are {info.content_type}"
             )
-        return Received(data, self._digest.hexdigest(), info)
+        return Received(parts, self.size, self._digest.hexdigest(), info)
 
     def _refusal(self, exc: InvalidImage, start: bytes) -> InvalidArgument:
         """The error for an image the PNG walk refused: a mislabelled image is named as what it is."""
@@ -138,6 +174,16 @@ class Incoming:
         if found and found != "image/png":
             return InvalidArgument(f"content type image/png does not match the bytes, which are {found}")
         return InvalidArgument(f"data is not an image: {exc}")
+
+
+def head(parts: tuple[bytes, ...], length: int) -> bytes:
+    """The first ``length`` bytes of an image held in parts (which may be tiny)."""
+    taken: list[bytes] = []
+    for part in parts:
+        taken.append(part[: length - sum(map(len, taken))])
+        if sum(map(len, taken)) >= length:
+            break
+    return b"".join(taken)
 
 
 def sniff(start: bytes) -> str | None:

@@ -52,13 +52,17 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first message must be the header (bucket, path, content_type, size)")
         header = first.header
-        incoming = self.uploader.begin(header.bucket, header.path, header.content_type, header.size)
-        async for chunk in requests:
-            if chunk.WhichOneof("part") != "data":
-                raise InvalidArgument("only the first message is a header; send the image's bytes after it")
-            incoming.add(chunk.data)
-        received = await incoming.finish()
-        return answer(await self.uploader.store(header.bucket, header.path, received, deadline))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in requests:
+                if message.WhichOneof("part") != "data":
+                    raise InvalidArgument("only the first message is a header; send the image's bytes after it")
+                yield message.data
+
+        result = await self.uploader.receive(
+            header.bucket, header.path, header.content_type, header.size, chunks(), deadline
+        )
+        return answer(result)
 
     @rpc(SERVICE)
     async def GetPublicUrl(

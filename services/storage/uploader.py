@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from services.common import objects
@@ -19,6 +21,7 @@ from services.storage.backends.base import (
     BucketMissing,
     BucketSpec,
     PermanentStorageError,
+    Staged,
     StorageBackend,
     TransientStorageError,
 )
@@ -72,6 +75,11 @@ class BucketEnsurer:
                 log.info("bucket created", extra={"bucket": self.spec.name, "backend": self.backend.name})
             return created
 
+    @property
+    def known(self) -> bool:
+        """The bucket is known to exist (an upload has been stored, or it was ensured)."""
+        return self._known
+
     def forget(self) -> None:
         """The bucket disappeared: check (and create) it again before the next upload."""
         self._known = False
@@ -82,6 +90,10 @@ class Uploader:
         self.backend = backend
         self.bucket = bucket
         self.max_bytes = max_bytes
+        # Streamed images are checked in one thread and hashed in another (both let go of
+        # the GIL for the bulk of it), one chunk at a time in arrival order.
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-check")
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-hash")
         self.ensurer = BucketEnsurer(
             backend, BucketSpec(bucket, public=True, file_size_limit=max_bytes, allowed_mime_types=IMAGE_MIME_TYPES)
         )
@@ -116,49 +128,91 @@ class Uploader:
             incoming.add(data)
         return await self.store(bucket, path, await incoming.finish(), deadline)
 
-    async def store(self, bucket: str, path: str, received: Received, deadline: Deadline) -> UploadResult:
-        """Put a received, checked image, retrying what can succeed inside the deadline."""
+    async def receive(
+        self, bucket: str, path: str, content_type: str, size: int, chunks: AsyncIterator[bytes], deadline: Deadline
+    ) -> UploadResult:
+        """An image arriving in chunks (UploadStream): each checked and hashed as it comes
+        and, where the backend can, written to a temp file at once; the object is replaced
+        only once the whole image has passed every check."""
+        incoming = self.begin(bucket, path, content_type, size)
         bucket = self.check_bucket(bucket)
-        data, content_type = received.data, received.info.content_type
+        staged = None
+        try:
+            if self.ensurer.known:
+                staged = self.backend.stage(bucket, path)
+            async for chunk in chunks:
+                incoming.take(len(chunk))
+                if incoming.error is not None:
+                    raise incoming.error  # seen by the checker: refuse now, without the rest
+                # Checked, hashed and (staged) written in three threads, each in order,
+                # while this loop takes the next chunk.
+                self._checker.submit(incoming.check, chunk)
+                self._hasher.submit(incoming.hash, chunk)
+                if staged is not None:
+                    staged.feed(chunk)
+            for thread in (self._checker, self._hasher):  # every chunk checked and hashed
+                await asyncio.wrap_future(thread.submit(lambda: None))
+            received = await incoming.finish()
+        except BaseException:
+            if staged is not None:  # also when the caller went away: the temp file goes too
+                await asyncio.shield(staged.discard())
+            raise
+        return await self.store(bucket, path, received, deadline, staged)
+
+    async def store(
+        self, bucket: str, path: str, received: Received, deadline: Deadline, staged: Staged | None = None
+    ) -> UploadResult:
+        """Put a received, checked image, retrying what can succeed inside the deadline. A
+        staged write is committed by the first attempt; any later attempt writes whole."""
+        bucket = self.check_bucket(bucket)
+        content_type = received.info.content_type
         started = time.monotonic()
         attempts = 0
         try:
-            async for attempt in retrying(UPLOAD_POLICY, deadline):
-                with attempt:
-                    await self.ensurer.ensure(deadline)  # free once the bucket is known
-                    attempts += 1
-                    metrics.UPLOAD_ATTEMPTS.inc()
-                    timeout = deadline.slice(ATTEMPT_TIMEOUT)
-                    if timeout <= 0:
-                        raise DeadlineExceeded("the deadline passed before the upload could start")
-                    try:
-                        await self.backend.put(bucket, path, data, content_type, timeout)
-                    except BucketMissing:
-                        self.ensurer.forget()
-                        raise
-                    except TransientStorageError as exc:
-                        log.warning(
-                            "upload attempt failed",
-                            extra={"path": path, "attempt": attempts, "error": str(exc)},
-                        )
-                        raise
-        except PermanentStorageError as exc:
-            metrics.UPLOADS.labels("rejected").inc()
-            raise exc.error from exc
-        except TransientStorageError as exc:
-            metrics.UPLOADS.labels("failed").inc()
-            if deadline.remaining() <= UPLOAD_POLICY.min_attempt:
-                raise DeadlineExceeded(f"upload did not succeed before the deadline: {exc}") from exc
-            raise Unavailable(f"upload failed after {attempts} attempts: {exc}") from exc
+            try:
+                async for attempt in retrying(UPLOAD_POLICY, deadline):
+                    with attempt:
+                        await self.ensurer.ensure(deadline)  # free once the bucket is known
+                        attempts += 1
+                        metrics.UPLOAD_ATTEMPTS.inc()
+                        timeout = deadline.slice(ATTEMPT_TIMEOUT)
+                        if timeout <= 0:
+                            raise DeadlineExceeded("the deadline passed before the upload could start")
+                        try:
+                            if staged is not None:
+                                committing, staged = staged, None
+                                await committing.commit(timeout)
+                            else:
+                                await self.backend.put(bucket, path, received.data, content_type, timeout)
+                        except BucketMissing:
+                            self.ensurer.forget()
+                            raise
+                        except TransientStorageError as exc:
+                            log.warning(
+                                "upload attempt failed",
+                                extra={"path": path, "attempt": attempts, "error": str(exc)},
+                            )
+                            raise
+            except PermanentStorageError as exc:
+                metrics.UPLOADS.labels("rejected").inc()
+                raise exc.error from exc
+            except TransientStorageError as exc:
+                metrics.UPLOADS.labels("failed").inc()
+                if deadline.remaining() <= UPLOAD_POLICY.min_attempt:
+                    raise DeadlineExceeded(f"upload did not succeed before the deadline: {exc}") from exc
+                raise Unavailable(f"upload failed after {attempts} attempts: {exc}") from exc
+        finally:
+            if staged is not None:  # never committed (the bucket could not be ensured)
+                await asyncio.shield(staged.discard())
         metrics.UPLOADS.labels("stored").inc()
-        metrics.UPLOAD_BYTES.inc(len(data))
+        metrics.UPLOAD_BYTES.inc(received.size)
         metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
         digest = received.sha256
         return UploadResult(
             bucket=bucket,
             path=path,
             public_url=self.versioned_url(bucket, path, digest),
-            size=len(data),
+            size=received.size,
             content_type=content_type,
             sha256=digest,
             attempts=attempts,

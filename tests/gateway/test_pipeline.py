@@ -55,11 +55,11 @@ class StandInServices:
             image=PNG, content_type="image/png", extension="png", provider="m", cost_usd=0.01, cost_known=True
         )
 
-    async def upload(self, request: storage_pb2.UploadRequest) -> storage_pb2.UploadResponse:
+    async def upload(self, path: str, data: bytes, content_type: str) -> storage_pb2.UploadResponse:
         if self.storage_refuses:
             raise ServiceRefused("storage", grpc.StatusCode.RESOURCE_EXHAUSTED, "object too large")
-        self.uploads.append(request.path)
-        return storage_pb2.UploadResponse(path=request.path, public_url=f"http://x/{request.path}?v=1")
+        self.uploads.append(path)
+        return storage_pb2.UploadResponse(path=path, public_url=f"http://x/{path}?v=1")
 
     def _status_write(self) -> None:
         if self.status_down_for:

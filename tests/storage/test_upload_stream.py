@@ -80,8 +80,7 @@ async def test_a_streamed_image_is_stored_whole_with_the_same_answer_as_upload(
 async def test_the_gateway_chunks_are_what_upload_stream_takes(
     local: storage_pb2_grpc.StorageServiceStub, tmp_path: Path
 ) -> None:
-    request = storage_pb2.UploadRequest(path=PATH, data=BIG, content_type="image/png")
-    messages = list(upload_chunks(request))
+    messages = list(upload_chunks(PATH, BIG, "image/png"))
     assert messages[0].WhichOneof("part") == "header" and len(messages) > 2
     answer = await local.UploadStream(iter(messages), timeout=20)
     assert answer.size == len(BIG) and stored(tmp_path) == BIG

@@ -32,6 +32,18 @@ class BucketSpec:
     allowed_mime_types: tuple[str, ...]
 
 
+class Staged(Protocol):
+    """An object written while its bytes still arrive, replaced only on commit."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    async def commit(self, timeout: float) -> None:
+        """Raises what put raises for the same failures."""
+        ...
+
+    async def discard(self) -> None: ...
+
+
 class StorageBackend(Protocol):
     name: str
 
@@ -44,6 +56,11 @@ class StorageBackend(Protocol):
         ...
 
     async def put(self, bucket: str, path: str, data: bytes, content_type: str, timeout: float) -> None: ...
+
+    def stage(self, bucket: str, path: str) -> Staged | None:
+        """A staged write, for a backend that can start one before the image is whole
+        (a local file); None for one that takes the image whole (an HTTP upload)."""
+        ...
 
     def public_url(self, bucket: str, path: str) -> str: ...
 

@@ -132,6 +132,11 @@ class SupabaseBackend:
         options: Any = {"content-type": content_type, "upsert": "true", "cache-control": "3600"}
         await self._call("upload", timeout, client.storage.from_(bucket).upload(path, data, options))
 
+    def stage(self, bucket: str, path: str) -> None:
+        """The client uploads bytes it holds whole (storage3 takes bytes or a file), so the
+        upload starts once the image is in and checked: nothing unchecked is ever sent."""
+        return None
+
     def public_url(self, bucket: str, path: str) -> str:
         # The client computes the same URL locally; no request is needed.
         return f"{self.url}{PUBLIC_PREFIX}/{bucket}/{path}"
