@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import socket
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +16,9 @@ from dataclasses import dataclass
 
 from bench.common import Figure, median
 from services.common.channels import open_channel
+from services.common.memory import tune_allocator
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Flaky, Hang, Ok, model_entry
 from tools.processes import SERVICES, System, free_port
 
@@ -272,4 +278,86 @@ def transient_faults(quick: bool) -> list[Figure]:
             note=f"{requests} requests for {scenes} scenes",
         ),
         Figure("10% transient faults: placeholders", placeholders, "scenes", "== 0", placeholders == 0),
+    ]
+
+
+# A child process that answers each one-byte request on a TCP connection with the image's
+# bytes (an 8-byte length, then the bytes): the same transfer with nothing but the socket.
+LOOPBACK_SENDER = """
+import socket, struct, sys
+data = sys.stdin.buffer.read()
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+conn, _ = server.accept()
+while conn.recv(1):
+    conn.sendall(struct.pack(">Q", len(data)) + data)
+"""
+
+
+def _fetch_raw(sock: socket.socket) -> int:
+    sock.sendall(b"?")
+    size = struct.unpack(">Q", sock.recv(8, socket.MSG_WAITALL))[0]
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        got += sock.recv_into(view[got:])
+    return got
+
+
+def image_answer(quick: bool) -> list[Figure]:
+    """A 4.9 MiB image answered by imagegen (from its replay cache: no provider call) to a
+    caller using the gateway's channel, against the same bytes sent over a plain loopback
+    socket from another process; alternating, medians."""
+    tune_allocator()  # as the gateway does
+    image = noisy_png(int(4.9 * 1024 * 1024))
+    count = 10 if quick else 40
+    grpc_times, raw_times = [], []
+    with FakeOpenAI(models=[model_entry(B)]) as fake, tempfile.TemporaryDirectory() as tmp:
+        fake.script(B, Ok(payload=image))
+        system = start_imagegen(fake, tmp, IMAGEGEN_CHAIN=B)
+        sender = subprocess.Popen(
+            [sys.executable, "-c", LOOPBACK_SENDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            assert sender.stdin is not None and sender.stdout is not None
+            sender.stdin.write(image)
+            sender.stdin.close()
+            sock = socket.create_connection(("127.0.0.1", int(sender.stdout.readline())))
+
+            async def run() -> None:
+                channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
+                stub = imagegen_pb2_grpc.ImageGenServiceStub(channel)
+                request = imagegen_pb2.GenerateRequest(prompt="one scene", video_id="bench", scene=1)
+                try:
+                    for i in range(count + 2):  # the first pays; then every answer is replayed
+                        started = time.perf_counter()
+                        answer = await stub.Generate(request, timeout=65)
+                        seconds = time.perf_counter() - started
+                        assert len(answer.image) == len(image)
+                        started = time.perf_counter()
+                        assert _fetch_raw(sock) == len(image)
+                        raw = time.perf_counter() - started
+                        if i >= 2:
+                            grpc_times.append(seconds)
+                            raw_times.append(raw)
+                finally:
+                    await channel.close()
+
+            asyncio.run(run())
+            sock.close()
+            paid = fake.count(B)
+        finally:
+            sender.kill()
+            system.stop_all()
+    ours, plain = median(grpc_times), median(raw_times)
+    mib = len(image) / 1024 / 1024
+    return [
+        Figure("imagegen -> caller: a 4.9 MiB image in a Generate answer", round(mib / ours, 1), "MiB/s"),
+        Figure("the same bytes over a plain loopback socket", round(mib / plain, 1), "MiB/s"),
+        Figure(
+            "image answer: Generate / plain socket throughput",
+            round(plain / ours, 3),
+            "ratio",
+            note=f"median {ours * 1000:.1f} ms vs {plain * 1000:.1f} ms; provider requests {paid} (replayed answers)",
+        ),
     ]

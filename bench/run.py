@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "flood": bench_status.flood,
     "memory": bench_storage.memory,
     "upload-throughput": bench_storage.throughput,
+    "upload-supabase": bench_storage.supabase,
+    "image-answer": bench_imagegen.image_answer,
     "load": bench_pipeline.load,
     "workers": bench_workers.workers,
     "events": bench_events.events,

@@ -62,7 +62,7 @@ def test_config_and_secrets_name_only_settings_the_services_read() -> None:
         name
         for settings in (ImagegenSettings, StorageSettings, StatusSettings, GatewaySettings)
         for name in setting_names(settings)
-    } | {"MALLOC_MMAP_THRESHOLD_"}
+    }
     config = of_kind("ConfigMap")[0]["data"]
     assert set(config) <= known, set(config) - known
     secret_keys = set(of_kind("Secret")[0]["stringData"])

@@ -74,10 +74,6 @@ class System:
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['GATEWAY_PORT']}")
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
-        # Images are multi-MiB buffers: a fixed glibc mmap threshold hands each one back to
-        # the OS when freed, instead of keeping it in the heap (bench/RESULTS.md: the
-        # gateway's peak memory for three large images at once fell by about half).
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1024 * 1024))
         return cls(env, log_dir)
 
     def port(self, name: str) -> int:

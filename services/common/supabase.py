@@ -39,6 +39,13 @@ class ServerSupabase:
                     )
         return self._client
 
+    async def session(self) -> tuple[httpx.AsyncClient, dict[str, str]]:
+        """The HTTP client the `supabase` client sends through (one connection pool), and
+        the headers it authenticates with, for a request the client has no method for."""
+        await self.client()
+        assert self._http is not None
+        return self._http, {"apikey": self._key, "Authorization": f"Bearer {self._key}"}
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()

@@ -136,16 +136,15 @@ class Uploader:
         only once the whole image has passed every check."""
         incoming = self.begin(bucket, path, content_type, size)
         bucket = self.check_bucket(bucket)
-        staged = None
+        staged = await self.backend.stage(bucket, path, content_type, size) if self.ensurer.known else None
         try:
-            if self.ensurer.known:
-                staged = self.backend.stage(bucket, path)
             async for chunk in chunks:
                 incoming.take(len(chunk))
                 if incoming.error is not None:
                     raise incoming.error  # seen by the checker: refuse now, without the rest
-                # Checked, hashed and (staged) written in three threads, each in order,
-                # while this loop takes the next chunk.
+                # Checked and hashed in two threads, each in order, while this loop takes
+                # the next chunk; the staged write has it at once (it commits only after
+                # every check has passed, and a refused image never completes it).
                 self._checker.submit(incoming.check, chunk)
                 self._hasher.submit(incoming.hash, chunk)
                 if staged is not None:
@@ -154,7 +153,7 @@ class Uploader:
                 await asyncio.wrap_future(thread.submit(lambda: None))
             received = await incoming.finish()
         except BaseException:
-            if staged is not None:  # also when the caller went away: the temp file goes too
+            if staged is not None:  # also when the caller went away: nothing is stored
                 await asyncio.shield(staged.discard())
             raise
         return await self.store(bucket, path, received, deadline, staged)

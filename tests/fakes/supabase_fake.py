@@ -592,3 +592,21 @@ class FakeSupabase(LoopbackServer):
                 self._handle("DELETE")
 
         return Handler
+
+
+def main() -> None:
+    """`python -m tests.fakes.supabase_fake [--upload-rate BYTES_PER_S]`: the fake in a process
+    of its own (benchmarks), printing its port; it serves until stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--upload-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    with FakeSupabase(upload_rate=args.upload_rate) as fake:
+        print(fake.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

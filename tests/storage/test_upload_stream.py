@@ -202,21 +202,65 @@ def fake() -> Iterator[sf.FakeSupabase]:
         yield server
 
 
-async def test_a_streamed_image_reaches_supabase_through_the_client_and_a_broken_one_never_does(
-    fake: sf.FakeSupabase,
-) -> None:
+@pytest.fixture
+async def supabase_stub(fake: sf.FakeSupabase) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
     backend = SupabaseBackend(fake.url, fake.key)
     reg = Registration(
         storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(Uploader(backend, BUCKET)), SERVICE
     )
     async with grpc_server(reg) as (_running, channel):
         stub = storage_pb2_grpc.StorageServiceStub(channel)
-        answer = await stub.UploadStream(iter(chunks(BIG, 512 * 1024)), timeout=20)
-        assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
-        assert answer.public_url.startswith(f"{fake.url}/storage/v1/object/public/{BUCKET}/{PATH}?v=")
-        uploads = fake.count("upload")
-        bad = BIG[:100_000] + bytes([BIG[100_000] ^ 0x01]) + BIG[100_001:]
-        error = await refused(stub, chunks(bad, 512 * 1024))
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert fake.count("upload") == uploads  # refused before any request to Supabase
-        assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
+        await stub.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
+        yield stub
+
+
+async def test_a_streamed_image_goes_to_supabase_while_it_arrives_as_a_binary_upload(
+    fake: sf.FakeSupabase, supabase_stub: storage_pb2_grpc.StorageServiceStub
+) -> None:
+    answer = await supabase_stub.UploadStream(iter(chunks(BIG, 512 * 1024)), timeout=20)
+    assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
+    assert answer.public_url.startswith(f"{fake.url}/storage/v1/object/public/{BUCKET}/{PATH}?v=")
+    sent = [r for r in fake.requests if r.route == "upload"]
+    assert len(sent) == 1 and answer.attempts == 1
+    headers = sent[0].headers
+    assert headers["content-type"] == "image/png" and headers["content-length"] == str(len(BIG))
+    assert headers["x-upsert"] == "true" and headers["authorization"] == f"Bearer {fake.key}"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        BIG[:100_000] + bytes([BIG[100_000] ^ 0x01]) + BIG[100_001:],  # caught mid-stream
+        BIG[:-1] + bytes([BIG[-1] ^ 0x01]),  # caught only in the last chunk (IEND's CRC)
+    ],
+    ids=["early", "last-byte"],
+)
+async def test_a_broken_image_never_completes_its_upload_and_the_old_object_stays(
+    fake: sf.FakeSupabase, supabase_stub: storage_pb2_grpc.StorageServiceStub, bad: bytes
+) -> None:
+    await supabase_stub.UploadStream(iter(chunks(BIG, 512 * 1024)), timeout=20)
+    uploads = fake.count("upload")
+    error = await refused(supabase_stub, chunks(bad, 512 * 1024))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.count("upload") == uploads  # no upload was completed
+    assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
+
+
+async def test_a_streamed_attempt_that_fails_is_retried_with_the_whole_image(
+    fake: sf.FakeSupabase, supabase_stub: storage_pb2_grpc.StorageServiceStub
+) -> None:
+    fake.inject("upload", sf.Fail(500), sf.Pass())
+    answer = await supabase_stub.UploadStream(iter(chunks(BIG, 512 * 1024)), timeout=20)
+    assert answer.attempts == 2
+    sent = [r for r in fake.requests if r.route == "upload"]
+    assert [r.headers["content-type"].split(";")[0] for r in sent] == ["image/png", "multipart/form-data"]
+    assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
+
+
+async def test_a_streamed_upload_the_bucket_refuses_as_too_large_is_resource_exhausted(
+    fake: sf.FakeSupabase, supabase_stub: storage_pb2_grpc.StorageServiceStub
+) -> None:
+    fake.buckets[BUCKET]["file_size_limit"] = 1024 * 1024
+    error = await refused(supabase_stub, chunks(BIG, 512 * 1024))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (BUCKET, PATH) not in fake.objects

@@ -57,9 +57,10 @@ class StorageBackend(Protocol):
 
     async def put(self, bucket: str, path: str, data: bytes, content_type: str, timeout: float) -> None: ...
 
-    def stage(self, bucket: str, path: str) -> Staged | None:
-        """A staged write, for a backend that can start one before the image is whole
-        (a local file); None for one that takes the image whole (an HTTP upload)."""
+    async def stage(self, bucket: str, path: str, content_type: str, size: int) -> Staged:
+        """A write that starts before the image is whole, fed chunks as they arrive: until
+        commit(), which comes only once the whole image has passed every check, nothing of
+        it replaces the object."""
         ...
 
     def public_url(self, bucket: str, path: str) -> str: ...

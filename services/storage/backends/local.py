@@ -45,7 +45,7 @@ class LocalBackend:
         except OSError as exc:
             raise classify(exc) from exc
 
-    def stage(self, bucket: str, path: str) -> StagedWrite:
+    async def stage(self, bucket: str, path: str, content_type: str, size: int) -> StagedWrite:
         """A write that starts before the image is whole: its bytes go to a temp file as
         they arrive (in order, off the event loop) and replace the object only on commit."""
         return StagedWrite(resolve_inside(self.root, bucket, path), self._writer)

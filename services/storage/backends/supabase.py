@@ -8,8 +8,9 @@ refused connections come as raw httpx exceptions. Both are classified here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import httpx
@@ -132,10 +133,12 @@ class SupabaseBackend:
         options: Any = {"content-type": content_type, "upsert": "true", "cache-control": "3600"}
         await self._call("upload", timeout, client.storage.from_(bucket).upload(path, data, options))
 
-    def stage(self, bucket: str, path: str) -> None:
-        """The client uploads bytes it holds whole (storage3 takes bytes or a file), so the
-        upload starts once the image is in and checked: nothing unchecked is ever sent."""
-        return None
+    async def stage(self, bucket: str, path: str, content_type: str, size: int) -> StreamedUpload:
+        """An upload that starts while the image still arrives: the Storage API's binary
+        upload (the body typed by its Content-Type, as the JS client sends an ArrayBuffer),
+        through the `supabase` client's own HTTP session."""
+        http, headers = await self.supabase.session()
+        return StreamedUpload(http, headers, f"{self.url}/storage/v1/object/{bucket}/{path}", content_type, size)
 
     def public_url(self, bucket: str, path: str) -> str:
         # The client computes the same URL locally; no request is needed.
@@ -143,3 +146,58 @@ class SupabaseBackend:
 
     async def close(self) -> None:
         await self.supabase.close()
+
+
+class StreamedUpload:
+    """One binary upload whose body is fed as the image arrives. The last chunk is held
+    back until commit(), which comes only after the whole image has passed every check: a
+    refused image ends the request before its declared length is reached, and Storage
+    stores nothing from a body cut short (tests/storage/test_upload_stream.py)."""
+
+    def __init__(self, http: httpx.AsyncClient, auth: dict[str, str], url: str, content_type: str, size: int) -> None:
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._held: bytes | None = None
+        headers = {
+            **auth,
+            "Content-Type": content_type,
+            "Content-Length": str(size),  # not chunked: the server knows the length up front
+            "x-upsert": "true",
+            "cache-control": "max-age=3600",
+        }
+        self._request = asyncio.create_task(http.post(url, content=self._body(), headers=headers))
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._chunks.get()) is not None:
+            yield chunk
+
+    def feed(self, chunk: bytes) -> None:
+        if self._held is not None:
+            self._chunks.put_nowait(self._held)
+        self._held = chunk
+
+    async def commit(self, timeout: float) -> None:
+        if self._held is not None:
+            self._chunks.put_nowait(self._held)
+            self._held = None
+        self._chunks.put_nowait(None)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._request
+        except Exception as exc:
+            raise classify(exc, "upload") from exc
+        if response.status_code >= 400:
+            raise classify(storage_error(response), "upload")
+
+    async def discard(self) -> None:
+        self._request.cancel()
+        with contextlib.suppress(BaseException):
+            await self._request
+
+
+def storage_error(response: httpx.Response) -> StorageApiError:
+    """The error storage3 would raise for this answer (it reads the same body)."""
+    try:
+        body = response.json()
+        return StorageApiError(body["message"], body["error"], body["statusCode"])
+    except (KeyError, TypeError, ValueError):
+        return StorageApiError(f"unparsable error: {response.text[:200]}", "InternalError", response.status_code)
