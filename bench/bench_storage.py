@@ -72,7 +72,7 @@ def memory(quick: bool) -> list[Figure]:
                 "MiB",
                 "<= 64",
                 above <= 64,
-                note=f"runs {runs} MiB; idle {median(idles[name]):.0f} MiB",
+                note=f"runs {runs} MiB; idle {median(idles[name]):.0f} MiB, peak {median(idles[name]) + above:.0f} MiB",
             )
         )
     return figures

@@ -140,6 +140,36 @@ def test_storage_upload(servers: tuple[int, Path], bucket: str, path: str, data:
     assert files_outside_storage(root) == []
 
 
+@st.composite
+def upload_streams(draw: st.DrawFn) -> list[storage_pb2.UploadStreamRequest]:
+    """A header (odd fields, a size that may not match) and data in random cuts; sometimes
+    a second header, or data first."""
+    data = draw(blobs)
+    header = storage_pb2.UploadHeader(
+        bucket=draw(st.one_of(st.just(""), odd_text)),
+        path=draw(st.one_of(st.just("videos/v/images/scene-1.png"), odd_text)),
+        content_type=draw(st.one_of(odd_text, st.sampled_from(["image/png", "image/jpeg"]))),
+        size=draw(st.one_of(st.just(len(data)), st.integers(min_value=-(2**63), max_value=2**63 - 1))),
+    )
+    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=6)))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    messages = [storage_pb2.UploadStreamRequest(header=header)]
+    messages += [storage_pb2.UploadStreamRequest(data=piece) for piece in pieces]
+    if draw(st.booleans()):
+        at = draw(st.integers(min_value=0, max_value=len(messages)))
+        messages.insert(at, storage_pb2.UploadStreamRequest(header=header))
+    return messages
+
+
+@FUZZ
+@given(messages=upload_streams())
+def test_storage_upload_stream(servers: tuple[int, Path], messages: list[storage_pb2.UploadStreamRequest]) -> None:
+    port, root = servers
+    assert call(port, storage_pb2_grpc.StorageServiceStub, "UploadStream", iter(messages)) not in NEVER
+    assert files_outside_storage(root) == []
+    assert [p for p in (root / "s").rglob("*.tmp")] == []  # a refused stream leaves no temp file
+
+
 scene_results = st.builds(
     status_pb2.SceneResult,
     scene=ints,
