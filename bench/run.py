@@ -9,7 +9,16 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import bench_auth, bench_events, bench_imagegen, bench_pipeline, bench_status, bench_storage, bench_workers
+from bench import (
+    bench_auth,
+    bench_events,
+    bench_imagegen,
+    bench_pipeline,
+    bench_shared,
+    bench_status,
+    bench_storage,
+    bench_workers,
+)
 from bench.common import RESULTS, Figure, machine, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -26,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "upload-throughput": bench_storage.throughput,
     "upload-supabase": bench_storage.supabase,
     "image-answer": bench_imagegen.image_answer,
+    "shared-limit": bench_shared.shared_limit,
     "load": bench_pipeline.load,
     "workers": bench_workers.workers,
     "events": bench_events.events,

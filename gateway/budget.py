@@ -64,6 +64,8 @@ class BudgetGuard:
             if value is not None:
                 metrics.BUDGET_CAP.labels(cap).set(value)
                 metrics.BUDGET_BREACHES.labels(cap)  # the series exists before the first breach
+                # Unknown (NaN: no alert compares true) until the first check reads the spend.
+                metrics.BUDGET_REMAINING.labels(cap).set(float("nan"))
 
     @property
     def active(self) -> bool:

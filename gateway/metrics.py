@@ -50,6 +50,8 @@ def record_run(final: str, summary: RunSummary) -> None:
 
 for _outcome in ("generated", "placeholder", "failed", "skipped"):
     SCENES.labels(_outcome)
+for _final in ("assets_generated", "failed"):  # a run's final status (gateway/reporting.py)
+    RUNS.labels(_final)
 for _reason in ("last_known", "unknown"):
     STATUS_DEGRADED.labels(_reason)
 HOP_BREAKER_OPEN = Gauge(

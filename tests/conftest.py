@@ -17,6 +17,7 @@ from services.common.server import Registration, RunningServer, start_server
 from tests.ci import IN_CI
 from tests.fakes import openai_fake as fo
 from tests.pg import pg_dsn
+from tests.redis_server import own_redis, redis_prefix
 from tools.processes import SERVICES, System, free_port
 
 # Test channels keep their own subchannels (see grpc_server).
@@ -107,7 +108,7 @@ def logs_of(system: System, name: str) -> str:
 
 
 # The one PostgreSQL fixture (tests/pg.py): a database of its own per test.
-__all__ = ["IN_CI", "pg_dsn"]
+__all__ = ["IN_CI", "own_redis", "pg_dsn", "redis_prefix"]
 
 # What the fake provider lists, and the keys the tests use (imagegen's and the system's).
 PROVIDER_MODELS = ("gpt-image-2.5-sunburst", "gpt-image-2", "gpt-image-2.6-flare", "dall-e-3", "dall-e-2")

@@ -37,7 +37,7 @@ def test_compose_runs_the_same_commands_and_ports_as_make_run() -> None:
 def test_every_compose_variable_is_a_setting_the_service_reads() -> None:
     kinds: dict[str, type[BaseSettings]] = {**SETTINGS, "imagegen-2": ImagegenSettings, "worker": GatewaySettings}
     for name, svc in compose()["services"].items():
-        if name == "postgres":
+        if name in ("postgres", "redis"):  # not ours
             continue
         known = setting_names(kinds[name])
         unknown = set(svc["environment"]) - known
@@ -51,10 +51,16 @@ def test_gateway_reaches_the_services_by_their_compose_names() -> None:
         assert env[f"{name.upper()}_ADDR"] == f"{name}:{SERVICES[name][2]}"
 
 
-def test_the_scale_profile_adds_postgres_two_workers_and_a_second_imagegen() -> None:
+def test_the_scale_profile_adds_postgres_redis_two_workers_and_a_second_imagegen() -> None:
     services = compose()["services"]
     scaled = {n for n, s in services.items() if s.get("profiles") == ["scale"]}
-    assert scaled == {"postgres", "worker", "imagegen-2"}
+    assert scaled == {"postgres", "redis", "worker", "imagegen-2"}
+    # Both imagegen replicas share their state through the profile's Redis when asked to.
+    assert (
+        services["imagegen-2"]["environment"]["IMAGEGEN_SHARED_STATE"]
+        == "${IMAGEGEN_SHARED_STATE:-redis://redis:6379/0}"
+    )
+    assert services["imagegen"]["environment"]["IMAGEGEN_SHARED_STATE"] == "${IMAGEGEN_SHARED_STATE:-}"
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["worker"]["command"] == ["python", "-m", "gateway.worker"]
     for name in ("imagegen", "imagegen-2"):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 
 from gateway.settings import GatewaySettings
 from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, setting_names
+from tests.ci import IN_CI
 from tools.processes import ROOT, SERVICES
 
 K8S = ROOT / "deploy" / "k8s"
@@ -46,6 +49,51 @@ def test_every_deployment_has_probes_resources_a_pdb_and_an_autoscaler() -> None
             port = int(SERVICES[name][2])
             assert container["readinessProbe"]["grpc"]["port"] == port  # native gRPC health probes
             assert container["livenessProbe"]["grpc"]["port"] == port
+
+
+def test_the_imagegen_replicas_share_state_through_the_redis_in_the_manifests() -> None:
+    config = of_kind("ConfigMap")[0]["data"]
+    redis = next(d for d in of_kind("StatefulSet") if d["metadata"]["name"] == "redis")
+    service = next(d for d in of_kind("Service") if d["metadata"]["name"] == "redis")
+    assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
+    port = service["spec"]["ports"][0]["port"]
+    assert config["IMAGEGEN_SHARED_STATE"] == f"redis://redis.storyshort.svc.cluster.local:{port}/0"
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] and "readinessProbe" in container and "livenessProbe" in container
+    assert "noeviction" in container["args"]
+
+
+def test_every_pod_is_annotated_for_scraping_on_its_metrics_port() -> None:
+    for deployment in of_kind("Deployment"):
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+        assert annotations["prometheus.io/scrape"] == "true"
+        metrics_port = ports.get("metrics", ports.get("http"))
+        assert int(annotations["prometheus.io/port"]) == metrics_port, deployment["metadata"]["name"]
+
+
+def test_the_compose_scrape_config_is_valid_and_reaches_every_replica() -> None:
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if IN_CI:
+            pytest.fail("CI=true and no promtool")
+        pytest.skip("no promtool (apt install prometheus)")
+    checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    targets = {
+        (name, sd["port"])
+        for sd in yaml.safe_load(config.read_text())["scrape_configs"][0]["dns_sd_configs"]
+        for name in sd["names"]
+    }
+    assert targets == {
+        ("gateway", 8080),
+        ("worker", 9104),
+        ("imagegen-pool", 9101),
+        ("storage", 9102),
+        ("status", 9103),
+    }
 
 
 def test_grpc_services_are_headless_so_round_robin_sees_every_pod() -> None:

@@ -173,6 +173,27 @@ class ImagegenSettings(CommonSettings):
     replay_ttl: LongSeconds = Field(3600.0, validation_alias="IMAGEGEN_REPLAY_TTL", gt=0)
     # JSON price table per model (see config/prices.example.json); none: spend is unknown.
     prices_file: Path | None = Field(None, validation_alias="IMAGEGEN_PRICES_FILE")
+    # Replicas' shared state (README: Scaling out): a redis:// or rediss:// URL; unset, each
+    # replica keeps its own limits, breakers and paid images.
+    shared_state: SecretStr | None = Field(None, validation_alias="IMAGEGEN_SHARED_STATE")
+    shared_prefix: str = Field("storyshort:imagegen", validation_alias="IMAGEGEN_SHARED_PREFIX", min_length=1)
+    # Longest a Redis call may take before the replica goes on with its own state.
+    shared_timeout: Seconds = Field(0.25, validation_alias="IMAGEGEN_SHARED_TIMEOUT", gt=0)
+    # A slot held by a replica that died is free again after at most this long.
+    shared_lease: Seconds = Field(15.0, validation_alias="IMAGEGEN_SHARED_LEASE", gt=0)
+    # While Redis is unreachable each replica allows this share of each shared limit.
+    shared_local_share: float = Field(0.5, validation_alias="IMAGEGEN_SHARED_LOCAL_SHARE", gt=0, le=1)
+    # Bytes of paid images kept in Redis for every replica's retries (MiB).
+    shared_replay_mib: int = Field(512, validation_alias="IMAGEGEN_SHARED_REPLAY_MIB", ge=1)
+
+    @field_validator("shared_state")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (for example redis://redis:6379/0)")
+        return value
 
     @field_validator("chain", mode="before")
     @classmethod

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from grpc_health.v1 import health_pb2
 
 from services.common.config import ImagegenSettings, load_settings
 from services.common.logs import register_secret, setup_logging
 from services.common.memory import tune_allocator
 from services.common.metrics import serve_metrics
-from services.common.server import Registration, serve_until_signal, start_server
+from services.common.server import Registration, RunningServer, serve_until_signal, start_server
 from services.imagegen import metrics
 from services.imagegen.breaker import Breaker, BreakerPolicy
 from services.imagegen.chain import ChainPolicy, ProviderChain, ProviderSlot
@@ -21,10 +25,27 @@ from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.providers.registry import KINDS
 from services.imagegen.replay import ReplayCache
 from services.imagegen.servicer import SERVICE, ImageGenServicer
+from services.imagegen.shared import SharedState
+from services.imagegen.shared_breaker import SharedBreakers
+from services.imagegen.shared_replay import SharedReplay
 from storyshort.imagegen.v1 import imagegen_pb2_grpc
 
 log = logging.getLogger("imagegen")
 MODEL_LIST_TIMEOUT = 5.0
+# The replicas' shared state in the health service: NOT_SERVING while Redis is unreachable
+# (the service itself stays SERVING: it works on with local state).
+SHARED_STATE_HEALTH = "storyshort.imagegen.v1.SharedState"
+# A caller's deadline beyond IMAGE_GEN_TIMEOUT (the gateway's margin, gateway/clients.py).
+IMAGEGEN_MARGIN = 5.0
+
+
+def breaker_policy(settings: ImagegenSettings) -> BreakerPolicy:
+    return BreakerPolicy(
+        threshold=settings.breaker_threshold,
+        cooldown=settings.breaker_transient_cooldown,
+        hard_cooldown=settings.breaker_cooldown,
+        max_cooldown=settings.breaker_max_cooldown,
+    )
 
 
 async def build_chain(settings: ImagegenSettings) -> ProviderChain:
@@ -36,12 +57,7 @@ async def build_chain(settings: ImagegenSettings) -> ProviderChain:
         same_provider_retries=settings.same_provider_retries,
         late_max=settings.late_max,
     )
-    breakers = BreakerPolicy(
-        threshold=settings.breaker_threshold,
-        cooldown=settings.breaker_transient_cooldown,
-        hard_cooldown=settings.breaker_cooldown,
-        max_cooldown=settings.breaker_max_cooldown,
-    )
+    breakers = breaker_policy(settings)
     placeholder = PlaceholderProvider(settings.placeholder_path)
     prices = PriceTable.load(settings.prices_file)
     entries = load_entries(settings)
@@ -102,10 +118,39 @@ async def check_listed_models(entries: list[ProviderEntry], slots: list[Provider
             )
 
 
-async def build_servicer(settings: ImagegenSettings) -> ImageGenServicer:
+async def build_servicer(settings: ImagegenSettings) -> tuple[ImageGenServicer, SharedState | None]:
+    """The servicer and, with IMAGEGEN_SHARED_STATE, the shared state it uses."""
     chain = await build_chain(settings)
+    shared, shared_replay = await share(settings, chain) if settings.shared_state else (None, None)
     replay = ReplayCache(settings.replay_cache_mib * 1024 * 1024, settings.replay_ttl)
-    return ImageGenServicer(chain, settings.image_gen_timeout, replay)
+    return ImageGenServicer(chain, settings.image_gen_timeout, replay, shared_replay), shared
+
+
+async def share(settings: ImagegenSettings, chain: ProviderChain) -> tuple[SharedState, SharedReplay]:
+    """Limits, breakers and paid images shared with the other replicas through Redis."""
+    assert settings.shared_state is not None
+    url = settings.shared_state.get_secret_value()
+    register_secret(urlsplit(url).password)
+    shared = SharedState(
+        url,
+        settings.shared_prefix,
+        timeout=settings.shared_timeout,
+        lease=settings.shared_lease,
+        local_share=settings.shared_local_share,
+    )
+    await shared.start()
+    for slot in chain.slots:
+        slot.semaphore = shared.limit(slot.name, slot.concurrency)
+    # A probe that never reports back (its replica died) frees the turn after this long.
+    probe_for = max((slot.attempt_timeout for slot in chain.slots), default=60.0) + IMAGEGEN_MARGIN
+    chain.shared_breakers = SharedBreakers(shared, breaker_policy(settings), probe_for)
+    paying_for = 2 * settings.image_gen_timeout + IMAGEGEN_MARGIN
+    replay = SharedReplay(shared, settings.shared_replay_mib * 1024 * 1024, settings.replay_ttl, paying_for)
+    log.info(
+        "shared state",
+        extra={"prefix": settings.shared_prefix, "reachable": shared.up, "lease_s": settings.shared_lease},
+    )
+    return shared, replay
 
 
 async def main() -> None:
@@ -113,7 +158,7 @@ async def main() -> None:
     setup_logging("imagegen", settings.log_level)
     tune_allocator()
     serve_metrics(settings.metrics_port, settings.grpc_host)
-    servicer = await build_servicer(settings)
+    servicer, shared = await build_servicer(settings)
     running = await start_server(
         settings.grpc_host,
         settings.port,
@@ -122,7 +167,29 @@ async def main() -> None:
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}"})
 
-    await serve_until_signal(running, settings.shutdown_grace, servicer.chain.close)
+    async def close() -> None:
+        await servicer.chain.close()
+        if shared is not None:
+            await shared.close()
+
+    if shared is not None:  # health detail: the shared state as a service of its own
+        report = health_reporter(running)
+        shared.on_change = report
+        report(shared.up)
+    await serve_until_signal(running, settings.shutdown_grace, close)
+
+
+def health_reporter(running: RunningServer) -> Callable[[bool], None]:
+    """SERVING / NOT_SERVING for SHARED_STATE_HEALTH as Redis comes and goes."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def report(up: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        task = asyncio.ensure_future(running.health.set(SHARED_STATE_HEALTH, status))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return report
 
 
 if __name__ == "__main__":

@@ -10,14 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+
+class Gate(Protocol):
+    """A place to hold while a request is out: an asyncio.Semaphore, or a provider limit
+    shared by every replica (services/imagegen/shared.py)."""
+
+    async def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 class Admission:
     """One attempt's way to its provider through ``gates``, taken in order."""
 
-    def __init__(self, gates: Sequence[asyncio.Semaphore]) -> None:
+    def __init__(self, gates: Sequence[Gate]) -> None:
         self._gates = list(gates)
-        self._held: list[asyncio.Semaphore] = []
+        self._held: list[Gate] = []
 
     async def enter(self) -> None:
         """Wait for a place in every gate (what was taken stays held if this is cancelled,
@@ -26,7 +36,7 @@ class Admission:
             await gate.acquire()
             self._held.append(gate)
 
-    def hand_over(self, gate: asyncio.Semaphore) -> None:
+    def hand_over(self, gate: Gate) -> None:
         """The place in ``gate`` is no longer this admission's to give back: the request
         that holds it gives it back when it ends."""
         self._held.remove(gate)

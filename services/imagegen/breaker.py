@@ -125,6 +125,19 @@ class Breaker:
         elif outcome is not Outcome.SKIPPED:
             self.failures = 0
 
+    def mirror(self, state: BreakerState, seconds_left: float, reason: str, failures: int) -> None:
+        """Take the state the replicas share (services/imagegen/shared_breaker.py), quietly:
+        the replica that moved it has said so. It is this breaker's state if Redis goes."""
+        self.failures = failures
+        self._probing = False
+        if state is BreakerState.CLOSED:
+            self.reason, self._cooldown, self.open_until = "", 0.0, 0.0
+        else:
+            self.reason = reason or self.reason
+            self.open_until = self._clock() + seconds_left
+            self._cooldown = max(self._cooldown, seconds_left, self.policy.cooldown)
+        self._move(state)
+
     def seconds_left(self) -> float:
         return max(self.open_until - self._clock(), 0.0) if self.state is not BreakerState.CLOSED else 0.0
 

@@ -28,12 +28,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from services.common.deadlines import Deadline
 from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
-from services.imagegen.admission import Admission
+from services.imagegen.admission import Admission, Gate
 from services.imagegen.breaker import Breaker, BreakerState, Pass
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.results import AttemptRecord, ChainResult
+from services.imagegen.shared_breaker import SharedBreakers
 
 log = logging.getLogger(__name__)
 NO_ROOM = "no room at the provider in time"
@@ -60,7 +61,8 @@ class ProviderSlot:
     breaker: Breaker
     available: bool = True
     unavailable_reason: str = ""
-    semaphore: asyncio.Semaphore = field(init=False)
+    # The provider's concurrency limit: this process's, or one shared by every replica.
+    semaphore: Gate = field(init=False)
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.concurrency)
@@ -90,12 +92,15 @@ class ProviderChain:
         placeholder: PlaceholderProvider,
         policy: ChainPolicy,
         prices: PriceTable | None = None,
+        shared_breakers: SharedBreakers | None = None,
     ) -> None:
         self.slots = slots
+        self.shared_breakers = shared_breakers
         self.placeholder = placeholder
         self.policy = policy
         self.prices = prices or PriceTable({})
         self._late: set[asyncio.Task[tuple[ProviderImage, ImageInfo]]] = set()
+        self._background: set[asyncio.Future[None]] = set()
 
     async def generate(
         self,
@@ -114,7 +119,7 @@ class ProviderChain:
             skip = self._skip_reason(slot, call, count=True)
             granted = Pass(False)
             if not skip:
-                granted = slot.breaker.ask()
+                granted = await self._ask(slot)
                 skip = granted.reason
             if skip:
                 self._record(call, slot, Outcome.SKIPPED, skip, time.monotonic())
@@ -126,6 +131,27 @@ class ProviderChain:
         data, info = await self.placeholder.image(call.request.size)
         metrics.PLACEHOLDERS.inc()
         return ChainResult(data, info, self.placeholder.name, True, call.attempts)
+
+    async def _ask(self, slot: ProviderSlot) -> Pass:
+        """The breaker's answer: the replicas' shared one while it is reachable."""
+        if self.shared_breakers is not None and self.shared_breakers.shared.up:
+            return await self.shared_breakers.ask(slot.breaker)
+        return slot.breaker.ask()
+
+    async def _tell(self, slot: ProviderSlot, outcome: Outcome, reason: str, granted: Pass) -> None:
+        """What an attempt found, to the breaker (the shared one while it is reachable)."""
+        if self.shared_breakers is not None and self.shared_breakers.shared.up:
+            await self.shared_breakers.record(slot.breaker, outcome, reason, granted)
+        else:
+            slot.breaker.record(outcome, reason, granted)
+
+    def _release(self, slot: ProviderSlot, granted: Pass) -> None:
+        """A call ends without a verdict on the provider: a probe's turn goes to the next."""
+        slot.breaker.release(granted)
+        if granted.probe and self.shared_breakers is not None and self.shared_breakers.shared.up:
+            task = asyncio.ensure_future(self.shared_breakers.record(slot.breaker, Outcome.SKIPPED, "", granted))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _skip_reason(self, slot: ProviderSlot, call: Call, *, count: bool = False) -> str:
         if not slot.available:
@@ -221,7 +247,7 @@ class ProviderChain:
     async def _attempt(self, index: int, slot: ProviderSlot, granted: Pass, call: Call) -> ChainResult:
         started = time.monotonic()
         if self._time_for(index, slot, call) < self.policy.min_attempt:
-            slot.breaker.release(granted)
+            self._release(slot, granted)
             self._record(call, slot, Outcome.SKIPPED, "not enough time left before the deadline", started)
             raise ProviderFailure(Outcome.SKIPPED, "no time left")
         admission = Admission((call.lane, slot.semaphore) if call.lane else (slot.semaphore,))
@@ -233,12 +259,12 @@ class ProviderChain:
                 await admission.enter()
         except TimeoutError:
             admission.leave()
-            slot.breaker.release(granted)
+            self._release(slot, granted)
             self._record(call, slot, Outcome.TIMEOUT, NO_ROOM, started)
             raise ProviderFailure(Outcome.TIMEOUT, NO_ROOM) from None
         except BaseException:
             admission.leave()
-            slot.breaker.release(granted)
+            self._release(slot, granted)
             raise
         if not granted.probe and slot.breaker.state is not BreakerState.CLOSED:
             # It opened while this request waited its turn: the request is not sent.
@@ -258,15 +284,15 @@ class ProviderChain:
             self._let_finish_late(slot, work, call, started)
             reason = f"no image within {timeout:.1f} s"
             self._record(call, slot, Outcome.TIMEOUT, reason, started)
-            slot.breaker.record(Outcome.TIMEOUT, reason, granted)
+            await self._tell(slot, Outcome.TIMEOUT, reason, granted)
             raise ProviderFailure(Outcome.TIMEOUT, reason) from None
         except ProviderFailure as failure:
             self._record(call, slot, failure.outcome, failure.reason, started)
-            slot.breaker.record(failure.outcome, failure.reason, granted)
+            await self._tell(slot, failure.outcome, failure.reason, granted)
             raise
         except asyncio.CancelledError:
             work.cancel()
-            slot.breaker.release(granted)
+            self._release(slot, granted)
             raise
         finally:
             admission.leave()
@@ -274,7 +300,7 @@ class ProviderChain:
         self._record(
             call, slot, Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", started, image.usage, cost
         )
-        slot.breaker.record(Outcome.SUCCESS, "", granted)
+        await self._tell(slot, Outcome.SUCCESS, "", granted)
         return ChainResult(image.data, info, slot.name, False, list(call.attempts))
 
     async def _call_provider(

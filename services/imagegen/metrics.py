@@ -43,3 +43,12 @@ LATE_ABANDONED = Counter(
     "Timed-out requests cancelled instead of finishing in the background (the bound on them was full)",
     ["provider"],
 )
+SHARED_UP = Gauge(
+    "storyshort_imagegen_shared_state_up",
+    "1 while the replicas' shared state (Redis) answers; 0 while this replica uses its own limits and breakers",
+)
+SHARED_ERRORS = Counter(
+    "storyshort_imagegen_shared_state_errors_total",
+    "Shared-state (Redis) calls that failed or were late, by operation; each falls back to local state",
+    ["op"],
+)

@@ -5,8 +5,9 @@ restarted), the retried scene asks for the same image. A bounded in-memory cache
 (video, scene, prompt, size, quality) answers it without a second provider request. An
 image that arrived after the chain stopped waiting for it is kept the same way, so the
 scene's next call (a resume, a heal) gets it without paying again. It is per process: with
-several imagegen replicas a retry may land on another one (README: Scaling out).
-Placeholders are never cached."""
+several imagegen replicas a retry may land on another one: with IMAGEGEN_SHARED_STATE the
+replicas share paid images through Redis as well (shared_replay.py). Placeholders are
+never cached."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from services.imagegen import metrics
 from services.imagegen.providers.base import Outcome
 from services.imagegen.results import AttemptRecord, ChainResult
+
+if TYPE_CHECKING:
+    from services.common.deadlines import Deadline
+    from services.imagegen.shared_replay import SharedReplay
 
 
 @dataclass(frozen=True)
@@ -77,16 +83,43 @@ class PaidImages:
     provider charges for an image all the same), and its image, or one that arrives late,
     waits in the cache for the caller's retry."""
 
-    def __init__(self, cache: ReplayCache) -> None:
+    def __init__(self, cache: ReplayCache, shared: SharedReplay | None = None, reserve: float = 0.5) -> None:
         self.cache = cache
+        self.shared = shared
+        self.reserve = reserve  # of a call's time, kept for the placeholder after a wait
         self._inflight: set[asyncio.Task[ChainResult]] = set()
 
-    def replay(self, key: ReplayKey | None) -> ChainResult | None:
+    async def answer(
+        self,
+        key: ReplayKey | None,
+        generate: Callable[[Callable[[ChainResult], None]], Coroutine[None, None, ChainResult]],
+        deadline: Deadline,
+    ) -> ChainResult:
+        """The paid image again (this replica's, or any replica's with shared state); or the
+        one another replica is paying for right now, once it has it; or a new one."""
+        found = await self.replay(key)
+        if found is not None:
+            return found
+        if self.shared is not None and key is not None and not await self.shared.claim(key):
+            waited = await self.shared.wait(key, deadline.remaining() - self.reserve)
+            if waited is not None:
+                self.cache.put(key, waited)
+                return self._replayed(waited)
+        return await self.run(key, generate, lambda: deadline.started)
+
+    async def replay(self, key: ReplayKey | None) -> ChainResult | None:
         """The paid image answered again at no cost, or None. Its cost is reported again:
         the run that paid never got to record it."""
         replayed = self.cache.get(key)
+        if replayed is None and self.shared is not None and key is not None:
+            replayed = await self.shared.get(key)
+            if replayed is not None:
+                self.cache.put(key, replayed)
         if replayed is None:
             return None
+        return self._replayed(replayed)
+
+    def _replayed(self, replayed: ChainResult) -> ChainResult:
         metrics.REPLAYS.inc()
         paid = next((a for a in replayed.attempts if a.outcome is Outcome.SUCCESS), None)
         record = AttemptRecord(
@@ -107,7 +140,7 @@ class PaidImages:
     ) -> ChainResult:
         """Run ``generate`` (given the cache's keeper for late images) to the end. A caller
         that leaves before ``started()`` (nothing sent yet) cancels it."""
-        work = asyncio.create_task(generate(lambda late: self.cache.put(key, late)))
+        work = asyncio.create_task(generate(lambda late: self._store(key, late)))
         self._inflight.add(work)
         work.add_done_callback(lambda done: self._keep(key, done))
         try:
@@ -119,5 +152,12 @@ class PaidImages:
 
     def _keep(self, key: ReplayKey | None, done: asyncio.Task[ChainResult]) -> None:
         self._inflight.discard(done)
-        if not done.cancelled() and done.exception() is None:
-            self.cache.put(key, done.result())
+        if not done.cancelled() and done.exception() is None and not done.result().placeholder:
+            self._store(key, done.result())
+        elif self.shared is not None and key is not None:
+            self.shared.unclaim(key)  # nothing paid: a retry elsewhere need not wait
+
+    def _store(self, key: ReplayKey | None, result: ChainResult) -> None:
+        self.cache.put(key, result)
+        if self.shared is not None:
+            self.shared.put(key, result)

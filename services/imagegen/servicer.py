@@ -18,6 +18,7 @@ from services.imagegen.chain import ProviderChain
 from services.imagegen.providers.base import ImageRequest, Outcome
 from services.imagegen.replay import PaidImages, ReplayCache, ReplayKey
 from services.imagegen.results import ChainResult
+from services.imagegen.shared_replay import SharedReplay
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
 SERVICE = "storyshort.imagegen.v1.ImageGenService"
@@ -38,10 +39,16 @@ OUTCOMES = {
 
 
 class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
-    def __init__(self, chain: ProviderChain, deadline_seconds: float, replay: ReplayCache | None = None) -> None:
+    def __init__(
+        self,
+        chain: ProviderChain,
+        deadline_seconds: float,
+        replay: ReplayCache | None = None,
+        shared_replay: SharedReplay | None = None,
+    ) -> None:
         self.chain = chain
         self.deadline_seconds = deadline_seconds
-        self.paid = PaidImages(replay or ReplayCache(0, 0))
+        self.paid = PaidImages(replay or ReplayCache(0, 0), shared_replay, chain.policy.placeholder_reserve)
         self.lanes = VideoLanes()
 
     @rpc(SERVICE)
@@ -80,7 +87,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
                     keep_late=keep_late,
                 )
 
-        result = self.paid.replay(key) or await self.paid.run(key, generate, lambda: deadline.started)
+        result = await self.paid.answer(key, generate, deadline)
         return imagegen_pb2.GenerateResponse(
             image=result.image,
             content_type=result.info.content_type,

@@ -156,8 +156,16 @@ def test_prometheus_scrapes_every_series_and_a_billing_error_fires_the_alert(
     rules = yaml.safe_load(RULES.read_text())
     rule_exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     wanted = metric_names(rule_exprs + dashboard_queries())
-    # Histograms are scraped as their _bucket/_sum/_count series.
-    missing = [m for m in sorted(wanted) if not query(base, f'{{__name__=~"{m}"}}')["data"]["result"]]
-    assert missing == [], f"series the rules or the dashboard use but nobody exports: {missing}"
+    # Histograms are scraped as their _bucket/_sum/_count series. A series the run's end
+    # set may be one scrape (1 s) away from Prometheus when the alert already fires.
+    missing: list[str] = []
+
+    def all_scraped() -> bool:
+        missing[:] = [m for m in sorted(wanted) if not query(base, f'{{__name__=~"{m}"}}')["data"]["result"]]
+        return not missing
+
+    assert wait_until(all_scraped, timeout=15, every=0.5), (
+        f"series the rules or the dashboard use but nobody exports: {missing}"
+    )
     for expr in dashboard_queries() + rule_exprs:
         assert query(base, expr)["status"] == "success", expr

@@ -48,7 +48,7 @@ class Stub:
 
 async def serve(configured: ImagegenSettings) -> AsyncIterator[Stub]:
     """imagegen as configured, on a real gRPC server, and a stub to call it."""
-    servicer = await build_servicer(configured)
+    servicer, _shared = await build_servicer(configured)
     reg = Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)
     try:
         async with grpc_server(reg) as (_running, channel):

@@ -1,0 +1,272 @@
+"""imagegen replicas sharing limits, breakers and paid images through a real Redis, each a
+real process against one fake provider: what the provider sees is the proof."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.channels import CHANNEL_OPTIONS
+from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
+from tests.conftest import OWN_SUBCHANNELS, SYSTEM_KEY, metric, wait_until
+from tests.fakes import openai_fake as fo
+from tests.redis_server import OwnRedis, Prefix
+from tools.processes import SERVICES, System, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+A, B = "gpt-image-2.5-sunburst", "gpt-image-2"
+
+
+@dataclass
+class Replicas:
+    system: System
+    ports: list[int] = field(default_factory=list)
+    metrics: list[int] = field(default_factory=list)
+
+    def proc(self, i: int) -> subprocess.Popen[bytes]:
+        return self.system.procs[f"imagegen-{i}"]
+
+    def up(self, i: int) -> float:
+        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_up")
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> Iterator[Callable[..., Replicas]]:
+    started: list[System] = []
+
+    def start(count: int, shared: str, prefix: str, **env: str) -> Replicas:
+        settings = {
+            "DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_API_KEY": SYSTEM_KEY,
+            "OPENAI_BASE_URL": fake_openai.base_url,
+            "IMAGEGEN_CHAIN": A,
+            "IMAGEGEN_SHARED_STATE": shared,
+            "IMAGEGEN_SHARED_PREFIX": prefix,
+            "IMAGE_GEN_TIMEOUT": "30",
+            "LOG_LEVEL": "INFO",
+            **env,
+        }
+        system = System.configure(settings, {name: free_port() for name in SERVICES}, log_dir=tmp_path / "logs")
+        started.append(system)
+        group = Replicas(system)
+        for i in range(count):
+            port, metrics_port = free_port(), free_port()
+            group.ports.append(port)
+            group.metrics.append(metrics_port)
+            env_i = {**system.env, "IMAGEGEN_PORT": str(port), "IMAGEGEN_METRICS_PORT": str(metrics_port)}
+            system.start(f"imagegen-{i}", module="services.imagegen", env=env_i, port=port, wait=False)
+        for i, port in enumerate(group.ports):
+            wait_for_port(port, 30, group.proc(i))
+        return group
+
+    yield start
+    for system in started:
+        system.stop_all(grace=5)
+
+
+async def generate(
+    port: int, prompt: str, timeout: float = 40, video_id: str = "", scene: int = 0
+) -> imagegen_pb2.GenerateResponse:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[*CHANNEL_OPTIONS, *OWN_SUBCHANNELS]) as ch:
+        request = imagegen_pb2.GenerateRequest(prompt=prompt, size="256x256", video_id=video_id, scene=scene)
+        answer: imagegen_pb2.GenerateResponse = await imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(
+            request, timeout=timeout
+        )
+        return answer
+
+
+async def spread(group: Replicas, calls: int, prefix: str = "p") -> list[imagegen_pb2.GenerateResponse]:
+    """``calls`` Generate calls at once, spread evenly over the replicas."""
+    return list(
+        await asyncio.gather(*(generate(group.ports[i % len(group.ports)], f"{prefix} {i}") for i in range(calls)))
+    )
+
+
+def test_three_replicas_hold_one_provider_limit(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    group = replicas(3, redis_prefix.url, redis_prefix.name, IMAGEGEN_CONCURRENCY="4")
+    answers = asyncio.run(spread(group, 60))
+    assert [a.provider for a in answers] == [A] * 60
+    assert fake_openai.count(A) == 60
+    # Per-process limits would let 12 through at once; the shared one lets 4.
+    assert 2 <= fake_openai.max_in_flight[A] <= 4, fake_openai.max_in_flight
+
+
+def test_slots_of_a_killed_replica_come_back_within_the_lease(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Hang(), fo.Hang(), fo.Ok())
+    group = replicas(2, redis_prefix.url, redis_prefix.name, IMAGEGEN_CONCURRENCY="2", IMAGEGEN_SHARED_LEASE="2s")
+    slots = f"{redis_prefix.name}:slots:{A}"
+
+    async def hold_then_ask() -> tuple[float, imagegen_pb2.GenerateResponse]:
+        holding = [asyncio.ensure_future(generate(group.ports[0], f"held {i}", timeout=60)) for i in range(2)]
+        assert await asyncio.to_thread(wait_until, lambda: redis_prefix.client.zcard(slots) == 2, 15)
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 2)
+        group.proc(0).send_signal(signal.SIGKILL)  # dies holding both slots
+        started = time.monotonic()
+        answer = await generate(group.ports[1], "after the kill")
+        for call in holding:
+            call.cancel()
+        await asyncio.gather(*holding, return_exceptions=True)
+        return time.monotonic() - started, answer
+
+    waited, answer = asyncio.run(hold_then_ask())
+    assert answer.provider == A and not answer.placeholder
+    assert fake_openai.count(A) == 3
+    assert waited < 2 + 6, waited  # the lease (2 s), with slack for a busy machine
+
+
+def test_a_billing_stop_seen_by_one_replica_skips_the_model_on_the_others(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.BILLING)
+    group = replicas(3, redis_prefix.url, redis_prefix.name, IMAGEGEN_CHAIN=f"{A},{B}")
+    first = asyncio.run(generate(group.ports[0], "finds the billing stop"))
+    assert first.provider == B and fake_openai.count(A) == 1
+    for port in group.ports[1:]:
+        answer = asyncio.run(generate(port, "next call"))
+        assert answer.provider == B
+        assert answer.attempts[0].outcome == imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED
+        assert "breaker open" in answer.attempts[0].reason
+    assert fake_openai.count(A) == 1  # discovered once, on one replica
+
+
+def test_a_hanging_model_gets_one_probe_across_the_cluster(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Hang())
+    group = replicas(
+        3,
+        redis_prefix.url,
+        redis_prefix.name,
+        IMAGEGEN_CHAIN=f"{A},{B}",
+        IMAGEGEN_PROVIDER_LIMITS=json.dumps({A: {"timeout": 0.5}}),
+        IMAGEGEN_BREAKER_TRANSIENT_COOLDOWN="1s",
+        IMAGEGEN_SAME_PROVIDER_RETRIES="0",
+    )
+    for i in range(3):  # one timeout on each replica: K = 3 in a row, counted together
+        answer = asyncio.run(generate(group.ports[i], f"times out {i}"))
+        assert answer.provider == B and answer.attempts[0].outcome == imagegen_pb2.ATTEMPT_OUTCOME_TIMEOUT
+    assert fake_openai.count(A) == 3
+    breaker = f"{redis_prefix.name}:breaker:{A}"
+    assert redis_prefix.client.hget(breaker, "state") == b"open"
+
+    def cooled_down() -> bool:
+        seconds, micros = redis_prefix.client.time()
+        return seconds * 1000 + micros // 1000 >= int(redis_prefix.client.hget(breaker, "until") or 0)
+
+    assert wait_until(cooled_down, timeout=10)
+    answers = asyncio.run(spread(group, 9, "after the cooldown"))
+    assert all(a.provider == B for a in answers)
+    assert fake_openai.count(A) == 4  # exactly one probe, from one replica of three
+
+
+def test_an_image_paid_on_a_replica_that_died_is_not_paid_again_on_another(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Ok(latency=1.0))
+    group = replicas(2, redis_prefix.url, redis_prefix.name)
+
+    async def caller_gives_up() -> None:
+        """The caller goes away once the request is at the provider, as a gateway killed
+        mid-run does: replica 0 goes on, pays for the image and keeps it."""
+        call = asyncio.ensure_future(generate(group.ports[0], "a paid scene", video_id="v1", scene=3))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(caller_gives_up())
+    assert wait_until(lambda: len(redis_prefix.matching("paid:*")) == 1, timeout=15)
+    group.proc(0).send_signal(signal.SIGKILL)
+    answer = asyncio.run(generate(group.ports[1], "a paid scene", video_id="v1", scene=3))
+    assert answer.provider == A and not answer.placeholder
+    assert "replayed" in answer.attempts[0].reason
+    assert fake_openai.count(A) == 1
+
+
+def test_a_retry_on_another_replica_waits_for_the_image_being_paid_for(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Ok(latency=1.5))
+    group = replicas(2, redis_prefix.url, redis_prefix.name)
+
+    async def both() -> tuple[imagegen_pb2.GenerateResponse, imagegen_pb2.GenerateResponse]:
+        first = asyncio.ensure_future(generate(group.ports[0], "one scene", video_id="v2", scene=1))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        second = await generate(group.ports[1], "one scene", video_id="v2", scene=1)
+        return await first, second
+
+    first, second = asyncio.run(both())
+    assert first.provider == second.provider == A and second.image == first.image
+    assert fake_openai.count(A) == 1
+
+
+def test_redis_stopping_mid_run_fails_no_call_and_sharing_resumes_when_it_is_back(
+    replicas: Callable[..., Replicas], own_redis: OwnRedis, fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.2))
+    group = replicas(
+        2,
+        own_redis.url,
+        "outage",
+        IMAGEGEN_CONCURRENCY="4",
+        IMAGEGEN_SHARED_LOCAL_SHARE="0.5",
+        IMAGEGEN_SHARED_TIMEOUT="200ms",
+    )
+    assert wait_until(lambda: group.up(0) == 1 and group.up(1) == 1, timeout=10)
+
+    async def through_an_outage() -> list[imagegen_pb2.GenerateResponse]:
+        calls = [asyncio.ensure_future(generate(group.ports[i % 2], f"outage {i}")) for i in range(40)]
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 8)
+        own_redis.kill()
+        # The requests out at the kill keep the slots they hold; once they are answered,
+        # the local limits alone decide.
+        out = {r.body["prompt"] for r in fake_openai.generation_requests()}
+        assert await asyncio.to_thread(wait_until, lambda: out <= set(fake_openai.paid), 15)
+        with fake_openai.lock:
+            fake_openai.max_in_flight.clear()
+        return list(await asyncio.gather(*calls))
+
+    answers = asyncio.run(through_an_outage())
+    assert [a.provider for a in answers] == [A] * 40  # not one placeholder, not one error
+    assert group.up(0) == 0 and group.up(1) == 0
+    # Local limits: half of 4 on each of the two replicas, so 4 at the provider at most.
+    assert fake_openai.max_in_flight[A] <= 4
+    for port in group.ports:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            shared = health.Check(health_pb2.HealthCheckRequest(service="storyshort.imagegen.v1.SharedState"))
+            whole = health.Check(health_pb2.HealthCheckRequest(service="storyshort.imagegen.v1.ImageGenService"))
+        assert shared.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert whole.status == health_pb2.HealthCheckResponse.SERVING
+    own_redis.start()  # the same port again
+    assert wait_until(lambda: group.up(0) == 1 and group.up(1) == 1, timeout=15)
+    import redis
+
+    client = redis.Redis(port=own_redis.port)
+    fake_openai.script(A, fo.Ok(latency=0.5))
+
+    async def shared_again() -> list[imagegen_pb2.GenerateResponse]:
+        calls = asyncio.ensure_future(spread(group, 8, "after the outage"))
+        # The slots are leases in Redis again: all four of the shared limit, across both.
+        full = await asyncio.to_thread(wait_until, lambda: client.zcard(f"outage:slots:{A}") == 4, 15)
+        answers = await calls
+        assert full
+        return answers
+
+    after = asyncio.run(shared_again())
+    assert [a.provider for a in after] == [A] * 8
