@@ -165,5 +165,8 @@ class BudgetGuard:
 
     def spent(self, usd: float, owner: str = "") -> None:
         self._daily_local += usd
+        if self.daily_cap is not None and self._daily is not None and self._daily[0] == day_start_ms():
+            # What is left as soon as an image is paid, not only at the next scene's check.
+            metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - self._daily[1] - self._daily_local)
         if owner:
             self._users_local[owner] = self._users_local.get(owner, 0.0) + usd

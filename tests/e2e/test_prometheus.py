@@ -169,3 +169,45 @@ def test_prometheus_scrapes_every_series_and_a_billing_error_fires_the_alert(
     )
     for expr in dashboard_queries() + rule_exprs:
         assert query(base, expr)["status"] == "success", expr
+
+
+def test_prometheus_scrapes_the_queue_workers_and_their_budget_alert_fires(
+    make_system: Callable[..., System],
+    prometheus: Callable[[list[str]], str],
+    tmp_path: Path,
+    fake_openai: fo.FakeOpenAI,
+    pg_dsn: str,
+) -> None:
+    """RUNS=queue: the runs happen in the workers, so the run, spend and budget series come
+    from the workers' own /metrics; a real Prometheus scrapes gateways and workers, and the
+    budget alert (min over every reporter) fires with the workers' data."""
+    from tests.e2e.test_queue import queue_system
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({MODEL: {"per_image": {"*": {"*": 0.04}}}}))
+    fake_openai.script(MODEL, fo.Ok())
+    system, gateways = queue_system(
+        make_system, fake_openai, pg_dsn, IMAGEGEN_PRICES_FILE=str(prices), BUDGET_DAILY_USD="0.2"
+    )
+    workers = [f"127.0.0.1:{system.env[f'WORKER_{n}_METRICS_PORT']}" for n in (1, 2)]
+    base = prometheus([url.removeprefix("http://") for url in gateways] + workers)
+    assert wait_until(lambda: len(query(base, "up == 1")["data"]["result"]) == 4, timeout=30)
+    with httpx.Client(base_url=gateways[0], timeout=10) as client:
+        post(client, "queued-spend", scenes(5))
+        assert poll_until_done(client, "queued-spend")[-1]["status"] == "assets_generated"
+
+    def series(expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = query(base, expr)["data"]["result"]
+        return result
+
+    # The run and its spend are on a worker's target, not on a gateway's.
+    assert wait_until(lambda: bool(series('sum(storyshort_gateway_runs_total{status="assets_generated"}) == 1')), 30)
+    on_workers = series('storyshort_gateway_runs_total{status="assets_generated"} == 1')
+    assert on_workers and {s["metric"]["instance"] for s in on_workers} <= set(workers)
+    assert wait_until(lambda: bool(series("sum(storyshort_gateway_spend_usd_total) >= 0.19")), 30)
+
+    def near_cap_fires() -> bool:
+        alerts = httpx.get(f"{base}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return any(a["labels"]["alertname"] == "StoryShortBudgetNearCap" and a["state"] == "firing" for a in alerts)
+
+    assert wait_until(near_cap_fires, timeout=60, every=0.5), httpx.get(f"{base}/api/v1/alerts", timeout=10).text

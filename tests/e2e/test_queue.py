@@ -24,7 +24,9 @@ from tools.processes import System, free_port
 pytestmark = pytest.mark.slow
 
 
-def queue_system(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, dsn: str) -> tuple[System, list[str]]:
+def queue_system(
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, dsn: str, **env: str
+) -> tuple[System, list[str]]:
     system = make_system(
         provider_env(
             fake_openai.base_url,
@@ -34,6 +36,7 @@ def queue_system(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI,
             WORKER_STALLED_AFTER="3",
             WORKER_CONCURRENCY="3",
             SCENE_CONCURRENCY="2",
+            **env,
         )
     )
     system.start_all()
