@@ -136,6 +136,10 @@ class Uploader:
         only once the whole image has passed every check."""
         incoming = self.begin(bucket, path, content_type, size)
         bucket = self.check_bucket(bucket)
+        if size <= INLINE_CHECK_BYTES:  # small: nothing worth overlapping, no thread hops
+            async for chunk in chunks:
+                incoming.add(chunk)
+            return await self.store(bucket, path, await incoming.finish(), deadline)
         staged = await self.backend.stage(bucket, path, content_type, size) if self.ensurer.known else None
         try:
             async for chunk in chunks:

@@ -224,7 +224,20 @@ class FakeOpenAI(LoopbackServer):
                 return super().parse_request()
 
             def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                # A request stops being in flight when its answer is ready to go: counting it
+                # until the write returns would overlap with the client's next request,
+                # which can arrive (the answer read, a slot freed) before this thread runs on.
+                self._landed()
                 self.send(status, payload, headers)
+
+            _in_flight_for: str | None = None
+
+            def _landed(self) -> None:
+                model = self._in_flight_for
+                if model is not None:
+                    self._in_flight_for = None
+                    with fake.lock:
+                        fake._flight[model] -= 1
 
             def _record(self, model: str, body: dict[str, Any], path: str = "") -> None:
                 with fake.arrived:
@@ -321,14 +334,14 @@ class FakeOpenAI(LoopbackServer):
                 with fake.lock:
                     fake._flight[model] = fake._flight.get(model, 0) + 1
                     fake.max_in_flight[model] = max(fake.max_in_flight.get(model, 0), fake._flight[model])
+                self._in_flight_for = model
                 try:
                     latency = getattr(behaviour, "latency", 0.0)
                     if latency and fake.stopping.wait(max(self.arrived_at + latency - time.monotonic(), 0.0)):
                         return
                     self._answer(behaviour, body)
                 finally:
-                    with fake.lock:
-                        fake._flight[model] -= 1
+                    self._landed()
 
             def _answer(self, b: Behaviour, body: dict[str, Any]) -> None:
                 created = int(time.time())
