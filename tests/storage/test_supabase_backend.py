@@ -5,43 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 
-from services.common.server import Registration
-from services.storage.backends.supabase import SupabaseBackend
-from services.storage.servicer import SERVICE, StorageServicer
-from services.storage.uploader import Uploader
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
-from tests.conftest import grpc_server
 from tests.fakes import supabase_fake as sf
 from tests.fakes.images import image_bytes
+from tests.storage.conftest import BUCKET, serve
 
-BUCKET = "renders-images"
 PNG = image_bytes("PNG")
-
-
-@pytest.fixture
-def fake() -> Iterator[sf.FakeSupabase]:
-    with sf.FakeSupabase() as server:
-        yield server
-
-
-@pytest.fixture
-async def storage(fake: sf.FakeSupabase) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    async for stub in serve(fake, fake.key):
-        yield stub
-
-
-async def serve(fake: sf.FakeSupabase, key: str) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    backend = SupabaseBackend(fake.url, key)
-    reg = Registration(
-        storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(Uploader(backend, BUCKET)), SERVICE
-    )
-    async with grpc_server(reg) as (_running, channel):
-        yield storage_pb2_grpc.StorageServiceStub(channel)
 
 
 def upload(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +18,6 @@ from services.common.config import MIB
 from services.common.images import InvalidImage, inspect_image
 from services.common.server import Registration
 from services.storage.backends.local import LocalBackend
-from services.storage.backends.supabase import SupabaseBackend
 from services.storage.incoming import PngWalker
 from services.storage.servicer import SERVICE, StorageServicer
 from services.storage.uploader import Uploader
@@ -26,8 +25,8 @@ from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import supabase_fake as sf
 from tests.fakes.images import image_bytes, noisy_png
+from tests.storage.conftest import BUCKET
 
-BUCKET = "renders-images"
 PATH = "videos/v1/images/scene-1.png"
 BIG = noisy_png(int(4.8 * MIB))
 
@@ -197,21 +196,26 @@ def test_the_png_walk_finds_every_split_and_refuses_what_pillow_refuses() -> Non
 
 
 @pytest.fixture
-def fake() -> Iterator[sf.FakeSupabase]:
-    with sf.FakeSupabase() as server:
-        yield server
+async def supabase_stub(
+    storage: storage_pb2_grpc.StorageServiceStub,
+) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
+    """Storage on the Supabase fake, its bucket already known (so uploads stream on)."""
+    await storage.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
+    yield storage
 
 
-@pytest.fixture
-async def supabase_stub(fake: sf.FakeSupabase) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    backend = SupabaseBackend(fake.url, fake.key)
-    reg = Registration(
-        storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(Uploader(backend, BUCKET)), SERVICE
-    )
-    async with grpc_server(reg) as (_running, channel):
-        stub = storage_pb2_grpc.StorageServiceStub(channel)
-        await stub.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
-        yield stub
+async def test_the_first_image_before_the_bucket_is_known_goes_whole_and_a_broken_one_never_does(
+    fake: sf.FakeSupabase, storage: storage_pb2_grpc.StorageServiceStub
+) -> None:
+    answer = await storage.UploadStream(iter(chunks(BIG, 512 * 1024)), timeout=20)
+    assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
+    assert answer.public_url.startswith(f"{fake.url}/storage/v1/object/public/{BUCKET}/{PATH}?v=")
+    uploads = fake.count("upload")
+    bad = BIG[:100_000] + bytes([BIG[100_000] ^ 0x01]) + BIG[100_001:]
+    error = await refused(storage, chunks(bad, 512 * 1024))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.count("upload") == uploads  # no upload was completed
+    assert fake.objects[(BUCKET, PATH)] == (BIG, "image/png")
 
 
 async def test_a_streamed_image_goes_to_supabase_while_it_arrives_as_a_binary_upload(
