@@ -133,14 +133,15 @@ class ProviderChain:
         return ChainResult(data, info, self.placeholder.name, True, call.attempts)
 
     async def _ask(self, slot: ProviderSlot) -> Pass:
-        """The breaker's answer: the replicas' shared one while it is reachable."""
-        if self.shared_breakers is not None and self.shared_breakers.shared.up:
+        """The breaker's answer: the replicas' shared one (which falls back to this
+        replica's own while Redis is unreachable), or this replica's own."""
+        if self.shared_breakers is not None:
             return await self.shared_breakers.ask(slot.breaker)
         return slot.breaker.ask()
 
     async def _tell(self, slot: ProviderSlot, outcome: Outcome, reason: str, granted: Pass) -> None:
-        """What an attempt found, to the breaker (the shared one while it is reachable)."""
-        if self.shared_breakers is not None and self.shared_breakers.shared.up:
+        """What an attempt found, to the same breaker."""
+        if self.shared_breakers is not None:
             await self.shared_breakers.record(slot.breaker, outcome, reason, granted)
         else:
             slot.breaker.record(outcome, reason, granted)
@@ -148,7 +149,7 @@ class ProviderChain:
     def _release(self, slot: ProviderSlot, granted: Pass) -> None:
         """A call ends without a verdict on the provider: a probe's turn goes to the next."""
         slot.breaker.release(granted)
-        if granted.probe and self.shared_breakers is not None and self.shared_breakers.shared.up:
+        if granted.probe and self.shared_breakers is not None:
             task = asyncio.ensure_future(self.shared_breakers.record(slot.breaker, Outcome.SKIPPED, "", granted))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -108,7 +108,8 @@ class Incoming:
     def add(self, chunk: bytes) -> None:
         """Count, check and hash one chunk; raises at the first thing wrong."""
         self.take(len(chunk))
-        self.absorb(chunk)
+        self.check(chunk)
+        self.hash(chunk)
         if self.error is not None:
             raise self.error
 
@@ -119,11 +120,6 @@ class Incoming:
                 f"more bytes than announced: the header said {self.size}, {self.received + length} arrived"
             )
         self.received += length
-
-    def absorb(self, chunk: bytes) -> None:
-        """Check and hash a counted chunk."""
-        self.check(chunk)
-        self.hash(chunk)
 
     def check(self, chunk: bytes) -> None:
         """Check a counted chunk and keep it: the costly part, run (with hash) in threads of
