@@ -89,8 +89,10 @@ class SharedState:
 
     async def start(self) -> None:
         """Connect (a Redis that does not answer now is tried again in the background)."""
+        self.up = True  # so that a failed first ping is a change: logged, and watched for
         if await self.call("ping", self.redis.ping) is not None:
-            self._mark(True)
+            metrics.SHARED_UP.set(1)
+            self._spawn(self._listen())
         self._spawn(self._renew_leases())
 
     async def call(self, op: str, work: Callable[[], Awaitable[T]]) -> T | None:

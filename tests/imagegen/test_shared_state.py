@@ -270,3 +270,19 @@ def test_redis_stopping_mid_run_fails_no_call_and_sharing_resumes_when_it_is_bac
 
     after = asyncio.run(shared_again())
     assert [a.provider for a in after] == [A] * 8
+
+
+def test_replicas_started_before_redis_work_alone_and_share_once_it_answers(
+    replicas: Callable[..., Replicas], fake_openai: fo.FakeOpenAI
+) -> None:
+    fake_openai.script(A, fo.Ok(latency=0.2))
+    later = OwnRedis()  # nothing listens on its port yet
+    group = replicas(2, later.url, "late", IMAGEGEN_CONCURRENCY="4", IMAGEGEN_SHARED_TIMEOUT="200ms")
+    try:
+        answers = asyncio.run(spread(group, 8, "before redis"))
+        assert [a.provider for a in answers] == [A] * 8  # served with local limits
+        assert group.up(0) == 0 and group.up(1) == 0
+        later.start()
+        assert wait_until(lambda: group.up(0) == 1 and group.up(1) == 1, timeout=15)
+    finally:
+        later.kill()
