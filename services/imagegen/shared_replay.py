@@ -21,8 +21,9 @@ from services.imagegen.replay import ReplayKey
 from services.imagegen.results import AttemptRecord, ChainResult
 from services.imagegen.shared import SharedState
 
-# KEYS: the entry, the index (name -> stored at), the sizes (name -> bytes, and _total).
-# ARGV: the blob, TTL ms, byte bound, name, the entries' key prefix. Oldest out first.
+# KEYS: the entry, the index (name -> stored at), the sizes (name -> bytes, and _total), the
+# scene's "being paid for" mark (cleared: it is paid). ARGV: the blob, TTL ms, byte bound,
+# name, the entries' key prefix. Oldest out first.
 PUT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -40,6 +41,7 @@ while total > tonumber(ARGV[3]) do
   total = redis.call('HINCRBY', KEYS[3], '_total', -tonumber(redis.call('HGET', KEYS[3], oldest) or '0'))
   redis.call('HDEL', KEYS[3], oldest)
 end
+redis.call('DEL', KEYS[4])
 return total
 """
 # While a scene is being paid for somewhere, a retry elsewhere looks this often for it.
@@ -101,10 +103,14 @@ class SharedReplay:
 
     async def store(self, key: ReplayKey, result: ChainResult) -> None:
         script = self.shared.script("replay-put", PUT)
-        keys = [self._entry(key), self.shared.key("paid-index"), self.shared.key("paid-sizes")]
+        keys = [
+            self._entry(key),
+            self.shared.key("paid-index"),
+            self.shared.key("paid-sizes"),
+            self.shared.key("paying", key.digest),
+        ]
         args = [encode(result), int(self.ttl * 1000), self.max_bytes, key.digest, self.shared.key("paid", "")]
         await self.shared.call("replay", lambda: script(keys=keys, args=args))
-        await self.shared.call("replay", lambda: self.shared.redis.delete(self.shared.key("paying", key.digest)))
 
     async def claim(self, key: ReplayKey) -> bool:
         """Mark the scene as being paid for by this replica; False when another one is."""

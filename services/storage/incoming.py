@@ -21,6 +21,8 @@ from services.common.errors import InvalidArgument
 from services.common.images import FORMATS, MAX_PIXELS, ImageInfo, InvalidImage, check_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Bytes the walk collects before each step: the signature, a chunk's length and type, its CRC.
+HEAD_BYTES = {"signature": 8, "header": 8, "crc": 4}
 
 
 class PngWalker:
@@ -51,10 +53,10 @@ class PngWalker:
                 if not self._left:
                     self._state = "crc"
                 continue
-            need = {"signature": 8, "header": 8, "crc": 4}[self._state] - len(self._head)
+            need = HEAD_BYTES[self._state] - len(self._head)
             self._head += view[:need]
             view = view[need:]
-            if len(self._head) == {"signature": 8, "header": 8, "crc": 4}[self._state]:
+            if len(self._head) == HEAD_BYTES[self._state]:
                 self._step(bytes(self._head))
                 self._head.clear()
 
@@ -174,12 +176,12 @@ class Incoming:
 
 def head(parts: tuple[bytes, ...], length: int) -> bytes:
     """The first ``length`` bytes of an image held in parts (which may be tiny)."""
-    taken: list[bytes] = []
+    start = b""
     for part in parts:
-        taken.append(part[: length - sum(map(len, taken))])
-        if sum(map(len, taken)) >= length:
+        start += part[: length - len(start)]
+        if len(start) >= length:
             break
-    return b"".join(taken)
+    return start
 
 
 def sniff(start: bytes) -> str | None:
