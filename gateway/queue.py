@@ -28,6 +28,7 @@ from gateway.video_run import Scene, VideoRun, new_run
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"
 ACTIVE = ("todo", "doing")
+FINISHED = ("assets_generated", "failed")
 
 
 def queue_app(database_url: str) -> App:
@@ -112,6 +113,8 @@ class QueueRunner:
             for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
                 if run.owner and job.task_kwargs.get("owner", "") != run.owner:
                     raise video_not_found(video_id)
+                if status == "doing" and await self._finishing(video_id):
+                    continue  # its run has ended; the new job waits on the video's lock for it
                 if job.task_kwargs.get("scenes") != wanted or (job.task_kwargs.get("regenerate") or []) != again:
                     raise scenes_conflict(video_id)
                 return run, False
@@ -127,6 +130,16 @@ class QueueRunner:
         except AlreadyEnqueued:
             return run, False  # another replica enqueued it a moment ago
         return run, True
+
+    async def _finishing(self, video_id: str) -> bool:
+        """A running job whose video already reads finished (or failed) has written its
+        final status and is returning: the user sees the run over, so a new start is not
+        refused for it."""
+        try:
+            video = await self.pipeline.clients.get_video(video_id)
+        except Exception:
+            return False  # status unknown: the job counts as running
+        return not video.degraded and video.video.status in FINISHED
 
     def position(self, video_id: str, owner: str = "") -> int | None:
         """Queued jobs wait in PostgreSQL and read as generating (StartVideo ran at POST)."""
