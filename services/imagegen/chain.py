@@ -154,6 +154,21 @@ class ProviderChain:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    def quote(self, request: ImageRequest) -> tuple[float, list[str]]:
+        """The most one image can cost on the available models (estimates from the price
+        table), and the available models with no price for it."""
+        highest, unpriced = 0.0, []
+        for slot in self.slots:
+            if not slot.available:
+                continue
+            key = slot.provider.price_key(request)
+            estimate = self.prices.per_image(slot.name, key.size, key.quality)
+            if estimate is None:
+                unpriced.append(slot.name)
+            else:
+                highest = max(highest, estimate)
+        return highest, unpriced
+
     def _skip_reason(self, slot: ProviderSlot, call: Call, *, count: bool = False) -> str:
         if not slot.available:
             return f"model unavailable: {slot.unavailable_reason}"

@@ -38,6 +38,12 @@ OUTCOMES = {
 }
 
 
+def _quality(value: str) -> str:
+    if value not in QUALITIES:
+        raise InvalidArgument(f"quality {value!r} is not one of low, medium, high, auto (or empty: the default)")
+    return value
+
+
 class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
     def __init__(
         self,
@@ -61,8 +67,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             validation.video_id(request.video_id)
         if request.scene or request.video_id:
             validation.scene_number(request.scene)
-        if request.quality not in QUALITIES:
-            raise InvalidArgument(f"quality {request.quality!r} is not one of low, medium, high, auto")
+        _quality(request.quality)
         if request.video_parallelism > MAX_VIDEO_PARALLELISM:
             raise InvalidArgument(f"video_parallelism must be at most {MAX_VIDEO_PARALLELISM}")
         if request.video_parallelism and not request.video_id:
@@ -112,6 +117,14 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
             cost_usd=result.cost,
             cost_known=result.cost_known,
         )
+
+    @rpc(SERVICE)
+    async def QuoteImage(
+        self, request: imagegen_pb2.QuoteImageRequest, context: grpc.aio.ServicerContext
+    ) -> imagegen_pb2.ImageQuote:
+        size = validation.image_size(request.size or DEFAULT_SIZE)
+        highest, unpriced = self.chain.quote(ImageRequest("", size, _quality(request.quality)))
+        return imagegen_pb2.ImageQuote(max_usd=highest, unpriced=unpriced)
 
     @rpc(SERVICE)
     async def ListProviders(

@@ -20,6 +20,8 @@ from services.status.model import (
     ASSETS_GENERATED,
     GENERATING,
     PROCESSING,
+    Hold,
+    HoldRequest,
     SceneResult,
     Spend,
     UserLimits,
@@ -186,12 +188,33 @@ class StatusBook:
         return await self._write("update", deadline, lambda: self.store.update(video_id, change))
 
     async def report_scene(
-        self, video_id: str, scene: SceneResult, deadline: Deadline, then: VideoUpdate | None = None
+        self,
+        video_id: str,
+        scene: SceneResult,
+        deadline: Deadline,
+        then: VideoUpdate | None = None,
+        settles: str = "",
     ) -> Video:
+        """Record the scene (and its cost); then release the spend hold it was paid under
+        (``settles``). In between the cost counts twice, never not at all."""
         video = await self._write("report_scene", deadline, lambda: self.store.report_scene(video_id, scene))
+        if settles:
+            try:
+                await self.release_spend(settles, deadline)
+            except Unavailable as exc:  # recorded already: the hold ends at its ttl instead
+                log.warning("could not release a spend hold", extra={"video_id": video_id, "error": str(exc)})
         if then is not None:
             video = await self.update(video_id, then, deadline)
         return video
+
+    async def reserve_spend(self, request: HoldRequest, deadline: Deadline) -> Hold:
+        """Idempotent per reservation id, so retried like a read."""
+        return await self._guarded("reserve_spend", deadline, WRITE_POLICY, lambda: self.store.reserve_spend(request))
+
+    async def release_spend(self, reservation_id: str, deadline: Deadline) -> bool:
+        return await self._guarded(
+            "release_spend", deadline, WRITE_POLICY, lambda: self.store.release_spend(reservation_id)
+        )
 
     async def get(self, video_id: str, deadline: Deadline) -> StatusAnswer:
         if self.breaker.is_open:

@@ -107,6 +107,62 @@ class Spend:
     unpriced_images: int = 0
 
 
+CAPS = ("daily", "video", "owner")  # in this order, the first of equal rooms is the tightest
+
+
+@dataclass(frozen=True)
+class SpendCaps:
+    """Caps a hold is checked against (None: no such cap)."""
+
+    daily_usd: float | None = None
+    video_usd: float | None = None
+    owner_usd: float | None = None
+    since_ms: int = 0  # the UTC day's start: the daily and owner caps count spend from it
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    reservation_id: str
+    video_id: str
+    owner: str
+    usd: float
+    caps: SpendCaps
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    reservation_id: str
+    granted_usd: float
+    # Each cap's room before this hold (only the caps given).
+    rooms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cap(self) -> str:
+        """The tightest cap ("daily" | "video" | "owner"; "" with none)."""
+        return min(self.rooms, key=lambda c: self.rooms[c]) if self.rooms else ""
+
+    @property
+    def left_usd(self) -> float:
+        return self.rooms[self.cap] if self.rooms else 0.0
+
+
+def hold_rooms(row: dict[str, object]) -> dict[str, float]:
+    """Each cap's room from a reserve_preview_spend row (NULL: no such cap)."""
+    return {cap: float(str(row[f"{cap}_left_usd"])) for cap in CAPS if row.get(f"{cap}_left_usd") is not None}
+
+
+def decide_hold(request: HoldRequest, spent: dict[str, float], held: dict[str, float]) -> Hold:
+    """What a hold gets, from each cap's recorded spend and other open holds (the
+    SQLite store's side of sql/postgres/006_spend_holds.sql, which decides the same)."""
+    limits = {"daily": request.caps.daily_usd, "video": request.caps.video_usd}
+    if request.owner:
+        limits["owner"] = request.caps.owner_usd
+    rooms = {cap: limit - spent[cap] - held[cap] for cap, limit in limits.items() if limit is not None}
+    tightest = min(rooms.values(), default=request.usd)
+    return Hold(request.reservation_id, max(0.0, min(request.usd, tightest)), rooms)
+
+
 def progress_for(stored: int, scene_count: int) -> int:
     if scene_count <= 0:
         return 0

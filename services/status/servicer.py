@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import grpc
@@ -14,7 +15,15 @@ from services.common.pages import page
 from services.common.rpc import rpc
 from services.status.book import StatusBook
 from services.status.convert import scene_from_pb, summary_from_pb, video_to_pb
-from services.status.model import SCENE_STATES, UserLimits, VideoUpdate, check_progress, check_status
+from services.status.model import (
+    SCENE_STATES,
+    HoldRequest,
+    SpendCaps,
+    UserLimits,
+    VideoUpdate,
+    check_progress,
+    check_status,
+)
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 
 SERVICE = "storyshort.status.v1.StatusService"
@@ -24,6 +33,8 @@ MAX_SCENES = 10_000
 ERROR_MAX = 2_000
 URL_MAX = 2_048
 OWNER_MAX = 256
+RESERVATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+HOLD_TTL_MS = (1_000, 3_600_000)
 
 
 def _scene_count(value: int) -> int:
@@ -51,6 +62,43 @@ def _owner(value: str) -> str:
     if len(value) > OWNER_MAX or any(ord(c) < 32 for c in value):
         raise InvalidArgument(f"owner must be at most {OWNER_MAX} printable characters", field="owner")
     return value
+
+
+def _usd(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidArgument(f"{name} must be a finite amount of 0 or more (USD); got {value}", field=name)
+    return value
+
+
+def _reservation_id(value: str) -> str:
+    if not RESERVATION_ID.fullmatch(value):
+        raise InvalidArgument(
+            "reservation_id must be 1-64 characters of A-Z a-z 0-9 _ - (the caller chooses it, for example a uuid4)",
+            field="reservation_id",
+        )
+    return value
+
+
+def _hold(request: status_pb2.ReserveSpendRequest) -> HoldRequest:
+    caps = request.caps
+    if caps.since_ms < 0:
+        raise InvalidArgument(f"caps.since_ms must be 0 or more (ms since the epoch); got {caps.since_ms}")
+    low, high = HOLD_TTL_MS
+    if not low <= request.ttl_ms <= high:
+        raise InvalidArgument(f"ttl_ms must be between {low} and {high}; got {request.ttl_ms}", field="ttl_ms")
+    return HoldRequest(
+        reservation_id=_reservation_id(request.reservation_id),
+        video_id=validation.video_id(request.video_id),
+        owner=_owner(request.owner),
+        usd=_usd(request.usd, "usd"),
+        caps=SpendCaps(
+            daily_usd=_usd(caps.daily_usd, "caps.daily_usd") if caps.HasField("daily_usd") else None,
+            video_usd=_usd(caps.video_usd, "caps.video_usd") if caps.HasField("video_usd") else None,
+            owner_usd=_usd(caps.owner_usd, "caps.owner_usd") if caps.HasField("owner_usd") else None,
+            since_ms=caps.since_ms,
+        ),
+        ttl_ms=request.ttl_ms,
+    )
 
 
 def _change(request: status_pb2.UpdateVideoRequest) -> VideoUpdate:
@@ -140,7 +188,10 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             if request.then.video_id not in ("", video_id):
                 raise InvalidArgument("then.video_id must be empty or the same video_id")
             then = _change(request.then)
-        video = await self.book.report_scene(video_id, scene, Deadline.from_context(context, CALL_BUDGET), then)
+        settles = _reservation_id(request.settles) if request.settles else ""
+        video = await self.book.report_scene(
+            video_id, scene, Deadline.from_context(context, CALL_BUDGET), then, settles=settles
+        )
         return video_to_pb(video)
 
     @rpc(SERVICE)
@@ -153,6 +204,27 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             request.since_ms, Deadline.from_context(context, CALL_BUDGET), _owner(request.owner)
         )
         return status_pb2.Spend(usd=spend.usd, unpriced_images=spend.unpriced_images)
+
+    @rpc(SERVICE)
+    async def ReserveSpend(
+        self, request: status_pb2.ReserveSpendRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.SpendReservation:
+        hold = await self.book.reserve_spend(_hold(request), Deadline.from_context(context, CALL_BUDGET))
+        return status_pb2.SpendReservation(
+            reservation_id=hold.reservation_id,
+            granted_usd=hold.granted_usd,
+            cap=hold.cap,
+            left_usd=hold.left_usd,
+            **{f"{cap}_left_usd": room for cap, room in hold.rooms.items()},
+        )
+
+    @rpc(SERVICE)
+    async def ReleaseSpend(
+        self, request: status_pb2.ReleaseSpendRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.ReleaseSpendResponse:
+        rid = _reservation_id(request.reservation_id)
+        released = await self.book.release_spend(rid, Deadline.from_context(context, CALL_BUDGET))
+        return status_pb2.ReleaseSpendResponse(released=released)
 
     @rpc(SERVICE)
     async def ListStalledVideos(

@@ -4,7 +4,8 @@ the real `supabase` client talks to, with faults injected per route.
 Storage speaks like the real one: HTTP 400 for most errors with the real code in the body
 (`{"statusCode": "409", "error": "Duplicate", "message": ...}`). PostgREST supports what the
 status store uses: select with eq/neq/lt/in filters, order, exact counts, insert/upsert
-(merge or ignore duplicates) and update, each answering a representation."""
+(merge or ignore duplicates), update and delete, each answering a representation, and the
+SQL functions the store calls through /rpc."""
 
 from __future__ import annotations
 
@@ -119,6 +120,22 @@ SCHEMA: dict[str, dict[str, type]] = {
         "updated_at_ms": int,
     },
     "preview_user_starts": {"owner": str, "video_id": str, "scenes": int, "at_ms": int},
+    "preview_spend_holds": {"id": str, "video_id": str, "owner": str, "usd": float, "expires_at_ms": int},
+}
+# The functions sql/postgres declares, with their parameters' types: PostgREST answers
+# PGRST202 for a name or a set of parameter names it does not know.
+FUNCTIONS: dict[str, dict[str, type]] = {
+    "reserve_preview_spend": {
+        "p_id": str,
+        "p_video_id": str,
+        "p_owner": str,
+        "p_usd": float,
+        "p_since_ms": int,
+        "p_daily_usd": float,
+        "p_video_usd": float,
+        "p_owner_usd": float,
+        "p_ttl_ms": int,
+    }
 }
 
 
@@ -170,6 +187,7 @@ PRIMARY_KEYS = {
     "preview_runs": ("video_id",),
     "preview_scenes": ("video_id", "scene"),
     "preview_user_starts": (),  # no key: every insert is a new row
+    "preview_spend_holds": ("id",),
 }
 
 
@@ -284,9 +302,66 @@ class FakeSupabase(LoopbackServer):
         if trigger is not None:
             trigger(row)
 
+    def _call(self, name: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /rest/v1/rpc/<name>: the SQL functions of sql/postgres, as PostgREST runs them
+        (named parameters in a JSON object; a set-returning function answers an array)."""
+        params = FUNCTIONS.get(name)
+        if params is None or not isinstance(body, dict) or set(body) != set(params):
+            given = ", ".join(sorted(body)) if isinstance(body, dict) else ""
+            return 404, pgrst_error("PGRST202", f"Could not find the function public.{name}({given})"), {}
+        for param, kind in params.items():
+            value = body[param]
+            if value is not None and not _fits(value, kind):
+                kind_name = {int: "bigint", float: "double precision"}.get(kind, "text")
+                return 400, pgrst_error("22P02", f'invalid input syntax for type {kind_name}: "{value}"'), {}
+        with self.lock:
+            return 200, [self._reserve_preview_spend(**body)], {}
+
+    def _reserve_preview_spend(
+        self,
+        p_id: str,
+        p_video_id: str,
+        p_owner: str,
+        p_usd: float,
+        p_since_ms: int,
+        p_daily_usd: float | None,
+        p_video_usd: float | None,
+        p_owner_usd: float | None,
+        p_ttl_ms: int,
+    ) -> dict[str, Any]:
+        """What sql/postgres/006_spend_holds.sql's function does, under the fake's lock (its
+        transaction and advisory lock)."""
+        now = int(time.time() * 1000)
+        holds = self.tables["preview_spend_holds"]
+        holds[:] = [h for h in holds if h["expires_at_ms"] > now]
+        scenes = self.tables["preview_scenes"]
+        owned = {r["video_id"] for r in self.tables["preview_runs"] if r.get("owner") == p_owner}
+        others = [h for h in holds if h["id"] != p_id]
+        left: dict[str, float | None] = {"daily": None, "video": None, "owner": None}
+        if p_daily_usd is not None:
+            paid = sum(s["cost_usd"] for s in scenes if s["paid_at_ms"] >= p_since_ms)
+            left["daily"] = p_daily_usd - paid - sum(h["usd"] for h in others)
+        if p_video_usd is not None:
+            paid = sum(s["cost_usd"] for s in scenes if s["video_id"] == p_video_id)
+            left["video"] = p_video_usd - paid - sum(h["usd"] for h in others if h["video_id"] == p_video_id)
+        if p_owner_usd is not None and p_owner:
+            paid = sum(s["cost_usd"] for s in scenes if s["paid_at_ms"] >= p_since_ms and s["video_id"] in owned)
+            left["owner"] = p_owner_usd - paid - sum(h["usd"] for h in others if h["owner"] == p_owner)
+        existing = next((h for h in holds if h["id"] == p_id), None)
+        if existing is not None:
+            granted = existing["usd"]
+        else:
+            granted = max(0.0, min([p_usd, *(room for room in left.values() if room is not None)]))
+            if granted > 0:
+                hold = {"id": p_id, "video_id": p_video_id, "owner": p_owner, "usd": granted}
+                holds.append({**hold, "expires_at_ms": now + p_ttl_ms})
+        return {"granted_usd": granted, **{f"{cap}_left_usd": room for cap, room in left.items()}}
+
     def _rest(
         self, method: str, table: str, query: list[tuple[str, str]], body: Any, prefer: str
     ) -> tuple[int, Any, dict[str, str]]:
+        if table.startswith("rpc/") and method == "POST":
+            return self._call(table.removeprefix("rpc/"), body)
         if table not in self.tables:
             return (
                 404,
@@ -418,6 +493,12 @@ class FakeSupabase(LoopbackServer):
                 if "return=representation" not in prefer:
                     return 204, b"", headers
                 return 200, [project(r) for r in changed], headers
+            if method == "DELETE":
+                gone = [r for r in rows if self._match(r, filters)]
+                rows[:] = [r for r in rows if not self._match(r, filters)]
+                if "return=representation" not in prefer:
+                    return 204, b"", headers
+                return 200, [project(r) for r in gone], headers
         return 405, {"code": "PGRST", "message": "method not allowed", "details": None, "hint": None}, {}
 
     # ---- HTTP -------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 
 from services.imagegen.prices import ModelPrice, PriceTable, Usage
+from storyshort.imagegen.v1 import imagegen_pb2
 from tests.fakes import openai_fake as fo
 from tests.imagegen.conftest import A, B
 from tests.imagegen.test_chain import start
@@ -95,3 +97,23 @@ async def test_a_retried_scene_is_answered_from_the_replay_cache_without_paying_
         assert first.image == again.image and again.provider == A and not again.placeholder
         assert again.attempts[0].reason.startswith("replayed") and again.cost_usd == first.cost_usd == 0.05
         assert other.image and fake_openai.count(A) == 2  # scene 3 paid once, scene 4 once
+
+
+async def test_a_quote_is_the_most_one_image_can_cost_on_the_available_models(
+    fake_openai: fo.FakeOpenAI, tmp_path: Path
+) -> None:
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+        medium = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="1024x1024", quality="medium"))
+        assert medium.max_usd == pytest.approx(0.05) and list(medium.unpriced) == []
+        other = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="1024x1024", quality="high"))
+        assert other.max_usd == pytest.approx(0.04)  # A's "*" quality, above B's 0.02
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(quality="best"))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "quality 'best' is not one of" in (refused.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as bad_size:
+            await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="big"))
+        assert bad_size.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
+        partly = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest())
+        assert partly.max_usd == pytest.approx(0.02) and list(partly.unpriced) == [A]

@@ -92,6 +92,46 @@ BAD = [
         ),
         "scene 1 is given twice",
     ),
+    (
+        "ReportScene",
+        status_pb2.ReportSceneRequest(
+            video_id="v", scene=status_pb2.SceneResult(scene=1, state="stored", url="u"), settles="a b"
+        ),
+        "reservation_id must be 1-64 characters",
+    ),
+    *(
+        ("ReserveSpend", status_pb2.ReserveSpendRequest(**fields), words)  # type: ignore[arg-type]
+        for fields, words in [
+            ({"video_id": "v", "usd": 0.04, "ttl_ms": 60_000}, "reservation_id must be 1-64 characters"),
+            ({"reservation_id": "r" * 65, "video_id": "v", "usd": 0.04, "ttl_ms": 60_000}, "reservation_id"),
+            ({"reservation_id": "r", "usd": 0.04, "ttl_ms": 60_000}, "video_id is required"),
+            ({"reservation_id": "r", "video_id": "v", "usd": -1, "ttl_ms": 60_000}, "usd must be a finite amount"),
+            ({"reservation_id": "r", "video_id": "v", "usd": float("nan"), "ttl_ms": 60_000}, "finite"),
+            ({"reservation_id": "r", "video_id": "v", "usd": 0.04, "ttl_ms": 0}, "ttl_ms must be between 1000"),
+            ({"reservation_id": "r", "video_id": "v", "usd": 0.04, "ttl_ms": 3_600_001}, "ttl_ms"),
+            (
+                {
+                    "reservation_id": "r",
+                    "video_id": "v",
+                    "usd": 0.04,
+                    "ttl_ms": 60_000,
+                    "caps": status_pb2.SpendCaps(daily_usd=float("inf")),
+                },
+                "caps.daily_usd must be a finite amount",
+            ),
+            (
+                {
+                    "reservation_id": "r",
+                    "video_id": "v",
+                    "usd": 0.04,
+                    "ttl_ms": 60_000,
+                    "caps": status_pb2.SpendCaps(since_ms=-1),
+                },
+                "caps.since_ms",
+            ),
+        ]
+    ),
+    ("ReleaseSpend", status_pb2.ReleaseSpendRequest(reservation_id=""), "reservation_id must be"),
 ]
 
 
@@ -151,6 +191,31 @@ async def test_a_report_can_carry_the_runs_end_in_the_same_call(
         42,
     )
     assert [s.scene for s in video.scenes] == [1]
+
+
+async def test_a_hold_is_released_by_the_report_of_the_scene_it_paid_for(
+    status: tuple[status_pb2_grpc.StatusServiceStub, SQLiteStore],
+) -> None:
+    stub, _store = status
+    await stub.StartVideo(status_pb2.StartVideoRequest(video_id="v", scene_count=2), timeout=5)
+    caps = status_pb2.SpendCaps(daily_usd=0.10, since_ms=0)
+
+    def reserve(rid: str) -> status_pb2.ReserveSpendRequest:
+        return status_pb2.ReserveSpendRequest(reservation_id=rid, video_id="v", usd=0.06, caps=caps, ttl_ms=60_000)
+
+    first = await stub.ReserveSpend(reserve("r1"), timeout=5)
+    assert (first.granted_usd, first.cap, first.HasField("daily_left_usd")) == (0.06, "daily", True)
+    assert not first.HasField("video_left_usd")  # no video cap given
+    second = await stub.ReserveSpend(reserve("r2"), timeout=5)
+    assert second.granted_usd == pytest.approx(0.04) and second.left_usd == pytest.approx(0.04)
+    await stub.ReleaseSpend(status_pb2.ReleaseSpendRequest(reservation_id="r2"), timeout=5)
+    # The image under r1 cost 0.05: recorded, and r1 released in the same call.
+    scene = status_pb2.SceneResult(scene=1, state="stored", url="http://x/1.png", cost_usd=0.05, paid_at_ms=1)
+    await stub.ReportScene(status_pb2.ReportSceneRequest(video_id="v", scene=scene, settles="r1"), timeout=5)
+    gone = await stub.ReleaseSpend(status_pb2.ReleaseSpendRequest(reservation_id="r1"), timeout=5)
+    assert not gone.released
+    third = await stub.ReserveSpend(reserve("r3"), timeout=5)
+    assert third.left_usd == pytest.approx(0.05) and third.granted_usd == pytest.approx(0.05)
 
 
 async def test_get_answers_degraded_not_an_error_when_the_store_is_down() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.status.model import DRAFT, STATUSES, SceneResult, Spend, UserLimits, Video, VideoUpdate
+from services.status.model import DRAFT, STATUSES, Hold, HoldRequest, SceneResult, Spend, UserLimits, Video, VideoUpdate
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ class StatusStore(Protocol):
     async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
         """Images paid for at or after ``since_ms`` (of ``owner``'s videos only, when given):
         their summed cost and how many had no price."""
+        ...
+
+    async def reserve_spend(self, request: HoldRequest) -> Hold:
+        """Hold spend under the caps, atomically with reading recorded spend and the other
+        open holds (across every process using the store); idempotent per id."""
+        ...
+
+    async def release_spend(self, reservation_id: str) -> bool:
+        """Drop a hold; False when there was none."""
         ...
 
     async def close(self) -> None: ...

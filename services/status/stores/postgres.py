@@ -22,6 +22,8 @@ from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    Hold,
+    HoldRequest,
     SceneResult,
     Spend,
     UserLimits,
@@ -29,6 +31,7 @@ from services.status.model import (
     VideoUpdate,
     check_limits,
     check_transition,
+    hold_rooms,
     now_ms,
 )
 from services.status.stores.base import StoreUnavailable, VideosTable
@@ -314,6 +317,37 @@ class PostgresStore:
             )
             row = await cur.fetchone()
             return Spend(float(row["usd"]), int(row["unpriced"])) if row else Spend()
+
+        return await self._run(work)
+
+    async def reserve_spend(self, request: HoldRequest) -> Hold:
+        caps = request.caps
+
+        async def work(conn: Conn) -> Hold:
+            cur = await conn.execute(
+                "SELECT * FROM reserve_preview_spend(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    request.reservation_id,
+                    request.video_id,
+                    request.owner,
+                    request.usd,
+                    caps.since_ms,
+                    caps.daily_usd,
+                    caps.video_usd,
+                    caps.owner_usd,
+                    request.ttl_ms,
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None  # the function answers one row
+            return Hold(request.reservation_id, float(row["granted_usd"]), hold_rooms(row))
+
+        return await self._run(work)
+
+    async def release_spend(self, reservation_id: str) -> bool:
+        async def work(conn: Conn) -> bool:
+            cur = await conn.execute("DELETE FROM preview_spend_holds WHERE id = %s", (reservation_id,))
+            return cur.rowcount > 0
 
         return await self._run(work)
 

@@ -16,6 +16,8 @@ from services.common.errors import NotFound
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    Hold,
+    HoldRequest,
     SceneResult,
     Spend,
     UserLimits,
@@ -23,6 +25,7 @@ from services.status.model import (
     VideoUpdate,
     check_limits,
     check_transition,
+    decide_hold,
     now_ms,
     progress_for,
 )
@@ -221,6 +224,48 @@ class SQLiteStore:
                 (since_ms, owner) if owner else (since_ms,),
             ).fetchone()
             return Spend(float(usd), int(unpriced))
+
+        return await self._run(work)
+
+    async def reserve_spend(self, request: HoldRequest) -> Hold:
+        def work(conn: sqlite3.Connection) -> Hold:
+            # BEGIN IMMEDIATE (in _run) holds the write lock from the reads to the insert.
+            now = now_ms()
+            rid, video, owner, since = request.reservation_id, request.video_id, request.owner, request.caps.since_ms
+            conn.execute("DELETE FROM preview_spend_holds WHERE expires_at_ms <= ?", (now,))
+
+            def total(query: str, *args: object) -> float:
+                return float(conn.execute(query, args).fetchone()[0])
+
+            mine = "video_id IN (SELECT video_id FROM preview_runs WHERE owner = ?)"
+            paid = "SELECT COALESCE(SUM(cost_usd), 0) FROM preview_scenes WHERE "
+            holds = "SELECT COALESCE(SUM(usd), 0) FROM preview_spend_holds WHERE id <> ? AND "
+            spent = {
+                "daily": total(paid + "paid_at_ms >= ?", since),
+                "video": total(paid + "video_id = ?", video),
+                "owner": total(paid + "paid_at_ms >= ? AND " + mine, since, owner),
+            }
+            held = {
+                "daily": total(holds + "1", rid),
+                "video": total(holds + "video_id = ?", rid, video),
+                "owner": total(holds + "owner = ?", rid, owner),
+            }
+            hold = decide_hold(request, spent, held)
+            existing = conn.execute("SELECT usd FROM preview_spend_holds WHERE id = ?", (rid,)).fetchone()
+            if existing is not None:
+                return Hold(rid, float(existing[0]), hold.rooms)
+            if hold.granted_usd > 0:
+                conn.execute(
+                    "INSERT INTO preview_spend_holds (id, video_id, owner, usd, expires_at_ms) VALUES (?, ?, ?, ?, ?)",
+                    (rid, video, owner, hold.granted_usd, now + request.ttl_ms),
+                )
+            return hold
+
+        return await self._run(work)
+
+    async def release_spend(self, reservation_id: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM preview_spend_holds WHERE id = ?", (reservation_id,)).rowcount > 0
 
         return await self._run(work)
 

@@ -25,6 +25,8 @@ from services.common.supabase import ServerSupabase
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    Hold,
+    HoldRequest,
     SceneResult,
     Spend,
     UserLimits,
@@ -32,6 +34,7 @@ from services.status.model import (
     VideoUpdate,
     check_limits,
     check_transition,
+    hold_rooms,
     now_ms,
     progress_for,
 )
@@ -91,7 +94,7 @@ class SupabaseStore:
         async def check(db: AClient) -> None:
             # paid_at_ms came with sql/postgres/002_spend.sql: its absence means an old schema.
             await db.table("preview_scenes").select("paid_at_ms").limit(1).execute()
-            for table in (self.videos.table, "preview_runs", "preview_scenes"):
+            for table in (self.videos.table, "preview_runs", "preview_scenes", "preview_spend_holds"):
                 try:
                     await db.table(table).select("*").limit(1).execute()
                 except APIError as exc:
@@ -310,6 +313,37 @@ class SupabaseStore:
                 keep = {str(r["video_id"]) for r in mine}
                 paid = [r for r in paid if str(r["video_id"]) in keep]
             return Spend(sum(float(r["cost_usd"] or 0) for r in paid), sum(1 for r in paid if not r["cost_known"]))
+
+        return await self._run(work)
+
+    async def reserve_spend(self, request: HoldRequest) -> Hold:
+        """The same SQL function as the PostgreSQL store (one transaction on the server)."""
+        caps = request.caps
+
+        async def work(db: AClient) -> Hold:
+            params = {
+                "p_id": request.reservation_id,
+                "p_video_id": request.video_id,
+                "p_owner": request.owner,
+                "p_usd": request.usd,
+                "p_since_ms": caps.since_ms,
+                "p_daily_usd": caps.daily_usd,
+                "p_video_usd": caps.video_usd,
+                "p_owner_usd": caps.owner_usd,
+                "p_ttl_ms": request.ttl_ms,
+            }
+            rows = _rows(await db.rpc("reserve_preview_spend", params).execute())
+            if len(rows) != 1:
+                raise StoreUnavailable(f"supabase: reserve_preview_spend answered {len(rows)} rows, not 1")
+            row = rows[0]
+            return Hold(request.reservation_id, float(row["granted_usd"]), hold_rooms(row))
+
+        return await self._run(work)
+
+    async def release_spend(self, reservation_id: str) -> bool:
+        async def work(db: AClient) -> bool:
+            gone = await db.table("preview_spend_holds").delete().eq("id", reservation_id).execute()
+            return bool(_rows(gone))
 
         return await self._run(work)
 

@@ -212,6 +212,55 @@ class GenerateResponse(_message.Message):
 Global___GenerateResponse: _TypeAlias = GenerateResponse  # noqa: Y015
 
 @_typing.final
+class QuoteImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    size: _builtins.str
+    """As in GenerateRequest: "WIDTHxHEIGHT" (empty: the default) and the quality."""
+    quality: _builtins.str
+    def __init__(
+        self,
+        *,
+        size: _builtins.str = ...,
+        quality: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteImageRequest: _TypeAlias = QuoteImageRequest  # noqa: Y015
+
+@_typing.final
+class ImageQuote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_FIELD_NUMBER: _builtins.int
+    max_usd: _builtins.float
+    """The highest estimate over the available models that have a price (0 when none has)."""
+    @_builtins.property
+    def unpriced(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Available models with no price for this size and quality: their spend is unknown."""
+
+    def __init__(
+        self,
+        *,
+        max_usd: _builtins.float = ...,
+        unpriced: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_usd", b"max_usd", "unpriced", b"unpriced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageQuote: _TypeAlias = ImageQuote  # noqa: Y015
+
+@_typing.final
 class ListProvidersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class ImageGenServiceStub:
                 request_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersResponse.FromString,
                 _registered_method=True)
+        self.QuoteImage = channel.unary_unary(
+                '/storyshort.imagegen.v1.ImageGenService/QuoteImage',
+                request_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.QuoteImageRequest.SerializeToString,
+                response_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ImageQuote.FromString,
+                _registered_method=True)
 
 
 class ImageGenServiceServicer:
@@ -64,6 +69,14 @@ class ImageGenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuoteImage(self, request, context):
+        """The most one image of this size and quality can cost on the chain's available models
+        (estimates from the price table): what a caller holds under a spend cap before Generate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageGenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_ImageGenServiceServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersRequest.FromString,
                     response_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'QuoteImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteImage,
+                    request_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.QuoteImageRequest.FromString,
+                    response_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ImageQuote.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class ImageGenService:
             '/storyshort.imagegen.v1.ImageGenService/ListProviders',
             storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersRequest.SerializeToString,
             storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.imagegen.v1.ImageGenService/QuoteImage',
+            storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.QuoteImageRequest.SerializeToString,
+            storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ImageQuote.FromString,
             options,
             channel_credentials,
             insecure,

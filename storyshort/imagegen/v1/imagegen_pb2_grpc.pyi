@@ -39,6 +39,10 @@ class ImageGenServiceStub:
     """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_imagegen_pb2.ListProvidersRequest, _imagegen_pb2.ListProvidersResponse]
     """The configured chain and the state of each provider (breaker, model check)."""
+    QuoteImage: _grpc.UnaryUnaryMultiCallable[_imagegen_pb2.QuoteImageRequest, _imagegen_pb2.ImageQuote]
+    """The most one image of this size and quality can cost on the chain's available models
+    (estimates from the price table): what a caller holds under a spend cap before Generate.
+    """
 
 @_typing.type_check_only
 class ImageGenServiceAsyncStub(ImageGenServiceStub):
@@ -49,6 +53,10 @@ class ImageGenServiceAsyncStub(ImageGenServiceStub):
     """
     ListProviders: _aio.UnaryUnaryMultiCallable[_imagegen_pb2.ListProvidersRequest, _imagegen_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """The configured chain and the state of each provider (breaker, model check)."""
+    QuoteImage: _aio.UnaryUnaryMultiCallable[_imagegen_pb2.QuoteImageRequest, _imagegen_pb2.ImageQuote]  # type: ignore[assignment]
+    """The most one image of this size and quality can cost on the chain's available models
+    (estimates from the price table): what a caller holds under a spend cap before Generate.
+    """
 
 class ImageGenServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -68,5 +76,15 @@ class ImageGenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_imagegen_pb2.ListProvidersResponse, _abc.Awaitable[_imagegen_pb2.ListProvidersResponse]]:
         """The configured chain and the state of each provider (breaker, model check)."""
+
+    @_abc_1.abstractmethod
+    def QuoteImage(
+        self,
+        request: _imagegen_pb2.QuoteImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_imagegen_pb2.ImageQuote, _abc.Awaitable[_imagegen_pb2.ImageQuote]]:
+        """The most one image of this size and quality can cost on the chain's available models
+        (estimates from the price table): what a caller holds under a spend cap before Generate.
+        """
 
 def add_ImageGenServiceServicer_to_server(servicer: ImageGenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

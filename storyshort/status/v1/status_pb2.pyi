@@ -422,7 +422,12 @@ class ReportSceneRequest(_message.Message):
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     SCENE_FIELD_NUMBER: _builtins.int
     THEN_FIELD_NUMBER: _builtins.int
+    SETTLES_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
+    settles: _builtins.str
+    """The spend hold (ReserveSpend) this scene's image was paid under: released once the
+    scene and its cost are recorded.
+    """
     @_builtins.property
     def scene(self) -> Global___SceneResult: ...
     @_builtins.property
@@ -437,10 +442,11 @@ class ReportSceneRequest(_message.Message):
         video_id: _builtins.str = ...,
         scene: Global___SceneResult | None = ...,
         then: Global___UpdateVideoRequest | None = ...,
+        settles: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "then", b"then"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "then", b"then", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scene", b"scene", "settles", b"settles", "then", b"then", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,6 +521,181 @@ class Spend(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Spend: _TypeAlias = Spend  # noqa: Y015
+
+@_typing.final
+class SpendCaps(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAILY_USD_FIELD_NUMBER: _builtins.int
+    VIDEO_USD_FIELD_NUMBER: _builtins.int
+    OWNER_USD_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    daily_usd: _builtins.float
+    """Spend of every video since since_ms (the UTC day's start) stays within this."""
+    video_usd: _builtins.float
+    """Spend of the video (all its scenes' recorded costs) stays within this."""
+    owner_usd: _builtins.float
+    """Spend of the owner's videos since since_ms stays within this (with an owner only)."""
+    since_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        daily_usd: _builtins.float | None = ...,
+        video_usd: _builtins.float | None = ...,
+        owner_usd: _builtins.float | None = ...,
+        since_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_usd", b"_daily_usd", "_owner_usd", b"_owner_usd", "_video_usd", b"_video_usd", "daily_usd", b"daily_usd", "owner_usd", b"owner_usd", "video_usd", b"video_usd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_usd", b"_daily_usd", "_owner_usd", b"_owner_usd", "_video_usd", b"_video_usd", "daily_usd", b"daily_usd", "owner_usd", b"owner_usd", "since_ms", b"since_ms", "video_usd", b"video_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__daily_usd: _TypeAlias = _typing.Literal["daily_usd"]  # noqa: Y015
+    _WhichOneofArgType__daily_usd: _TypeAlias = _typing.Literal["_daily_usd", b"_daily_usd"]  # noqa: Y015
+    _WhichOneofReturnType__owner_usd: _TypeAlias = _typing.Literal["owner_usd"]  # noqa: Y015
+    _WhichOneofArgType__owner_usd: _TypeAlias = _typing.Literal["_owner_usd", b"_owner_usd"]  # noqa: Y015
+    _WhichOneofReturnType__video_usd: _TypeAlias = _typing.Literal["video_usd"]  # noqa: Y015
+    _WhichOneofArgType__video_usd: _TypeAlias = _typing.Literal["_video_usd", b"_video_usd"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_usd) -> _WhichOneofReturnType__daily_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__owner_usd) -> _WhichOneofReturnType__owner_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__video_usd) -> _WhichOneofReturnType__video_usd | None: ...
+
+Global___SpendCaps: _TypeAlias = SpendCaps  # noqa: Y015
+
+@_typing.final
+class ReserveSpendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    USD_FIELD_NUMBER: _builtins.int
+    CAPS_FIELD_NUMBER: _builtins.int
+    TTL_MS_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """Chosen by the caller (1-64 of A-Z a-z 0-9 _ -), so that a retried call holds once."""
+    video_id: _builtins.str
+    owner: _builtins.str
+    """The signed-in user the video belongs to (empty: none)."""
+    usd: _builtins.float
+    """The most the image may cost (USD, finite, 0 or more)."""
+    ttl_ms: _builtins.int
+    """How long the hold lasts unless released first: 1000 to 3600000 ms."""
+    @_builtins.property
+    def caps(self) -> Global___SpendCaps: ...
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        video_id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        usd: _builtins.float = ...,
+        caps: Global___SpendCaps | None = ...,
+        ttl_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caps", b"caps"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caps", b"caps", "owner", b"owner", "reservation_id", b"reservation_id", "ttl_ms", b"ttl_ms", "usd", b"usd", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveSpendRequest: _TypeAlias = ReserveSpendRequest  # noqa: Y015
+
+@_typing.final
+class SpendReservation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    GRANTED_USD_FIELD_NUMBER: _builtins.int
+    CAP_FIELD_NUMBER: _builtins.int
+    LEFT_USD_FIELD_NUMBER: _builtins.int
+    DAILY_LEFT_USD_FIELD_NUMBER: _builtins.int
+    VIDEO_LEFT_USD_FIELD_NUMBER: _builtins.int
+    OWNER_LEFT_USD_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    granted_usd: _builtins.float
+    """What is held: usd when every cap has room for it, less when the tightest has less,
+    0 when it has none (nothing is held then).
+    """
+    cap: _builtins.str
+    """The cap with the least room ("daily" | "video" | "owner"; empty with no caps) and
+    that room before this hold (negative once spend passed the cap).
+    """
+    left_usd: _builtins.float
+    daily_left_usd: _builtins.float
+    """Each cap's room before this hold (set for the caps given)."""
+    video_left_usd: _builtins.float
+    owner_left_usd: _builtins.float
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        granted_usd: _builtins.float = ...,
+        cap: _builtins.str = ...,
+        left_usd: _builtins.float = ...,
+        daily_left_usd: _builtins.float | None = ...,
+        video_left_usd: _builtins.float | None = ...,
+        owner_left_usd: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_daily_left_usd", b"_daily_left_usd", "_owner_left_usd", b"_owner_left_usd", "_video_left_usd", b"_video_left_usd", "daily_left_usd", b"daily_left_usd", "owner_left_usd", b"owner_left_usd", "video_left_usd", b"video_left_usd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_daily_left_usd", b"_daily_left_usd", "_owner_left_usd", b"_owner_left_usd", "_video_left_usd", b"_video_left_usd", "cap", b"cap", "daily_left_usd", b"daily_left_usd", "granted_usd", b"granted_usd", "left_usd", b"left_usd", "owner_left_usd", b"owner_left_usd", "reservation_id", b"reservation_id", "video_left_usd", b"video_left_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__daily_left_usd: _TypeAlias = _typing.Literal["daily_left_usd"]  # noqa: Y015
+    _WhichOneofArgType__daily_left_usd: _TypeAlias = _typing.Literal["_daily_left_usd", b"_daily_left_usd"]  # noqa: Y015
+    _WhichOneofReturnType__owner_left_usd: _TypeAlias = _typing.Literal["owner_left_usd"]  # noqa: Y015
+    _WhichOneofArgType__owner_left_usd: _TypeAlias = _typing.Literal["_owner_left_usd", b"_owner_left_usd"]  # noqa: Y015
+    _WhichOneofReturnType__video_left_usd: _TypeAlias = _typing.Literal["video_left_usd"]  # noqa: Y015
+    _WhichOneofArgType__video_left_usd: _TypeAlias = _typing.Literal["_video_left_usd", b"_video_left_usd"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__daily_left_usd) -> _WhichOneofReturnType__daily_left_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__owner_left_usd) -> _WhichOneofReturnType__owner_left_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__video_left_usd) -> _WhichOneofReturnType__video_left_usd | None: ...
+
+Global___SpendReservation: _TypeAlias = SpendReservation  # noqa: Y015
+
+@_typing.final
+class ReleaseSpendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSpendRequest: _TypeAlias = ReleaseSpendRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseSpendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """False when there was no such hold (released before, or ended at its ttl)."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSpendResponse: _TypeAlias = ReleaseSpendResponse  # noqa: Y015
 
 @_typing.final
 class ListStalledVideosResponse(_message.Message):

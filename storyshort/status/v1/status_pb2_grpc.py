@@ -69,6 +69,16 @@ class StatusServiceStub:
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.SerializeToString,
                 response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Spend.FromString,
                 _registered_method=True)
+        self.ReserveSpend = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/ReserveSpend',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReserveSpendRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.SpendReservation.FromString,
+                _registered_method=True)
+        self.ReleaseSpend = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/ReleaseSpend',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendResponse.FromString,
+                _registered_method=True)
 
 
 class StatusServiceServicer:
@@ -126,6 +136,24 @@ class StatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveSpend(self, request, context):
+        """Before an image is paid for: hold up to `usd` of spend under every cap given, so that
+        recorded spend plus open holds never pass a cap, whoever reserves (every gateway and
+        worker shares the store). Answers what was granted: 0 when a cap has no room left.
+        Idempotent per reservation_id (a retry answers the same grant).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseSpend(self, request, context):
+        """Drop a hold: its image cost nothing, or its cost is recorded. A hold never released
+        ends by itself at its ttl. Releasing an unknown or ended hold is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +191,16 @@ def add_StatusServiceServicer_to_server(servicer, server):
                     servicer.GetSpend,
                     request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.FromString,
                     response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Spend.SerializeToString,
+            ),
+            'ReserveSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveSpend,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReserveSpendRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.SpendReservation.SerializeToString,
+            ),
+            'ReleaseSpend': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseSpend,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +392,60 @@ class StatusService:
             '/storyshort.status.v1.StatusService/GetSpend',
             storyshort_dot_status_dot_v1_dot_status__pb2.GetSpendRequest.SerializeToString,
             storyshort_dot_status_dot_v1_dot_status__pb2.Spend.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/ReserveSpend',
+            storyshort_dot_status_dot_v1_dot_status__pb2.ReserveSpendRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.SpendReservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseSpend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/ReleaseSpend',
+            storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.ReleaseSpendResponse.FromString,
             options,
             channel_credentials,
             insecure,

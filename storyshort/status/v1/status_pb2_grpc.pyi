@@ -52,6 +52,16 @@ class StatusServiceStub:
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]
     """Spend on images paid for since a moment (for the daily budget cap)."""
+    ReserveSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.ReserveSpendRequest, _status_pb2.SpendReservation]
+    """Before an image is paid for: hold up to `usd` of spend under every cap given, so that
+    recorded spend plus open holds never pass a cap, whoever reserves (every gateway and
+    worker shares the store). Answers what was granted: 0 when a cap has no room left.
+    Idempotent per reservation_id (a retry answers the same grant).
+    """
+    ReleaseSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.ReleaseSpendRequest, _status_pb2.ReleaseSpendResponse]
+    """Drop a hold: its image cost nothing, or its cost is recorded. A hold never released
+    ends by itself at its ttl. Releasing an unknown or ended hold is not an error.
+    """
 
 @_typing.type_check_only
 class StatusServiceAsyncStub(StatusServiceStub):
@@ -75,6 +85,16 @@ class StatusServiceAsyncStub(StatusServiceStub):
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]  # type: ignore[assignment]
     """Spend on images paid for since a moment (for the daily budget cap)."""
+    ReserveSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.ReserveSpendRequest, _status_pb2.SpendReservation]  # type: ignore[assignment]
+    """Before an image is paid for: hold up to `usd` of spend under every cap given, so that
+    recorded spend plus open holds never pass a cap, whoever reserves (every gateway and
+    worker shares the store). Answers what was granted: 0 when a cap has no room left.
+    Idempotent per reservation_id (a retry answers the same grant).
+    """
+    ReleaseSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.ReleaseSpendRequest, _status_pb2.ReleaseSpendResponse]  # type: ignore[assignment]
+    """Drop a hold: its image cost nothing, or its cost is recorded. A hold never released
+    ends by itself at its ttl. Releasing an unknown or ended hold is not an error.
+    """
 
 class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -137,5 +157,27 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_status_pb2.Spend, _abc.Awaitable[_status_pb2.Spend]]:
         """Spend on images paid for since a moment (for the daily budget cap)."""
+
+    @_abc_1.abstractmethod
+    def ReserveSpend(
+        self,
+        request: _status_pb2.ReserveSpendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.SpendReservation, _abc.Awaitable[_status_pb2.SpendReservation]]:
+        """Before an image is paid for: hold up to `usd` of spend under every cap given, so that
+        recorded spend plus open holds never pass a cap, whoever reserves (every gateway and
+        worker shares the store). Answers what was granted: 0 when a cap has no room left.
+        Idempotent per reservation_id (a retry answers the same grant).
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseSpend(
+        self,
+        request: _status_pb2.ReleaseSpendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.ReleaseSpendResponse, _abc.Awaitable[_status_pb2.ReleaseSpendResponse]]:
+        """Drop a hold: its image cost nothing, or its cost is recorded. A hold never released
+        ends by itself at its ttl. Releasing an unknown or ended hold is not an error.
+        """
 
 def add_StatusServiceServicer_to_server(servicer: StatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
