@@ -1,21 +1,30 @@
-"""Budget caps on image spend: optional per video and per day (UTC).
+"""Budget caps on image spend: optional per video, per day (UTC) and per signed-in user.
 
 Spend is what the status store holds (each scene's cost, with when it was paid), so caps
-hold across restarts. Before each scene the gateway tells imagegen how much may still be
-spent; a model that would cross a cap is skipped and the scene gets the placeholder with
-the reason "budget". A breach is logged once per cap and period and counted in metrics.
-Scenes already in flight may each cross a cap by up to one image's price (at most
-SCENE_CONCURRENCY - 1 images).
+hold across restarts. Before each scene the gateway asks imagegen the most one image can
+cost (QuoteImage) and holds that much in the status store (ReserveSpend): recorded spend
+plus every open hold stays within each cap, whatever the number of videos, gateways and
+workers, because they all hold in the same store. imagegen is told what was granted; a
+model that would cost more is skipped and, if none fits, the scene gets the placeholder
+with the reason "budget". The hold is released when the scene's cost is recorded (the
+report carries it) or at once when nothing was paid; a holder that dies leaves it to end
+at its ttl. A breach is logged once per cap and period and counted in metrics.
 
-When today's spend cannot be read, the daily cap fails closed: with a reading from today the
-guard goes on from it (plus what this gateway spent since); with none, no paid image is
-allowed until the status store answers (scenes get the placeholder, reason "budget")."""
+What can still pass a cap: an image whose real cost exceeds its estimate (a token-priced
+model that used more tokens than its per-image price says), and a model with no price.
+
+When the status store cannot hold (down, or an older one without ReserveSpend), the guard
+goes on alone, as before holds: from today's last reading plus what this process spent
+since (each scene in flight may then cross a cap by up to one image's price), and with no
+reading from today it fails closed: no paid image until the store answers (scenes get the
+placeholder, reason "budget")."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,10 +32,15 @@ from gateway import metrics
 from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
+from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("budget")
 # Seconds a daily-spend reading is reused before the status store is asked again.
 DAILY_READ_EVERY = 2.0
+# Seconds imagegen's quote for a size is reused (prices change only with its configuration).
+QUOTE_FRESH = 60.0
+# The status store's bounds on a hold's ttl.
+HOLD_SECONDS = (1.0, 3600.0)
 
 
 def day_start_ms(now: float | None = None) -> int:
@@ -37,9 +51,10 @@ def day_start_ms(now: float | None = None) -> int:
 @dataclass(frozen=True)
 class Allowance:
     usd: float  # may be negative once a cap is crossed
-    cap: str  # "video" | "daily"
+    cap: str  # "video" | "daily" | "user"
     period: str  # the video id, or the UTC day
     limit: float
+    hold: str = ""  # the status store's hold of this much (empty: none)
 
 
 class BudgetGuard:
@@ -49,8 +64,14 @@ class BudgetGuard:
         daily_cap: float | None,
         video_cap: float | None,
         user_share: float | None = None,
+        hold_seconds: float = 300.0,
     ) -> None:
         self.clients = clients
+        # How long a hold lasts unless released: past the longest a scene takes from its
+        # hold to its recorded report.
+        self.hold_ms = int(min(max(hold_seconds, HOLD_SECONDS[0]), HOLD_SECONDS[1]) * 1000)
+        self._quotes: dict[str, tuple[float, float]] = {}  # size -> (most one image costs, when asked)
+        self._alone_since: float | None = None  # holds failed: going on from local readings
         self.daily_cap = daily_cap
         self.video_cap = video_cap
         # One user's share of the daily cap (signed-in users only).
@@ -130,6 +151,74 @@ class BudgetGuard:
             remaining = self.user_cap - mine if math.isfinite(mine) else -self.user_cap
             left.append(Allowance(remaining, "user", f"{owner} {datetime.now(UTC).date().isoformat()}", self.user_cap))
         return min(left, key=lambda a: a.usd)
+
+    async def reserve(self, video_id: str, video_spend: float, owner: str = "", size: str = "") -> Allowance | None:
+        """Hold what the next image may cost under every cap, in the status store that every
+        gateway and worker shares; None when no cap is set. ``video_spend``: the video's
+        spend as this run knows it (for the fallback when the store cannot hold)."""
+        if not self.active:
+            return None
+        try:
+            quote = await self._quote(size)
+            day = day_start_ms()
+            caps = status_pb2.SpendCaps(since_ms=day, daily_usd=self.daily_cap, video_usd=self.video_cap)
+            if owner and self.user_cap is not None:
+                caps.owner_usd = self.user_cap
+            held = await self.clients.reserve_spend(
+                status_pb2.ReserveSpendRequest(
+                    reservation_id=uuid.uuid4().hex,
+                    video_id=video_id,
+                    owner=owner,
+                    usd=quote,
+                    caps=caps,
+                    ttl_ms=self.hold_ms,
+                )
+            )
+        except ServiceError as exc:
+            if self._alone_since is None:
+                self._alone_since = time.monotonic()
+                log.warning(
+                    "spend cannot be held in the status store; each process guards the caps alone until it can",
+                    extra={"code": exc.code.name},
+                )
+            return await self.allowance(video_id, video_spend, owner)
+        if self._alone_since is not None:
+            log.info("spend is held in the status store again")
+            self._alone_since = None
+        return self._granted(held, video_id, owner)
+
+    def _granted(self, held: status_pb2.SpendReservation, video_id: str, owner: str) -> Allowance:
+        today = datetime.now(UTC).date().isoformat()
+        if held.HasField("daily_left_usd"):
+            # A reading for the fallback: recorded spend and the others' holds, as of now.
+            self._daily_local = 0.0  # this image is added by spent() once paid
+            self._daily = (day_start_ms(), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
+            metrics.BUDGET_REMAINING.labels("daily").set(held.daily_left_usd - held.granted_usd)
+        if held.HasField("video_left_usd"):
+            metrics.BUDGET_REMAINING.labels("video").set(held.video_left_usd - held.granted_usd)
+        cap = {"daily": "daily", "video": "video", "owner": "user"}.get(held.cap, "daily")
+        period = {"video": video_id, "user": f"{owner} {today}"}.get(cap, today)
+        limit = {"daily": self.daily_cap, "video": self.video_cap, "user": self.user_cap}[cap] or 0.0
+        usd = held.granted_usd if held.granted_usd > 0 else min(held.left_usd, 0.0)
+        return Allowance(usd, cap, period, limit, held.reservation_id if held.granted_usd > 0 else "")
+
+    async def _quote(self, size: str) -> float:
+        """The most one image of this size can cost (imagegen's price table), reused a while."""
+        known = self._quotes.get(size)
+        now = time.monotonic()
+        if known is None or now - known[1] > QUOTE_FRESH:
+            answer = await self.clients.quote_image(size)
+            known = self._quotes[size] = (answer.max_usd, now)
+        return known[0]
+
+    async def release(self, allowance: Allowance | None) -> None:
+        """Drop a hold whose image cost nothing; one that cannot be dropped ends at its ttl."""
+        if allowance is None or not allowance.hold:
+            return
+        try:
+            await self.clients.release_spend(allowance.hold)
+        except ServiceError as exc:
+            log.warning("a spend hold could not be released; it ends at its ttl", extra={"code": exc.code.name})
 
     async def check_user(self, owner: str) -> None:
         """Before a user's start: 429 (Retry-After: the next UTC day) once their share of the

@@ -133,6 +133,24 @@ class ServiceClients:
         self.on_write(request.video_id)
         return answer
 
+    async def quote_image(self, size: str, quality: str = "") -> imagegen_pb2.ImageQuote:
+        async with self._calling("imagegen", skippable=True):
+            answer: imagegen_pb2.ImageQuote = await self.imagegen.QuoteImage(
+                imagegen_pb2.QuoteImageRequest(size=size, quality=quality), timeout=self.status_timeout
+            )
+        return answer
+
+    async def reserve_spend(self, request: status_pb2.ReserveSpendRequest) -> status_pb2.SpendReservation:
+        async with self._calling("status", skippable=True):
+            answer: status_pb2.SpendReservation = await self.status.ReserveSpend(request, timeout=self.status_timeout)
+        return answer
+
+    async def release_spend(self, reservation_id: str) -> None:
+        async with self._calling("status", skippable=True):
+            await self.status.ReleaseSpend(
+                status_pb2.ReleaseSpendRequest(reservation_id=reservation_id), timeout=self.status_timeout
+            )
+
     async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
         async with self._calling("status"):
             answer: status_pb2.Spend = await self.status.GetSpend(

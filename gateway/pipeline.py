@@ -148,7 +148,7 @@ class Pipeline:
         if image.placeholder and kept is not None:
             log.warning("regenerate got a placeholder; the real image is kept", extra={**ctx, "reason": image.reason})
             run.summary.placeholders += 1
-            await self.reporter.record(run, SceneOutcome(kept))
+            await self.reporter.record(run, SceneOutcome(kept))  # a placeholder: its hold is released
             return
         t1 = time.monotonic()
         result = status_pb2.SceneResult(
@@ -182,7 +182,7 @@ class Pipeline:
             if not image.placeholder:
                 await self.spool.put(run.video_id, scene.number, image)
         result.upload_ms = int((time.monotonic() - t1) * 1000)
-        await self.reporter.record(run, SceneOutcome(result))
+        await self.reporter.record(run, SceneOutcome(result, settles=image.hold))
 
     async def _upload(
         self, run: VideoRun, scene: Scene, image: SpooledImage, result: status_pb2.SceneResult
@@ -222,10 +222,16 @@ class Pipeline:
                 video_parallelism=self.concurrency,
                 variant=run.variant if scene.number in run.regenerate else "",
             )
-            allowance = await self.budget.allowance(run.video_id, run.spent_before + run.summary.spend_usd, run.owner)
+            allowance = await self.budget.reserve(
+                run.video_id, run.spent_before + run.summary.spend_usd, run.owner, self.image_size
+            )
             if allowance is not None:
                 request.max_cost_usd = max(allowance.usd, 0.0)
-            answer = await self.clients.generate(request)
+            try:
+                answer = await self.clients.generate(request)
+            except BaseException:
+                await self.budget.release(allowance)  # nothing paid (or unknown: the ttl ends it)
+                raise
             for attempt in answer.attempts:
                 if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
                     run.summary.hard_provider_failures += 1
@@ -239,6 +245,8 @@ class Pipeline:
                 self.budget.refused(allowance)
             if paid and not answer.cost_known:
                 run.summary.unpriced_images += 1
+            if not paid:
+                await self.budget.release(allowance)
             return SpooledImage(
                 answer.image,
                 answer.content_type,
@@ -250,6 +258,8 @@ class Pipeline:
                 cost_known=answer.cost_known,
                 paid_at_ms=int(time.time() * 1000) if paid else 0,
                 reason=reason,
+                # Released when the scene and its cost are recorded.
+                hold=allowance.hold if paid and allowance is not None else "",
             )
         except ServiceError as exc:
             # imagegen down or out of time: the scene still gets an image.

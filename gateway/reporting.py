@@ -85,7 +85,9 @@ class RunReporter:
     ) -> bool:
         try:
             await self.clients.report_scene(
-                status_pb2.ReportSceneRequest(video_id=video_id, scene=outcome.result, then=then)
+                status_pb2.ReportSceneRequest(
+                    video_id=video_id, scene=outcome.result, then=then, settles=outcome.settles
+                )
             )
             outcome.reported = True
             metrics.RESULTS.labels("recorded").inc()
@@ -129,7 +131,9 @@ class RunReporter:
                     for outcome in pending:
                         if not outcome.reported:
                             await self.clients.report_scene(
-                                status_pb2.ReportSceneRequest(video_id=run.video_id, scene=outcome.result)
+                                status_pb2.ReportSceneRequest(
+                                    video_id=run.video_id, scene=outcome.result, settles=outcome.settles
+                                )
                             )
                             outcome.reported = True
                             metrics.RESULTS.labels("recorded_at_end").inc()

@@ -33,6 +33,8 @@ class SpooledImage:
     paid_at_ms: int = 0
     # Why a placeholder was used ("budget", "imagegen unavailable", "every provider failed").
     reason: str = ""
+    # The status store's spend hold this image was paid under (released by its report).
+    hold: str = ""
 
 
 @dataclass

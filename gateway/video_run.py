@@ -27,6 +27,7 @@ class Scene:
 class SceneOutcome:
     result: status_pb2.SceneResult
     reported: bool = False
+    settles: str = ""  # the spend hold the report releases
 
 
 class InFlight:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from gateway.auth import Authenticator, SigningKeys, TokenVerifier
 from gateway.budget import BudgetGuard
-from gateway.clients import ServiceClients
+from gateway.clients import IMAGEGEN_MARGIN, ServiceClients
 from gateway.healing import Healer
-from gateway.pipeline import Pipeline
+from gateway.pipeline import REENCODE_TRIES, Pipeline
 from gateway.settings import GatewaySettings
 from gateway.spool import ImageSpool
 from services.common.logs import register_secret
@@ -20,9 +20,24 @@ def build_healer(settings: GatewaySettings, clients: ServiceClients) -> Healer:
     )
 
 
+def hold_seconds(settings: GatewaySettings) -> float:
+    """How long a spend hold outlives its scene at most: the generate call's deadline, every
+    upload try (twice over: a scene may wait for a storing slot as long as one takes) and the
+    end-of-run report writes, with a minute to spare."""
+    generate = 2 * settings.image_gen_timeout + IMAGEGEN_MARGIN
+    upload = 2 * (REENCODE_TRIES + 1) * settings.upload_timeout
+    return generate + upload + settings.status_flush_within + 60.0
+
+
 def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
     """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
-    budget = BudgetGuard(clients, settings.budget_daily_usd, settings.budget_video_usd, settings.budget_user_share)
+    budget = BudgetGuard(
+        clients,
+        settings.budget_daily_usd,
+        settings.budget_video_usd,
+        settings.budget_user_share,
+        hold_seconds=hold_seconds(settings),
+    )
     spool = ImageSpool(settings.data_dir / "spool")
     limits = status_pb2.UserLimits(
         videos_per_hour=settings.user_videos_per_hour, scenes_per_day=settings.user_scenes_per_day

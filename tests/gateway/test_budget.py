@@ -1,8 +1,11 @@
-"""The daily cap when today's spend cannot be read: it fails closed (no reading from today:
-no paid image), or goes on from today's last reading plus this gateway's own spend."""
+"""Spend holds asked of the status store (the quote, every cap, released when nothing was
+paid), and the guard alone when the store cannot hold: the daily cap fails closed without
+a reading from today (no paid image), or goes on from today's last reading plus this
+gateway's own spend."""
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 import grpc
@@ -11,6 +14,7 @@ import pytest
 from gateway.breakers import ServiceDown
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
+from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 
 
@@ -96,3 +100,76 @@ async def test_a_users_share_of_the_daily_cap_bounds_their_images_and_their_star
         await budget.check_user("alice")
     assert refused.value.status == 429 and 1 <= int(refused.value.headers["Retry-After"]) <= 86400
     assert "alice" in status.owners and "bob" in status.owners
+
+
+class HoldingStatus(StandInStatus):
+    """ReserveSpend and QuoteImage as the services answer them; ``holds_down``: the status
+    service cannot hold (down, or one without ReserveSpend)."""
+
+    def __init__(self, usd: float, room: float) -> None:
+        super().__init__(usd)
+        self.room = room
+        self.holds_down = False
+        self.held: list[status_pb2.ReserveSpendRequest] = []
+        self.released: list[str] = []
+        self.quotes = 0
+
+    async def quote_image(self, size: str, quality: str = "") -> imagegen_pb2.ImageQuote:
+        self.quotes += 1
+        return imagegen_pb2.ImageQuote(max_usd=0.04)
+
+    async def reserve_spend(self, request: status_pb2.ReserveSpendRequest) -> status_pb2.SpendReservation:
+        if self.holds_down:
+            raise ServiceDown("status", grpc.StatusCode.UNIMPLEMENTED, "unknown method ReserveSpend")
+        self.held.append(request)
+        granted = max(0.0, min(request.usd, self.room))
+        answer = status_pb2.SpendReservation(
+            reservation_id=request.reservation_id, granted_usd=granted, cap="daily", left_usd=self.room
+        )
+        answer.daily_left_usd = self.room
+        self.room -= granted
+        return answer
+
+    async def release_spend(self, reservation_id: str) -> None:
+        self.released.append(reservation_id)
+
+
+async def test_a_hold_asks_for_the_quote_under_every_cap_and_is_released_when_nothing_was_paid() -> None:
+    status = HoldingStatus(usd=0.0, room=0.06)
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=1.0, video_cap=0.5, user_share=0.1, hold_seconds=99999)
+    first = await budget.reserve("v", 0.0, "alice", "1024x1024")
+    second = await budget.reserve("v", 0.0, "alice", "1024x1024")
+    third = await budget.reserve("v", 0.0, "alice", "1024x1024")
+    assert first is not None and second is not None and third is not None
+    assert first.usd == pytest.approx(0.04) and first.cap == "daily" and first.hold
+    assert second.usd == pytest.approx(0.02) and second.hold  # what is left: a cheaper model may fit
+    assert third.usd <= 0 and not third.hold  # no room: nothing held, the placeholder answers
+    asked = status.held[0]
+    assert asked.usd == pytest.approx(0.04) and asked.ttl_ms == 3_600_000  # the server's most
+    assert (asked.caps.daily_usd, asked.caps.video_usd) == (1.0, 0.5) and asked.caps.owner_usd == pytest.approx(0.1)
+    assert len({h.reservation_id for h in status.held}) == 3 and status.quotes == 1  # the quote is reused
+    await budget.release(second)
+    await budget.release(third)  # nothing held: nothing to release
+    assert status.released == [second.hold]
+
+
+async def test_when_the_store_cannot_hold_the_guard_goes_on_alone_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "budget")
+    status = HoldingStatus(usd=0.9, room=0.0)
+    status.holds_down = True
+    budget = guard(status, daily=1.0)
+    for _ in range(3):
+        alone = await budget.reserve("v", 0.0)
+        assert alone is not None and alone.usd == pytest.approx(0.1) and not alone.hold  # from the reading
+    said = [r for r in caplog.records if "guards the caps alone" in r.getMessage()]
+    assert len(said) == 1
+    status.holds_down = False
+    status.room = 0.1
+    again = await budget.reserve("v", 0.0)
+    assert (
+        again is not None
+        and again.hold
+        and any("held in the status store again" in r.getMessage() for r in caplog.records)
+    )
