@@ -71,3 +71,7 @@ BEGIN
   RETURN NEXT;
 END;
 $$;
+
+-- PostgREST (Supabase) serves a new function once its schema cache is reloaded; Supabase
+-- does this on DDL by itself, and a plain PostgreSQL has no listener (a no-op there).
+NOTIFY pgrst, 'reload schema';

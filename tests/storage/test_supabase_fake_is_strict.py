@@ -1,6 +1,7 @@
 """The Supabase fake refuses what the real service refuses, so a wrong request from our
 clients fails a test instead of passing against a lenient fake: PostgREST's unknown columns
-(42703, PGRST204), values a column cannot hold (22P02), `Prefer: return=...`; Storage's
+(42703, PGRST204), values a column cannot hold (22P02), `Prefer: return=...`, functions
+called with other parameters than they declare (PGRST202); Storage's
 private buckets on the public route, `allowed_mime_types`, and binary (non-multipart)
 uploads typed by their Content-Type, multipart bodies split on their boundary, bodies cut short."""
 
@@ -53,6 +54,34 @@ def test_prefer_return_decides_whether_rows_come_back(client: httpx.Client) -> N
     assert minimal.status_code == 201 and minimal.content == b""
     assert full.status_code == 201 and full.json()[0]["id"] == "m2"
     assert patched.status_code == 204 and patched.content == b""
+
+
+def test_a_function_is_called_with_exactly_its_named_parameters(client: httpx.Client) -> None:
+    params = {
+        "p_id": "h1",
+        "p_video_id": "v",
+        "p_owner": "",
+        "p_usd": 0.04,
+        "p_since_ms": 0,
+        "p_daily_usd": 1.0,
+        "p_video_usd": None,
+        "p_owner_usd": None,
+        "p_ttl_ms": 60_000,
+    }
+    unknown = client.post("/rest/v1/rpc/reserve_spend", json=params)
+    missing = client.post(
+        "/rest/v1/rpc/reserve_preview_spend", json={k: v for k, v in params.items() if k != "p_ttl_ms"}
+    )
+    typed = client.post("/rest/v1/rpc/reserve_preview_spend", json={**params, "p_usd": "four cents"})
+    called = client.post("/rest/v1/rpc/reserve_preview_spend", json=params)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "PGRST202")
+    assert (missing.status_code, missing.json()["code"]) == (404, "PGRST202")
+    assert (typed.status_code, typed.json()["code"]) == (400, "22P02")
+    assert called.status_code == 200 and called.json() == [
+        {"granted_usd": 0.04, "daily_left_usd": 1.0, "video_left_usd": None, "owner_left_usd": None}
+    ]
+    deleted = client.delete("/rest/v1/preview_spend_holds", params={"id": "eq.h1"})
+    assert deleted.status_code == 204 and client.get("/rest/v1/preview_spend_holds").json() == []
 
 
 def test_a_private_bucket_serves_nothing_on_the_public_route(fake: FakeSupabase, client: httpx.Client) -> None:
