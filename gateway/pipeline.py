@@ -229,9 +229,11 @@ class Pipeline:
                 request.max_cost_usd = max(allowance.usd, 0.0)
             try:
                 answer = await self.clients.generate(request)
-            except BaseException:
-                await self.budget.release(allowance)  # nothing paid (or unknown: the ttl ends it)
+            except BreakerOpen:
+                await self.budget.release(allowance)  # never sent: nothing paid
                 raise
+            # Any other failure (a deadline, a lost connection) may come after imagegen paid
+            # for the image: the hold stays until its ttl, so the cap counts it meanwhile.
             for attempt in answer.attempts:
                 if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
                     run.summary.hard_provider_failures += 1
