@@ -83,6 +83,13 @@ async def test_a_model_that_would_cross_the_budget_is_skipped_for_a_cheaper_one_
         assert none_fits.placeholder and none_fits.cost_usd == 0.0
         assert all(a.reason.startswith("budget") for a in none_fits.attempts)
         assert fake_openai.count(A) == 0 and fake_openai.count(B) == 1
+        # What is left of a 0.2 cap after four images of 0.04, as floats take them away one
+        # by one (0.03999999999999999): a fifth of 0.04 exactly fits.
+        left = 0.2
+        for _ in range(4):
+            left -= 0.04
+        drifted = await imagegen.generate(max_cost_usd=left)
+        assert left < 0.04 and drifted.provider == A and not drifted.placeholder
 
 
 async def test_a_retried_scene_is_answered_from_the_replay_cache_without_paying_again(
