@@ -9,8 +9,14 @@ import uuid
 
 import pytest
 
+from services.common.deadlines import Deadline
+from services.common.errors import FailedPrecondition
+from services.status.book import StatusBook
 from services.status.model import HoldRequest, SceneResult, SpendCaps
 from services.status.stores.base import StatusStore
+from services.status.stores.supabase import SupabaseStore
+from tests.fakes import supabase_fake
+from tests.fakes.supabase_fake import FakeSupabase
 
 PRICE = 0.04
 DAY = 1_000  # the tests' "start of the day": scenes paid at or after it count
@@ -82,3 +88,28 @@ async def test_each_cap_counts_its_own_spend(store: StatusStore) -> None:
     assert alice_again.rooms == pytest.approx({"owner": 0.50 - PRICE})  # her open hold counts
     anyone = await store.reserve_spend(hold("v2", usd=0.07))  # no caps: what was asked
     assert anyone.granted_usd == pytest.approx(0.07) and anyone.cap == ""
+
+
+async def test_a_supabase_database_without_holds_is_a_schema_to_migrate_not_an_outage(
+    fake_supabase: FakeSupabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Code newer than the database (sql/postgres/006 not applied yet): the store starts and
+    says what to run; a hold is FAILED_PRECONDITION (the gateway then guards alone) and never
+    opens the store's breaker, so reads and writes go on."""
+    monkeypatch.setattr(supabase_fake, "FUNCTIONS", {})
+    del fake_supabase.tables["preview_spend_holds"]
+    store = SupabaseStore(fake_supabase.url, fake_supabase.key, timeout=5)
+    try:
+        await store.migrate()
+        assert any("spend holds are not in this Supabase database" in r.getMessage() for r in caplog.records)
+        book = StatusBook(store)
+        await book.create("v1", 2, Deadline.of(5))
+        for _ in range(5):
+            with pytest.raises(FailedPrecondition, match="make migrate"):
+                await book.reserve_spend(hold(daily_usd=1.0), Deadline.of(5))
+            with pytest.raises(FailedPrecondition):
+                await book.release_spend("h", Deadline.of(5))
+        assert not book.breaker.is_open
+        assert (await book.get("v1", Deadline.of(5))).degraded is False
+    finally:
+        await store.close()

@@ -12,6 +12,7 @@ table is read in one place."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CAS_TRIES = 5
 
 
@@ -52,6 +54,20 @@ def _one(response: Any) -> dict[str, Any]:
 
 def _rows(response: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in (response.data or [])]
+
+
+HOLDS_MISSING = (
+    "spend holds are not in this Supabase database (sql/postgres/006_spend_holds.sql): budget caps "
+    "are guarded by each process alone until it is applied with STATUS_STORE=postgres "
+    "DATABASE_URL=<the Supabase database URL> make migrate"
+)
+
+
+def _holds_missing(exc: APIError) -> None:
+    """A database without the spend-hold function or table is a schema to migrate, not an
+    outage: FAILED_PRECONDITION (the callers guard alone), never the store breaker."""
+    if str(exc.code or "") in ("PGRST202", "PGRST205", "42883", "42P01"):
+        raise FailedPrecondition(HOLDS_MISSING) from exc
 
 
 class SupabaseStore:
@@ -94,7 +110,7 @@ class SupabaseStore:
         async def check(db: AClient) -> None:
             # paid_at_ms came with sql/postgres/002_spend.sql: its absence means an old schema.
             await db.table("preview_scenes").select("paid_at_ms").limit(1).execute()
-            for table in (self.videos.table, "preview_runs", "preview_scenes", "preview_spend_holds"):
+            for table in (self.videos.table, "preview_runs", "preview_scenes"):
                 try:
                     await db.table(table).select("*").limit(1).execute()
                 except APIError as exc:
@@ -112,8 +128,15 @@ class SupabaseStore:
                 raise
             return True
 
+        async def holds(db: AClient) -> None:
+            try:
+                await db.table("preview_spend_holds").select("id").limit(1).execute()
+            except APIError as exc:
+                log.warning(HOLDS_MISSING, extra={"code": exc.code})
+
         await self._run(check)
         self._owner_column = await self._run(owner_column)
+        await self._run(holds)
 
     async def _read(self, db: AClient, video_id: str) -> Video | None:
         v = self.videos
@@ -332,7 +355,11 @@ class SupabaseStore:
                 "p_owner_usd": caps.owner_usd,
                 "p_ttl_ms": request.ttl_ms,
             }
-            rows = _rows(await db.rpc("reserve_preview_spend", params).execute())
+            try:
+                rows = _rows(await db.rpc("reserve_preview_spend", params).execute())
+            except APIError as exc:
+                _holds_missing(exc)
+                raise
             if len(rows) != 1:
                 raise StoreUnavailable(f"supabase: reserve_preview_spend answered {len(rows)} rows, not 1")
             row = rows[0]
@@ -342,7 +369,11 @@ class SupabaseStore:
 
     async def release_spend(self, reservation_id: str) -> bool:
         async def work(db: AClient) -> bool:
-            gone = await db.table("preview_spend_holds").delete().eq("id", reservation_id).execute()
+            try:
+                gone = await db.table("preview_spend_holds").delete().eq("id", reservation_id).execute()
+            except APIError as exc:
+                _holds_missing(exc)
+                raise
             return bool(_rows(gone))
 
         return await self._run(work)
