@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.common.deadlines import Deadline
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.common.retry import STATUS_READ_BACKOFF, RetryPolicy, retrying
 from services.status import metrics
 from services.status.model import (
@@ -201,7 +201,7 @@ class StatusBook:
         if settles:
             try:
                 await self.release_spend(settles, deadline)
-            except Unavailable as exc:  # recorded already: the hold ends at its ttl instead
+            except (Unavailable, FailedPrecondition) as exc:  # recorded already: the hold ends at its ttl
                 log.warning("could not release a spend hold", extra={"video_id": video_id, "error": str(exc)})
         if then is not None:
             video = await self.update(video_id, then, deadline)
