@@ -11,8 +11,8 @@ No paid image is wasted: when the chain stops waiting for an attempt, the reques
 in the background until the model's own timeout (a bounded number of them at once), and an
 image that arrives late is handed to ``keep_late`` (the replay cache) for its scene.
 
-(A little over 300 lines: fair share, retries, admission and late requests are one policy
-about one attempt, and read best together.)"""
+(Under 400 lines: fair share, retries, admission, late requests, the budget skip and the
+quote are one policy about one attempt and its price, and read best together.)"""
 
 from __future__ import annotations
 
