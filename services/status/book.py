@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.common.deadlines import Deadline
-from services.common.errors import FailedPrecondition, NotFound, Unavailable
+from services.common.errors import NotFound, Unavailable
 from services.common.retry import STATUS_READ_BACKOFF, RetryPolicy, retrying
 from services.status import metrics
 from services.status.model import (
@@ -195,14 +195,9 @@ class StatusBook:
         then: VideoUpdate | None = None,
         settles: str = "",
     ) -> Video:
-        """Record the scene (and its cost); then release the spend hold it was paid under
-        (``settles``). In between the cost counts twice, never not at all."""
-        video = await self._write("report_scene", deadline, lambda: self.store.report_scene(video_id, scene))
-        if settles:
-            try:
-                await self.release_spend(settles, deadline)
-            except (Unavailable, FailedPrecondition) as exc:  # recorded already: the hold ends at its ttl
-                log.warning("could not release a spend hold", extra={"video_id": video_id, "error": str(exc)})
+        """Record the scene (and its cost) and drop the spend hold it was paid under
+        (``settles``): a retried report drops nothing twice (a hold is gone once)."""
+        video = await self._write("report_scene", deadline, lambda: self.store.report_scene(video_id, scene, settles))
         if then is not None:
             video = await self.update(video_id, then, deadline)
         return video

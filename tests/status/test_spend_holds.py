@@ -113,3 +113,36 @@ async def test_a_supabase_database_without_holds_is_a_schema_to_migrate_not_an_o
         assert (await book.get("v1", Deadline.of(5))).degraded is False
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+async def test_a_cost_recorded_and_its_hold_dropped_are_one_step_so_an_exact_cap_buys_every_image(
+    store: StatusStore,
+) -> None:
+    """A cap with room for exactly five images, five scenes two at a time, each holding,
+    then reporting its cost with the hold it settles: every hold gets a whole image. (Were
+    the cost recorded and the hold dropped apart, a hold made between the two would see the
+    image counted twice and get less: the placeholder where an image fitted. PostgREST takes
+    the two in two requests, so the Supabase store keeps that narrow, cautious window.)"""
+    for video in range(8):
+        video_id = f"exact{video}"
+        await store.create(video_id, 5)
+        granted = await five_scenes_two_at_a_time(store, video_id)
+        assert granted == [pytest.approx(PRICE)] * 5, granted
+
+
+async def five_scenes_two_at_a_time(store: StatusStore, video_id: str) -> list[float]:
+    """Each scene holds a whole image under a video cap of five, then reports its cost with
+    the hold it settles; answers what each hold got."""
+    lanes = asyncio.Semaphore(2)
+    granted: list[float] = []
+
+    async def scene(n: int) -> None:
+        async with lanes:
+            held = await store.reserve_spend(hold(video_id, video_usd=5 * PRICE))
+            granted.append(held.granted_usd)
+            result = SceneResult(n, "stored", url="u", cost_usd=PRICE, paid_at_ms=5_000)
+            await store.report_scene(video_id, result, settles=held.reservation_id)
+
+    await asyncio.gather(*(scene(n) for n in range(1, 6)))
+    return granted

@@ -255,7 +255,7 @@ class PostgresStore:
 
         return await self._run(work)
 
-    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
         """One round trip: every statement goes out in pipeline mode; progress is computed
         in SQL from the stored scenes, under the video's row lock."""
         cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
@@ -284,6 +284,8 @@ class PostgresStore:
                 await conn.execute(
                     "UPDATE preview_runs SET updated_at_ms = %s WHERE video_id = %s", (now_ms(), video_id)
                 )
+                if settles:  # the cost is in: its hold goes in the same transaction
+                    await conn.execute("DELETE FROM preview_spend_holds WHERE id = %s", (settles,))
                 video_cur = await conn.execute(self._select(False), (video_id,))
                 scenes_cur = await self._select_scenes(conn, video_id)
             if await exists.fetchone() is None:

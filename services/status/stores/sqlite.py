@@ -174,7 +174,7 @@ class SQLiteStore:
             raise NotFound(f"video {video_id!r} does not exist")
         return int(row[0] or 0)
 
-    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
         def work(conn: sqlite3.Connection) -> Video:
             scene_count = self._scene_count(conn, video_id)
             values = [getattr(scene, c) for c in SCENE_COLUMNS]
@@ -197,6 +197,8 @@ class SQLiteStore:
             )
             self._ensure_run_row(conn, video_id)
             conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now_ms(), video_id))
+            if settles:  # the cost is in: its hold goes in the same transaction
+                conn.execute("DELETE FROM preview_spend_holds WHERE id = ?", (settles,))
             return self._read_existing(conn, video_id)
 
         return await self._run(work)

@@ -271,7 +271,10 @@ class SupabaseStore:
 
         return await self._run(work)
 
-    async def report_scene(self, video_id: str, scene: SceneResult) -> Video:
+    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
+        """The scene, then (PostgREST has no transaction across requests) its spend hold:
+        between the two its cost counts twice, never not at all."""
+
         async def work(db: AClient) -> Video:
             current = await self._read_existing(db, video_id)
             row = {"video_id": video_id, **asdict(scene), "updated_at_ms": now_ms()}
@@ -298,6 +301,11 @@ class SupabaseStore:
             )
             await self._raise_progress(db, video_id, progress_for(int(stored.count or 0), current.scene_count))
             await self._touch_run(db, video_id)
+            if settles:
+                try:
+                    await db.table("preview_spend_holds").delete().eq("id", settles).execute()
+                except APIError as exc:  # recorded already: the hold ends at its ttl
+                    log.warning("could not release a spend hold", extra={"video_id": video_id, "code": exc.code})
             return await self._read_existing(db, video_id)
 
         return await self._run(work)
