@@ -294,9 +294,7 @@ class ProviderChain:
         call.deadline.start()  # the call's own time limit counts from its first admission
         started = time.monotonic()
         timeout = self._time_for(index, slot, call)
-        work = asyncio.create_task(
-            self._call_provider(slot, call.request, started + slot.attempt_timeout, answered=admission.leave)
-        )
+        work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))
         # From here the provider's place is the request's: it returns when the request ends.
         admission.hand_over(slot.semaphore)
         try:
@@ -325,21 +323,18 @@ class ProviderChain:
         return ChainResult(image.data, info, slot.name, False, list(call.attempts))
 
     async def _call_provider(
-        self, slot: ProviderSlot, request: ImageRequest, deadline: float, answered: Callable[[], None]
+        self, slot: ProviderSlot, request: ImageRequest, deadline: float
     ) -> tuple[ProviderImage, ImageInfo]:
-        """One request and the check of what it answered. The provider's place and the
-        video's lane (``answered``) are given back as soon as the provider has answered,
-        whether or not the chain still waits: the check is our own work, and the next
-        request of the video goes out meanwhile."""
+        """One request and the check of what it answered; the provider's place is given
+        back when it ends, whether or not the chain still waits for it."""
         try:
             image = await slot.provider.generate(request, deadline)
+            try:
+                return image, await check_image(image.data)
+            except InvalidImage as exc:
+                raise ProviderFailure(Outcome.INVALID_IMAGE, str(exc)) from None
         finally:
             slot.semaphore.release()
-            answered()
-        try:
-            return image, await check_image(image.data)
-        except InvalidImage as exc:
-            raise ProviderFailure(Outcome.INVALID_IMAGE, str(exc)) from None
 
     def _cost(self, slot: ProviderSlot, image: ProviderImage) -> float | None:
         cost = self.prices.cost(slot.name, image.key.size, image.key.quality, image.usage)
