@@ -10,10 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 
+class Server(ThreadingHTTPServer):
+    # A real server's accept backlog, not socketserver's 5: fifty clients connecting at once
+    # overflow that on a busy machine (the likely cause of one ReadError in a CI run of the
+    # test of fifty concurrent writes through the Supabase store; not reproduced here).
+    request_queue_size = 1024
+
+
 class LoopbackServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
         self.stopping = threading.Event()  # hanging handlers wait on it, so stop() ends them
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
 
