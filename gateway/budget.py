@@ -71,7 +71,7 @@ class BudgetGuard:
         # hold to its recorded report.
         self.hold_ms = int(min(max(hold_seconds, HOLD_SECONDS[0]), HOLD_SECONDS[1]) * 1000)
         self._quotes: dict[str, tuple[float, float]] = {}  # size -> (most one image costs, when asked)
-        self._alone_since: float | None = None  # holds failed: going on from local readings
+        self._alone = False  # holds failed: going on from local readings
         self.daily_cap = daily_cap
         self.video_cap = video_cap
         # One user's share of the daily cap (signed-in users only).
@@ -175,16 +175,16 @@ class BudgetGuard:
                 )
             )
         except ServiceError as exc:
-            if self._alone_since is None:
-                self._alone_since = time.monotonic()
+            if not self._alone:
+                self._alone = True
                 log.warning(
                     "spend cannot be held in the status store; each process guards the caps alone until it can",
                     extra={"code": exc.code.name},
                 )
             return await self.allowance(video_id, video_spend, owner)
-        if self._alone_since is not None:
+        if self._alone:
             log.info("spend is held in the status store again")
-            self._alone_since = None
+            self._alone = False
         return self._granted(held, video_id, owner)
 
     def _granted(self, held: status_pb2.SpendReservation, video_id: str, owner: str) -> Allowance:

@@ -181,8 +181,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         if len(scene.url) > URL_MAX or len(scene.path) > URL_MAX:
             raise InvalidArgument(f"url and path must be at most {URL_MAX} characters")
         scene.error = scene.error[:ERROR_MAX]
-        if not (math.isfinite(scene.cost_usd) and scene.cost_usd >= 0):
-            raise InvalidArgument(f"cost_usd must be a finite amount of 0 or more; got {scene.cost_usd}")
+        _usd(scene.cost_usd, "cost_usd")
         then = None
         if request.HasField("then"):
             if request.then.video_id not in ("", video_id):
