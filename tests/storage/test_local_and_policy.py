@@ -4,6 +4,7 @@ the real PostgreSQL."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -11,13 +12,24 @@ import pytest
 
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument, ServiceError
-from services.common.objects import resolve_inside
+from services.common.objects import AtomicFile, resolve_inside
 from services.status.migrate import apply_storage_policy
 from services.storage.backends.local import LocalBackend
 from services.storage.uploader import Uploader
-from tests.fakes.images import image_bytes
+from tests.fakes.images import image_bytes, noisy_png
 
 BUCKET = "renders-images"
+
+
+def open_at(target: Path, deleted: bool = False) -> list[str]:
+    """This process's open descriptors of the file at ``target`` (``deleted``: of one that
+    was there and has been replaced)."""
+    name = f"{target} (deleted)" if deleted else str(target)
+    return [str(link) for link in Path("/proc/self/fd").iterdir() if os.path.realpath(link) == name]
+
+
+def held_replaced(target: Path) -> list[str]:
+    return open_at(target, deleted=True)
 
 
 async def test_local_upload_writes_the_file_whole_and_leaves_no_temp_files(tmp_path: Path) -> None:
@@ -48,6 +60,51 @@ async def test_a_write_that_dies_before_the_rename_keeps_the_old_image(
     target = tmp_path / BUCKET / "videos/v/images/scene-1.png"
     assert target.read_bytes() == old
     assert [p.name for p in target.parent.iterdir()] == ["scene-1.png"]
+    assert open_at(target) == []  # the old object is not left held open
+
+
+def test_a_replaced_object_is_freed_by_release_not_by_the_rename(tmp_path: Path) -> None:
+    """The rename only unlinks the old object (held open); release() frees it, and a first
+    write (nothing replaced) holds nothing."""
+    target = tmp_path / "b" / "scene-1.png"
+    first = AtomicFile(target)
+    first.write(b"old bytes")
+    first.commit()
+    assert held_replaced(target) == [] and first._replaced is None
+    first.release()
+    second = AtomicFile(target)
+    second.write_through(b"new bytes")
+    second.commit()
+    assert target.read_bytes() == b"new bytes"
+    assert len(held_replaced(target)) == 1  # the old one, unlinked but not yet freed
+    second.release()
+    assert held_replaced(target) == []
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scene-1.png"]
+
+
+async def test_uploads_that_replace_objects_free_them_after_answering(tmp_path: Path) -> None:
+    """Unary and streamed uploads over the same paths: each replaced object is freed by the
+    backend's freer thread, none is left held once it has run."""
+    backend = LocalBackend(tmp_path, "http://gw")
+    uploader = Uploader(backend, BUCKET)
+    images = [noisy_png(300_000) for _ in range(4)]  # streamed ones are staged (above 256 KiB)
+
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start : start + 64 * 1024]
+
+    for round_ in range(3):
+        for n, data in enumerate(images):
+            path = f"videos/v/images/scene-{n}.png"
+            if (round_ + n) % 2:
+                await uploader.upload("", path, data, "image/png", Deadline.of(5))
+            else:
+                await uploader.receive("", path, "image/png", len(data), chunks(data), Deadline.of(5))
+    await backend.close()  # waits for the freer
+    folder = tmp_path / BUCKET / "videos/v/images"
+    assert all((folder / f"scene-{n}.png").read_bytes() == data for n, data in enumerate(images))
+    assert all(held_replaced(folder / f"scene-{n}.png") == [] for n in range(4))
+    assert sorted(p.name for p in folder.iterdir()) == [f"scene-{n}.png" for n in range(4)]
 
 
 @pytest.mark.parametrize("path", ["../x.png", "a/../../x.png"])
