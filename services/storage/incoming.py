@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from isal import isal_zlib
 from PIL import Image, UnidentifiedImageError
 
 from services.common.errors import InvalidArgument
@@ -47,7 +47,7 @@ class PngWalker:
         while view and self._state != "end":
             if self._state == "data":
                 take = view[: self._left]
-                self._crc = zlib.crc32(take, self._crc)
+                self._crc = isal_zlib.crc32(take, self._crc)
                 self._left -= len(take)
                 view = view[len(take) :]
                 if not self._left:
@@ -71,7 +71,7 @@ class PngWalker:
                 raise InvalidImage(f"broken PNG chunk header after chunk {self._chunks}")
             if self._chunks == 0 and (kind != b"IHDR" or length != 13):
                 raise InvalidImage("PNG does not start with its IHDR chunk")
-            self._type, self._left, self._crc = kind, length, zlib.crc32(kind)
+            self._type, self._left, self._crc = kind, length, isal_zlib.crc32(kind)
             self._state = "data" if length else "crc"
         else:
             if struct.unpack(">I", head)[0] != self._crc:
@@ -80,9 +80,12 @@ class PngWalker:
             self._state = "end" if self._type == b"IEND" else "header"
 
 
+Chunk = bytes | memoryview  # a view: UploadStream's chunks come as views of gRPC's bytes
+
+
 @dataclass(frozen=True)
 class Received:
-    parts: tuple[bytes, ...]
+    parts: tuple[Chunk, ...]
     size: int
     sha256: str
     info: ImageInfo
@@ -91,7 +94,7 @@ class Received:
     def data(self) -> bytes:
         """The image in one piece, made only when asked for (an HTTP upload, a retry): a
         staged local write never needs it."""
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return bytes(self.parts[0]) if len(self.parts) == 1 else b"".join(self.parts)
 
 
 class Incoming:
@@ -103,11 +106,11 @@ class Incoming:
         self.size = size
         self.received = 0
         self.error: InvalidArgument | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[Chunk] = []
         self._digest = hashlib.sha256()
         self._png = PngWalker() if content_type == "image/png" else None
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: Chunk) -> None:
         """Count, check and hash one chunk; raises at the first thing wrong."""
         self.take(len(chunk))
         self.check(chunk)
@@ -123,7 +126,7 @@ class Incoming:
             )
         self.received += length
 
-    def check(self, chunk: bytes) -> None:
+    def check(self, chunk: Chunk) -> None:
         """Check a counted chunk and keep it: the costly part, run (with hash) in threads of
         their own while the next chunk arrives (see Uploader.receive). A refusal is kept in
         `error` and raised by finish(); chunks after it are not looked at."""
@@ -137,7 +140,7 @@ class Incoming:
                 return
         self._parts.append(chunk)
 
-    def hash(self, chunk: bytes) -> None:
+    def hash(self, chunk: Chunk) -> None:
         """Add a counted chunk to the digest (chunks in order, from one thread at a time)."""
         self._digest.update(chunk)
 
@@ -166,15 +169,15 @@ class Incoming:
             )
         return Received(parts, self.size, self._digest.hexdigest(), info)
 
-    def _refusal(self, exc: InvalidImage, start: bytes) -> InvalidArgument:
+    def _refusal(self, exc: InvalidImage, start: Chunk) -> InvalidArgument:
         """The error for an image the PNG walk refused: a mislabelled image is named as what it is."""
-        found = sniff(start)
+        found = sniff(bytes(start))  # the refusal path: a copy costs nothing here
         if found and found != "image/png":
             return InvalidArgument(f"content type image/png does not match the bytes, which are {found}")
         return InvalidArgument(f"data is not an image: {exc}")
 
 
-def head(parts: tuple[bytes, ...], length: int) -> bytes:
+def head(parts: tuple[Chunk, ...], length: int) -> bytes:
     """The first ``length`` bytes of an image held in parts (which may be tiny)."""
     start = b""
     for part in parts:

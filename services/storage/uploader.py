@@ -25,7 +25,7 @@ from services.storage.backends.base import (
     StorageBackend,
     TransientStorageError,
 )
-from services.storage.incoming import Incoming, Received
+from services.storage.incoming import Chunk, Incoming, Received
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Uploader:
         return await self.store(bucket, path, await incoming.finish(), deadline)
 
     async def receive(
-        self, bucket: str, path: str, content_type: str, size: int, chunks: AsyncIterator[bytes], deadline: Deadline
+        self, bucket: str, path: str, content_type: str, size: int, chunks: AsyncIterator[Chunk], deadline: Deadline
     ) -> UploadResult:
         """An image arriving in chunks (UploadStream): each checked and hashed as it comes
         and, where the backend can, written to a temp file at once; the object is replaced
