@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bench.common import Figure, median
 from services.common.channels import open_channel
 from services.common.memory import tune_allocator
+from services.common.wire import generate_method
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Flaky, Hang, Ok, model_entry
@@ -326,12 +327,12 @@ def image_answer(quick: bool) -> list[Figure]:
 
             async def run() -> None:
                 channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
-                stub = imagegen_pb2_grpc.ImageGenServiceStub(channel)
+                generate = generate_method(channel)  # the gateway's call
                 request = imagegen_pb2.GenerateRequest(prompt="one scene", video_id="bench", scene=1)
                 try:
                     for i in range(count + 2):  # the first pays; then every answer is replayed
                         started = time.perf_counter()
-                        answer = await stub.Generate(request, timeout=65)
+                        answer = await generate(request, timeout=65)
                         seconds = time.perf_counter() - started
                         assert len(answer.image) == len(image)
                         started = time.perf_counter()

@@ -21,6 +21,7 @@ from gateway.clients import upload_chunks
 from services.common.channels import open_channel
 from services.common.memory import tune_allocator
 from services.common.objects import write_atomically
+from services.common.wire import upload_stream_method
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
@@ -83,13 +84,14 @@ async def _alternating(port: int, data: bytes, count: int, tmp: Path) -> dict[st
     unary Upload, and write_atomically of the same bytes in this process."""
     channel = open_channel(f"127.0.0.1:{port}")
     stub = storage_pb2_grpc.StorageServiceStub(channel)
+    upload_stream = upload_stream_method(channel)  # the gateway's call
     times: dict[str, list[float]] = {"stream": [], "unary": [], "direct": []}
     try:
         await stub.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
         for i in range(count + 2):  # the first two warm up
             request = storage_pb2.UploadRequest(path=f"bench/u-{i % 10}.png", data=data, content_type="image/png")
             started = time.perf_counter()
-            await stub.UploadStream(upload_chunks(request.path, data, "image/png"), timeout=30)
+            await upload_stream(upload_chunks(request.path, data, "image/png"), timeout=30)
             stream = time.perf_counter() - started
             started = time.perf_counter()
             await stub.Upload(request, timeout=30)
@@ -160,6 +162,7 @@ async def _against_direct(url: str, storage_port: int, count: int) -> dict[float
     direct = await acreate_client(url, FakeSupabase.key)
     channel = open_channel(f"127.0.0.1:{storage_port}")
     stub = storage_pb2_grpc.StorageServiceStub(channel)
+    upload_stream = upload_stream_method(channel)  # the gateway's call
     times: dict[float, dict[str, list[float]]] = {}
     try:
         await stub.EnsureBucket(storage_pb2.EnsureBucketRequest(), timeout=10)
@@ -170,7 +173,7 @@ async def _against_direct(url: str, storage_port: int, count: int) -> dict[float
             times[size] = {"upload": [], "direct": []}
             for i in range(count + 2):  # the first two warm up
                 started = time.perf_counter()
-                await stub.UploadStream(upload_chunks(f"bench/s-{i % 5}.png", data, "image/png"), timeout=30)
+                await upload_stream(upload_chunks(f"bench/s-{i % 5}.png", data, "image/png"), timeout=30)
                 ours = time.perf_counter() - started
                 started = time.perf_counter()
                 await bucket.upload(f"bench/d-{i % 5}.png", data, options)

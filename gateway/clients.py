@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.breakers import HopBreaker
 from gateway.settings import GatewaySettings
 from services.common.channels import open_channel
+from services.common.wire import Image, ImageAnswer, UploadPart, generate_method, upload_stream_method
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
@@ -42,6 +43,14 @@ class ServiceClients:
     breakers: dict[str, HopBreaker] = field(default_factory=dict)
     # Told the id of every video whose status this process wrote (the event streams' nudge).
     on_write: Callable[[str], None] = lambda _video_id: None
+    # The two calls that carry images, with the image's bytes kept out of protobuf messages
+    # (services/common/wire.py); the same bytes on the wire as the generated stubs send.
+    _generate: grpc.aio.UnaryUnaryMultiCallable = field(init=False)
+    _upload_stream: grpc.aio.StreamUnaryMultiCallable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._generate = generate_method(self.channels["imagegen"])
+        self._upload_stream = upload_stream_method(self.channels["storage"])
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> ServiceClients:
@@ -65,12 +74,10 @@ class ServiceClients:
             },
         )
 
-    async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
+    async def generate(self, request: imagegen_pb2.GenerateRequest) -> ImageAnswer:
         """Raises BreakerOpen at once while imagegen is known not to answer."""
         async with self._calling("imagegen", skippable=True):
-            answer: imagegen_pb2.GenerateResponse = await self.imagegen.Generate(
-                request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN
-            )
+            answer: ImageAnswer = await self._generate(request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN)
         return answer
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
@@ -81,13 +88,13 @@ class ServiceClients:
             )
         return answer
 
-    async def upload(self, path: str, data: bytes, content_type: str) -> storage_pb2.UploadResponse:
+    async def upload(self, path: str, data: Image, content_type: str) -> storage_pb2.UploadResponse:
         """Stream the image to storage (UploadStream): storage checks and hashes each chunk
         as it arrives, so the image is stored as soon as its last byte is in."""
         # A storage restart is waited out inside the deadline (wait_for_ready) instead of
         # failing the scene.
         async with self._calling("storage", connect=False):
-            answer: storage_pb2.UploadResponse = await self.storage.UploadStream(
+            answer: storage_pb2.UploadResponse = await self._upload_stream(
                 upload_chunks(path, data, content_type), timeout=self.upload_timeout, wait_for_ready=True
             )
         return answer
@@ -204,11 +211,11 @@ class ServiceClients:
             await channel.close()
 
 
-def upload_chunks(
-    path: str, data: bytes, content_type: str, bucket: str = ""
-) -> Iterator[storage_pb2.UploadStreamRequest]:
-    """UploadStream's messages for one image: the header, then the bytes in order."""
+def upload_chunks(path: str, data: Image, content_type: str, bucket: str = "") -> Iterator[UploadPart]:
+    """UploadStream's messages for one image (for upload_stream_method): the header, then
+    views of the bytes in order, each sent as a message of data alone."""
     header = storage_pb2.UploadHeader(bucket=bucket, path=path, content_type=content_type, size=len(data))
     yield storage_pb2.UploadStreamRequest(header=header)
-    for start in range(0, len(data), UPLOAD_CHUNK):
-        yield storage_pb2.UploadStreamRequest(data=data[start : start + UPLOAD_CHUNK])
+    view = memoryview(data)
+    for start in range(0, len(view), UPLOAD_CHUNK):
+        yield view[start : start + UPLOAD_CHUNK]

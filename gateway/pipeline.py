@@ -234,30 +234,31 @@ class Pipeline:
                 raise
             # Any other failure (a deadline, a lost connection) may come after imagegen paid
             # for the image: the hold stays until its ttl, so the cap counts it meanwhile.
-            for attempt in answer.attempts:
+            meta = answer.meta  # every field but the image
+            for attempt in meta.attempts:
                 if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
                     run.summary.hard_provider_failures += 1
                 if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
                     run.summary.provider_attempts += 1
-            run.summary.spend_usd += answer.cost_usd
-            self.budget.spent(answer.cost_usd, run.owner)
-            paid = not answer.placeholder
-            reason = placeholder_reason(answer) if answer.placeholder else ""
+            run.summary.spend_usd += meta.cost_usd
+            self.budget.spent(meta.cost_usd, run.owner)
+            paid = not meta.placeholder
+            reason = placeholder_reason(meta) if meta.placeholder else ""
             if reason == "budget" and allowance is not None:
                 self.budget.refused(allowance)
-            if paid and not answer.cost_known:
+            if paid and not meta.cost_known:
                 run.summary.unpriced_images += 1
             if not paid:
                 await self.budget.release(allowance)
             return SpooledImage(
                 answer.image,
-                answer.content_type,
-                answer.extension,
-                answer.provider,
-                answer.placeholder,
-                len(answer.attempts),
-                cost_usd=answer.cost_usd,
-                cost_known=answer.cost_known,
+                meta.content_type,
+                meta.extension,
+                meta.provider,
+                meta.placeholder,
+                len(meta.attempts),
+                cost_usd=meta.cost_usd,
+                cost_known=meta.cost_known,
                 paid_at_ms=int(time.time() * 1000) if paid else 0,
                 reason=reason,
                 # Released when the scene and its cost are recorded.

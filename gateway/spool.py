@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from services.common import validation
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpooledImage:
-    data: bytes
+    data: bytes | memoryview  # from imagegen: a view of the gRPC answer (services/common/wire.py)
     content_type: str
     extension: str
     provider: str
@@ -53,7 +53,7 @@ class ImageSpool:
 
     async def put(self, video_id: str, scene: int, image: SpooledImage) -> None:
         data_path, meta_path = self._paths(video_id, scene)
-        meta = {k: v for k, v in asdict(image).items() if k != "data"}
+        meta = {f.name: getattr(image, f.name) for f in fields(image) if f.name != "data"}
         try:
             await asyncio.to_thread(write_atomically, data_path, image.data)
             await asyncio.to_thread(write_atomically, meta_path, json.dumps(meta).encode())

@@ -102,7 +102,7 @@ def render_placeholder(width: int, height: int, label: str = "") -> bytes:
 SHRINK_QUALITIES = (85, 70, 55, 40, 25, 10)
 
 
-def reencode_below(data: bytes, limit: int) -> tuple[bytes, ImageInfo] | None:
+def reencode_below(data: bytes | memoryview, limit: int) -> tuple[bytes, ImageInfo] | None:
     """The image at the same pixel size as WebP (else JPEG) at the best quality whose bytes
     are below ``limit``; None when none is."""
     try:

@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.config import GRPC_MAX_MESSAGE_BYTES
+from services.common.wire import Codecs
 
 log = logging.getLogger("server")
 
@@ -48,13 +49,39 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+class _Captured:
+    """Stands in for the server while a generated add function registers its handlers."""
+
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = handlers
+
+
+def register(reg: Registration, server: grpc.aio.Server) -> None:
+    """The generated handlers, with the servicer's own wire codecs where it has them
+    (``WIRE``: method name -> handler fields, services/common/wire.py)."""
+    codecs: Codecs = getattr(reg.servicer, "WIRE", {})
+    if not codecs:
+        reg.add(reg.servicer, server)
+        return
+    captured = _Captured()
+    reg.add(reg.servicer, captured)
+    handlers = {name: handler._replace(**codecs.get(name, {})) for name, handler in captured.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(reg.full_name, handlers),))
+    server.add_registered_method_handlers(reg.full_name, handlers)
+
+
 async def start_server(
     host: str, port: int, registrations: list[Registration], tls: tuple[bytes, bytes] | None = None
 ) -> RunningServer:
     """``tls`` is (private key, certificate chain): the server then speaks TLS only."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     for reg in registrations:
-        reg.add(reg.servicer, server)
+        register(reg, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [reg.full_name for reg in registrations]

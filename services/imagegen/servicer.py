@@ -12,6 +12,7 @@ from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.pages import page
 from services.common.rpc import rpc
+from services.common.wire import Codecs, ImageAnswer, encode_generate_answer
 from services.imagegen.admission import VideoLanes
 from services.imagegen.breaker import BreakerState
 from services.imagegen.chain import ProviderChain
@@ -45,6 +46,9 @@ def _quality(value: str) -> str:
 
 
 class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
+    # Generate's image goes to gRPC in one copy, not through a protobuf message.
+    WIRE: Codecs = {"Generate": {"response_serializer": encode_generate_answer}}
+
     def __init__(
         self,
         chain: ProviderChain,
@@ -57,10 +61,11 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         self.paid = PaidImages(replay or ReplayCache(0, 0), shared_replay, chain.policy.placeholder_reserve)
         self.lanes = VideoLanes()
 
+    # Answers an ImageAnswer, which WIRE sends as GenerateResponse's very bytes.
     @rpc(SERVICE)
-    async def Generate(
+    async def Generate(  # type: ignore[override]
         self, request: imagegen_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> imagegen_pb2.GenerateResponse:
+    ) -> ImageAnswer:
         prompt = validation.prompt(request.prompt)
         size = validation.image_size(request.size or DEFAULT_SIZE)
         if request.video_id:
@@ -93,30 +98,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
                 )
 
         result = await self.paid.answer(key, generate, deadline)
-        return imagegen_pb2.GenerateResponse(
-            image=result.image,
-            content_type=result.info.content_type,
-            extension=result.info.extension,
-            width=result.info.width,
-            height=result.info.height,
-            provider=result.provider,
-            placeholder=result.placeholder,
-            attempts=[
-                imagegen_pb2.Attempt(
-                    provider=a.provider,
-                    outcome=OUTCOMES[a.outcome],
-                    reason=a.reason,
-                    duration_ms=a.ms,
-                    input_tokens=a.usage.input_tokens if a.usage else 0,
-                    output_tokens=a.usage.output_tokens if a.usage else 0,
-                    cost_usd=a.cost or 0.0,
-                    cost_known=a.cost is not None,
-                )
-                for a in result.attempts
-            ],
-            cost_usd=result.cost,
-            cost_known=result.cost_known,
-        )
+        return ImageAnswer(result.image, answer_fields(result))
 
     @rpc(SERVICE)
     async def QuoteImage(
@@ -156,3 +138,30 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         )
         chunk, token = page(states, request.page_size, request.page_token, default=len(states))
         return imagegen_pb2.ListProvidersResponse(providers=chunk, next_page_token=token)
+
+
+def answer_fields(result: ChainResult) -> imagegen_pb2.GenerateResponse:
+    """Everything of Generate's answer but the image itself."""
+    return imagegen_pb2.GenerateResponse(
+        content_type=result.info.content_type,
+        extension=result.info.extension,
+        width=result.info.width,
+        height=result.info.height,
+        provider=result.provider,
+        placeholder=result.placeholder,
+        attempts=[
+            imagegen_pb2.Attempt(
+                provider=a.provider,
+                outcome=OUTCOMES[a.outcome],
+                reason=a.reason,
+                duration_ms=a.ms,
+                input_tokens=a.usage.input_tokens if a.usage else 0,
+                output_tokens=a.usage.output_tokens if a.usage else 0,
+                cost_usd=a.cost or 0.0,
+                cost_known=a.cost is not None,
+            )
+            for a in result.attempts
+        ],
+        cost_usd=result.cost,
+        cost_known=result.cost_known,
+    )

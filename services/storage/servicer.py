@@ -10,6 +10,7 @@ from services.common import objects
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.rpc import rpc
+from services.common.wire import Codecs, decode_upload_part
 from services.storage.uploader import Uploader, UploadResult
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -19,6 +20,9 @@ UPLOAD_BUDGET = 30.0
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    # UploadStream's chunks arrive as views into gRPC's bytes, not copied through protobuf.
+    WIRE: Codecs = {"UploadStream": {"request_deserializer": decode_upload_part}}
+
     def __init__(self, uploader: Uploader) -> None:
         self.uploader = uploader
 
@@ -45,19 +49,22 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     @rpc(SERVICE)
     async def UploadStream(
-        self, requests: AsyncIterator[storage_pb2.UploadStreamRequest], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[storage_pb2.UploadStreamRequest | memoryview], context: grpc.aio.ServicerContext
     ) -> storage_pb2.UploadResponse:
         deadline = Deadline.from_context(context, UPLOAD_BUDGET)
         first = await anext(aiter(requests), None)
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, storage_pb2.UploadStreamRequest) or first.WhichOneof("part") != "header":
             raise InvalidArgument("the first message must be the header (bucket, path, content_type, size)")
         header = first.header
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes | memoryview]:
             async for message in requests:
-                if message.WhichOneof("part") != "data":
+                if isinstance(message, memoryview):  # a message of data alone (the wire codec)
+                    yield message
+                elif message.WhichOneof("part") != "data":
                     raise InvalidArgument("only the first message is a header; send the image's bytes after it")
-                yield message.data
+                else:
+                    yield message.data
 
         result = await self.uploader.receive(
             header.bucket, header.path, header.content_type, header.size, chunks(), deadline

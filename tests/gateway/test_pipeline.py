@@ -18,6 +18,7 @@ from gateway.clients import ServiceClients
 from gateway.pipeline import Pipeline
 from gateway.spool import ImageSpool
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, VideoRun
+from services.common.wire import Image, ImageAnswer
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 from storyshort.storage.v1 import storage_pb2
@@ -47,15 +48,16 @@ class StandInServices:
     ) -> status_pb2.Video:
         return status_pb2.Video(video_id=video_id, status="generating_images", scenes=self.stored)
 
-    async def generate(self, request: imagegen_pb2.GenerateRequest) -> imagegen_pb2.GenerateResponse:
+    async def generate(self, request: imagegen_pb2.GenerateRequest) -> ImageAnswer:
         if self.imagegen_down:
             raise ServiceDown("imagegen", grpc.StatusCode.UNAVAILABLE, "connection refused")
         self.generated.append(request.scene)
-        return imagegen_pb2.GenerateResponse(
-            image=PNG, content_type="image/png", extension="png", provider="m", cost_usd=0.01, cost_known=True
+        meta = imagegen_pb2.GenerateResponse(
+            content_type="image/png", extension="png", provider="m", cost_usd=0.01, cost_known=True
         )
+        return ImageAnswer(memoryview(PNG), meta)
 
-    async def upload(self, path: str, data: bytes, content_type: str) -> storage_pb2.UploadResponse:
+    async def upload(self, path: str, data: Image, content_type: str) -> storage_pb2.UploadResponse:
         if self.storage_refuses:
             raise ServiceRefused("storage", grpc.StatusCode.RESOURCE_EXHAUSTED, "object too large")
         self.uploads.append(path)

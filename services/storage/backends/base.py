@@ -35,7 +35,7 @@ class BucketSpec:
 class Staged(Protocol):
     """An object written while its bytes still arrive, replaced only on commit."""
 
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunk: bytes | memoryview) -> None: ...
 
     async def commit(self, timeout: float) -> None:
         """Raises what put raises for the same failures."""

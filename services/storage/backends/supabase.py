@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from storage3.exceptions import StorageApiError
@@ -155,8 +155,8 @@ class StreamedUpload:
     stores nothing from a body cut short (tests/storage/test_upload_stream.py)."""
 
     def __init__(self, http: httpx.AsyncClient, auth: dict[str, str], url: str, content_type: str, size: int) -> None:
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._held: bytes | None = None
+        self._chunks: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
+        self._held: bytes | memoryview | None = None
         headers = {
             **auth,
             "Content-Type": content_type,
@@ -168,9 +168,11 @@ class StreamedUpload:
 
     async def _body(self) -> AsyncIterator[bytes]:
         while (chunk := await self._chunks.get()) is not None:
-            yield chunk
+            # A view of the gRPC message's bytes: httpx, h11 and the socket take any buffer
+            # (httpx types its stream as bytes only), so the chunk is not copied again.
+            yield cast(bytes, chunk)
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         if self._held is not None:
             self._chunks.put_nowait(self._held)
         self._held = chunk
