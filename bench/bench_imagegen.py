@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bench import bytes_server
 from bench.common import Figure, median
 from services.common.channels import open_channel
 from services.common.memory import tune_allocator
@@ -21,7 +22,7 @@ from services.common.wire import generate_method
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.fakes.images import noisy_png
 from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Flaky, Hang, Ok, model_entry
-from tools.processes import SERVICES, System, free_port
+from tools.processes import ROOT, SERVICES, System, free_port
 
 A, B = "gpt-image-2.5-sunburst", "gpt-image-2"
 
@@ -307,27 +308,36 @@ def _fetch_raw(sock: socket.socket) -> int:
 
 def image_answer(quick: bool) -> list[Figure]:
     """A 4.9 MiB image answered by imagegen (from its replay cache: no provider call) to a
-    caller using the gateway's channel, against the same bytes sent over a plain loopback
-    socket from another process; alternating, medians."""
+    caller making the gateway's own call, against the same bytes from another process over a
+    plain loopback socket, and from a bare gRPC server (bench/bytes_server.py: no protobuf,
+    no handler work); alternating, medians."""
     tune_allocator()  # as the gateway does
     image = noisy_png(int(4.9 * 1024 * 1024))
     count = 10 if quick else 40
-    grpc_times, raw_times = [], []
+    times: dict[str, list[float]] = {"generate": [], "raw": [], "bare": []}
     with FakeOpenAI(models=[model_entry(B)]) as fake, tempfile.TemporaryDirectory() as tmp:
         fake.script(B, Ok(payload=image))
         system = start_imagegen(fake, tmp, IMAGEGEN_CHAIN=B)
         sender = subprocess.Popen(
             [sys.executable, "-c", LOOPBACK_SENDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bytes_server"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         try:
-            assert sender.stdin is not None and sender.stdout is not None
-            sender.stdin.write(image)
-            sender.stdin.close()
-            sock = socket.create_connection(("127.0.0.1", int(sender.stdout.readline())))
+            ports = []
+            for child in (sender, bare):
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(image)
+                child.stdin.close()
+                ports.append(int(child.stdout.readline()))
+            sock = socket.create_connection(("127.0.0.1", ports[0]))
 
             async def run() -> None:
                 channel = open_channel(f"127.0.0.1:{system.port('imagegen')}")
+                bare_channel = open_channel(f"127.0.0.1:{ports[1]}")
                 generate = generate_method(channel)  # the gateway's call
+                get = bare_channel.unary_unary(bytes_server.METHOD, bytes_server.identity, bytes_server.identity)
                 request = imagegen_pb2.GenerateRequest(prompt="one scene", video_id="bench", scene=1)
                 try:
                     for i in range(count + 2):  # the first pays; then every answer is replayed
@@ -338,27 +348,40 @@ def image_answer(quick: bool) -> list[Figure]:
                         started = time.perf_counter()
                         assert _fetch_raw(sock) == len(image)
                         raw = time.perf_counter() - started
+                        started = time.perf_counter()
+                        assert len(await get(b"?", timeout=10)) == len(image)
+                        plain_grpc = time.perf_counter() - started
                         if i >= 2:
-                            grpc_times.append(seconds)
-                            raw_times.append(raw)
+                            times["generate"].append(seconds)
+                            times["raw"].append(raw)
+                            times["bare"].append(plain_grpc)
                 finally:
                     await channel.close()
+                    await bare_channel.close()
 
             asyncio.run(run())
             sock.close()
             paid = fake.count(B)
         finally:
             sender.kill()
+            bare.kill()
             system.stop_all()
-    ours, plain = median(grpc_times), median(raw_times)
+    ours, plain, floor = (median(times[k]) for k in ("generate", "raw", "bare"))
     mib = len(image) / 1024 / 1024
     return [
         Figure("imagegen -> caller: a 4.9 MiB image in a Generate answer", round(mib / ours, 1), "MiB/s"),
         Figure("the same bytes over a plain loopback socket", round(mib / plain, 1), "MiB/s"),
+        Figure("the same bytes from a bare gRPC server (no protobuf, no handler work)", round(mib / floor, 1), "MiB/s"),
         Figure(
             "image answer: Generate / plain socket throughput",
             round(plain / ours, 3),
             "ratio",
             note=f"median {ours * 1000:.1f} ms vs {plain * 1000:.1f} ms; provider requests {paid} (replayed answers)",
+        ),
+        Figure(
+            "image answer: Generate / bare gRPC throughput",
+            round(floor / ours, 3),
+            "ratio",
+            note=f"median {ours * 1000:.1f} ms vs {floor * 1000:.1f} ms: what gRPC itself costs is in both",
         ),
     ]
