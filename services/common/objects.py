@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from services.common.errors import InvalidArgument
@@ -73,9 +74,13 @@ def resolve_inside(root: Path, bucket: str, path: str) -> Path:
     return target
 
 
-def write_atomically(target: Path, data: bytes | memoryview) -> None:
+def write_atomically(
+    target: Path, data: bytes | memoryview, free_later: Callable[[Callable[[], None]], object] | None = None
+) -> None:
     """Temp file in the same directory, fsync, rename, fsync the directory: a crash
-    leaves the old object or the new one, never a torn one."""
+    leaves the old object or the new one, never a torn one. The object replaced is freed
+    before returning, or handed to ``free_later`` (an executor's submit) to be freed after
+    the caller has answered (see AtomicFile.commit)."""
     staged = AtomicFile(target)
     try:
         staged.write(data)
@@ -83,7 +88,10 @@ def write_atomically(target: Path, data: bytes | memoryview) -> None:
         staged.discard()
         raise
     staged.commit()
-    staged.release()
+    if free_later is None:
+        staged.release()
+    else:
+        free_later(staged.release)
 
 
 class AtomicFile:

@@ -12,7 +12,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 from services.common.errors import Unavailable
-from services.common.objects import PUBLIC_PREFIX, AtomicFile, resolve_inside
+from services.common.objects import PUBLIC_PREFIX, AtomicFile, resolve_inside, write_atomically
 from services.storage.backends.base import BucketSpec, PermanentStorageError, TransientStorageError
 
 
@@ -39,20 +39,9 @@ class LocalBackend:
 
     async def put(self, bucket: str, path: str, data: bytes, content_type: str, timeout: float) -> None:
         target = resolve_inside(self.root, bucket, path)
-
-        def write() -> None:
-            staged = AtomicFile(target)
-            try:
-                staged.write(data)
-            except BaseException:
-                staged.discard()
-                raise
-            staged.commit()
-            self._freer.submit(staged.release)
-
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.to_thread(write)
+                await asyncio.to_thread(write_atomically, target, data, self._freer.submit)
         except TimeoutError as exc:
             raise TransientStorageError("local write timed out") from exc
         except OSError as exc:
