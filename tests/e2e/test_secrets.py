@@ -62,7 +62,11 @@ def test_no_secret_reaches_logs_errors_answers_or_metrics(make_system: Callable[
             final = poll_until_done(client, "s1")[-1]
             answers.append(str(final))
             assert final["status"] == "assets_generated"
-            assert final["summary"]["hardProviderFailures"] >= 1  # the key error really happened
+            # The key error really happened (on failure, the logs of the two processes say why).
+            assert final["summary"]["hardProviderFailures"] >= 1, (
+                final,
+                [line for name in ("gateway", "imagegen") for line in logs_of(system, name).splitlines()[-40:]],
+            )
             for path in ("/metrics", "/readyz", "/openapi.json", "/api/video-status?videoId=s1", "/videos/s1"):
                 answers.append(client.get(path).text)
         for port in metrics_ports.values():

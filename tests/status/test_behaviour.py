@@ -13,7 +13,10 @@ from services.common.summary import RunSummary
 from services.status.book import StatusBook
 from services.status.model import SceneResult, VideoUpdate
 from services.status.stores.base import StatusStore
+from services.status.stores.rows import summary_from_json
+from services.status.stores.supabase import SupabaseStore
 from tests.conftest import eventually
+from tests.fakes.supabase_fake import FakeSupabase
 
 
 def deadline() -> Deadline:
@@ -190,3 +193,29 @@ async def test_spend_since_sums_what_was_paid_from_that_moment_and_counts_unpric
     assert since.usd == pytest.approx(0.04) and since.unpriced_images == 1
     everything = await store.spend_since(0)
     assert everything.usd == pytest.approx(0.08)
+
+
+async def test_a_run_end_on_supabase_is_visible_only_with_its_summary(fake_supabase: FakeSupabase) -> None:
+    """PostgREST has no transaction across requests: the store writes a run's summary and
+    error before its final status, so every moment at which the final status can be read
+    already has them (CI once saw a video done with an empty summary)."""
+    store = SupabaseStore(fake_supabase.url, fake_supabase.key, timeout=5)
+    await store.migrate()
+    try:
+        await store.create("v1", 2)
+        await store.update("v1", VideoUpdate(status="generating_images"))
+        seen: list[tuple[str, object]] = []
+
+        def status_written(row: dict[str, object]) -> None:  # runs inside the fake, per write
+            runs = [r for r in fake_supabase.tables["preview_runs"] if r["video_id"] == "v1"]
+            seen.append((str(row.get("status")), runs[0].get("summary") if runs else None))
+
+        fake_supabase.on_update["videos"] = status_written
+        end = VideoUpdate(status="assets_generated", progress=100, summary=RunSummary(generated=2, elapsed_ms=700))
+        after = await store.update("v1", end)
+    finally:
+        await store.close()
+    assert after.status == "assets_generated" and after.summary.generated == 2
+    finals = [summary for status, summary in seen if status == "assets_generated"]
+    assert finals, "the final status was written"
+    assert all(summary_from_json(summary).generated == 2 for summary in finals), seen

@@ -258,10 +258,21 @@ class SupabaseStore:
 
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
         async def work(db: AClient) -> Video:
+            if change.status is not None and change.status != GENERATING:
+                # A run's end: PostgREST has no transaction across requests, so its summary,
+                # error and progress are written first and the status last. Whoever reads
+                # the final status (a poller, the event stream) reads what came with it.
+                current = await self._read_existing(db, video_id)
+                check_transition(current.status, change.status)
+                if change.progress is not None:
+                    await self._raise_progress(db, video_id, change.progress)
+                await self._touch_run(db, video_id, **run_columns(change, resumed=False))
+                await self._set_status(db, video_id, change.status)
+                return await self._read_existing(db, video_id)
             resumed = False
             if change.status is not None:
                 before = await self._set_status(db, video_id, change.status)
-                resumed = change.status == GENERATING and before != GENERATING
+                resumed = before != GENERATING
             else:
                 await self._read_existing(db, video_id)
             if change.progress is not None:
