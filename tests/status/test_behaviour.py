@@ -204,7 +204,7 @@ async def test_a_run_end_on_supabase_is_visible_only_with_its_summary(fake_supab
     try:
         await store.create("v1", 2)
         await store.update("v1", VideoUpdate(status="generating_images"))
-        seen: list[tuple[str, object]] = []
+        seen: list[tuple[str, str | None]] = []
 
         def status_written(row: dict[str, object]) -> None:  # runs inside the fake, per write
             runs = [r for r in fake_supabase.tables["preview_runs"] if r["video_id"] == "v1"]
