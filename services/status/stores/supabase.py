@@ -3,9 +3,10 @@
 PostgREST has no multi-statement transactions, so each rule is one conditional write that
 the database applies atomically: progress rises only with `... WHERE progress < new`; a
 status changes only from the status it was read in (compare-and-set, re-read on a race);
-a failed scene report never overwrites a stored one. The client's own GET retries are off:
-the status book is the only retry layer. The schema is applied with the PostgreSQL
-migrator against the Supabase database (`STATUS_STORE=postgres make migrate`).
+a failed scene report never overwrites a stored one; a run's end writes its summary before
+its final status, so whoever reads the status reads the summary. The client's own GET
+retries are off: the status book is the only retry layer. The schema is applied with the
+PostgreSQL migrator against the Supabase database (`STATUS_STORE=postgres make migrate`).
 
 One module for the whole store, so every PostgREST request that touches the frontend's
 table is read in one place."""
