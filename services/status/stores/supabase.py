@@ -238,15 +238,19 @@ class SupabaseStore:
     async def get(self, video_id: str) -> Video | None:
         return await self._run(lambda db: self._read(db, video_id))
 
+    async def _status(self, db: AClient, video_id: str) -> tuple[Any, str]:
+        """The video's status as stored (NULL included) and as we name it."""
+        v = self.videos
+        row = _one(await db.table(v.table).select(v.status).eq(v.id, video_id).maybe_single().execute())
+        if not row:
+            raise NotFound(f"video {video_id!r} does not exist")
+        return row[v.status], v.status_of(row[v.status])
+
     async def _set_status(self, db: AClient, video_id: str, new: str) -> str:
         """Compare-and-set: answer the status it replaced."""
         v = self.videos
         for _ in range(CAS_TRIES):
-            row = _one(await db.table(v.table).select(v.status).eq(v.id, video_id).maybe_single().execute())
-            if not row:
-                raise NotFound(f"video {video_id!r} does not exist")
-            raw = row[v.status]
-            current = v.status_of(raw)
+            raw, current = await self._status(db, video_id)
             check_transition(current, new)
             if current == new:
                 return current
@@ -263,8 +267,7 @@ class SupabaseStore:
                 # A run's end: PostgREST has no transaction across requests, so its summary,
                 # error and progress are written first and the status last. Whoever reads
                 # the final status (a poller, the event stream) reads what came with it.
-                current = await self._read_existing(db, video_id)
-                check_transition(current.status, change.status)
+                check_transition((await self._status(db, video_id))[1], change.status)
                 if change.progress is not None:
                     await self._raise_progress(db, video_id, change.progress)
                 await self._touch_run(db, video_id, **run_columns(change, resumed=False))
