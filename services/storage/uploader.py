@@ -4,6 +4,7 @@ retry only what can succeed, answer a versioned public URL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 UPLOAD_POLICY = RetryPolicy(attempts=3, backoff=UPLOAD_BACKOFF, min_attempt=0.2, retry_on=(TransientStorageError,))
 # Longest one attempt may take (cut shorter by the caller's deadline).
 ATTEMPT_TIMEOUT = 15.0
+# Longest a refused stream's remaining bytes are waited for (see drain).
+DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,17 @@ class UploadResult:
     content_type: str
     sha256: str
     attempts: int
+
+
+async def drain(chunks: AsyncIterator[Chunk], incoming: Incoming) -> None:
+    """Take, unlooked at, what the caller is still sending of a refused image (no more than
+    it announced, for at most DRAIN_SECONDS), so the refusal reaches it as sent: grpcio's
+    asyncio client reports INTERNAL instead of the server's status when the server ends a
+    client stream while the client still writes (grpc/grpc#36066; seen in CI)."""
+    with contextlib.suppress(TimeoutError, InvalidArgument):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in chunks:
+                incoming.take(len(chunk))  # more than announced: InvalidArgument, stop
 
 
 class BucketEnsurer:
@@ -144,8 +158,9 @@ class Uploader:
         try:
             async for chunk in chunks:
                 incoming.take(len(chunk))
-                if incoming.error is not None:
-                    raise incoming.error  # seen by the checker: refuse now, without the rest
+                if incoming.error is not None:  # seen by the checker: refuse, unchecked the rest
+                    await drain(chunks, incoming)
+                    raise incoming.error
                 # Checked and hashed in two threads, each in order, while this loop takes
                 # the next chunk; the staged write has it at once (it commits only after
                 # every check has passed, and a refused image never completes it).

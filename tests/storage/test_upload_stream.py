@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,13 +16,15 @@ import pytest
 
 from gateway.clients import upload_chunks
 from services.common.config import MIB
+from services.common.deadlines import Deadline
+from services.common.errors import InvalidArgument
 from services.common.images import InvalidImage, inspect_image
 from services.common.server import Registration
 from services.common.wire import upload_stream_method
 from services.storage.backends.local import LocalBackend
 from services.storage.incoming import PngWalker
 from services.storage.servicer import SERVICE, StorageServicer
-from services.storage.uploader import Uploader
+from services.storage.uploader import DRAIN_SECONDS, Uploader
 from storyshort.storage.v1 import storage_pb2, storage_pb2_grpc
 from tests.conftest import grpc_server
 from tests.fakes import supabase_fake as sf
@@ -179,6 +182,34 @@ async def test_a_stream_that_stalls_ends_at_its_deadline_and_stores_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await local.UploadStream(stalling(), timeout=1.0)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert stored(tmp_path) is None
+
+
+@pytest.mark.parametrize("stalls", [False, True], ids=["sends-the-rest", "stalls"])
+async def test_a_stream_refused_mid_way_is_read_to_its_end_before_the_refusal(tmp_path: Path, stalls: bool) -> None:
+    """The rest of a refused image is taken unlooked at (grpcio's asyncio client reports
+    INTERNAL, not the refusal, when the server ends a stream it still writes), and a caller
+    that stalls after the bad bytes is refused after at most DRAIN_SECONDS all the same."""
+    uploader = Uploader(LocalBackend(tmp_path, "http://gw"), BUCKET)
+    await uploader.ensurer.ensure(Deadline.of(5))
+    bad = BIG[:100_000] + bytes([BIG[100_000] ^ 0x01]) + BIG[100_001:]
+    parts = [bad[i : i + 512 * 1024] for i in range(0, len(bad), 512 * 1024)]
+    pulled: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for n, part in enumerate(parts):
+            pulled.append(n)
+            yield part
+            if n == 0:  # the first part's check has run: the refusal is known from here on
+                await asyncio.wrap_future(uploader._checker.submit(lambda: None))
+            if stalls and n == 2:
+                await asyncio.Event().wait()  # never set
+
+    started = time.monotonic()
+    with pytest.raises(InvalidArgument, match="CRC"):
+        await uploader.receive("", PATH, "image/png", len(bad), chunks(), Deadline.of(30))
+    assert pulled == ([0, 1, 2] if stalls else list(range(len(parts))))
+    assert time.monotonic() - started < DRAIN_SECONDS + 10  # generous: refused, not held to the deadline
     assert stored(tmp_path) is None
 
 
