@@ -1,16 +1,22 @@
 """Admission: when a provider request may go out.
 
 A request goes to its provider only while it holds a place in each of its gates: its
-video's lane (at most `video_parallelism` requests of one video at the providers) and its
-provider's concurrency limit (shared by every caller). The chain takes the places before
-it calls the provider, and the time spent waiting for them is not part of the attempt."""
+video's lane (at most `video_parallelism` calls of one video in the chain at once) and its
+provider's concurrency limit (shared by every caller). The chain takes them before it calls
+the provider (services/imagegen/chain.py): the lane once per call, before its clock starts;
+a provider's place for each attempt, within that model's fair share of the call's time."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator
 from typing import Protocol
+
+from services.imagegen.breaker import Breaker, BreakerState, Pass
+
+NO_ROOM = "no room at the provider in time"
 
 
 class Gate(Protocol):
@@ -20,31 +26,6 @@ class Gate(Protocol):
     async def acquire(self) -> bool: ...
 
     def release(self) -> None: ...
-
-
-class Admission:
-    """One attempt's way to its provider through ``gates``, taken in order."""
-
-    def __init__(self, gates: Sequence[Gate]) -> None:
-        self._gates = list(gates)
-        self._held: list[Gate] = []
-
-    async def enter(self) -> None:
-        """Wait for a place in every gate (what was taken stays held if this is cancelled,
-        until :meth:`leave`)."""
-        for gate in self._gates[len(self._held) :]:
-            await gate.acquire()
-            self._held.append(gate)
-
-    def hand_over(self, gate: Gate) -> None:
-        """The place in ``gate`` is no longer this admission's to give back: the request
-        that holds it gives it back when it ends."""
-        self._held.remove(gate)
-
-    def leave(self) -> None:
-        """Give the places back (safe to call more than once)."""
-        while self._held:
-            self._held.pop().release()
 
 
 class VideoLanes:
@@ -77,3 +58,45 @@ class VideoLanes:
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+
+async def take_place(gate: Gate, breaker: Breaker, granted: Pass, until: float) -> str:
+    """Wait for a place in ``gate`` (a provider's concurrency limit, whose places requests
+    left to finish late may still hold) until ``until`` (a time.monotonic() value) at the
+    latest, and no longer than ``breaker`` stays closed (a probe's ``granted`` pass waits
+    regardless). Answers "" holding a place, else why there is none."""
+
+    def opened() -> str:
+        if granted.probe or breaker.state is BreakerState.CLOSED:
+            return ""
+        return f"breaker opened while waiting: {breaker.reason}"
+
+    if opened():
+        return opened()
+    taking = asyncio.ensure_future(gate.acquire())
+    opening = asyncio.ensure_future(breaker.opened())
+    try:
+        await asyncio.wait(
+            {taking, opening}, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
+    except asyncio.CancelledError:
+        await _give_up(gate, taking)
+        raise
+    finally:
+        opening.cancel()
+    if not taking.done():
+        await _give_up(gate, taking)
+        return opened() or f"{NO_ROOM} (its fair share ends)"
+    if opened():
+        gate.release()
+        return opened()
+    return ""
+
+
+async def _give_up(gate: Gate, taking: asyncio.Future[bool]) -> None:
+    """Stop waiting for a place in ``gate``; one granted meanwhile is given back."""
+    if not taking.done():
+        taking.cancel()
+        await asyncio.wait({taking})
+    if not taking.cancelled() and taking.exception() is None:
+        gate.release()

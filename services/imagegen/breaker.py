@@ -11,6 +11,7 @@ failures in a row (and a probe that meets one closes the breaker)."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -63,7 +64,12 @@ class Breaker:
         self.open_until = 0.0
         self._cooldown = 0.0  # the current cooldown (grows with failed probes)
         self._probing = False
+        self._opening = asyncio.Event()  # set (and replaced) each time the breaker opens
         self._publish()
+
+    async def opened(self) -> None:
+        """Returns the next time the breaker opens (for requests waiting to be let in)."""
+        await self._opening.wait()
 
     # What the chain asks before an attempt.
     def would_pass(self) -> bool:
@@ -163,6 +169,9 @@ class Breaker:
         if state is not self.state:
             metrics.BREAKER_TRANSITIONS.labels(self.name, state.value).inc()
         self.state = state
+        if state is BreakerState.OPEN:
+            opening, self._opening = self._opening, asyncio.Event()
+            opening.set()
         self._publish()
 
     def _publish(self) -> None:

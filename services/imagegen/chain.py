@@ -2,16 +2,20 @@
 before the deadline, a reserve kept so the placeholder always fits, breakers and per-provider limits
 shared by every caller, and one retry policy in one place.
 
-Fair share: an attempt gets at most what is left (less the placeholder reserve) divided by
+Fair share: a model gets at most what is left (less the placeholder reserve) divided by
 the models still to try that would not be skipped, capped by the model's own timeout, so a
-hanging model always leaves the ones after it their turn. A transient failure moves to the
-next model at once; the same model is asked again only when it is the last one left.
+hanging model always leaves the ones after it their turn. The share covers the wait for a
+place at the provider too (requests left to finish late may still hold its places), and the
+wait ends at once when the model's breaker opens. A call holds its video's lane from its
+first attempt to its answer, never longer: a late request holds no lane. A transient
+failure moves to the next model at once; the same model is asked again only when it is the
+last one left.
 
 No paid image is wasted: when the chain stops waiting for an attempt, the request goes on
 in the background until the model's own timeout (a bounded number of them at once), and an
 image that arrives late is handed to ``keep_late`` (the replay cache) for its scene.
 
-(Under 400 lines: fair share, retries, admission, late requests, the budget skip and the
+(Over 300 lines: fair share, retries, admission, late requests, the budget skip and the
 quote are one policy about one attempt and its price, and read best together.)"""
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from services.common.deadlines import Deadline
 from services.common.images import ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
-from services.imagegen.admission import Admission, Gate
-from services.imagegen.breaker import Breaker, BreakerState, Pass
+from services.imagegen.admission import NO_ROOM, Gate, take_place
+from services.imagegen.breaker import Breaker, Pass
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
@@ -37,7 +42,7 @@ from services.imagegen.results import AttemptRecord, ChainResult
 from services.imagegen.shared_breaker import SharedBreakers
 
 log = logging.getLogger(__name__)
-NO_ROOM = "no room at the provider in time"
+NO_TIME = "not enough time left before the deadline"
 # Below a millionth of a cent, a price and what is left under a cap are equal: sums of
 # float prices drift (0.2 - 0.12 - 0.04 < 0.04), and an image that exactly fits must go.
 COST_SLACK = 1e-9
@@ -86,6 +91,12 @@ class Call:
     lane: asyncio.Semaphore | None
     keep_late: Callable[[ChainResult], None] | None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    in_lane: bool = False  # holds a place in its video's lane
+
+    def leave_lane(self) -> None:
+        if self.in_lane and self.lane is not None:
+            self.lane.release()
+        self.in_lane = False
 
 
 class ProviderChain:
@@ -118,19 +129,22 @@ class ProviderChain:
         """The first provider's image, or the next one's, or the placeholder. ``lane`` limits
         how many requests of this call's video are at the providers at once."""
         call = Call(request, deadline, context, max_cost, lane, keep_late)
-        for index, slot in enumerate(self.slots):
-            skip = self._skip_reason(slot, call, count=True)
-            granted = Pass(False)
-            if not skip:
-                granted = await self._ask(slot)
-                skip = granted.reason
-            if skip:
-                self._record(call, slot, Outcome.SKIPPED, skip, time.monotonic())
-                continue
-            result = await self._try_provider(index, slot, granted, call)
-            if result is not None:
-                return result
-            metrics.FALLBACKS.labels(slot.name, call.attempts[-1].outcome.value).inc()
+        try:
+            for index, slot in enumerate(self.slots):
+                skip = self._skip_reason(slot, call, count=True)
+                granted = Pass(False)
+                if not skip:
+                    granted = await self._ask(slot)
+                    skip = granted.reason
+                if skip:
+                    self._record(call, slot, Outcome.SKIPPED, skip, time.monotonic())
+                    continue
+                result = await self._try_provider(index, slot, granted, call)
+                if result is not None:
+                    return result
+                metrics.FALLBACKS.labels(slot.name, call.attempts[-1].outcome.value).inc()
+        finally:
+            call.leave_lane()
         data, info = await self.placeholder.image(call.request.size)
         metrics.PLACEHOLDERS.inc()
         return ChainResult(data, info, self.placeholder.name, True, call.attempts)
@@ -266,37 +280,23 @@ class ProviderChain:
     async def _attempt(self, index: int, slot: ProviderSlot, granted: Pass, call: Call) -> ChainResult:
         started = time.monotonic()
         if self._time_for(index, slot, call) < self.policy.min_attempt:
-            self._release(slot, granted)
-            self._record(call, slot, Outcome.SKIPPED, "not enough time left before the deadline", started)
-            raise ProviderFailure(Outcome.SKIPPED, "no time left")
-        admission = Admission((call.lane, slot.semaphore) if call.lane else (slot.semaphore,))
-        # Until it is let in, a request may wait up to the caller's deadline, less the time
-        # the placeholder needs; waiting is not part of the attempt.
-        waiting = call.deadline.limit - started - self.policy.placeholder_reserve
-        try:
-            async with asyncio.timeout(waiting if waiting < math.inf else None):
-                await admission.enter()
-        except TimeoutError:
-            admission.leave()
-            self._release(slot, granted)
-            self._record(call, slot, Outcome.TIMEOUT, NO_ROOM, started)
-            raise ProviderFailure(Outcome.TIMEOUT, NO_ROOM) from None
-        except BaseException:
-            admission.leave()
-            self._release(slot, granted)
-            raise
-        if not granted.probe and slot.breaker.state is not BreakerState.CLOSED:
-            # It opened while this request waited its turn: the request is not sent.
-            admission.leave()
-            reason = f"breaker opened while waiting: {slot.breaker.reason}"
-            self._record(call, slot, Outcome.SKIPPED, reason, started)
-            raise ProviderFailure(Outcome.SKIPPED, reason)
-        call.deadline.start()  # the call's own time limit counts from its first admission
+            self._not_sent(call, slot, granted, Outcome.SKIPPED, NO_TIME, started)
+        if not await self._enter_lane(call):
+            self._not_sent(call, slot, granted, Outcome.TIMEOUT, NO_ROOM, started)
+        # Everything this model gets, from waiting for a place at it to its answer: its fair
+        # share of what is left now. No wait and no hang here can take the later models' time.
         started = time.monotonic()
-        timeout = self._time_for(index, slot, call)
+        ends = started + self._time_for(index, slot, call)
+        if ends - started < self.policy.min_attempt:  # the lane's wait left too little
+            self._not_sent(call, slot, granted, Outcome.SKIPPED, NO_TIME, started)
+        why_not = await take_place(slot.semaphore, slot.breaker, granted, ends - self.policy.min_attempt)
+        if why_not:
+            self._not_sent(call, slot, granted, Outcome.SKIPPED, why_not, started)
+        # From here the provider's place is the request's: it gives it back when it ends,
+        # even after the chain has stopped waiting for it (a late image is still kept).
+        started = time.monotonic()
+        timeout = max(ends - started, self.policy.min_attempt)
         work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))
-        # From here the provider's place is the request's: it returns when the request ends.
-        admission.hand_over(slot.semaphore)
         try:
             image, info = await asyncio.wait_for(asyncio.shield(work), timeout)
         except TimeoutError:
@@ -313,14 +313,34 @@ class ProviderChain:
             work.cancel()
             self._release(slot, granted)
             raise
-        finally:
-            admission.leave()
         cost = self._cost(slot, image)
         self._record(
             call, slot, Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", started, image.usage, cost
         )
         await self._tell(slot, Outcome.SUCCESS, "", granted)
         return ChainResult(image.data, info, slot.name, False, list(call.attempts))
+
+    def _not_sent(self, call: Call, slot: ProviderSlot, grant: Pass, outcome: Outcome, why: str, t: float) -> NoReturn:
+        self._release(slot, grant)
+        self._record(call, slot, outcome, why, t)
+        raise ProviderFailure(outcome, why)
+
+    async def _enter_lane(self, call: Call) -> bool:
+        """The call's place in its video's lane, taken once and held until the call leaves
+        the chain (never by a request left to finish late). It may wait up to the caller's
+        deadline less the placeholder's time; the call's own clock starts when it is let in."""
+        if call.in_lane or call.lane is None:
+            call.deadline.start()
+            return True
+        waiting = call.deadline.limit - time.monotonic() - self.policy.placeholder_reserve
+        try:
+            async with asyncio.timeout(waiting if waiting < math.inf else None):
+                await call.lane.acquire()
+        except TimeoutError:
+            return False
+        call.in_lane = True
+        call.deadline.start()
+        return True
 
     async def _call_provider(
         self, slot: ProviderSlot, request: ImageRequest, deadline: float
