@@ -31,6 +31,22 @@ class Figure:
     note: str = ""
 
 
+@contextmanager
+def cores_busy(count: int | None = None) -> Iterator[None]:
+    """Every core (or ``count`` of them) kept busy by a process spinning, as `yes >
+    /dev/null` would, while the block runs."""
+    burners = [
+        subprocess.Popen(["python3", "-c", "while True: pass"], stdout=subprocess.DEVNULL)
+        for _ in range(count or os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

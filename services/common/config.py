@@ -177,11 +177,17 @@ class ImagegenSettings(CommonSettings):
     # replica keeps its own limits, breakers and paid images.
     shared_state: SecretStr | None = Field(None, validation_alias="IMAGEGEN_SHARED_STATE")
     shared_prefix: str = Field("storyshort:imagegen", validation_alias="IMAGEGEN_SHARED_PREFIX", min_length=1)
-    # Longest a Redis call may take before the replica goes on with its own state.
+    # Longest a request waits for one Redis call before it goes on without its answer (a
+    # late answer alone never marks the shared state down).
     shared_timeout: Seconds = Field(0.25, validation_alias="IMAGEGEN_SHARED_TIMEOUT", gt=0)
+    # A ping outside the request path that gets no answer within this long, twice in a row,
+    # marks the shared state down (a refused or reset connection does at once).
+    shared_ping_timeout: Seconds = Field(1.0, validation_alias="IMAGEGEN_SHARED_PING_TIMEOUT", gt=0)
     # A slot held by a replica that died is free again after at most this long.
     shared_lease: Seconds = Field(15.0, validation_alias="IMAGEGEN_SHARED_LEASE", gt=0)
-    # While Redis is unreachable each replica allows this share of each shared limit.
+    # While Redis is unreachable each replica takes its part of every shared limit (split
+    # among the replicas alive when it last saw Redis); one that never reached Redis takes
+    # this share of it instead.
     shared_local_share: float = Field(0.5, validation_alias="IMAGEGEN_SHARED_LOCAL_SHARE", gt=0, le=1)
     # Bytes of paid images kept in Redis for every replica's retries (MiB).
     shared_replay_mib: int = Field(512, validation_alias="IMAGEGEN_SHARED_REPLAY_MIB", ge=1)

@@ -137,6 +137,7 @@ async def share(settings: ImagegenSettings, chain: ProviderChain) -> tuple[Share
         timeout=settings.shared_timeout,
         lease=settings.shared_lease,
         local_share=settings.shared_local_share,
+        ping_timeout=settings.shared_ping_timeout,
     )
     await shared.start()
     for slot in chain.slots:

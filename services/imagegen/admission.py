@@ -87,6 +87,8 @@ async def take_place(gate: Gate, breaker: Breaker, granted: Pass, until: float) 
     if not taking.done():
         await _give_up(gate, taking)
         return opened() or f"{NO_ROOM} (its fair share ends)"
+    if not taking.result():
+        return "no part of the provider's limit is this replica's while the shared state is down"
     if opened():
         gate.release()
         return opened()

@@ -49,6 +49,17 @@ SHARED_UP = Gauge(
 )
 SHARED_ERRORS = Counter(
     "storyshort_imagegen_shared_state_errors_total",
-    "Shared-state (Redis) calls that failed or were late, by operation; each falls back to local state",
+    "Shared-state (Redis) calls that failed, by operation; the request goes on without them",
+    ["op"],
+)
+SHARED_REPLICAS = Gauge(
+    "storyshort_imagegen_shared_state_replicas",
+    "imagegen replicas alive as this one last saw them in the shared state (its part of each limit while Redis "
+    "is down is the limit split among them)",
+)
+SHARED_LATE = Counter(
+    "storyshort_imagegen_shared_state_late_total",
+    "Shared-state (Redis) calls answered after the request stopped waiting (IMAGEGEN_SHARED_TIMEOUT), by "
+    "operation; a late answer alone never marks the shared state down",
     ["op"],
 )

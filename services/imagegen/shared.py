@@ -1,11 +1,17 @@
 """What imagegen replicas share through Redis (IMAGEGEN_SHARED_STATE): each provider's
 concurrency limit, its breaker, and the images already paid for.
 
-Redis trouble never fails a request. Every Redis call has a short deadline
-(IMAGEGEN_SHARED_TIMEOUT); the first one that fails or is late marks the shared state down,
-once, in the log, a metric and the health service, and from then on each replica uses its
-own limits (IMAGEGEN_SHARED_LOCAL_SHARE of each shared one) and its own breakers, which
-mirror the shared ones while Redis answers. A background ping brings it back.
+Redis trouble never fails a request, and a slow answer is not taken for a dead Redis.
+A request waits IMAGEGEN_SHARED_TIMEOUT for each Redis call; a late answer only means this
+request goes on without it (an acquire asks again; a slot granted late is given back), and
+a ping outside the request path is sent at once. What marks the shared state down is what
+actually failed: a refused or reset connection, or IMAGEGEN_SHARED_PING_TIMEOUT passing
+twice in a row without an answer to that ping (a frozen or unreachable Redis). Down is said
+once, in the log, a metric and the health service; each replica then takes its part of
+every shared limit (the limit split among the replicas that were alive when it last saw
+Redis, so the parts add up to the limit) and uses its own breakers, which mirror the
+shared ones while Redis answers. The ping brings it back: the slots taken meanwhile are
+registered in Redis before anyone takes a shared slot again.
 
 Atomic steps run as server-side scripts with Redis's own clock (replicas' clocks differ)."""
 
@@ -25,14 +31,21 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.imagegen import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# How often a down shared state is tried again.
+# How often the ping outside the request path checks Redis (sooner after a late answer).
 PING_EVERY = 1.0
+# Pings in a row without an answer within the ping timeout that mark the state down.
+PINGS_MISSED = 2
+# Commands still running after their request stopped waiting; beyond this many a request
+# does not send more (Redis is behind) and goes on as if the answer were late.
+MAX_LATE = 48
 
 # A slot: expired holders (a replica that died) are dropped first, then one is taken if
 # fewer than the limit are held. KEYS[1] the holders (token -> lease end, ms).
@@ -47,7 +60,8 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 """
-# Longer leases for the slots this replica still holds (ARGV[2..]).
+# Longer leases for the slots this replica still holds (ARGV[2..]); with 'XX' only those
+# still there (a slot given back meanwhile stays gone).
 RENEW = """
 local t = redis.call('TIME')
 local lease_end = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
@@ -57,26 +71,71 @@ end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 1
 """
+# The slots this replica took alone while Redis was down, registered when it is back.
+REGISTER = RENEW.replace("'XX', ", "")
+# The replicas alive: each renews its own entry; -> every live replica's name.
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+
+def part_of(size: int, replicas: list[str], me: str) -> int:
+    """This replica's part of a limit of ``size`` split among ``replicas`` (sorted, all
+    alike): the parts add up to ``size``; with fewer places than replicas, the first
+    ``size`` replicas get one each and the others none."""
+    count, rank = len(replicas), replicas.index(me)
+    return size // count + (1 if rank < size % count else 0)
 
 
 class SharedState:
-    """The connection, its health, and the wake-ups of slots freed by other replicas."""
+    """The connection, its health, the replicas alive, and the wake-ups of slots freed by
+    other replicas."""
 
-    def __init__(self, url: str, prefix: str, *, timeout: float, lease: float, local_share: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        timeout: float,
+        lease: float,
+        local_share: float,
+        ping_timeout: float = 1.0,
+    ) -> None:
+        # A command the request stopped waiting for may still finish (up to the ping timeout).
         self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            url,
+            socket_timeout=max(ping_timeout, timeout),
+            socket_connect_timeout=max(ping_timeout, timeout),
+            retry=Retry(NoBackoff(), 0),
         )
+        # Pings go on a connection of their own: a busy request pool never delays them.
+        self._pinger = aioredis.Redis.from_url(
+            url,
+            socket_timeout=ping_timeout,
+            socket_connect_timeout=ping_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._beat = self._pinger.register_script(HEARTBEAT)
         self.prefix = prefix.rstrip(":")
         self.timeout = timeout
+        self.ping_timeout = ping_timeout
         self.lease = lease
         self.local_share = local_share
         self.up = False
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        # The replicas alive when Redis last answered a heartbeat (sorted; empty: never).
+        self.replicas: list[str] = []
         self.on_change: Callable[[bool], None] = lambda _up: None
         self._scripts: dict[str, Any] = {}
         self._limits: dict[str, SharedLimit] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._watching = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._check = asyncio.Event()  # a late answer asks the ping to look now
+        self._late: set[asyncio.Future[Any]] = set()  # commands answered after their request left
         metrics.SHARED_UP.set(0)
 
     def key(self, *parts: str) -> str:
@@ -90,23 +149,75 @@ class SharedState:
     async def start(self) -> None:
         """Connect (a Redis that does not answer now is tried again in the background)."""
         self.up = True  # so that a failed first ping is a change: logged, and watched for
-        if await self.call("ping", self.redis.ping) is not None:
+        answered = await self._ping()
+        if answered is True:
             metrics.SHARED_UP.set(1)
             self._spawn(self._listen())
+        else:
+            self._mark(False, answered or "no answer to the first ping")
+        self._spawn(self._watch())
         self._spawn(self._renew_leases())
 
-    async def call(self, op: str, work: Callable[[], Awaitable[T]]) -> T | None:
-        """``work`` against Redis within the deadline; None (and the state marked down)
-        when Redis fails or is late. Nothing is sent while the state is down."""
-        if not self.up and op != "ping":
+    async def call(
+        self, op: str, work: Callable[[], Awaitable[T]], late: Callable[[T], None] | None = None
+    ) -> T | None:
+        """``work`` against Redis; None when Redis fails or is late (the state says which:
+        a failed connection marks it down, a late answer only asks the ping to look).
+        ``late`` gets an answer that comes after the caller stopped waiting for it. Nothing
+        is sent while the state is down."""
+        if not self.up:
+            return None
+        if len(self._late) >= MAX_LATE:  # Redis is behind: no more until it catches up
+            metrics.SHARED_LATE.labels(op).inc()
+            self._check.set()
+            return None
+        task = asyncio.ensure_future(work())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            self._wait_late(task, late)
+            raise
+        if not done:
+            metrics.SHARED_LATE.labels(op).inc()
+            self._wait_late(task, late)
+            self._check.set()
             return None
         try:
-            async with asyncio.timeout(self.timeout):
-                return await work()
-        except (RedisError, OSError, TimeoutError) as exc:
+            return task.result()
+        except MaxConnectionsError:  # commands pile up behind a slow Redis: not a verdict
+            metrics.SHARED_LATE.labels(op).inc()
+            self._check.set()
+            return None
+        except (RedisConnectionError, ConnectionError) as exc:
             metrics.SHARED_ERRORS.labels(op).inc()
             self._mark(False, f"{type(exc).__name__}: {exc}"[:200])
-            return None
+        except (RedisError, OSError) as exc:  # a timeout inside the client, a server error
+            metrics.SHARED_ERRORS.labels(op).inc()
+            log.info("a shared-state call failed; the ping decides", extra={"op": op, "error": repr(exc)[:200]})
+            self._check.set()
+        return None
+
+    def _wait_late(self, task: asyncio.Future[T], late: Callable[[T], None] | None) -> None:
+        """A command the request stopped waiting for runs on (within the client's socket
+        timeout); its answer goes to ``late``."""
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+        task.add_done_callback(functools.partial(_settle, late=late))
+
+    async def _ping(self) -> bool | str:
+        """True when Redis answered in time; else what failed ("" for no answer in time,
+        which alone is not a verdict). The ping is this replica's heartbeat: its answer
+        names the replicas alive."""
+        try:
+            async with asyncio.timeout(self.ping_timeout):
+                found = await self._beat(keys=[self.key("replicas")], args=[int(self.lease * 1000), self.replica])
+        except (TimeoutError, RedisTimeoutError, MaxConnectionsError):
+            return ""
+        except (RedisError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+        self.replicas = sorted(r.decode() if isinstance(r, bytes) else str(r) for r in found)
+        metrics.SHARED_REPLICAS.set(len(self.replicas))
+        return True
 
     def _mark(self, up: bool, error: str = "") -> None:
         if up == self.up:
@@ -119,25 +230,57 @@ class SharedState:
             self._spawn(self._listen())
         else:
             log.error(
-                "shared state unavailable: each replica uses its own limits and breakers until it is back",
-                extra={"error": error, "local_share": self.local_share},
+                "shared state unavailable: each replica uses its part of every limit and its own breakers "
+                "until it is back",
+                extra={"error": error, "replicas_seen": len(self.replicas) or None},
             )
-            if not self._watching:
-                self._spawn(self._watch())
+        for limit in self._limits.values():
+            limit.state_changed()
 
     async def _watch(self) -> None:
-        self._watching = True
-        try:
-            while not self.up:
-                await asyncio.sleep(PING_EVERY)
+        """The ping outside the request path (the heartbeat that counts the replicas): every
+        PING_EVERY seconds, and at once after a late answer. It alone takes slow answers for
+        a dead Redis, and it brings it back."""
+        missed = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check.wait(), PING_EVERY)
+            self._check.clear()
+            if not self.up:
                 # Connections from before the outage are dead (a restarted Redis closed
                 # them): drop them all, so the first call after the ping does not fail.
                 with contextlib.suppress(RedisError, OSError):
                     await self.redis.connection_pool.disconnect()
-                if await self.call("ping", self.redis.ping) is not None:
+            answered = await self._ping()
+            if answered is True:
+                missed = 0
+                if not self.up and await self._rejoin():
                     self._mark(True)
-        finally:
-            self._watching = False
+                continue
+            missed += 1
+            if answered:  # refused, reset: no doubt
+                self._mark(False, answered)
+            elif missed >= PINGS_MISSED:
+                self._mark(False, f"{missed} pings in a row got no answer within {self.ping_timeout:g} s")
+
+    async def _rejoin(self) -> bool:
+        """Before limits are shared again: the slots this replica took alone meanwhile are
+        registered in Redis (and those it gave back removed), so nobody counts without them."""
+        try:
+            async with asyncio.timeout(self.ping_timeout):
+                for limit in self._limits.values():
+                    await limit.renew(direct=True)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.info("shared state answers pings but not yet the rest", extra={"error": repr(exc)[:200]})
+            return False
+        return True
+
+    def part(self, size: int) -> int:
+        """How many of a limit's ``size`` places this replica may use on its own."""
+        if self.replica in self.replicas:
+            return part_of(size, self.replicas, self.replica)
+        # Never saw Redis: the others cannot be counted.
+        return max(1, math.floor(size * self.local_share))
 
     async def _listen(self) -> None:
         """Slots freed anywhere wake this replica's waiters at once (they poll too)."""
@@ -150,8 +293,10 @@ class SharedState:
                     limit = self._limits.get(message["data"].decode())
                     if limit is not None:
                         limit.wake()
-        except (RedisError, OSError) as exc:
+        except (RedisConnectionError, ConnectionError) as exc:
             self._mark(False, f"{type(exc).__name__}: {exc}"[:200])
+        except (RedisError, OSError):
+            self._check.set()  # a slow read is the ping's to judge
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -159,10 +304,11 @@ class SharedState:
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            for limit in self._limits.values():
-                await limit.renew()
+            if self.up:
+                for limit in self._limits.values():
+                    await limit.renew()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -177,17 +323,31 @@ class SharedState:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for limit in self._limits.values():
             await limit.give_back()
+        if self.up:
+            await self.call("heartbeat", lambda: self.redis.zrem(self.key("replicas"), self.replica))
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self._pinger.aclose()
+
+
+def _settle(task: asyncio.Future[T], late: Callable[[T], None] | None) -> None:
+    """A call the caller stopped waiting for has ended: its answer to ``late``."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    if late is not None:
+        late(task.result())
 
 
 class SharedLimit:
     """One provider's concurrency limit across every replica: a slot is a lease in Redis,
     renewed while its request runs, gone by itself when its replica dies. While the shared
-    state is down, this replica allows ``local_share`` of the limit, counting the shared
-    slots it still holds (so the switch itself never lets more through).
+    state is down, this replica uses its part of the limit (SharedState.part), counting the
+    shared slots it still holds (so the switch itself never lets more through); the slots it
+    takes alone are registered in Redis when it is back, before anyone shares again.
 
-    Used where an asyncio.Semaphore was (acquire, then release when the request ends)."""
+    Used where an asyncio.Semaphore was (acquire, then release when the request ends);
+    acquire answers False when this replica has no part of the limit while Redis is down."""
 
     POLL = 0.2  # a waiter looks again this often even without a wake-up (expired leases)
 
@@ -195,45 +355,78 @@ class SharedLimit:
         self.shared = shared
         self.name = name
         self.size = size
-        self.local_size = max(1, math.floor(size * shared.local_share))
         self._key = shared.key("slots", name)
-        self._held: list[str | None] = []  # this replica's slots: a token, or None (local)
+        self._held: list[str] = []  # this replica's slots (shared, or taken alone while down)
+        self._orphans: list[str] = []  # given back while down: removed from Redis on return
         self._tokens = itertools.count()
         self._freed = asyncio.Condition()
-        self._room = asyncio.Condition()  # local mode: room while fewer than local_size held
+        self._room = asyncio.Condition()  # alone: room while fewer than this replica's part held
         self._wakes = 0
+
+    @property
+    def local_size(self) -> int:
+        return self.shared.part(self.size)
+
+    def _token(self) -> str:
+        return f"{self.shared.replica}:{next(self._tokens)}"
 
     async def acquire(self) -> bool:
         acquire = self.shared.script("acquire", ACQUIRE)
         lease_ms = int(self.shared.lease * 1000)
-        while self.shared.up:
-            args = [self.size, lease_ms, f"{self.shared.replica}:{next(self._tokens)}"]
-            seen = self._wakes
-            got = await self.shared.call("acquire", functools.partial(acquire, keys=[self._key], args=args))
-            if got is None:
-                break  # the shared state just went down: the local limit decides
-            if got == 1:
-                self._held.append(str(args[2]))
-                return True
-            if self._wakes == seen:  # no slot freed meanwhile: wait for one
-                async with self._freed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._freed.wait(), self.POLL)
-        async with self._room:
-            await self._room.wait_for(lambda: len(self._held) < self.local_size)
-            self._held.append(None)
-        return True
+        while True:
+            if self.shared.up:
+                token, seen = self._token(), self._wakes
+                got = await self.shared.call(
+                    "acquire",
+                    functools.partial(acquire, keys=[self._key], args=[self.size, lease_ms, token]),
+                    late=functools.partial(self._granted_late, token),
+                )
+                if got == 1:
+                    self._held.append(token)
+                    return True
+                if got is None and not self.shared.up:
+                    continue  # down: decide alone
+                if self._wakes == seen:  # no slot freed meanwhile (or a late answer): wait, then ask again
+                    async with self._freed:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._freed.wait(), self.POLL)
+                continue
+            if self.local_size == 0:
+                return False
+            async with self._room:
+                await self._room.wait_for(lambda: self.shared.up or len(self._held) < self.local_size)
+                if not self.shared.up:
+                    self._held.append(self._token())
+                    return True
+
+    def _granted_late(self, token: str, got: object) -> None:
+        """A slot granted after its request stopped waiting: nobody holds it."""
+        if got == 1:
+            self.shared._spawn(self._give(token))
 
     def release(self) -> None:
         token = self._held.pop()
         self.shared._spawn(self._make_room())
-        if token is not None:
+        if self.shared.up:
             self.shared._spawn(self._give(token))
             self.wake()
+        else:
+            self._orphans.append(token)
 
     async def _make_room(self) -> None:
         async with self._room:
             self._room.notify(1)
+
+    def state_changed(self) -> None:
+        """The shared state went down or came back: every waiter looks again."""
+
+        async def notify() -> None:
+            async with self._room:
+                self._room.notify_all()
+            async with self._freed:
+                self._freed.notify_all()
+
+        self.shared._spawn(notify())
 
     async def _give(self, token: str) -> None:
         async def give() -> None:
@@ -253,15 +446,24 @@ class SharedLimit:
 
         self.shared._spawn(notify())
 
-    async def renew(self) -> None:
-        tokens = [t for t in self._held if t is not None]
-        if tokens:
-            renew = self.shared.script("renew", RENEW)
-            lease_ms = int(self.shared.lease * 1000)
+    async def renew(self, direct: bool = False) -> None:
+        """Longer leases for the slots held; ``direct`` (coming back from an outage): the
+        slots taken alone are added and those given back meanwhile removed, before any
+        request shares the limit again."""
+        renew = self.shared.script("renew", RENEW)
+        lease_ms = int(self.shared.lease * 1000)
+        tokens = list(self._held)
+        if direct:
+            if tokens:
+                await self.shared.script("register", REGISTER)(keys=[self._key], args=[lease_ms, *tokens])
+            orphans, self._orphans = self._orphans, []
+            if orphans:
+                await self.shared.redis.zrem(self._key, *orphans)
+        elif tokens:
             await self.shared.call("renew", lambda: renew(keys=[self._key], args=[lease_ms, *tokens]))
 
     async def give_back(self) -> None:
         """At shutdown: this replica's slots go back now, not at the end of their lease."""
-        tokens = [t for t in self._held if t is not None]
+        tokens = list(self._held)
         if tokens:
             await self.shared.call("release", lambda: self.shared.redis.zrem(self._key, *tokens))

@@ -39,6 +39,13 @@ class Replicas:
     def up(self, i: int) -> float:
         return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_up")
 
+    def replicas_seen(self, i: int) -> float:
+        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_replicas")
+
+    def know_each_other(self) -> bool:
+        """Every replica has seen all of them alive in Redis (their parts of a limit add up)."""
+        return all(self.up(i) == 1 and self.replicas_seen(i) == len(self.ports) for i in range(len(self.ports)))
+
 
 @pytest.fixture
 def replicas(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> Iterator[Callable[..., Replicas]]:
@@ -227,7 +234,7 @@ def test_redis_stopping_mid_run_fails_no_call_and_sharing_resumes_when_it_is_bac
         IMAGEGEN_SHARED_LOCAL_SHARE="0.5",
         IMAGEGEN_SHARED_TIMEOUT="200ms",
     )
-    assert wait_until(lambda: group.up(0) == 1 and group.up(1) == 1, timeout=10)
+    assert wait_until(group.know_each_other, timeout=10)
 
     async def through_an_outage() -> list[imagegen_pb2.GenerateResponse]:
         calls = [asyncio.ensure_future(generate(group.ports[i % 2], f"outage {i}")) for i in range(40)]
@@ -244,7 +251,7 @@ def test_redis_stopping_mid_run_fails_no_call_and_sharing_resumes_when_it_is_bac
     answers = asyncio.run(through_an_outage())
     assert [a.provider for a in answers] == [A] * 40  # not one placeholder, not one error
     assert group.up(0) == 0 and group.up(1) == 0
-    # Local limits: half of 4 on each of the two replicas, so 4 at the provider at most.
+    # Each replica's part: the limit of 4 split between the two alive, so 4 at the provider at most.
     assert fake_openai.max_in_flight[A] <= 4
     for port in group.ports:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -286,3 +293,108 @@ def test_replicas_started_before_redis_work_alone_and_share_once_it_answers(
         assert wait_until(lambda: group.up(0) == 1 and group.up(1) == 1, timeout=15)
     finally:
         later.kill()
+
+
+def test_a_slow_redis_is_not_taken_for_a_dead_one(
+    replicas: Callable[..., Replicas], own_redis: OwnRedis, fake_openai: fo.FakeOpenAI
+) -> None:
+    """Redis answers later than IMAGEGEN_SHARED_TIMEOUT (frozen for less than the ping
+    needs to decide) while 60 calls wait on three replicas: the late answers are felt, the
+    shared state stays up and the shared limit of 6 holds. A replica that took one late
+    answer for a dead Redis would use its own part meanwhile."""
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    group = replicas(
+        3,
+        own_redis.url,
+        "slow",
+        IMAGEGEN_CONCURRENCY="6",
+        IMAGEGEN_SHARED_TIMEOUT="100ms",
+        IMAGEGEN_SHARED_PING_TIMEOUT="4s",  # two missed pings: 8 s frozen before "down"
+        IMAGEGEN_SHARED_LOCAL_SHARE="0.5",
+    )
+    assert wait_until(group.know_each_other, timeout=10)
+
+    def late(i: int) -> float:
+        return metric(f"http://127.0.0.1:{group.metrics[i]}/metrics", "storyshort_imagegen_shared_state_late_total")
+
+    async def through_a_slow_spell() -> list[imagegen_pb2.GenerateResponse]:
+        calls = asyncio.ensure_future(spread(group, 60, "slow"))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 6)
+        own_redis.freeze()
+        try:
+            felt = await asyncio.to_thread(wait_until, lambda: all(late(i) >= 1 for i in range(3)), 6)
+        finally:
+            own_redis.thaw()
+        assert felt, "every replica had an answer come late"
+        return await calls
+
+    answers = asyncio.run(through_a_slow_spell())
+    assert [a.provider for a in answers] == [A] * 60
+    assert all(group.up(i) == 1 for i in range(3))
+    logs = "".join((group.system.log_dir / f"imagegen-{i}.log").read_text() for i in range(3))  # type: ignore[operator]
+    assert "shared state unavailable" not in logs
+    assert fake_openai.max_in_flight[A] <= 6, fake_openai.max_in_flight
+
+
+def test_a_frozen_redis_is_found_dead_and_the_parts_add_up_to_the_limit(
+    replicas: Callable[..., Replicas], own_redis: OwnRedis, fake_openai: fo.FakeOpenAI
+) -> None:
+    """Redis stops answering (SIGSTOP) mid-run: the ping finds it dead, each of the three
+    replicas takes its part of the limit of 6 (2 each, not a share of 6 each), every call is
+    served; once it answers again, the slots taken alone are registered before sharing."""
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    group = replicas(
+        3,
+        own_redis.url,
+        "frozen",
+        IMAGEGEN_CONCURRENCY="6",
+        IMAGEGEN_SHARED_TIMEOUT="100ms",
+        IMAGEGEN_SHARED_PING_TIMEOUT="300ms",
+        IMAGEGEN_SHARED_LOCAL_SHARE="0.5",  # what a replica would take without knowing the others
+    )
+    assert wait_until(group.know_each_other, timeout=10)
+
+    async def through_a_freeze() -> list[imagegen_pb2.GenerateResponse]:
+        calls = asyncio.ensure_future(spread(group, 60, "frozen"))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 6)
+        own_redis.freeze()
+        try:
+            down = await asyncio.to_thread(wait_until, lambda: all(group.up(i) == 0 for i in range(3)), 15)
+            assert down, "the ping found the frozen Redis dead on every replica"
+            answers = await calls
+        finally:
+            own_redis.thaw()
+        return answers
+
+    answers = asyncio.run(through_a_freeze())
+    assert [a.provider for a in answers] == [A] * 60
+    assert fake_openai.max_in_flight[A] <= 6, fake_openai.max_in_flight
+    assert wait_until(group.know_each_other, timeout=15)
+
+
+def test_a_limit_smaller_than_the_replicas_gives_some_replicas_no_part(
+    replicas: Callable[..., Replicas], own_redis: OwnRedis, fake_openai: fo.FakeOpenAI
+) -> None:
+    """Limit 2, three replicas, Redis gone: two replicas may send one request each, the
+    third none; its calls go to the next model at once instead of past the limit."""
+    fake_openai.script(A, fo.Ok(latency=0.2))
+    fake_openai.script(B, fo.Ok())
+    group = replicas(
+        3,
+        own_redis.url,
+        "small",
+        IMAGEGEN_CHAIN=f"{A},{B}",
+        IMAGEGEN_PROVIDER_LIMITS=json.dumps({A: {"concurrency": 2}}),
+        IMAGEGEN_SHARED_TIMEOUT="100ms",
+    )
+    assert wait_until(group.know_each_other, timeout=10)
+    own_redis.kill()
+    assert wait_until(lambda: all(group.up(i) == 0 for i in range(3)), timeout=15)
+    answers = asyncio.run(spread(group, 30, "small"))
+    assert not any(a.placeholder for a in answers)
+    assert fake_openai.max_in_flight[A] <= 2, fake_openai.max_in_flight
+    by_replica = [answers[i::3] for i in range(3)]  # spread() sends call i to replica i % 3
+    served_by_a = sorted(sum(a.provider == A for a in mine) for mine in by_replica)
+    assert served_by_a[0] == 0 and served_by_a[1] > 0, served_by_a
+    without = next(mine for mine in by_replica if all(a.provider == B for a in mine))
+    assert all("no part of the provider's limit" in a.attempts[0].reason for a in without)
