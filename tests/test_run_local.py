@@ -3,11 +3,18 @@ while starting, and says what is really running (never a secret)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
+import threading
+import uuid
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import wait_until
 from tools.processes import ROOT, free_port
 from tools.run_local import describe
 
@@ -81,3 +88,82 @@ def test_signed_in_users_are_said_with_where_tokens_are_checked() -> None:
     assert "signed-in users required" in lines
     assert "https://p.supabase.co/auth/v1/.well-known/jwks.json and SUPABASE_JWT_SECRET" in lines
     assert "s" * 40 not in lines
+
+
+MOMENTS = ("starting", "status listens", "imagegen listens", "gateway listens", "started")
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Processes whose environment carries ``mark`` (every process make run started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_at_any_moment_of_start_stops_everything(tmp_path: Path, sig: int, moment: str) -> None:
+    """A Ctrl-C (SIGINT to make's process group) or a SIGTERM at each moment of start
+    leaves no process running and no port held, and the next `make run` could start."""
+    ports = free_ports()
+    mark = f"run-local-test-{uuid.uuid4().hex}"
+    env = {**os.environ, **ports, "DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "", "RUN_LOCAL_TEST_MARK": mark}
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job is
+    )
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+
+    def said(text: str) -> bool:
+        return any(text in line for line in lines)
+
+    reached = {
+        "starting": lambda: said("starting StoryShort"),
+        "status listens": lambda: listening(int(ports["STATUS_PORT"])),
+        "imagegen listens": lambda: listening(int(ports["IMAGEGEN_PORT"])),
+        "gateway listens": lambda: listening(int(ports["GATEWAY_PORT"])),
+        "started": lambda: said("Ctrl-C stops everything."),
+    }[moment]
+    try:
+        assert wait_until(reached, timeout=60, every=0.005), f"never reached {moment!r}: {lines}"
+        os.killpg(proc.pid, sig)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    reader.join(10)
+    output = "".join(lines)
+    try:
+        assert "Traceback" not in output, output
+        assert wait_until(lambda: not marked_processes(mark), timeout=5), (marked_processes(mark), output)
+        held = [name for name, port in ports.items() if listening(int(port))]
+        assert not held, (held, output)
+        if moment != "starting":
+            assert "stopped:" in output, output  # make run stopped them itself, in order
+    finally:
+        for pid in marked_processes(mark):  # whatever a failure left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

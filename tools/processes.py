@@ -3,12 +3,17 @@ the end-to-end tests and the benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +33,15 @@ METRICS: dict[str, tuple[str, int]] = {
     "storage": ("STORAGE_METRICS_PORT", 9102),
     "status": ("STATUS_METRICS_PORT", 9103),
 }
+
+
+def _term_with_parent(parent: int) -> None:
+    """In the child, before it runs Python: SIGTERM when its parent dies (PR_SET_PDEATHSIG),
+    and no start at all if it died already."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def free_port() -> int:
@@ -56,6 +70,12 @@ class System:
     env: dict[str, str]
     log_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Held around each start, from the fork to the process being tracked in `procs`, so a
+    # supervisor's signal handler never stops between the two (tools/run_local.py).
+    critical: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    # Children get SIGTERM when the process that started them dies, even by SIGKILL (Linux):
+    # for a supervisor whose main thread lives as long as they do.
+    die_with_parent: bool = False
 
     @classmethod
     def configure(
@@ -109,16 +129,18 @@ class System:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=ROOT,
-            env=env or self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            # Own session: a Ctrl-C reaches only the supervisor, which stops each in order.
-            start_new_session=True,
-        )
-        self.procs[name] = proc
+        with self.critical():
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=ROOT,
+                env=env or self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                # Own session: a Ctrl-C reaches only the supervisor, which stops each in order.
+                start_new_session=True,
+                preexec_fn=functools.partial(_term_with_parent, os.getpid()) if self.die_with_parent else None,
+            )
+            self.procs[name] = proc
         if wait and (port is not None or name in SERVICES):
             wait_for_port(port if port is not None else self.port(name), timeout, proc)
         return proc

@@ -1,13 +1,19 @@
 """`make run`: start status, storage, imagegen and the gateway (and a queue worker with
 RUNS=queue), say what is really running and where, and stop all of them on Ctrl-C. Exits
-non-zero when a port is taken or any process dies while starting or running."""
+non-zero when a port is taken or any process dies while starting or running.
+
+Every way out stops what was started: SIGINT or SIGTERM at any moment (handled from the
+first line, never between a fork and the child being tracked), an error, a child's death;
+and should this process be killed outright, its children get SIGTERM from the kernel."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
@@ -83,34 +89,85 @@ def describe(env: dict[str, str]) -> list[str]:
     ]
 
 
+class Stop(Exception):
+    """SIGINT or SIGTERM: stop what was started, whatever moment it came at."""
+
+
+class Signals:
+    """SIGINT and SIGTERM, handled from the first moment: one raises Stop wherever the
+    supervisor is, except inside a critical section (a child forked but not yet tracked),
+    where it waits for the section's end; once stopping, they are only noted."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.held = 0
+        self.stopping = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, sig: int, _frame: object) -> None:
+        self.received = self.received or sig
+        if not self.held and not self.stopping:
+            raise Stop(signal.Signals(sig).name)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+        if not self.held and self.received and not self.stopping:
+            raise Stop(signal.Signals(self.received).name)
+
+
 def main() -> int:
+    signals = Signals()
+    signals.install()  # before anything starts: no signal is lost
     system = System.configure()
+    system.critical = signals.critical
+    system.die_with_parent = True  # the last resort: should this process die all the same
+    code = 1
     try:
-        running = describe(system.env)
-    except ValidationError as exc:
-        print(settings_errors(exc), file=sys.stderr)
-        return 2
-    taken = taken_ports(system)
-    if taken:
-        print("cannot start:\n  " + "\n  ".join(taken), file=sys.stderr)
-        return 1
-    print("starting StoryShort preview images:\n" + "\n".join(running), flush=True)
-    try:
-        system.start_all()
-        if system.env.get("RUNS") == "queue":
-            system.start_replica("worker", "gateway.worker", {})
-        settle = time.monotonic() + SETTLE
-        while time.monotonic() < settle:
-            dead = [name for name, proc in system.procs.items() if proc.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{', '.join(dead)} exited while starting (its error is above)")
-            time.sleep(0.1)
+        try:
+            running = describe(system.env)
+        except ValidationError as exc:
+            print(settings_errors(exc), file=sys.stderr)
+            return 2
+        taken = taken_ports(system)
+        if taken:
+            print("cannot start:\n  " + "\n  ".join(taken), file=sys.stderr)
+            return 1
+        print("starting StoryShort preview images:\n" + "\n".join(running), flush=True)
+        start(system)
+        print_where(system)
+        code = supervise(system)
+    except Stop as why:
+        print(f"\n{why} received; stopping what was started", file=sys.stderr, flush=True)
+        code = 0
     except (RuntimeError, TimeoutError) as exc:
         print(f"could not start: {exc}", file=sys.stderr)
-        system.stop_all()
-        return 1
-    print_where(system)
-    return supervise(system)
+    finally:
+        signals.stopping = True  # from here a signal is only noted: the stop is under way
+        codes = system.stop_all()
+        if codes:
+            print(f"stopped: {', '.join(f'{n}={c}' for n, c in codes.items())}", flush=True)
+    return code
+
+
+def start(system: System) -> None:
+    """Every process, then SETTLE seconds in which none may die."""
+    system.start_all()
+    if system.env.get("RUNS") == "queue":
+        system.start_replica("worker", "gateway.worker", {})
+    settle = time.monotonic() + SETTLE
+    while time.monotonic() < settle:
+        dead = [name for name, proc in system.procs.items() if proc.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{', '.join(dead)} exited while starting (its error is above)")
+        time.sleep(0.1)
 
 
 def print_where(system: System) -> None:
@@ -135,29 +192,13 @@ def print_where(system: System) -> None:
 
 
 def supervise(system: System) -> int:
-    """Until Ctrl-C or SIGTERM (exit 0) or until a process dies (exit 1)."""
-    stopping = False
-    died = ""
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stopping:
-            for name, proc in system.procs.items():
-                if proc.poll() is not None:
-                    died = f"{name} exited with {proc.returncode}"
-                    print(f"{died}; stopping the rest", file=sys.stderr)
-                    stopping = True
-                    break
-            time.sleep(0.2)
-    finally:
-        codes = system.stop_all()
-        print(f"\nstopped: {', '.join(f'{n}={c}' for n, c in codes.items())}")
-    return 1 if died else 0
+    """Until a process dies (1); Ctrl-C or SIGTERM raise Stop (main stops everything)."""
+    while True:
+        for name, proc in system.procs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":
