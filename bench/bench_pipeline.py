@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import signal
+import statistics
 import time
 
 import httpx
 
 from bench.common import Figure, median, peak_rss_mib, running_system, wait_done
-from tests.fakes.openai_fake import FakeOpenAI, Flaky, Ok, model_entry
+from tests.fakes.openai_fake import FakeOpenAI, Flaky, Ok, Request, model_entry, warm_answers
 
 MODEL = "gpt-image-2"
 
@@ -35,6 +36,26 @@ def seen_done_over_events(url: str, video_id: str, timeout: float = 120) -> None
     raise AssertionError(f"the stream of {video_id} ended without its end event")
 
 
+def timeline(requests: list[Request], posted: float, seen: float, lanes: int) -> dict[str, float]:
+    """Where one run's time goes, from the provider's own record (every process here reads
+    the same monotonic clock): POST to the first request, the gaps between an answer and
+    the next request on the lane it freed, and the last answer to the client's `end`."""
+    arrivals = sorted(r.at for r in requests)
+    answers = sorted(r.answered for r in requests)
+    # The k-th request out went on the lane that the (k - lanes)-th answer freed.
+    gaps = [arrivals[k] - answers[k - lanes] for k in range(lanes, len(arrivals))]
+    # The lane that ends last: its requests are every `lanes`-th one counting back from the end.
+    last_lane = [arrivals[k] - answers[k - lanes] for k in range(len(arrivals) - 1, lanes - 1, -lanes)]
+    first, end = arrivals[0] - posted, seen - answers[-1]
+    return {
+        "first_ms": first * 1000,
+        "gap_ms": statistics.median(gaps) * 1000,
+        "gaps_ms": sum(last_lane) * 1000,
+        "end_ms": end * 1000,
+        "beyond_ms": (first + sum(last_lane) + end) * 1000,
+    }
+
+
 def pipeline(quick: bool) -> list[Figure]:
     """N=30 scenes, concurrency 3, provider latency 200 ms, against ceil(N/3) x 200 ms;
     paid requests per scene on a healthy run and on a run interrupted mid-way and resumed.
@@ -48,7 +69,9 @@ def pipeline(quick: bool) -> list[Figure]:
     ideal = math.ceil(n / 3) * latency
     walls: list[float] = []
     pushed: list[float] = []
+    stages: list[dict[str, float]] = []
     polled: list[float] = []
+    warm_answers()  # the fake's own cost (encoding its 16 answer images) stays out of the runs
     with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
         fake.script(MODEL, Ok(latency=latency, size=(0, 0)))
         with running_system(provider_env(fake)) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as c:
@@ -57,10 +80,12 @@ def pipeline(quick: bool) -> list[Figure]:
             wait_done(c, "warm")
             before = fake.count(MODEL)
             for r in range(repeats):
-                posted, started = time.time(), time.perf_counter()
+                first = len(fake.generation_requests())
+                posted, started, at = time.time(), time.perf_counter(), time.monotonic()
                 c.post("/api/generate-preview-images", json={"videoId": f"p{r}", "scenes": story(n)})
                 seen_done_over_events(system.gateway_url, f"p{r}")
                 pushed.append(time.perf_counter() - started)
+                stages.append(timeline(fake.generation_requests()[first:], at, time.monotonic(), lanes=3))
                 final = wait_done(c, f"p{r}")
                 walls.append(final["updatedAtMs"] / 1000 - posted)
                 started = time.perf_counter()
@@ -86,7 +111,17 @@ def pipeline(quick: bool) -> list[Figure]:
             assert resumed["status"] == "assets_generated" and len(resumed["images"]) == n
             repaid = (fake.count(MODEL) - before) / n
     ratio = median(pushed) / ideal
+    stage = {name: median([t[name] for t in stages]) for name in stages[0]}
     return [
+        Figure(
+            "pipeline 30 scenes, where the time beyond the provider's goes (medians, ms): POST to the first "
+            "provider request; between a provider answer and the next request on its lane (median gap, and "
+            "their sum on the lane that ends last); last provider answer to the client's `end`",
+            round(stage["beyond_ms"], 1),
+            "ms",
+            note=f"first request {stage['first_ms']:.1f}, gap {stage['gap_ms']:.2f} (sum {stage['gaps_ms']:.1f}), "
+            f"end {stage['end_ms']:.1f}; all beyond {n // 3} x {latency * 1000:.0f} ms",
+        ),
         Figure(
             "pipeline 30 scenes: median time until the client sees it done (event stream)",
             round(median(pushed), 3),

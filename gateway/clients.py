@@ -41,8 +41,9 @@ class ServiceClients:
     upload_timeout: float
     status_timeout: float
     breakers: dict[str, HopBreaker] = field(default_factory=dict)
-    # Told the id of every video whose status this process wrote (the event streams' nudge).
-    on_write: Callable[[str], None] = lambda _video_id: None
+    # Told of every video whose status this process wrote, with the video as the write
+    # answered it (the event streams publish it without reading it again).
+    on_write: Callable[[str, status_pb2.Video], None] = lambda _video_id, _video: None
     # The two calls that carry images, with the image's bytes kept out of protobuf messages
     # (services/common/wire.py); the same bytes on the wire as the generated stubs send.
     _generate: grpc.aio.UnaryUnaryMultiCallable = field(init=False)
@@ -125,19 +126,19 @@ class ServiceClients:
         )
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
-        self.on_write(video_id)
+        self.on_write(video_id, answer)
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
-        self.on_write(request.video_id)
+        self.on_write(request.video_id, answer)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
         async with self._calling("status"):
             answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
-        self.on_write(request.video_id)
+        self.on_write(request.video_id, answer)
         return answer
 
     async def quote_image(self, size: str, quality: str = "") -> imagegen_pb2.ImageQuote:

@@ -1,10 +1,12 @@
 """Progress pushed: status answers for whoever follows a video (the event stream, and a POST
 with `Prefer: wait`).
 
-One watch per followed video in this gateway, however many follow it: it reads the status
-answer when told the video changed (this process's own writes: the runs of RUNS=inprocess)
-and every `poll_every` seconds otherwise (writes by other replicas and by queue workers,
-which all go to the status service), and hands each new answer to every follower. A
+One watch per followed video in this gateway, however many follow it: it publishes the
+status answer of every write this process makes (the video as the write answered it: the
+runs of RUNS=inprocess; no read needed), and reads it every `poll_every` seconds otherwise
+(writes by other replicas and by queue workers, which all go to the status service), and
+hands each new answer to every follower. Writes may answer out of order (concurrent scenes):
+an answer older than the one published (by its update time, then its progress) is dropped. A
 follower holds only its place in the sequence of answers, so a slow one skips to the
 latest instead of queueing what it missed. A watch ends when the video is no longer
 running, or when its last follower leaves."""
@@ -20,9 +22,11 @@ from typing import Any
 
 from gateway import metrics
 from gateway.answers import is_running
+from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("events")
 Read = Callable[[str], Awaitable[dict[str, Any]]]
+Shape = Callable[[status_pb2.Video], dict[str, Any]]
 
 
 @dataclass(eq=False)
@@ -43,6 +47,11 @@ class Watch:
         changed.set()
 
 
+def _older(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Answer ``a`` tells an earlier moment of the video than ``b``."""
+    return (a.get("updatedAtMs") or 0, a["progress"]) < (b.get("updatedAtMs") or 0, b["progress"])
+
+
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     """Two answers tell the same story (the age of a degraded answer does not count)."""
     if a is None:
@@ -51,18 +60,30 @@ def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
 
 
 class VideoEvents:
-    def __init__(self, read: Read, *, poll_every: float = 1.0, max_followers: int = 10_000) -> None:
+    def __init__(
+        self, read: Read, *, shape: Shape | None = None, poll_every: float = 1.0, max_followers: int = 10_000
+    ) -> None:
         self.read = read
+        self.shape = shape
         self.poll_every = poll_every
         self.max_followers = max_followers
         self.followers = 0
         self._watches: dict[str, Watch] = {}
 
-    def changed(self, video_id: str) -> None:
-        """This process wrote the video's status: read it now, not at the next poll."""
+    def changed(self, video_id: str, video: status_pb2.Video | None = None) -> None:
+        """This process wrote the video's status: publish the write's answer (``video``),
+        or read it now, not at the next poll."""
         watch = self._watches.get(video_id)
-        if watch is not None:
+        if watch is None:
+            return
+        if video is None or self.shape is None:
             watch.nudged.set()
+            return
+        answer = self.shape(video)
+        if watch.answer is not None and (_older(answer, watch.answer) or _same(watch.answer, answer)):
+            return
+        metrics.EVENTS_PUBLISHED.inc()
+        watch.publish(answer, ended=not is_running(answer))
 
     @property
     def full(self) -> bool:

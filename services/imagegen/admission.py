@@ -73,6 +73,9 @@ async def take_place(gate: Gate, breaker: Breaker, granted: Pass, until: float) 
 
     if opened():
         return opened()
+    if isinstance(gate, asyncio.Semaphore) and not gate.locked():
+        await gate.acquire()  # a free place: taken at once, with no waiter to set up
+        return ""
     taking = asyncio.ensure_future(gate.acquire())
     opening = asyncio.ensure_future(breaker.opened())
     try:

@@ -158,10 +158,9 @@ class ProviderChain:
 
     async def _tell(self, slot: ProviderSlot, outcome: Outcome, reason: str, granted: Pass) -> None:
         """What an attempt found, to the same breaker."""
-        if self.shared_breakers is not None:
-            await self.shared_breakers.record(slot.breaker, outcome, reason, granted)
-        else:
-            slot.breaker.record(outcome, reason, granted)
+        if self.shared_breakers is None:
+            return slot.breaker.record(outcome, reason, granted)
+        await self.shared_breakers.record(slot.breaker, outcome, reason, granted)
 
     def _release(self, slot: ProviderSlot, granted: Pass) -> None:
         """A call ends without a verdict on the provider: a probe's turn goes to the next."""
@@ -175,9 +174,7 @@ class ProviderChain:
         """The most one image can cost on the available models (estimates from the price
         table), and the available models with no price for it."""
         highest, unpriced = 0.0, []
-        for slot in self.slots:
-            if not slot.available:
-                continue
+        for slot in (s for s in self.slots if s.available):
             key = slot.provider.price_key(request)
             estimate = self.prices.per_image(slot.name, key.size, key.quality)
             if estimate is None:
@@ -298,7 +295,10 @@ class ProviderChain:
         timeout = max(ends - started, self.policy.min_attempt)
         work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))
         try:
-            image, info = await asyncio.wait_for(asyncio.shield(work), timeout)
+            # asyncio.wait never cancels the request: on a timeout it goes on, late.
+            if not (await asyncio.wait({work}, timeout=timeout))[0]:
+                raise TimeoutError
+            image, info = work.result()
         except TimeoutError:
             self._let_finish_late(slot, work, call, started)
             reason = f"no image within {timeout:.1f} s"
@@ -313,6 +313,7 @@ class ProviderChain:
             work.cancel()
             self._release(slot, granted)
             raise
+        call.leave_lane()  # its image is in: the video's next request may go (a success opens no breaker)
         cost = self._cost(slot, image)
         self._record(
             call, slot, Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", started, image.usage, cost

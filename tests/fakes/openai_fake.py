@@ -122,6 +122,7 @@ class Request:
     body: dict[str, Any]
     at: float
     headers: dict[str, str]
+    answered: float = 0.0  # time.monotonic() when its answer was ready to go (0: none yet)
 
 
 GPT_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}
@@ -228,7 +229,11 @@ class FakeOpenAI(LoopbackServer):
                 # until the write returns would overlap with the client's next request,
                 # which can arrive (the answer read, a slot freed) before this thread runs on.
                 self._landed()
+                if self._request is not None:
+                    self._request.answered = time.monotonic()
                 self.send(status, payload, headers)
+
+            _request: Request | None = None
 
             _in_flight_for: str | None = None
 
@@ -240,16 +245,15 @@ class FakeOpenAI(LoopbackServer):
                         fake._flight[model] -= 1
 
             def _record(self, model: str, body: dict[str, Any], path: str = "") -> None:
+                self._request = Request(
+                    path or self.path.split("?")[0],
+                    model,
+                    body,
+                    time.monotonic(),
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 with fake.arrived:
-                    fake.requests.append(
-                        Request(
-                            path or self.path.split("?")[0],
-                            model,
-                            body,
-                            time.monotonic(),
-                            {k.lower(): v for k, v in self.headers.items()},
-                        )
-                    )
+                    fake.requests.append(self._request)
                     fake.arrived.notify_all()
 
             def do_GET(self) -> None:
@@ -357,7 +361,7 @@ class FakeOpenAI(LoopbackServer):
                         # cached and the fake's own cost stays out of its latency).
                         with fake.lock:
                             made = len(fake.paid)
-                        colour = (40, 120, 200 + 3 * (made % 16))
+                        colour = answer_colour(made)
                         if b.size == (0, 0):
                             width, height = (int(x) for x in str(body.get("size", "64x64")).split("x"))
                             raw = image_bytes(b.fmt, (width, height), colour)
@@ -406,6 +410,18 @@ class FakeOpenAI(LoopbackServer):
                     self._json(200, {"created": created, "data": []})
 
         return Handler
+
+
+def answer_colour(made: int) -> tuple[int, int, int]:
+    """The colour of the fake's answer after ``made`` images (16 of them, in turn)."""
+    return (40, 120, 200 + 3 * (made % 16))
+
+
+def warm_answers(fmt: str = "PNG", size: tuple[int, int] = (1024, 1024)) -> None:
+    """Encode every answer image of this format and size now (a benchmark's warm-up), so
+    that encoding them never runs inside a measured run."""
+    for made in range(16):
+        image_bytes(fmt, size, answer_colour(made))
 
 
 def model_entry(model_id: str, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+"""The event streams' watch: a write's answer is published without a read, and answers that
+come back out of order never move a follower backwards."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.answers import status_json
+from gateway.events import VideoEvents
+from storyshort.status.v1 import status_pb2
+
+
+def video(progress: int, at_ms: int, status: str = "generating_images") -> status_pb2.Video:
+    return status_pb2.Video(video_id="v1", status=status, progress=progress, updated_at_ms=at_ms)
+
+
+def shape(v: status_pb2.Video) -> dict[str, Any]:
+    return status_json(status_pb2.GetVideoResponse(video=v), "http://gw")
+
+
+async def test_write_answers_are_published_in_order_without_a_read() -> None:
+    reads: list[str] = []
+
+    async def read(video_id: str) -> dict[str, Any]:
+        reads.append(video_id)
+        return shape(video(10, 1_000))
+
+    events = VideoEvents(read, shape=shape, poll_every=60)
+    seen: list[tuple[str, int]] = []
+    following = asyncio.Event()
+
+    async def follow() -> None:
+        async for answer in events.follow("v1", first=shape(video(10, 1_000))):
+            assert answer is not None
+            seen.append((answer["status"], answer["progress"]))
+            following.set()
+
+    follower = asyncio.ensure_future(follow())
+    await asyncio.wait_for(following.wait(), 5)
+    published: list[int] = []
+    for v in (video(50, 2_000), video(40, 1_900), video(40, 2_000), video(60, 2_000)):
+        # An earlier write answered late (40 at 1.9 s), and one of the same moment with less
+        # progress (40 at 2.0 s), are dropped: the watch's answer never goes back.
+        events.changed("v1", v)
+        published.append(events._watches["v1"].answer["progress"])  # type: ignore[index]
+    events.changed("v1", video(100, 3_000, "assets_generated"))
+    await asyncio.wait_for(follower, 5)
+    assert published == [50, 50, 50, 60]
+    assert seen[-1] == ("assets_generated", 100)
+    progress = [p for _, p in seen]
+    assert progress == sorted(progress) and 40 not in progress
+    assert reads == [], "every change came with its answer"
+
+
+async def test_without_the_written_video_the_watch_reads_at_once() -> None:
+    answers = iter([shape(video(30, 2_000)), shape(video(100, 3_000, "assets_generated"))])
+    reads: list[str] = []
+
+    async def read(video_id: str) -> dict[str, Any]:
+        reads.append(video_id)
+        return next(answers)
+
+    events = VideoEvents(read, shape=shape, poll_every=60)  # a poll would take a minute
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for answer in events.follow("v1", first=shape(video(0, 1_000))):
+            assert answer is not None
+            seen.append(answer["progress"])
+            events.changed("v1")
+
+    await asyncio.wait_for(follow(), 5)
+    assert seen == [0, 30, 100] and len(reads) == 2
