@@ -1,5 +1,6 @@
 """The status answer of GET /api/video-status, built from the status service's answer (or
-from what the gateway knows when that service cannot answer)."""
+from what the gateway knows when that service cannot answer); who may read it is
+gateway/status_reader.py's business."""
 
 from __future__ import annotations
 
@@ -7,14 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import grpc
-
 from gateway import metrics
-from gateway.auth import OPERATOR, Caller
-from gateway.breakers import BreakerOpen, ServiceDown, ServiceRefused
-from gateway.clients import ServiceClients
-from gateway.errors import video_not_found
-from gateway.runner import Runner
 from services.common.objects import PUBLIC_PREFIX
 from services.common.summary import summary_json
 from storyshort.status.v1 import status_pb2
@@ -93,58 +87,6 @@ def is_running(answer: dict[str, Any]) -> bool:
     not known for sure (degraded). Any other status (done, failed, a draft, a status the
     frontend owns) stays until someone starts a run."""
     return bool(answer["degraded"]) or answer["status"] in ("generating_images", "queued")
-
-
-async def read_status(
-    video_id: str,
-    clients: ServiceClients,
-    runner: Runner,
-    last_known: LastKnown,
-    origin: str,
-    caller: Caller = OPERATOR,
-) -> dict[str, Any]:
-    """The status answer of a video, as GET /api/video-status gives it. Never fails for an
-    outage (a degraded answer instead); raises ServiceRefused for a video that does not
-    exist or an id the status service refuses, and 404 for another user's video."""
-    position = runner.position(video_id, caller.user or "")
-    if position is not None:  # waiting for its turn in this gateway: nothing to read yet
-        return queued_json(video_id, position)
-    try:
-        answer = await clients.get_video(video_id)
-        if not answer.degraded:
-            last_known.remember(answer)
-    except BreakerOpen as exc:
-        answer = last_known.degraded(video_id, str(exc))
-    except ServiceDown as exc:
-        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
-    except ServiceRefused as exc:
-        if exc.not_found or exc.code == grpc.StatusCode.INVALID_ARGUMENT:
-            raise
-        answer = last_known.degraded(video_id, f"status service: {exc.code.name}")
-    # Not this user's: as if it did not exist. (A degraded answer that knows nothing of the
-    # video tells nothing either, and is answered.)
-    unknown = answer.degraded and not answer.video.owner and answer.video.status == "processing"
-    if caller.user and answer.video.owner != caller.user and not unknown:
-        raise video_not_found(video_id)
-    return status_json(answer, origin)
-
-
-async def check_owner(clients: ServiceClients, video_id: str, caller: Caller) -> None:
-    """Before a user's write: 404 for another user's video (a new id is fine). When the
-    status service cannot say, the start itself is checked there (StartVideo)."""
-    if not caller.user:
-        return
-    try:
-        answer = await clients.get_video(video_id)
-    except ServiceRefused as exc:
-        if exc.not_found:
-            return
-        raise
-    except ServiceDown:
-        return
-    video = answer.video
-    if not answer.degraded and video.owner != caller.user and (video.owner or video.updated_at_ms):
-        raise video_not_found(video_id)
 
 
 class LastKnown:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import handlers
-from gateway.answers import LastKnown, read_status, status_json
+from gateway.answers import LastKnown
 from gateway.clients import ServiceClients
 from gateway.errors import BodyLimit
 from gateway.events import VideoEvents
@@ -21,7 +21,9 @@ from gateway.routes import health, objects, videos
 from gateway.runner import Runner
 from gateway.runs import RunRegistry
 from gateway.settings import GatewaySettings
+from gateway.status_reader import StatusReader
 from gateway.wiring import build_auth, build_healer, build_pipeline
+from services.common.metrics import serve_metrics
 from storyshort.status.v1 import status_pb2
 
 
@@ -52,16 +54,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     max_running=settings.max_running_videos,
                     max_waiting=settings.max_waiting_videos,
                     max_waiting_bytes=settings.max_waiting_bytes,
+                    max_waiting_per_user=settings.max_waiting_per_user,
                 )
             app.state.runs = runs
-            last_known: LastKnown = app.state.last_known
+            reader = app.state.status = StatusReader(clients, runs, app.state.last_known, settings.public_origin)
             events = VideoEvents(
-                lambda video_id: read_status(video_id, clients, runs, last_known, settings.public_origin),
-                shape=lambda video: status_json(status_pb2.GetVideoResponse(video=video), settings.public_origin),
+                reader.look,
+                shape=reader.shape,
                 poll_every=settings.events_poll_every,
                 max_followers=settings.events_max_followers,
             )
-            clients.on_write = events.changed
+
+            def written(video_id: str, video: status_pb2.Video) -> None:
+                reader.written(video)
+                events.changed(video_id, video)
+
+            clients.on_write = written
             app.state.events = events
             try:
                 yield
@@ -72,11 +80,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     auth = build_auth(settings)
 
+    docs = settings.api_docs
     app = FastAPI(
         title="StoryShort preview images",
         version="1.0.0",
         description="Turns a story's scenes into stored images and tracks the video's progress.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.auth = auth
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -94,4 +106,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     handlers.install(app)
     for router in (videos.router, objects.router, health.router):
         app.include_router(router)
+    if settings.gateway_metrics_port:
+        serve_metrics(settings.gateway_metrics_port, settings.http_host)
+    else:
+        app.include_router(health.metrics_router)
     return app

@@ -33,13 +33,21 @@ LEGACY = "HS256"
 
 @dataclass(frozen=True)
 class Caller:
-    """A verified caller: a user (their Supabase user id), or the operator (user None)."""
+    """A verified caller: a user (their Supabase user id), or the operator (user None).
+    ``expires``: when the user's access token expires (Unix time; None: never)."""
 
     user: str | None
+    expires: float | None = None
 
     @property
     def operator(self) -> bool:
         return self.user is None
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Until the access token expires (None: it does not)."""
+        if self.expires is None:
+            return None
+        return self.expires - (time.time() if now is None else now)
 
 
 OPERATOR = Caller(None)
@@ -124,7 +132,11 @@ class TokenVerifier:
         secret: str | None,
         leeway: float = 30.0,
         cache_size: int = 100_000,
+        allow_anonymous: bool = False,
     ) -> None:
+        # Supabase's anonymous sign-ins (`is_anonymous: true`): each would get a fresh set of
+        # per-user limits, so they are refused unless allowed.
+        self.allow_anonymous = allow_anonymous
         self.issuer = issuer
         self.audience = audience
         self.keys = keys
@@ -134,21 +146,20 @@ class TokenVerifier:
         # sha256(token) -> (user id, expiry as a Unix time)
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
-    async def user(self, token: str) -> str:
-        """The token's user id (`sub`), or HTTPError 401 (503 when no signing key can be had)."""
+    async def user(self, token: str) -> tuple[str, float]:
+        """The token's user id (`sub`) and when it expires, or HTTPError 401 (503 when no
+        signing key can be had)."""
         digest = hashlib.sha256(token.encode()).digest()
         known = self._verified.get(digest)
         if known is not None:
-            user, expires = known
-            if time.time() < expires + self.leeway:
-                return user
+            if time.time() < known[1] + self.leeway:
+                return known
             del self._verified[digest]
         claims = await self._verify(token)
-        user = str(claims["sub"])
-        self._verified[digest] = (user, float(claims["exp"]))
+        known = self._verified[digest] = (str(claims["sub"]), float(claims["exp"]))
         while len(self._verified) > self.cache_size:
             self._verified.popitem(last=False)
-        return user
+        return known
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
@@ -185,6 +196,13 @@ class TokenVerifier:
             raise unauthenticated(f"the access token is not valid: {type(exc).__name__}") from exc
         if not str(claims.get("sub") or ""):
             raise unauthenticated("the access token names no user")
+        if claims.get("is_anonymous") is True and not self.allow_anonymous:
+            raise HTTPError(
+                403,
+                "PERMISSION_DENIED",
+                "anonymous sign-ins may not use this API; sign in with an account",
+                reason="ANONYMOUS_USER",
+            )
         return claims
 
     async def _signing_key(self, kid: str, alg: str) -> Any:
@@ -215,8 +233,11 @@ class Authenticator:
     def users_on(self) -> bool:
         return self.required
 
+    def is_service_token(self, token: str) -> bool:
+        return self.service_token is not None and hmac.compare_digest(token.encode(), self.service_token)
+
     async def caller(self, token: str | None, *, write: bool) -> Caller:
-        if token and self.service_token is not None and hmac.compare_digest(token.encode(), self.service_token):
+        if token and self.is_service_token(token):
             return OPERATOR
         if not self.required:
             # Users off: the service token guards writes when it is set; reads are open.
@@ -226,7 +247,8 @@ class Authenticator:
         if not token:
             raise unauthenticated("sign in: send your access token as 'Authorization: Bearer <token>'")
         assert self.verifier is not None
-        return Caller(await self.verifier.user(token))
+        user, expires = await self.verifier.user(token)
+        return Caller(user, expires + self.verifier.leeway)
 
 
 def bearer(authorization: str | None) -> str | None:

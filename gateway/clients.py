@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.breakers import HopBreaker
 from gateway.settings import GatewaySettings
+from services.common.callers import call_metadata
 from services.common.channels import open_channel
 from services.common.wire import Image, ImageAnswer, UploadPart, generate_method, upload_stream_method
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
@@ -41,6 +42,8 @@ class ServiceClients:
     upload_timeout: float
     status_timeout: float
     breakers: dict[str, HopBreaker] = field(default_factory=dict)
+    # Sent with every call: the services' token (GRPC_SERVICE_TOKEN), when they take one.
+    metadata: tuple[tuple[str, str], ...] | None = None
     # Told of every video whose status this process wrote, with the video as the write
     # answered it (the event streams publish it without reading it again).
     on_write: Callable[[str, status_pb2.Video], None] = lambda _video_id, _video: None
@@ -73,19 +76,22 @@ class ServiceClients:
                 name: HopBreaker(name, channel, settings.hop_breaker_threshold, settings.hop_breaker_probe_every)
                 for name, channel in channels.items()
             },
+            call_metadata(settings.service_token()),
         )
 
     async def generate(self, request: imagegen_pb2.GenerateRequest) -> ImageAnswer:
         """Raises BreakerOpen at once while imagegen is known not to answer."""
         async with self._calling("imagegen", skippable=True):
-            answer: ImageAnswer = await self._generate(request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN)
+            answer: ImageAnswer = await self._generate(
+                request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN, metadata=self.metadata
+            )
         return answer
 
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
         """Raises ServiceDown or ServiceRefused (gateway/breakers.py), as every call here does."""
         async with self._calling("imagegen"):
             answer: imagegen_pb2.ListProvidersResponse = await self.imagegen.ListProviders(
-                imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout
+                imagegen_pb2.ListProvidersRequest(), timeout=self.status_timeout, metadata=self.metadata
             )
         return answer
 
@@ -96,7 +102,10 @@ class ServiceClients:
         # failing the scene.
         async with self._calling("storage", connect=False):
             answer: storage_pb2.UploadResponse = await self._upload_stream(
-                upload_chunks(path, data, content_type), timeout=self.upload_timeout, wait_for_ready=True
+                upload_chunks(path, data, content_type),
+                timeout=self.upload_timeout,
+                wait_for_ready=True,
+                metadata=self.metadata,
             )
         return answer
 
@@ -104,7 +113,7 @@ class ServiceClients:
         """Raises BreakerOpen at once while the status service is known not to answer."""
         async with self._calling("status", skippable=True):
             answer: status_pb2.GetVideoResponse = await self.status.GetVideo(
-                status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout
+                status_pb2.GetVideoRequest(video_id=video_id), timeout=self.status_timeout, metadata=self.metadata
             )
         return answer
 
@@ -125,44 +134,70 @@ class ServiceClients:
             limits=limits,
         )
         async with self._calling("status"):
-            answer: status_pb2.Video = await self.status.StartVideo(request, timeout=self.status_timeout)
+            answer: status_pb2.Video = await self.status.StartVideo(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
         self.on_write(video_id, answer)
+        return answer
+
+    async def admit_start(
+        self, video_id: str, scene_count: int, owner: str, limits: status_pb2.UserLimits | None
+    ) -> status_pb2.Video:
+        """A start that will wait its turn: someone else's video is NOT_FOUND, and the start
+        counts against the user's ``limits`` now (RESOURCE_EXHAUSTED over one)."""
+        request = status_pb2.AdmitStartRequest(video_id=video_id, scene_count=scene_count, owner=owner, limits=limits)
+        async with self._calling("status"):
+            answer: status_pb2.Video = await self.status.AdmitStart(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
         return answer
 
     async def update_video(self, request: status_pb2.UpdateVideoRequest) -> status_pb2.Video:
         async with self._calling("status"):
-            answer: status_pb2.Video = await self.status.UpdateVideo(request, timeout=self.status_timeout)
+            answer: status_pb2.Video = await self.status.UpdateVideo(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
         self.on_write(request.video_id, answer)
         return answer
 
     async def report_scene(self, request: status_pb2.ReportSceneRequest) -> status_pb2.Video:
         async with self._calling("status"):
-            answer: status_pb2.Video = await self.status.ReportScene(request, timeout=self.status_timeout)
+            answer: status_pb2.Video = await self.status.ReportScene(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
         self.on_write(request.video_id, answer)
         return answer
 
     async def quote_image(self, size: str, quality: str = "") -> imagegen_pb2.ImageQuote:
         async with self._calling("imagegen", skippable=True):
             answer: imagegen_pb2.ImageQuote = await self.imagegen.QuoteImage(
-                imagegen_pb2.QuoteImageRequest(size=size, quality=quality), timeout=self.status_timeout
+                imagegen_pb2.QuoteImageRequest(size=size, quality=quality),
+                timeout=self.status_timeout,
+                metadata=self.metadata,
             )
         return answer
 
     async def reserve_spend(self, request: status_pb2.ReserveSpendRequest) -> status_pb2.SpendReservation:
         async with self._calling("status", skippable=True):
-            answer: status_pb2.SpendReservation = await self.status.ReserveSpend(request, timeout=self.status_timeout)
+            answer: status_pb2.SpendReservation = await self.status.ReserveSpend(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
         return answer
 
     async def release_spend(self, reservation_id: str) -> None:
         async with self._calling("status", skippable=True):
             await self.status.ReleaseSpend(
-                status_pb2.ReleaseSpendRequest(reservation_id=reservation_id), timeout=self.status_timeout
+                status_pb2.ReleaseSpendRequest(reservation_id=reservation_id),
+                timeout=self.status_timeout,
+                metadata=self.metadata,
             )
 
     async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
         async with self._calling("status"):
             answer: status_pb2.Spend = await self.status.GetSpend(
-                status_pb2.GetSpendRequest(since_ms=since_ms, owner=owner), timeout=self.status_timeout
+                status_pb2.GetSpendRequest(since_ms=since_ms, owner=owner),
+                timeout=self.status_timeout,
+                metadata=self.metadata,
             )
         return answer
 

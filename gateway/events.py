@@ -18,45 +18,45 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway import metrics
 from gateway.answers import is_running
+from gateway.status_reader import Seen
 from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("events")
-Read = Callable[[str], Awaitable[dict[str, Any]]]
-Shape = Callable[[status_pb2.Video], dict[str, Any]]
+Read = Callable[[str], Awaitable[Seen]]
+Shape = Callable[[status_pb2.Video], Seen]
 
 
 @dataclass(eq=False)
 class Watch:
     video_id: str
     followers: int = 0
-    answer: dict[str, Any] | None = None
+    answer: Seen | None = None
     version: int = 0
     ended: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     nudged: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
-    def publish(self, answer: dict[str, Any], ended: bool) -> None:
+    def publish(self, answer: Seen, ended: bool) -> None:
         self.answer, self.ended = answer, ended
         self.version += 1
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
 
-def _older(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _older(a: Seen, b: Seen) -> bool:
     """Answer ``a`` tells an earlier moment of the video than ``b``."""
-    return (a.get("updatedAtMs") or 0, a["progress"]) < (b.get("updatedAtMs") or 0, b["progress"])
+    return (a.body.get("updatedAtMs") or 0, a.body["progress"]) < (b.body.get("updatedAtMs") or 0, b.body["progress"])
 
 
-def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+def _same(a: Seen | None, b: Seen) -> bool:
     """Two answers tell the same story (the age of a degraded answer does not count)."""
-    if a is None:
+    if a is None or a.owner != b.owner:
         return False
-    return {k: v for k, v in a.items() if k != "ageMs"} == {k: v for k, v in b.items() if k != "ageMs"}
+    return {k: v for k, v in a.body.items() if k != "ageMs"} == {k: v for k, v in b.body.items() if k != "ageMs"}
 
 
 class VideoEvents:
@@ -83,23 +83,24 @@ class VideoEvents:
         if watch.answer is not None and (_older(answer, watch.answer) or _same(watch.answer, answer)):
             return
         metrics.EVENTS_PUBLISHED.inc()
-        watch.publish(answer, ended=not is_running(answer))
+        watch.publish(answer, ended=not is_running(answer.body))
 
     @property
     def full(self) -> bool:
         return self.followers >= self.max_followers
 
     async def follow(
-        self, video_id: str, first: dict[str, Any] | None = None, heartbeat: float | None = None
-    ) -> AsyncIterator[dict[str, Any] | None]:
-        """Each new status answer of the video, the current one first, until it is no longer
-        running; None every ``heartbeat`` seconds without one. ``first``: the answer the
-        caller has just read (saves a read)."""
+        self, video_id: str, first: Seen | None = None, heartbeat: float | None = None
+    ) -> AsyncIterator[Seen | None]:
+        """Each new status answer of the video (with its owner: the follower checks it is
+        theirs), the current one first, until it is no longer running; None every
+        ``heartbeat`` seconds without one. ``first``: the answer the caller has just read
+        (saves a read)."""
         watch = self._watches.get(video_id)
         if watch is None:
             watch = self._watches[video_id] = Watch(video_id)
             if first is not None:
-                watch.publish(first, not is_running(first))
+                watch.publish(first, not is_running(first.body))
             watch.task = asyncio.create_task(self._watch(watch), name=f"watch-{video_id}")
         watch.followers += 1
         self.followers += 1
@@ -145,7 +146,7 @@ class VideoEvents:
                 return
             if not _same(watch.answer, answer):
                 metrics.EVENTS_PUBLISHED.inc()
-                watch.publish(answer, ended=not is_running(answer))
+                watch.publish(answer, ended=not is_running(answer.body))
 
     async def close(self) -> None:
         watches = list(self._watches.values())

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.auth import Authenticator, bearer
 from gateway.breakers import ServiceError
 from gateway.errors import CODE_FOR_HTTP, HTTPError, error_response, service_error_response
 from services.common.errors import InvalidArgument
@@ -18,13 +19,32 @@ from services.common.errors import InvalidArgument
 log = logging.getLogger("gateway")
 
 
-async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = await _unauthenticated(request)
+    if refused is not None:  # who is asking comes first: a stranger learns nothing of the rules
+        return refused
     problems = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
     return error_response(400, "INVALID_ARGUMENT", "; ".join(problems) or "invalid request")
+
+
+async def _unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 (or 403) a request without valid credentials gets, whatever its body: FastAPI
+    parses the body before a route's dependencies run, so the check is made here again."""
+    auth: Authenticator | None = getattr(request.app.state, "auth", None)
+    if auth is None or request.method not in ("POST", "GET"):
+        return None
+    token = bearer(request.headers.get("authorization"))
+    if token is None and request.method == "GET":  # the browser routes' ?access_token=
+        token = request.query_params.get("access_token")
+    try:
+        await auth.caller(token, write=request.method == "POST")
+    except HTTPError as refused:
+        return await _http_error(request, refused)
+    return None
 
 
 async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:

@@ -30,7 +30,9 @@ log = logging.getLogger("healing")
 HEALABLE = frozenset({"every provider failed", "imagegen unavailable"})
 # Start a run of the video as a POST does; answers (run, started): not started when a run of
 # the video is under way (with RUNS=queue, maybe the job that just asked for this heal).
-Resume = Callable[[str, list[Scene]], Awaitable[tuple[VideoRun, bool]]]
+# The heal runs as the video's owner: their own start during it joins it, and what it pays
+# counts in their share of the budget.
+Resume = Callable[..., Awaitable[tuple[VideoRun, bool]]]
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Heal:
     video_id: str
     scenes: list[Scene]
     due: float  # time.monotonic()
+    owner: str = ""  # the user whose video it is ("": an operator's, or users off)
 
 
 def healable_scenes(run: VideoRun) -> list[int]:
@@ -87,7 +90,7 @@ class Healer:
             log.warning("too many videos waiting to heal; this one is not", extra={"video_id": run.video_id})
             return
         wait = min(self.first_wait * 2**tries, self.max_wait)
-        self.pending[run.video_id] = Heal(run.video_id, run.scenes, time.monotonic() + wait)
+        self.pending[run.video_id] = Heal(run.video_id, run.scenes, time.monotonic() + wait, run.owner)
         log.info(
             "placeholders will be healed when the providers answer again",
             extra={"video_id": run.video_id, "scenes": scenes, "in_s": wait, "try": tries + 1},
@@ -121,7 +124,7 @@ class Healer:
     async def _start(self, heal: Heal) -> None:
         assert self.resume is not None
         try:
-            _run, started = await self.resume(heal.video_id, heal.scenes)
+            _run, started = await self.resume(heal.video_id, heal.scenes, owner=heal.owner, heal=True)
             if not started:  # a run is under way; its end decides anew
                 heal.due = time.monotonic() + self.first_wait
                 self.pending.setdefault(heal.video_id, heal)

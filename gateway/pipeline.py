@@ -11,7 +11,7 @@ import time
 import grpc
 
 from gateway import metrics
-from gateway.breakers import BreakerOpen, ServiceError, ServiceRefused
+from gateway.breakers import BreakerOpen, ServiceError, ServiceRefused, is_down
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
 from gateway.reporting import END_OF_RUN_WRITES, RunReporter
@@ -19,7 +19,8 @@ from gateway.spool import ImageSpool, SpooledImage
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, SceneOutcome, Stages, VideoRun, placeholder_reason
 from services.common import validation
 from services.common.images import inspect_image, reencode_below, render_placeholder
-from services.common.objects import scene_object_path
+from services.common.objects import ObjectKeys, scene_object_path
+from services.common.retry import retrying_within
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 from storyshort.storage.v1 import storage_pb2
@@ -37,9 +38,11 @@ class Pipeline:
         image_size: str,
         spool: ImageSpool,
         budget: BudgetGuard,
+        keys: ObjectKeys,
         user_limits: status_pb2.UserLimits | None = None,
         flush_within: float = END_OF_RUN_WRITES,
     ) -> None:
+        self.keys = keys
         self.user_limits = user_limits
         self.budget = budget
         self.clients = clients
@@ -48,11 +51,28 @@ class Pipeline:
         self.spool = spool
         self.reporter = RunReporter(clients, spool, flush_within)
 
+    async def admit(self, run: VideoRun) -> None:
+        """A signed-in user's start that will wait its turn: checked and counted against
+        their limits now, as a start that runs at once is (prepare then counts it no more)."""
+        if run.owner:
+            await self.clients.admit_start(run.video_id, len(run.scenes), run.owner, self.user_limits)
+            run.counted = True
+
+    async def refused(self, run: VideoRun, reason: str) -> None:
+        """A start that could not begin ends visibly: the video marked failed, with why."""
+        end = status_pb2.UpdateVideoRequest(video_id=run.video_id, status="failed", error=reason)
+        try:
+            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
+                with attempt:
+                    await self.clients.update_video(end)
+        except ServiceError as exc:
+            log.error("could not record that the start failed", extra={"video_id": run.video_id, "error": exc.details})
+
     async def prepare(self, run: VideoRun, *, count_start: bool = True) -> set[int]:
         """Mark the video generating; answer the scenes that already have a real image. A
         signed-in user's start counts against their limits (``count_start``: not when a
         queue worker takes up a start the gateway already counted)."""
-        limits = self.user_limits if run.owner and count_start else None
+        limits = self.user_limits if run.owner and count_start and not run.counted else None
         # What earlier runs left in the spool is listed meanwhile, not after.
         stored, run.pending = await asyncio.gather(
             self.clients.start_video(run.video_id, {s.number: s.prompt for s in run.scenes}, run.owner, limits),
@@ -193,9 +213,8 @@ class Pipeline:
         data, content_type, extension = image.data, image.content_type, image.extension
         for tries_left in range(REENCODE_TRIES, -1, -1):
             try:
-                return await self.clients.upload(
-                    scene_object_path(run.video_id, scene.number, extension), data, content_type
-                )
+                path = scene_object_path(run.video_id, scene.number, extension, self.keys.of(run.video_id))
+                return await self.clients.upload(path, data, content_type)
             except ServiceRefused as exc:
                 if not tries_left or exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise

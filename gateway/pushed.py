@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.answers import is_running
+from gateway.auth import Caller
+from gateway.errors import HTTPError
 from gateway.events import VideoEvents
+from gateway.status_reader import Seen, visible
 from services.common.errors import InvalidArgument
 
 # Browsers reconnect an EventSource whose stream closed after this many ms.
@@ -22,11 +25,27 @@ def _event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def sse_stream(answers: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[str]:
-    """`status` events, `: heartbeat` comments for None, and `end` after the last answer."""
+async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller: Caller) -> AsyncIterator[str]:
+    """`status` events, `: heartbeat` comments for None, and `end` after the last answer.
+    Each answer is checked against the caller as it comes (the video's owner is known when
+    the stream opens, but an answer during an outage may not know it). A stream that may not
+    go on ends with an `end` event that says why (`reason`, `message`): the caller's access
+    token expired, or the answer is not the caller's to see."""
     yield f"retry: {RECONNECT_MS}\n\n"
-    async for answer in answers:
-        yield ": heartbeat\n\n" if answer is None else _event("status", answer)
+    async for seen in answers:
+        left = caller.seconds_left()
+        if left is not None and left <= 0:
+            yield _event("end", {"reason": "TOKEN_EXPIRED", "message": "the access token expired; sign in again"})
+            return
+        if seen is None:
+            yield ": heartbeat\n\n"
+            continue
+        try:
+            answer = visible(seen, video_id, caller)
+        except HTTPError as exc:
+            yield _event("end", {"reason": exc.reason or exc.code, "message": exc.message})
+            return
+        yield _event("status", answer)
     yield _event("end", {})
 
 
@@ -47,17 +66,17 @@ def prefer_wait(header: str | None, most: float) -> float | None:
     return None
 
 
-async def ended_within(events: VideoEvents, video_id: str, seconds: float) -> dict[str, Any] | None:
+async def ended_within(events: VideoEvents, video_id: str, seconds: float, caller: Caller) -> dict[str, Any] | None:
     """The video's status answer once its run has ended, or None if it is still running
-    after ``seconds``."""
+    after ``seconds`` (or the answer is not ``caller``'s to see)."""
     if seconds <= 0:
         return None
     try:
         async with asyncio.timeout(seconds):
-            async for answer in events.follow(video_id):
-                if answer is not None and not is_running(answer):
-                    return answer
-    except TimeoutError:
+            async for seen in events.follow(video_id):
+                if seen is not None and not is_running(seen.body):
+                    return visible(seen, video_id, caller)
+    except (TimeoutError, HTTPError):
         return None
     return None
 

@@ -95,13 +95,20 @@ class QueueRunner:
         await self.locks.open()
 
     async def start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = ""
+        self,
+        video_id: str,
+        scenes: list[Scene],
+        regenerate: frozenset[int] = frozenset(),
+        owner: str = "",
+        heal: bool = False,
     ) -> tuple[VideoRun, bool]:
         key = f"storyshort-run:{video_id}"
         async with self.locks.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             try:
-                return await self._start_locked(new_run(video_id, scenes, regenerate, owner))
+                run = new_run(video_id, scenes, regenerate, owner)
+                run.counted = heal  # a heal is the owner's, but not counted against their limits
+                return await self._start_locked(run)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
@@ -141,7 +148,7 @@ class QueueRunner:
             return False  # status unknown: the job counts as running
         return not video.degraded and video.video.status in FINISHED
 
-    def position(self, video_id: str, owner: str = "") -> int | None:
+    def waiting(self, video_id: str) -> tuple[int, str] | None:
         """Queued jobs wait in PostgreSQL and read as generating (StartVideo ran at POST)."""
         return None
 

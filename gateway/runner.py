@@ -10,7 +10,12 @@ from gateway.video_run import Scene, VideoRun
 
 class Runner(Protocol):
     async def start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int] = frozenset(), owner: str = ""
+        self,
+        video_id: str,
+        scenes: list[Scene],
+        regenerate: frozenset[int] = frozenset(),
+        owner: str = "",
+        heal: bool = False,
     ) -> tuple[VideoRun, bool]:
         """Start (or join) the video's run: (run, started). ``regenerate``: scenes made again
         even though they have a real image. Raises HTTPError 409 when the video is running
@@ -18,9 +23,9 @@ class Runner(Protocol):
         another user's (``owner``: the signed-in user; "" for an operator)."""
         ...
 
-    def position(self, video_id: str, owner: str = "") -> int | None:
-        """1-based place of a video waiting its turn in this process (None: not waiting, or
-        waiting as another user's than ``owner``, when given)."""
+    def waiting(self, video_id: str) -> tuple[int, str] | None:
+        """A video waiting its turn in this process: its 1-based place in the line and the
+        user who started it (None: not waiting here)."""
         ...
 
     async def drain(self, grace: float) -> None:

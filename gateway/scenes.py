@@ -20,9 +20,7 @@ def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
         raise InvalidArgument(f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video")
     scenes: list[Scene] = []
     for position, scene in enumerate(body.scenes):
-        number = position + 1 if scene.index is None else scene.index + 1
-        if number < 1:
-            raise InvalidArgument(f"scene {position}: index must be 0 or more; got {scene.index}")
+        number = validation.scene_number(position + 1 if scene.index is None else scene.index + 1)
         try:
             scenes.append(Scene(number, validation.prompt(scene.prompt)))
         except InvalidArgument as exc:

@@ -6,12 +6,16 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from services.common.summary import FIELD_TYPES as SUMMARY_FIELDS
 from services.common.summary import camel
+from services.common.validation import SCENE_MAX
 
 
 class SceneIn(BaseModel):
     prompt: str = Field(description="The scene's image prompt (1-32000 characters)")
     index: int | None = Field(
-        None, description="0-based scene index as the earlier frontend sends it; scene number = index + 1"
+        None,
+        ge=0,
+        le=SCENE_MAX - 1,
+        description="0-based scene index as the earlier frontend sends it; scene number = index + 1",
     )
 
 

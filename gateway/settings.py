@@ -34,6 +34,9 @@ class GatewaySettings(ObjectLayoutSettings):
     hop_breaker_probe_every: Seconds = Field(1.0, validation_alias="HOP_BREAKER_PROBE_EVERY", gt=0)
     # When set, POST /api/generate-preview-images needs "Authorization: Bearer <key>".
     api_key: SecretStr | None = Field(None, validation_alias="GATEWAY_API_KEY")
+    # The secret that makes object paths unguessable (services/common/objects.py: ObjectKeys),
+    # the same on every gateway and worker; unset, one is made and kept in DATA_DIR.
+    object_key_secret: SecretStr | None = Field(None, validation_alias="OBJECT_KEY_SECRET", min_length=16)
     max_body_bytes: int = Field(4 * MIB, validation_alias="MAX_BODY_BYTES", ge=1024)
     # Where video runs execute: in this process (embedded default) or as jobs on the
     # procrastinate queue in DATABASE_URL, run by `python -m gateway.worker` replicas.
@@ -42,6 +45,12 @@ class GatewaySettings(ObjectLayoutSettings):
     worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
     # The worker's own Prometheus /metrics (its runs, scenes, spend and budget series); 0: off.
     worker_metrics_port: int = Field(9104, validation_alias="WORKER_METRICS_PORT", ge=0)
+    # The gateway's own metrics on a port of their own (as the services have; a network
+    # policy then lets only Prometheus reach them); 0: at /metrics of the HTTP port, where
+    # with AUTH_REQUIRED they answer the operators' service token only.
+    gateway_metrics_port: int = Field(0, validation_alias="GATEWAY_METRICS_PORT", ge=0)
+    # The API's docs (/docs, /redoc) and its OpenAPI document (/openapi.json); off, they 404.
+    api_docs: bool = Field(True, validation_alias="API_DOCS")
     # Seconds without a worker heartbeat after which its jobs are retried by another worker.
     worker_stalled_after: Seconds = Field(30.0, validation_alias="WORKER_STALLED_AFTER", ge=2)
     # Optional spend caps in USD (estimated from IMAGEGEN_PRICES_FILE); unset: no cap.
@@ -52,6 +61,8 @@ class GatewaySettings(ObjectLayoutSettings):
     max_running_videos: int = Field(4, validation_alias="MAX_RUNNING_VIDEOS", ge=1)
     max_waiting_videos: int = Field(1000, validation_alias="MAX_WAITING_VIDEOS", ge=0)
     max_waiting_bytes: int = Field(64 * MIB, validation_alias="MAX_WAITING_BYTES", ge=0)
+    # One signed-in user's share of that line: more of their starts wait no more (0: no share).
+    max_waiting_per_user: int = Field(10, validation_alias="MAX_WAITING_PER_USER", ge=0)
     # Healing: a video left with placeholders by provider trouble is resumed after HEAL_AFTER
     # seconds (doubling per try up to HEAL_MAX_WAIT), at most HEAL_MAX_TRIES times (0: off).
     heal_after: LongSeconds = Field(60.0, validation_alias="HEAL_AFTER", gt=0)
@@ -73,6 +84,9 @@ class GatewaySettings(ObjectLayoutSettings):
     supabase_jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
     auth_issuer: str | None = Field(None, validation_alias="AUTH_ISSUER")
     auth_audience: str = Field("authenticated", validation_alias="AUTH_AUDIENCE", min_length=1)
+    # Supabase anonymous sign-ins (tokens with `is_anonymous: true`) are refused (403): each
+    # would get a fresh set of per-user limits. True lets them in.
+    auth_allow_anonymous: bool = Field(False, validation_alias="AUTH_ALLOW_ANONYMOUS")
     # Per-user limits (signed-in users; 0: none), counted in the status store, and one user's
     # share of BUDGET_DAILY_USD (0-1; unset: none).
     user_videos_per_hour: int = Field(0, validation_alias="USER_VIDEOS_PER_HOUR", ge=0)

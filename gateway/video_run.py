@@ -85,6 +85,8 @@ class VideoRun:
     kept: dict[int, status_pb2.SceneResult] = field(default_factory=dict)
     # The signed-in user who started it ("": an operator, or users off).
     owner: str = ""
+    # Its start was counted against the owner's limits when it was let into the line.
+    counted: bool = False
 
     @property
     def fingerprint(self) -> tuple[tuple[tuple[int, str], ...], tuple[int, ...]]:

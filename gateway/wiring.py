@@ -11,6 +11,7 @@ from gateway.pipeline import REENCODE_TRIES, Pipeline
 from gateway.settings import GatewaySettings
 from gateway.spool import ImageSpool
 from services.common.logs import register_secret
+from services.common.objects import ObjectKeys
 from storyshort.status.v1 import status_pb2
 
 
@@ -29,6 +30,15 @@ def hold_seconds(settings: GatewaySettings) -> float:
     return generate + upload + settings.status_flush_within + 60.0
 
 
+def object_keys(settings: GatewaySettings) -> ObjectKeys:
+    """The unguessable part of object paths, from OBJECT_KEY_SECRET or kept in DATA_DIR."""
+    if settings.object_key_secret is not None:
+        secret = settings.object_key_secret.get_secret_value()
+        register_secret(secret)
+        return ObjectKeys(secret.encode())
+    return ObjectKeys.kept_in(settings.data_dir / "object-key")
+
+
 def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeline:
     """The scene pipeline, as the gateway (in-process runs) and the queue worker use it."""
     budget = BudgetGuard(
@@ -43,7 +53,14 @@ def build_pipeline(settings: GatewaySettings, clients: ServiceClients) -> Pipeli
         videos_per_hour=settings.user_videos_per_hour, scenes_per_day=settings.user_scenes_per_day
     )
     return Pipeline(
-        clients, settings.scene_concurrency, settings.image_size, spool, budget, limits, settings.status_flush_within
+        clients,
+        settings.scene_concurrency,
+        settings.image_size,
+        spool,
+        budget,
+        object_keys(settings),
+        limits,
+        settings.status_flush_within,
     )
 
 
@@ -67,5 +84,6 @@ def build_auth(settings: GatewaySettings) -> Authenticator:
         audience=settings.auth_audience,
         keys=SigningKeys(settings.jwks_url) if settings.jwks_url else None,
         secret=secret,
+        allow_anonymous=settings.auth_allow_anonymous,
     )
     return Authenticator(service, verifier, required=True)

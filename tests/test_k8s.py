@@ -11,9 +11,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from gateway.settings import GatewaySettings
-from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, setting_names
+from services.common.config import ImagegenSettings, StatusSettings, StorageSettings, load_settings, setting_names
 from tests.ci import IN_CI
 from tools.processes import ROOT, SERVICES
 
@@ -119,3 +120,68 @@ def test_config_and_secrets_name_only_settings_the_services_read() -> None:
             assert env["name"] in known
             ref = env["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "storyshort-keys" and ref["key"] in secret_keys
+
+
+def test_services_take_calls_only_from_gateways_and_workers_and_metrics_only_from_prometheus() -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in of_kind("NetworkPolicy")}
+    deny = policies["default-deny-ingress"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    grpc_policy = policies["grpc-from-gateways-and-workers"]
+    (selected,) = grpc_policy["podSelector"]["matchExpressions"]
+    assert set(selected["values"]) == {"imagegen", "storage", "status"}
+    (rule,) = grpc_policy["ingress"]
+    (source,) = rule["from"]
+    assert set(source["podSelector"]["matchExpressions"][0]["values"]) == {"gateway", "worker"}
+    assert {p["port"] for p in rule["ports"]} == {SERVICES[n][2] for n in ("imagegen", "storage", "status")}
+    metrics = policies["metrics-from-prometheus"]
+    (rule,) = metrics["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    allowed = {p["port"] for p in rule["ports"]}
+    for deployment in of_kind("Deployment"):
+        ports = {
+            p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+        assert ports["metrics"] in allowed, deployment["metadata"]["name"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels.items() >= metrics["podSelector"]["matchLabels"].items()
+    # The front door: the gateway's HTTP port, from anywhere; nothing else of it.
+    (door,) = policies["gateway-http"]["ingress"]
+    assert "from" not in door and [p["port"] for p in door["ports"]] == [8080]
+
+
+def test_every_process_sends_or_checks_the_service_token_and_the_gateway_is_for_signed_in_users() -> None:
+    for deployment in of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        token = env["GRPC_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token["key"] == "grpc-service-token" and not token.get("optional"), name
+        if name in ("gateway", "worker"):
+            assert env["OBJECT_KEY_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "object-key-secret"
+    config = of_kind("ConfigMap")[0]["data"]
+    gateway = GatewaySettings.model_validate(config)
+    assert gateway.auth_required and gateway.cors_origins and gateway.issuer
+    assert gateway.gateway_metrics_port and not gateway.api_docs
+
+
+def test_the_secret_template_cannot_be_deployed_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process refuses to start while a value it reads still holds REPLACE_ME."""
+    config = of_kind("ConfigMap")[0]["data"]
+    secret = of_kind("Secret")[0]["stringData"]
+    kinds: dict[str, type[BaseSettings]] = {
+        "imagegen": ImagegenSettings,
+        "storage": StorageSettings,
+        "status": StatusSettings,
+    }
+    for deployment in of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        env = dict(config)
+        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            env[item["name"]] = secret[item["valueFrom"]["secretKeyRef"]["key"]]
+        with monkeypatch.context() as patched:
+            for key, value in env.items():
+                patched.setenv(key, value)
+            with pytest.raises(SystemExit) as refused:
+                load_settings(kinds.get(name, GatewaySettings))
+        said = str(refused.value)
+        assert "REPLACE_ME" in said and "GRPC_SERVICE_TOKEN" in said, (name, said)

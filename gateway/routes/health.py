@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.deps import ClientsDep
+from gateway.deps import ClientsDep, MetricsReaderDep
 from gateway.routes import NO_STORE
 
 router = APIRouter()
@@ -27,6 +27,11 @@ async def readyz(clients: ClientsDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def prometheus() -> Response:
+# /metrics on the HTTP port, when the metrics have no port of their own (GATEWAY_METRICS_PORT).
+metrics_router = APIRouter()
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+async def prometheus(caller: MetricsReaderDep) -> Response:
+    """Spend and budget figures: with users on, for the operators' service token only."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -6,14 +6,24 @@ from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from gateway.answers import check_owner, read_status
-from gateway.deps import BudgetDep, ClientsDep, EventsDep, LastKnownDep, ReaderDep, RunnerDep, SettingsDep, WriterDep
+from gateway.deps import (
+    BrowserReaderDep,
+    BudgetDep,
+    ClientsDep,
+    EventsDep,
+    ReaderDep,
+    RunnerDep,
+    SettingsDep,
+    StatusDep,
+    WriterDep,
+)
 from gateway.errors import HTTPError
 from gateway.page import video_page
 from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_stream
 from gateway.routes import ERRORS, NO_STORE
 from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
 from gateway.schemas import GenerateIn, GenerateOut, RegenerateIn, VideoStatusOut
+from gateway.status_reader import visible
 from gateway.video_run import VideoRun
 from services.common import validation
 
@@ -42,6 +52,7 @@ async def generate_preview_images(
     budget: BudgetDep,
     settings: SettingsDep,
     clients: ClientsDep,
+    status: StatusDep,
     runner: RunnerDep,
     events: EventsDep,
     prefer: str | None = Header(
@@ -55,7 +66,7 @@ async def generate_preview_images(
     wait = prefer_wait(prefer, settings.prefer_wait_max)
     if body.scenes:
         scenes = parse_scenes(body, settings.max_scenes)
-        await check_owner(clients, video_id, caller)
+        await status.check_owner(video_id, caller)
     else:
         scenes = await stored_scenes(clients, video_id, caller)
     await budget.check_user(caller.user or "")
@@ -64,7 +75,7 @@ async def generate_preview_images(
     if wait is None:
         return JSONResponse(out.model_dump(), status_code=202, headers=NO_STORE)
     applied = {**NO_STORE, "Preference-Applied": f"wait={wait:g}"}
-    final = await ended_within(events, video_id, wait)
+    final = await ended_within(events, video_id, wait, caller)
     if final is None:
         return JSONResponse(out.model_dump(), status_code=202, headers=applied)
     return JSONResponse({**out.model_dump(), **earlier_results(final)}, status_code=200, headers=applied)
@@ -81,7 +92,7 @@ async def regenerate_scene(
     caller: WriterDep,
     clients: ClientsDep,
     runner: RunnerDep,
-    scene: int = PathParam(description="The 1-based scene number", ge=1, le=100_000),
+    scene: int = PathParam(description="The 1-based scene number", ge=1, le=validation.SCENE_MAX),
     body: RegenerateIn | None = None,
 ) -> JSONResponse:
     """Generate one scene again, even when it has a real image (an optional new prompt in the
@@ -96,16 +107,13 @@ async def regenerate_scene(
 @router.get("/api/video-status", response_model=VideoStatusOut, responses=ERRORS)
 async def video_status(
     caller: ReaderDep,
-    settings: SettingsDep,
-    clients: ClientsDep,
-    runner: RunnerDep,
-    last_known: LastKnownDep,
+    status: StatusDep,
     videoId: str = Query(..., description="The video's id"),
 ) -> JSONResponse:
-    """The video's status and progress. Never 502: a status outage answers degraded."""
+    """The video's status and progress. Never 502: a status outage answers degraded (a
+    signed-in user gets 503 when whose video it is cannot be known then)."""
     video_id = validation.video_id(videoId, "videoId")
-    answer = await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
-    return JSONResponse(answer, headers=NO_STORE)
+    return JSONResponse(await status.read(video_id, caller), headers=NO_STORE)
 
 
 @router.get(
@@ -122,11 +130,9 @@ async def video_status(
 )
 async def video_events(
     videoId: str,
-    caller: ReaderDep,
+    caller: BrowserReaderDep,
     settings: SettingsDep,
-    clients: ClientsDep,
-    runner: RunnerDep,
-    last_known: LastKnownDep,
+    status: StatusDep,
     events: EventsDep,
 ) -> StreamingResponse:
     """The video's status answer pushed whenever it changes, until the run ends (then an
@@ -140,9 +146,13 @@ async def video_events(
             "this gateway follows as many streams as it may; poll /api/video-status",
             {"Retry-After": "5"},
         )
-    first = await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
+    first = await status.look(video_id)
+    visible(first, video_id, caller)  # 404 / 503 before the stream opens
+    # A heartbeat no later than the token's expiry: the stream ends then, saying why.
+    left = caller.seconds_left()
+    heartbeat = settings.events_heartbeat if left is None else max(min(settings.events_heartbeat, left), 0.05)
     return StreamingResponse(
-        sse_stream(events.follow(video_id, first, settings.events_heartbeat)),
+        sse_stream(video_id, events.follow(video_id, first, heartbeat), caller),
         media_type="text/event-stream",
         headers={**NO_STORE, "X-Accel-Buffering": "no"},
     )
@@ -151,17 +161,15 @@ async def video_events(
 @router.get("/videos/{video_id}", response_class=HTMLResponse, responses=ERRORS)
 async def video_view(
     video_id: str,
-    caller: ReaderDep,
+    caller: BrowserReaderDep,
     settings: SettingsDep,
-    clients: ClientsDep,
-    runner: RunnerDep,
-    last_known: LastKnownDep,
+    status: StatusDep,
 ) -> HTMLResponse:
     """A page with the video's progress bar and images, following the video's event stream
     until it is done. With users on, open it with `?access_token=`: someone else's video is
     a 404, as on every route."""
     video_id = validation.video_id(video_id, "videoId")
     if caller.user:
-        await read_status(video_id, clients, runner, last_known, settings.public_origin, caller)
+        await status.read(video_id, caller)
     text, headers = video_page(video_id, settings.public_origin)
     return HTMLResponse(text, headers={**NO_STORE, **headers})

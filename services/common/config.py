@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from services.common.logs import register_secret
 
 S = TypeVar("S", bound=BaseSettings)
 MIB = 1024 * 1024
@@ -69,6 +72,12 @@ LongSeconds = Annotated[float, BeforeValidator(_duration(7 * 86400))]
 def load_settings(kind: type[S]) -> S:
     """The settings from the environment, or exit naming every mistake, one per line (the
     variable and what is wrong; never the value, which may be a secret)."""
+    templated = sorted(name for name in setting_names(kind) if TEMPLATE_VALUE in os.environ.get(name, ""))
+    if templated:
+        raise SystemExit(
+            f"{len(templated)} setting(s) still hold the template's {TEMPLATE_VALUE}: {', '.join(templated)}; "
+            "put the real values in the secret before deploying"
+        )
     try:
         return kind()
     except ValidationError as exc:
@@ -79,6 +88,10 @@ def load_settings(kind: type[S]) -> S:
         alias = field.validation_alias if field is not None else None
         name = alias if isinstance(alias, str) else (found.group(1) if found else "a setting")
         raise SystemExit(f"1 setting(s) not valid:\n  {name}: not valid JSON") from None
+
+
+# What deploy/k8s's Secret template holds until someone fills it in: never started with.
+TEMPLATE_VALUE = "REPLACE_ME"
 
 
 def settings_errors(exc: ValidationError) -> str:
@@ -106,10 +119,22 @@ class CommonSettings(BaseSettings):
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: Seconds = Field(10.0, validation_alias="SHUTDOWN_GRACE", gt=0)
     data_dir: Path = Field(Path("data"), validation_alias="DATA_DIR")
+    # The services take calls only with this token ('authorization: Bearer <token>'), which
+    # the gateways and workers send; unset, they take any call (make run: loopback only).
+    # Kubernetes sets it from the storyshort-keys Secret.
+    grpc_service_token: SecretStr | None = Field(None, validation_alias="GRPC_SERVICE_TOKEN", min_length=16)
     # TLS for gRPC: a server with a cert and key serves TLS only; clients trust this CA.
     grpc_tls_cert: Path | None = Field(None, validation_alias="GRPC_TLS_CERT")
     grpc_tls_key: Path | None = Field(None, validation_alias="GRPC_TLS_KEY")
     grpc_tls_ca: Path | None = Field(None, validation_alias="GRPC_TLS_CA")
+
+    def service_token(self) -> str | None:
+        """GRPC_SERVICE_TOKEN (kept out of every log line from here on), or None."""
+        if self.grpc_service_token is None:
+            return None
+        token = self.grpc_service_token.get_secret_value()
+        register_secret(token)
+        return token
 
     def server_credentials(self) -> tuple[bytes, bytes] | None:
         """(private key, certificate chain) when TLS is configured."""

@@ -4,6 +4,9 @@ public URLs (Supabase's), and atomic writes of local files."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -57,9 +60,51 @@ def check_extension(path: str, content_type: str) -> None:
         )
 
 
-def scene_object_path(video_id: str, scene: int, extension: str) -> str:
-    """Where a scene's image is stored: videos/{videoId}/images/scene-{n}.{ext}."""
-    return object_path(f"videos/{video_id}/images/scene-{scene}.{extension}")
+def scene_object_path(video_id: str, scene: int, extension: str, key: str) -> str:
+    """Where a scene's image is stored: videos/{videoId}/{key}/scene-{n}.{ext}, ``key`` the
+    video's unguessable part (ObjectKeys). (Objects stored before keys, at
+    videos/{videoId}/images/scene-{n}.{ext}, stay where they are and keep their URLs.)"""
+    return object_path(f"videos/{video_id}/{key}/scene-{scene}.{extension}")
+
+
+class ObjectKeys:
+    """The unguessable part of a video's object paths: a keyed hash of its id (HMAC-SHA256
+    with a secret only the gateways and workers hold, 130 bits in base32). The bucket is
+    public, as the StoryShort app expects; without the secret no URL can be derived from a
+    video id, so object URLs tell nobody which ids exist."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the object key secret must be at least 16 bytes")
+        self._secret = secret
+
+    def of(self, video_id: str) -> str:
+        digest = hmac.new(self._secret, video_id.encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest).decode().lower()[:26]
+
+    @classmethod
+    def kept_in(cls, path: Path) -> ObjectKeys:
+        """The secret kept in ``path`` (created, random, on first use; every process that
+        shares the directory agrees on it: a second creator finds the first one's)."""
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(staged, path)  # fails if another process made it first: theirs counts
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink(missing_ok=True)
+        return cls(path.read_bytes())
 
 
 PUBLIC_PREFIX = "/storage/v1/object/public"

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.callers import CallerCheck
 from services.common.config import GRPC_MAX_MESSAGE_BYTES
 from services.common.wire import Codecs
 
@@ -76,10 +77,16 @@ def register(reg: Registration, server: grpc.aio.Server) -> None:
 
 
 async def start_server(
-    host: str, port: int, registrations: list[Registration], tls: tuple[bytes, bytes] | None = None
+    host: str,
+    port: int,
+    registrations: list[Registration],
+    tls: tuple[bytes, bytes] | None = None,
+    token: str | None = None,
 ) -> RunningServer:
-    """``tls`` is (private key, certificate chain): the server then speaks TLS only."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    """``tls`` is (private key, certificate chain): the server then speaks TLS only.
+    ``token``: only callers that send it are served (services/common/callers.py)."""
+    interceptors = [CallerCheck(token)] if token else []
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     for reg in registrations:
         register(reg, server)
     health = HealthServicer()

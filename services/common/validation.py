@@ -9,6 +9,8 @@ from services.common.errors import InvalidArgument
 
 VIDEO_ID_MAX = 128
 PROMPT_MAX = 32_000
+# The highest scene number anywhere: a video's scenes are 1..SCENE_MAX.
+SCENE_MAX = 10_000
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 _SIZE = re.compile(r"(\d{2,5})x(\d{2,5})")
 SIZE_MIN, SIZE_MAX = 64, 4096
@@ -33,10 +35,14 @@ def video_id(value: str, name: str = "video_id") -> str:
     return value
 
 
-def scene_number(value: int) -> int:
-    if value < 1:
+def scene_number(value: int, name: str = "scene") -> int:
+    """A 1-based scene number within the one bound every edge checks (the gateway before
+    anything is paid, and every RPC that takes a scene)."""
+    if not 1 <= value <= SCENE_MAX:
         raise InvalidArgument(
-            f"scene must be a 1-based scene number (1 or more); got {value}", field="scene", reason="SCENE_INVALID"
+            f"{name} must be a 1-based scene number from 1 to {SCENE_MAX}; got {value}",
+            field=name,
+            reason="SCENE_INVALID",
         )
     return value
 

@@ -165,6 +165,7 @@ async def main() -> None:
         settings.port,
         [Registration(imagegen_pb2_grpc.add_ImageGenServiceServicer_to_server, servicer, SERVICE)],
         settings.server_credentials(),
+        settings.service_token(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}"})
 

@@ -34,6 +34,7 @@ async def main() -> None:
         settings.port,
         [Registration(status_pb2_grpc.add_StatusServiceServicer_to_server, StatusServicer(book), SERVICE)],
         settings.server_credentials(),
+        settings.service_token(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}", "store": store.name})
     watcher = asyncio.create_task(book.watch_stalled(min(60.0, settings.stall_after / 2)))

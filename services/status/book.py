@@ -1,6 +1,9 @@
 """The status logic between the servicer and a store: per-attempt timeouts and retries
 inside the caller's deadline, degraded answers instead of errors for reads, a breaker that
-answers at once while the store is down, and recovery of inconsistent videos."""
+answers at once while the store is down, and recovery of inconsistent videos.
+
+(Over 300 lines: every operation here goes through the same guard, breaker and memory of
+last answers, and reads best beside them.)"""
 
 from __future__ import annotations
 
@@ -165,6 +168,16 @@ class StatusBook:
         run's prompts when given. With an ``owner``: someone else's video is NOT_FOUND (as
         one that does not exist), and the start counts against the user's ``limits``
         (LimitReached, nothing written, when over one)."""
+        await self.admit(video_id, scene_count, deadline, owner, limits)
+        change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
+        return await self.update(video_id, change, deadline)
+
+    async def admit(
+        self, video_id: str, scene_count: int, deadline: Deadline, owner: str = "", limits: UserLimits | None = None
+    ) -> Video:
+        """A start's checks and count, and the video created (a draft) if it does not exist:
+        with an ``owner``, someone else's video is NOT_FOUND and the start counts against the
+        user's ``limits`` (LimitReached, nothing written, when over one). Its status stays."""
         if owner:
             current = await self._guarded("get", deadline, READ_POLICY, lambda: self.store.get(video_id))
             # Another user's, or an operator's run: not this user's. A video nobody has started
@@ -181,8 +194,7 @@ class StatusBook:
         video = await self.create(video_id, scene_count, deadline, owner)
         if owner and video.owner not in ("", owner):  # another user created it a moment ago
             raise NotFound(f"video {video_id!r} does not exist")
-        change = VideoUpdate(status=GENERATING, scene_count=scene_count, error="", prompts=prompts or None)
-        return await self.update(video_id, change, deadline)
+        return video
 
     async def update(self, video_id: str, change: VideoUpdate, deadline: Deadline) -> Video:
         return await self._write("update", deadline, lambda: self.store.update(video_id, change))

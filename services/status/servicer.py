@@ -29,7 +29,7 @@ from storyshort.status.v1 import status_pb2, status_pb2_grpc
 SERVICE = "storyshort.status.v1.StatusService"
 # Own budget per call: 3 store attempts of up to 5 s plus backoff.
 CALL_BUDGET = 16.0
-MAX_SCENES = 10_000
+MAX_SCENES = validation.SCENE_MAX
 ERROR_MAX = 2_000
 URL_MAX = 2_048
 OWNER_MAX = 256
@@ -142,6 +142,23 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         return video_to_pb(video)
 
     @rpc(SERVICE)
+    async def AdmitStart(
+        self, request: status_pb2.AdmitStartRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        owner = _owner(request.owner)
+        if not owner:
+            raise InvalidArgument("owner is required: an operator's start is not counted", field="owner")
+        video = await self.book.admit(
+            video_id,
+            _scene_count(request.scene_count),
+            Deadline.from_context(context, CALL_BUDGET),
+            owner,
+            UserLimits(request.limits.videos_per_hour, request.limits.scenes_per_day),
+        )
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
     async def GetVideo(
         self, request: status_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.GetVideoResponse:
@@ -172,8 +189,6 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             raise InvalidArgument("scene is required")
         scene = scene_from_pb(request.scene)
         validation.scene_number(scene.scene)
-        if scene.scene > MAX_SCENES:
-            raise InvalidArgument(f"scene must be at most {MAX_SCENES}; got {scene.scene}")
         if scene.state not in SCENE_STATES:
             raise InvalidArgument(f"scene state {scene.state!r} is not one of {', '.join(SCENE_STATES)}")
         if scene.state == "stored" and not scene.url:

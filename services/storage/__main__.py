@@ -44,6 +44,7 @@ async def main() -> None:
         settings.port,
         [Registration(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(uploader), SERVICE)],
         settings.server_credentials(),
+        settings.service_token(),
     )
     log.info("listening", extra={"address": f"{settings.grpc_host}:{running.port}", "backend": backend.name})
     await serve_until_signal(running, settings.shutdown_grace, backend.close)

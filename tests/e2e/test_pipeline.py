@@ -219,7 +219,7 @@ def test_make_demo_follows_the_gateways_port_and_prints_the_table(make_system: C
     )
     assert done.returncode == 0, done.stderr
     assert "100% assets_generated" in done.stdout
-    rows = [line for line in done.stdout.splitlines() if "/images/scene-" in line]
+    rows = [line for line in done.stdout.splitlines() if "/scene-" in line and "/videos/" in line]
     assert len(rows) == 10
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -47,10 +48,11 @@ def test_story_goes_from_post_to_assets_generated_with_fetchable_images(make_sys
         assert [img["scene"] for img in final["images"]] == list(range(1, 8))
         for img in final["images"]:
             assert img["placeholder"] is True and img["provider"] == "placeholder"
-            assert (
-                f"/storage/v1/object/public/renders-images/videos/story-1/images/scene-{img['scene']}.png?v="
-                in img["url"]
-            )
+            # videos/{id}/{an unguessable key}/scene-{n}.png, versioned.
+            assert re.search(
+                rf"/storage/v1/object/public/renders-images/videos/story-1/[a-z2-7]{{26}}/scene-{img['scene']}\.png\?v=",
+                img["url"],
+            ), img["url"]
             got = httpx.get(img["url"], timeout=10)
             assert got.status_code == 200
             assert got.headers["content-type"] == "image/png"
@@ -73,6 +75,12 @@ BAD_BODIES = [
     ({"videoId": "v", "scenes": [{"prompt": "x" * 32_001}]}, "at most 32000"),
     ({"videoId": "v", "scenes": [{"prompt": "x", "index": 0}, {"prompt": "y", "index": 0}]}, "same index"),
     ({"videoId": "v"}, "scenes"),
+    # One bound on scene numbers, before anything is paid (2147483647 was a 500 and a reset
+    # connection; 49999 was generated, paid, then refused by the status service).
+    ({"videoId": "v", "scenes": [{"prompt": "x", "index": 2_147_483_647}]}, "less than or equal to 9999"),
+    ({"videoId": "v", "scenes": [{"prompt": "x", "index": 49_999}]}, "less than or equal to 9999"),
+    ({"videoId": "v", "scenes": [{"prompt": "x", "index": 2**70}]}, "less than or equal to 9999"),
+    ({"videoId": "v", "scenes": [{"prompt": "x", "index": -1}]}, "greater than or equal to 0"),
     ({"videoId": 5, "scenes": [{"prompt": "x"}]}, "videoId"),
 ]
 
@@ -100,6 +108,9 @@ def test_bad_input_is_refused_with_a_json_error_and_nothing_is_written(make_syst
             assert answer.status_code == 400 and "error" in answer.json()
         missing = client.get("/api/video-status", params={"videoId": "never-posted"})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+        for scene in (0, 10_001, 2_147_483_648):
+            answer = client.post(f"/api/videos/v/scenes/{scene}/regenerate")
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "INVALID_ARGUMENT", answer.text
         traversal = client.get("/storage/v1/object/public/renders-images/..%2F..%2Fstatus.sqlite3")
         assert traversal.status_code in (400, 404)
     storage_root = system.env["DATA_DIR"] + "/storage/renders-images"

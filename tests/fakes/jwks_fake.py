@@ -89,6 +89,7 @@ class FakeAuth(LoopbackServer):
             "iat": now,
             "exp": now + int(expires_in),
             "role": "authenticated",
+            "is_anonymous": False,  # Supabase marks anonymous sign-ins true
             **claims,
         }
         return jwt.encode(payload, key.private, algorithm=key.alg, headers={"kid": kid or key.kid})

@@ -44,9 +44,9 @@ async def refused(verifier: TokenVerifier, token: str) -> HTTPError:
 
 async def test_valid_tokens_of_each_kind_name_their_user(auth: FakeAuth) -> None:
     verifier = verifier_for(auth)
-    assert await verifier.user(auth.token(USER)) == USER  # RS256
-    assert await verifier.user(auth.token(USER, key=auth.keys[1])) == USER  # ES256
-    assert await verifier.user(auth.legacy_token(USER)) == USER  # the legacy HS256 secret
+    assert (await verifier.user(auth.token(USER)))[0] == USER  # RS256
+    assert (await verifier.user(auth.token(USER, key=auth.keys[1])))[0] == USER  # ES256
+    assert (await verifier.user(auth.legacy_token(USER)))[0] == USER  # the legacy HS256 secret
     assert auth.fetches == 1, "the JWKS is fetched once and cached"
 
 
@@ -97,7 +97,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(auth: FakeAuth) -> No
 
 async def test_an_unknown_kid_refetches_the_keys_once_then_refuses(auth: FakeAuth) -> None:
     verifier = verifier_for(auth, refetch_every=60)
-    assert await verifier.user(auth.token(USER)) == USER
+    assert (await verifier.user(auth.token(USER)))[0] == USER
     stranger = rsa_key("rotated-away")
     first = await refused(verifier, auth.token(USER, key=stranger))
     assert first.status == 401 and "key this project does not have" in first.message
@@ -108,21 +108,21 @@ async def test_an_unknown_kid_refetches_the_keys_once_then_refuses(auth: FakeAut
 
 async def test_a_rotated_key_is_picked_up_by_the_refetch(auth: FakeAuth) -> None:
     verifier = verifier_for(auth, refetch_every=0)
-    assert await verifier.user(auth.token(USER)) == USER
+    assert (await verifier.user(auth.token(USER)))[0] == USER
     new = rsa_key("rsa-2")
     auth.keys.append(new)
-    assert await verifier.user(auth.token(USER, key=new)) == USER
+    assert (await verifier.user(auth.token(USER, key=new)))[0] == USER
     assert auth.fetches == 2
 
 
 async def test_the_jwks_endpoint_down_cached_keys_still_work(auth: FakeAuth) -> None:
     verifier = verifier_for(auth, ttl=0, retry_every=0, timeout=0.5)
-    assert await verifier.user(auth.token(USER)) == USER
+    assert (await verifier.user(auth.token(USER)))[0] == USER
     auth.fault = 500
-    assert await verifier.user(auth.token("second-user")) == "second-user"  # refetch failed; old keys kept
+    assert (await verifier.user(auth.token("second-user")))[0] == "second-user"  # refetch failed; old keys kept
     auth.fault = "hang"
     started = time.monotonic()
-    assert await verifier.user(auth.token("third-user")) == "third-user"
+    assert (await verifier.user(auth.token("third-user")))[0] == "third-user"
     assert time.monotonic() - started < 5, "the fetch has a deadline"
     assert auth.fetches >= 3
 
@@ -131,13 +131,13 @@ async def test_no_keys_at_all_is_503_never_a_crash(auth: FakeAuth) -> None:
     auth.fault = 503
     error = await refused(verifier_for(auth, timeout=0.5), auth.token(USER))
     assert error.status == 503 and error.headers["Retry-After"]
-    assert await verifier_for(auth).user(auth.legacy_token(USER)) == USER  # HS256 needs no JWKS
+    assert (await verifier_for(auth).user(auth.legacy_token(USER)))[0] == USER  # HS256 needs no JWKS
 
 
 async def test_a_verified_token_is_remembered_until_it_expires(auth: FakeAuth, monkeypatch: pytest.MonkeyPatch) -> None:
     verifier = verifier_for(auth)
     token = auth.token(USER, expires_in=60)
-    assert await verifier.user(token) == USER
+    assert (await verifier.user(token))[0] == USER
     calls = 0
     real = jwt.decode
 
@@ -148,7 +148,7 @@ async def test_a_verified_token_is_remembered_until_it_expires(auth: FakeAuth, m
 
     monkeypatch.setattr(jwt, "decode", counting)
     for _ in range(100):
-        assert await verifier.user(token) == USER
+        assert (await verifier.user(token))[0] == USER
     assert calls == 0, "a known token costs no signature check"
     # Past its expiry (and the leeway) by the gateway's clock, it is checked again.
     later = time.time() + 3600

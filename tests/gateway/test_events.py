@@ -4,10 +4,14 @@ come back out of order never move a follower backwards."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import AsyncIterator
 
 from gateway.answers import status_json
+from gateway.auth import Caller
 from gateway.events import VideoEvents
+from gateway.pushed import sse_stream
+from gateway.status_reader import Seen
 from storyshort.status.v1 import status_pb2
 
 
@@ -15,14 +19,14 @@ def video(progress: int, at_ms: int, status: str = "generating_images") -> statu
     return status_pb2.Video(video_id="v1", status=status, progress=progress, updated_at_ms=at_ms)
 
 
-def shape(v: status_pb2.Video) -> dict[str, Any]:
-    return status_json(status_pb2.GetVideoResponse(video=v), "http://gw")
+def shape(v: status_pb2.Video) -> Seen:
+    return Seen(status_json(status_pb2.GetVideoResponse(video=v), "http://gw"), v.owner)
 
 
 async def test_write_answers_are_published_in_order_without_a_read() -> None:
     reads: list[str] = []
 
-    async def read(video_id: str) -> dict[str, Any]:
+    async def read(video_id: str) -> Seen:
         reads.append(video_id)
         return shape(video(10, 1_000))
 
@@ -33,7 +37,7 @@ async def test_write_answers_are_published_in_order_without_a_read() -> None:
     async def follow() -> None:
         async for answer in events.follow("v1", first=shape(video(10, 1_000))):
             assert answer is not None
-            seen.append((answer["status"], answer["progress"]))
+            seen.append((answer.body["status"], answer.body["progress"]))
             following.set()
 
     follower = asyncio.ensure_future(follow())
@@ -43,7 +47,7 @@ async def test_write_answers_are_published_in_order_without_a_read() -> None:
         # An earlier write answered late (40 at 1.9 s), and one of the same moment with less
         # progress (40 at 2.0 s), are dropped: the watch's answer never goes back.
         events.changed("v1", v)
-        published.append(events._watches["v1"].answer["progress"])  # type: ignore[index]
+        published.append(events._watches["v1"].answer.body["progress"])  # type: ignore[union-attr]
     events.changed("v1", video(100, 3_000, "assets_generated"))
     await asyncio.wait_for(follower, 5)
     assert published == [50, 50, 50, 60]
@@ -57,7 +61,7 @@ async def test_without_the_written_video_the_watch_reads_at_once() -> None:
     answers = iter([shape(video(30, 2_000)), shape(video(100, 3_000, "assets_generated"))])
     reads: list[str] = []
 
-    async def read(video_id: str) -> dict[str, Any]:
+    async def read(video_id: str) -> Seen:
         reads.append(video_id)
         return next(answers)
 
@@ -67,8 +71,39 @@ async def test_without_the_written_video_the_watch_reads_at_once() -> None:
     async def follow() -> None:
         async for answer in events.follow("v1", first=shape(video(0, 1_000))):
             assert answer is not None
-            seen.append(answer["progress"])
+            seen.append(answer.body["progress"])
             events.changed("v1")
 
     await asyncio.wait_for(follow(), 5)
     assert seen == [0, 30, 100] and len(reads) == 2
+
+
+async def frames(stream: AsyncIterator[str]) -> list[str]:
+    return [frame async for frame in stream]
+
+
+async def answers(*items: Seen | None) -> AsyncIterator[Seen | None]:
+    for item in items:
+        yield item
+
+
+async def test_a_stream_ends_saying_why_when_an_answer_is_not_the_callers() -> None:
+    alice = Caller("alice")
+    mine, theirs = Seen(shape(video(10, 1)).body, "alice"), Seen(shape(video(20, 2)).body, "bob")
+    unknown = Seen(shape(video(30, 3)).body, None)
+    out = await frames(sse_stream("v1", answers(mine, theirs, mine), alice))
+    assert [f.split("\n")[0] for f in out[1:]] == ["event: status", "event: end"]
+    assert '"reason":"NOT_FOUND"' in out[-1] and '"progress":20' not in "".join(out)
+    out = await frames(sse_stream("v1", answers(mine, unknown), alice))
+    assert '"reason":"STATUS_UNAVAILABLE"' in out[-1] and '"progress":30' not in "".join(out)
+    # An operator (no user) and users off (user "") see every answer.
+    for caller in (Caller(None), Caller("")):
+        out = await frames(sse_stream("v1", answers(mine, theirs, unknown), caller))
+        assert sum(f.startswith("event: status") for f in out) == 3 and out[-1] == "event: end\ndata: {}\n\n"
+
+
+async def test_a_stream_ends_when_the_callers_token_expires() -> None:
+    expired = Caller("alice", expires=time.time() - 1)
+    mine = Seen(shape(video(10, 1)).body, "alice")
+    out = await frames(sse_stream("v1", answers(None, mine), expired))
+    assert "event: status" not in "".join(out) and '"reason":"TOKEN_EXPIRED"' in out[-1]

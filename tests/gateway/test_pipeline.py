@@ -18,6 +18,7 @@ from gateway.clients import ServiceClients
 from gateway.pipeline import Pipeline
 from gateway.spool import ImageSpool
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, VideoRun
+from services.common.objects import ObjectKeys
 from services.common.wire import Image, ImageAnswer
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
@@ -81,7 +82,8 @@ class StandInServices:
 
 def pipeline(services: StandInServices, tmp_path: Path) -> Pipeline:
     clients = cast(ServiceClients, services)
-    return Pipeline(clients, 3, "64x64", ImageSpool(tmp_path / "spool"), BudgetGuard(clients, None, None))
+    keys = ObjectKeys(b"test-object-key-secret")
+    return Pipeline(clients, 3, "64x64", ImageSpool(tmp_path / "spool"), BudgetGuard(clients, None, None), keys)
 
 
 async def run_video(services: StandInServices, tmp_path: Path, n: int = 4) -> tuple[VideoRun, str]:
@@ -100,7 +102,9 @@ async def test_a_healthy_run_reports_each_scene_once_and_the_last_carries_the_en
     assert len(ends) == 1 and ends[0].then.status == "assets_generated" and ends[0].then.progress == 100
     assert ends[0].then.summary.generated == 4 and ends[0].then.summary.spend_usd == pytest.approx(0.04)
     assert services.updates == []  # the end rode on the last report: no write of its own
-    assert sorted(services.uploads) == [f"videos/v1/images/scene-{i}.png" for i in range(1, 5)]
+    key = ObjectKeys(b"test-object-key-secret").of("v1")
+    assert sorted(services.uploads) == [f"videos/v1/{key}/scene-{i}.png" for i in range(1, 5)]
+    assert len(key) == 26 and key != ObjectKeys(b"another-object-key-secret").of("v1")
 
 
 async def test_scenes_with_a_real_image_are_not_generated_again(tmp_path: Path) -> None:

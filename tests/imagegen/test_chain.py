@@ -300,6 +300,8 @@ async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake_openai:
         ({"prompt": "x", "size": "99999x1"}, "WIDTHxHEIGHT"),
         ({"prompt": "x", "size": "8000x8000"}, "between 64 and 4096"),
         ({"prompt": "x", "video_id": "v", "scene": -1}, "1-based"),
+        ({"prompt": "x", "video_id": "v", "scene": 10_001}, "from 1 to 10000"),
+        ({"prompt": "x", "video_id": "v", "scene": 2_147_483_647}, "from 1 to 10000"),
         ({"prompt": "x", "quality": "ultra"}, "low, medium, high, auto"),
         ({"prompt": "x", "video_id": "../etc"}, "video_id may contain only"),
         ({"prompt": "x", "video_parallelism": 2}, "give its video_id too"),

@@ -47,6 +47,20 @@ async def test_limits_count_starts_per_user(store: StatusStore) -> None:
     await book.start("b0", 3, Deadline.of(10), owner=BOB, limits=limits)  # Bob has his own count
 
 
+async def test_a_waiting_start_is_admitted_counted_and_claimed_without_starting(store: StatusStore) -> None:
+    book = book_of(store)
+    limits = UserLimits(videos_per_hour=1)
+    admitted = await book.admit("waits", 2, Deadline.of(10), owner=ALICE, limits=limits)
+    assert admitted.owner == ALICE and admitted.status == "draft", "claimed, not started"
+    with pytest.raises(NotFound):  # the id is Alice's while it waits
+        await book.admit("waits", 2, Deadline.of(10), owner=BOB, limits=limits)
+    with pytest.raises(LimitReached):  # counted: her next start is over the limit
+        await book.admit("another", 2, Deadline.of(10), owner=ALICE, limits=limits)
+    assert await store.get("another") is None, "nothing written for a refused admission"
+    started = await book.start("waits", 2, Deadline.of(10), {1: "a", 2: "b"}, owner=ALICE)  # its turn: no limits
+    assert started.status == "generating_images" and started.owner == ALICE
+
+
 async def test_scenes_per_day_and_spend_per_user(store: StatusStore) -> None:
     book = book_of(store)
     limits = UserLimits(scenes_per_day=5)

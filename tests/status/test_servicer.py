@@ -46,6 +46,20 @@ BAD = [
     ),
     (
         "ReportScene",
+        status_pb2.ReportSceneRequest(
+            video_id="v", scene=status_pb2.SceneResult(scene=10_001, state="stored", url="u")
+        ),
+        "from 1 to 10000",
+    ),
+    (
+        "StartVideo",
+        status_pb2.StartVideoRequest(
+            video_id="v", scene_count=1, prompts=[status_pb2.ScenePrompt(scene=2_147_483_647, prompt="x")]
+        ),
+        "from 1 to 10000",
+    ),
+    (
+        "ReportScene",
         status_pb2.ReportSceneRequest(video_id="v", scene=status_pb2.SceneResult(scene=1, state="done")),
         "state",
     ),
@@ -55,6 +69,9 @@ BAD = [
         "url",
     ),
     ("GetVideo", status_pb2.GetVideoRequest(video_id="x" * 200), "at most 128"),
+    ("AdmitStart", status_pb2.AdmitStartRequest(video_id="v", scene_count=1), "owner is required"),
+    ("AdmitStart", status_pb2.AdmitStartRequest(video_id="v", scene_count=-1, owner="u"), "scene_count"),
+    ("AdmitStart", status_pb2.AdmitStartRequest(video_id="a/b", scene_count=1, owner="u"), "may contain only"),
     (
         "ReportScene",
         status_pb2.ReportSceneRequest(

@@ -286,6 +286,37 @@ class StartVideoRequest(_message.Message):
 Global___StartVideoRequest: _TypeAlias = StartVideoRequest  # noqa: Y015
 
 @_typing.final
+class AdmitStartRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    SCENE_COUNT_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    scene_count: _builtins.int
+    """The scenes the start will run (counted against scenes_per_day)."""
+    owner: _builtins.str
+    """The user starting it (required: an operator's start is not counted)."""
+    @_builtins.property
+    def limits(self) -> Global___UserLimits: ...
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+        scene_count: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        limits: Global___UserLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "owner", b"owner", "scene_count", b"scene_count", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdmitStartRequest: _TypeAlias = AdmitStartRequest  # noqa: Y015
+
+@_typing.final
 class UserLimits(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

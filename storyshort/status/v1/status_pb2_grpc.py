@@ -44,6 +44,11 @@ class StatusServiceStub:
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.SerializeToString,
                 response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
                 _registered_method=True)
+        self.AdmitStart = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/AdmitStart',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.AdmitStartRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+                _registered_method=True)
         self.GetVideo = channel.unary_unary(
                 '/storyshort.status.v1.StatusService/GetVideo',
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.GetVideoRequest.SerializeToString,
@@ -95,6 +100,18 @@ class StatusServiceServicer:
         """Start a run in one call: create the video if it does not exist, move it to
         "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
         scene count and clear its error. Answers the video with the scenes already stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdmitStart(self, request, context):
+        """Before a start waits its turn (a gateway's line of videos): the checks and the count of
+        StartVideo, and nothing more. Another user's video is NOT_FOUND; the start counts
+        against the user's limits (RESOURCE_EXHAUSTED with a RetryInfo, nothing written, over
+        one); a video that does not exist is created as a draft and becomes the user's, so its
+        id stays theirs while it waits. Its status does not change: when its turn comes, the
+        run's StartVideo (without limits: the start was counted here) marks it generating.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +182,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
             'StartVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.StartVideo,
                     request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
+            ),
+            'AdmitStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdmitStart,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.AdmitStartRequest.FromString,
                     response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
             ),
             'GetVideo': grpc.unary_unary_rpc_method_handler(
@@ -256,6 +278,33 @@ class StatusService:
             target,
             '/storyshort.status.v1.StatusService/StartVideo',
             storyshort_dot_status_dot_v1_dot_status__pb2.StartVideoRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdmitStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/AdmitStart',
+            storyshort_dot_status_dot_v1_dot_status__pb2.AdmitStartRequest.SerializeToString,
             storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
             options,
             channel_credentials,

@@ -40,6 +40,14 @@ class StatusServiceStub:
     "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
     scene count and clear its error. Answers the video with the scenes already stored.
     """
+    AdmitStart: _grpc.UnaryUnaryMultiCallable[_status_pb2.AdmitStartRequest, _status_pb2.Video]
+    """Before a start waits its turn (a gateway's line of videos): the checks and the count of
+    StartVideo, and nothing more. Another user's video is NOT_FOUND; the start counts
+    against the user's limits (RESOURCE_EXHAUSTED with a RetryInfo, nothing written, over
+    one); a video that does not exist is created as a draft and becomes the user's, so its
+    id stays theirs while it waits. Its status does not change: when its turn comes, the
+    run's StartVideo (without limits: the start was counted here) marks it generating.
+    """
     GetVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetVideoRequest, _status_pb2.GetVideoResponse]
     """Read a video. A store outage answers degraded, never an error."""
     UpdateVideo: _grpc.UnaryUnaryMultiCallable[_status_pb2.UpdateVideoRequest, _status_pb2.Video]
@@ -72,6 +80,14 @@ class StatusServiceAsyncStub(StatusServiceStub):
     """Start a run in one call: create the video if it does not exist, move it to
     "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
     scene count and clear its error. Answers the video with the scenes already stored.
+    """
+    AdmitStart: _aio.UnaryUnaryMultiCallable[_status_pb2.AdmitStartRequest, _status_pb2.Video]  # type: ignore[assignment]
+    """Before a start waits its turn (a gateway's line of videos): the checks and the count of
+    StartVideo, and nothing more. Another user's video is NOT_FOUND; the start counts
+    against the user's limits (RESOURCE_EXHAUSTED with a RetryInfo, nothing written, over
+    one); a video that does not exist is created as a draft and becomes the user's, so its
+    id stays theirs while it waits. Its status does not change: when its turn comes, the
+    run's StartVideo (without limits: the start was counted here) marks it generating.
     """
     GetVideo: _aio.UnaryUnaryMultiCallable[_status_pb2.GetVideoRequest, _status_pb2.GetVideoResponse]  # type: ignore[assignment]
     """Read a video. A store outage answers degraded, never an error."""
@@ -114,6 +130,20 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start a run in one call: create the video if it does not exist, move it to
         "generating_images" (FAILED_PRECONDITION when the state machine forbids it), set its
         scene count and clear its error. Answers the video with the scenes already stored.
+        """
+
+    @_abc_1.abstractmethod
+    def AdmitStart(
+        self,
+        request: _status_pb2.AdmitStartRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
+        """Before a start waits its turn (a gateway's line of videos): the checks and the count of
+        StartVideo, and nothing more. Another user's video is NOT_FOUND; the start counts
+        against the user's limits (RESOURCE_EXHAUSTED with a RetryInfo, nothing written, over
+        one); a video that does not exist is created as a draft and becomes the user's, so its
+        id stays theirs while it waits. Its status does not change: when its turn comes, the
+        run's StartVideo (without limits: the start was counted here) marks it generating.
         """
 
     @_abc_1.abstractmethod
