@@ -34,7 +34,10 @@ async def scene(imagegen: Stub, n: int, timeout: float, started: float) -> tuple
     return answer, time.monotonic() - started
 
 
-@pytest.mark.parametrize("image_gen_timeout", [2.5, 5.0, 10.0])
+@pytest.mark.parametrize(
+    "image_gen_timeout",
+    [2.5, 5.0, pytest.param(10.0, marks=pytest.mark.matrix)],  # (the longest in the matrix run)
+)
 @pytest.mark.parametrize("hang_at", [0, 1, 2])
 async def test_every_scene_with_a_healthy_model_in_reach_gets_it(
     fake_openai: fo.FakeOpenAI, image_gen_timeout: float, hang_at: int
