@@ -291,7 +291,8 @@ class Pipeline:
                 extra={"video_id": run.video_id, "scene": scene.number, "code": why},
             )
             width, height = validation.image_size(self.image_size)
-            data = await asyncio.to_thread(render_placeholder, width, height, f"Scene {scene.number}")
+            note = "Placeholder: the image service could not be reached"
+            data = await asyncio.to_thread(render_placeholder, width, height, scene.number, scene.prompt, note)
             info = inspect_image(data)
             return SpooledImage(
                 data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0, reason="imagegen unavailable"

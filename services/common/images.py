@@ -76,26 +76,49 @@ async def check_image(data: bytes) -> ImageInfo:
     return inspect_image(data)
 
 
-def render_placeholder(width: int, height: int, label: str = "") -> bytes:
-    """A calm grey PNG at the requested size with a short label; never raises for sane sizes."""
-    img = Image.new("RGB", (width, height), (226, 228, 233))
+PLACEHOLDER_NOTE = "Placeholder: the real image could not be made"
+
+
+def render_placeholder(
+    width: int, height: int, scene: int = 0, prompt: str = "", note: str = PLACEHOLDER_NOTE
+) -> bytes:
+    """A card at the requested size that tells the story: the scene's number, the first
+    words of its prompt, and a line saying it is a placeholder (a storyboard of them reads
+    as the story, not as a row of grey boxes). Never raises for sane sizes."""
+    img = Image.new("RGB", (width, height), (236, 238, 243))
     draw = ImageDraw.Draw(img)
-    border = max(2, min(width, height) // 64)
+    side = min(width, height)
+    border = max(2, side // 64)
     draw.rectangle((0, 0, width - 1, height - 1), outline=(180, 184, 194), width=border)
-    text = "\n".join(textwrap.wrap(label or "Image unavailable", width=32)[:4])
-    try:
-        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(
-            size=max(12, min(width, height) // 18)
-        )
-    except (OSError, TypeError):
-        font = ImageFont.load_default()
-    box = draw.multiline_textbbox((0, 0), text, font=font, align="center")
-    x = (width - (box[2] - box[0])) / 2
-    y = (height - (box[3] - box[1])) / 2
-    draw.multiline_text((x, y), text, fill=(96, 102, 116), font=font, align="center")
+    margin = max(8, side // 16)
+    title = _font(max(14, side // 10))
+    body = _font(max(11, side // 22))
+    small = _font(max(9, side // 34))
+    y: float = margin
+    if scene:
+        draw.text((margin, y), f"Scene {scene}", fill=(52, 58, 72), font=title)
+        y = draw.textbbox((margin, y), f"Scene {scene}", font=title)[3] + margin // 2
+    words = " ".join(prompt.split()[:24])
+    if words:
+        per_line = max(8, int((width - 2 * margin) / max(1.0, body.getlength("x"))))
+        lines = textwrap.wrap(words, width=per_line)
+        shown = lines[:5]
+        if len(lines) > 5 or len(prompt.split()) > 24:
+            shown[-1] = shown[-1].rstrip(".,;:") + " …"
+        draw.multiline_text((margin, y), "\n".join(shown), fill=(70, 76, 92), font=body, spacing=side // 80)
+    footer = note or PLACEHOLDER_NOTE
+    box = draw.textbbox((0, 0), footer, font=small)
+    draw.text((margin, height - margin - (box[3] - box[1])), footer, fill=(128, 134, 150), font=small)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=False)
     return out.getvalue()
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (OSError, TypeError):
+        return ImageFont.load_default()
 
 
 # Lossy qualities tried, best first, when an image must shrink to fit a size limit.

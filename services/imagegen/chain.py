@@ -31,10 +31,11 @@ from typing import NoReturn
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from services.common.deadlines import Deadline
-from services.common.images import ImageInfo, InvalidImage, check_image
+from services.common.images import PLACEHOLDER_NOTE, ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
 from services.imagegen.admission import NO_ROOM, Gate, take_place
 from services.imagegen.breaker import Breaker, Pass
+from services.imagegen.late import LateRequests
 from services.imagegen.prices import PriceTable, Usage
 from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
 from services.imagegen.providers.placeholder import PlaceholderProvider
@@ -113,7 +114,7 @@ class ProviderChain:
         self.placeholder = placeholder
         self.policy = policy
         self.prices = prices or PriceTable({})
-        self._late: set[asyncio.Task[tuple[ProviderImage, ImageInfo]]] = set()
+        self._late = LateRequests(policy.late_max)
         self._background: set[asyncio.Future[None]] = set()
 
     async def generate(
@@ -145,9 +146,16 @@ class ProviderChain:
                 metrics.FALLBACKS.labels(slot.name, call.attempts[-1].outcome.value).inc()
         finally:
             call.leave_lane()
-        data, info = await self.placeholder.image(call.request.size)
+        data, info = await self.placeholder.image(call.request, self._placeholder_note(call))
         metrics.PLACEHOLDERS.inc()
         return ChainResult(data, info, self.placeholder.name, True, call.attempts)
+
+    def _placeholder_note(self, call: Call) -> str:
+        if not self.slots:
+            return "Placeholder: no image model is configured"
+        if call.attempts and all(a.reason.startswith("budget") for a in call.attempts):
+            return "Placeholder: the image budget is spent"
+        return PLACEHOLDER_NOTE
 
     async def _ask(self, slot: ProviderSlot) -> Pass:
         """The breaker's answer: the replicas' shared one (which falls back to this
@@ -300,7 +308,7 @@ class ProviderChain:
                 raise TimeoutError
             image, info = work.result()
         except TimeoutError:
-            self._let_finish_late(slot, work, call, started)
+            self._late.keep(slot.name, work, started, call.context, lambda i: self._cost(slot, i), call.keep_late)
             reason = f"no image within {timeout:.1f} s"
             self._record(call, slot, Outcome.TIMEOUT, reason, started)
             await self._tell(slot, Outcome.TIMEOUT, reason, granted)
@@ -365,36 +373,8 @@ class ProviderChain:
             metrics.SPEND.labels(slot.name).inc(cost)
         return cost
 
-    def _let_finish_late(
-        self, slot: ProviderSlot, work: asyncio.Task[tuple[ProviderImage, ImageInfo]], call: Call, started: float
-    ) -> None:
-        """The chain stops waiting; the provider may still bill the request, so it goes on
-        (until the model's own timeout) unless too many already do."""
-        if not work.done() and len(self._late) >= self.policy.late_max:
-            work.cancel()
-            metrics.LATE_ABANDONED.labels(slot.name).inc()
-        self._late.add(work)
-
-        def finished(done: asyncio.Task[tuple[ProviderImage, ImageInfo]]) -> None:
-            self._late.discard(done)
-            if done.cancelled() or done.exception() is not None:
-                return
-            image, info = done.result()
-            ms = int((time.monotonic() - started) * 1000)
-            cost = self._cost(slot, image)
-            reason = "arrived late; kept for its scene"
-            record = AttemptRecord(slot.name, Outcome.SUCCESS, reason, ms, image.usage, cost)
-            metrics.LATE_IMAGES.labels(slot.name).inc()
-            log.info("a late image was kept for its scene", extra={**call.context, "provider": slot.name, "ms": ms})
-            if call.keep_late is not None:
-                call.keep_late(ChainResult(image.data, info, slot.name, False, [record]))
-
-        work.add_done_callback(finished)
-
     async def close(self) -> None:
         """Stop the requests still finishing in the background and close the providers."""
-        for work in list(self._late):
-            work.cancel()
-        await asyncio.gather(*self._late, return_exceptions=True)
+        await self._late.close()
         for slot in self.slots:
             await slot.provider.close()

@@ -84,7 +84,7 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         if len(request.variant) > 128:
             raise InvalidArgument("variant is longer than 128 characters")
         key = ReplayKey.of(request.video_id, request.scene, prompt, size, request.quality, request.variant)
-        wanted = ImageRequest(prompt, size, request.quality)
+        wanted = ImageRequest(prompt, size, request.quality, request.scene)
 
         async def generate(keep_late: Callable[[ChainResult], None]) -> ChainResult:
             with self.lanes.lane(request.video_id, request.video_parallelism) as lane:

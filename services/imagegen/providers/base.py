@@ -51,6 +51,7 @@ class ImageRequest:
     size: tuple[int, int]
     # "low" | "medium" | "high" | "auto"; "" means the provider's configured quality.
     quality: str = ""
+    scene: int = 0  # the video's scene it is for (0: none): a placeholder shows it
 
 
 @dataclass(frozen=True)
