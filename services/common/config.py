@@ -192,6 +192,9 @@ class ImagegenSettings(CommonSettings):
     # Preview images are small and wanted fast: GPT image models at quality low by default.
     quality: Literal["low", "medium", "high", "auto"] = Field("low", validation_alias="IMAGEGEN_QUALITY")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", validation_alias="IMAGEGEN_OUTPUT_FORMAT")
+    # Partial images a model that streams sends before its final (GenerateStream passes them
+    # on as previews); each is billed (about 100 output image tokens). 0: the final alone.
+    partial_images: int = Field(1, validation_alias="IMAGEGEN_PARTIAL_IMAGES", ge=0, le=3)
     model_check: bool = Field(True, validation_alias="IMAGEGEN_MODEL_CHECK")
     # Images kept to answer a retried scene without paying again (MiB; 0: off) and for how long (s).
     replay_cache_mib: int = Field(256, validation_alias="IMAGEGEN_REPLAY_CACHE_MIB", ge=0)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -36,10 +36,19 @@ from services.imagegen import metrics
 from services.imagegen.admission import NO_ROOM, Gate, take_place
 from services.imagegen.breaker import Breaker, Pass
 from services.imagegen.late import LateRequests
-from services.imagegen.prices import PriceTable, Usage
-from services.imagegen.providers.base import ImageProvider, ImageRequest, Outcome, ProviderFailure, ProviderImage
+from services.imagegen.prices import PriceTable
+from services.imagegen.providers.base import (
+    ImageProvider,
+    ImageRequest,
+    Outcome,
+    Partial,
+    ProviderFailure,
+    ProviderImage,
+    Usage,
+    billed_partials,
+)
 from services.imagegen.providers.placeholder import PlaceholderProvider
-from services.imagegen.results import AttemptRecord, ChainResult
+from services.imagegen.results import AttemptRecord, ChainResult, PartialImage
 from services.imagegen.shared_breaker import SharedBreakers
 
 log = logging.getLogger(__name__)
@@ -93,6 +102,8 @@ class Call:
     keep_late: Callable[[ChainResult], None] | None
     attempts: list[AttemptRecord] = field(default_factory=list)
     in_lane: bool = False  # holds a place in its video's lane
+    on_partial: Callable[[PartialImage], Awaitable[None]] | None = None
+    waiting: asyncio.Task[tuple[ProviderImage, ImageInfo]] | None = None  # the request the chain waits for
 
     def leave_lane(self) -> None:
         if self.in_lane and self.lane is not None:
@@ -126,10 +137,13 @@ class ProviderChain:
         max_cost: float | None = None,
         lane: asyncio.Semaphore | None = None,
         keep_late: Callable[[ChainResult], None] | None = None,
+        on_partial: Callable[[PartialImage], Awaitable[None]] | None = None,
     ) -> ChainResult:
         """The first provider's image, or the next one's, or the placeholder. ``lane`` limits
-        how many requests of this call's video are at the providers at once."""
-        call = Call(request, deadline, context, max_cost, lane, keep_late)
+        how many requests of this call's video are at the providers at once; ``on_partial``
+        gets the partial images of models that stream, each checked, while the chain waits
+        for them (a late request's partials are dropped)."""
+        call = Call(request, deadline, context, max_cost, lane, keep_late, on_partial=on_partial)
         try:
             for index, slot in enumerate(self.slots):
                 skip = self._skip_reason(slot, call, count=True)
@@ -178,18 +192,9 @@ class ProviderChain:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def quote(self, request: ImageRequest) -> tuple[float, list[str]]:
-        """The most one image can cost on the available models (estimates from the price
-        table), and the available models with no price for it."""
-        highest, unpriced = 0.0, []
-        for slot in (s for s in self.slots if s.available):
-            key = slot.provider.price_key(request)
-            estimate = self.prices.per_image(slot.name, key.size, key.quality)
-            if estimate is None:
-                unpriced.append(slot.name)
-            else:
-                highest = max(highest, estimate)
-        return highest, unpriced
+    def quote(self, request: ImageRequest, streamed: bool = True) -> tuple[float, list[str]]:
+        """The most one image can cost on the available models, and those with no price."""
+        return self.prices.quote([s.provider for s in self.slots if s.available], request, streamed)
 
     def _skip_reason(self, slot: ProviderSlot, call: Call, *, count: bool = False) -> str:
         if not slot.available:
@@ -201,7 +206,8 @@ class ProviderChain:
             )
         if call.max_cost is not None:
             key = slot.provider.price_key(call.request)
-            estimate = self.prices.per_image(slot.name, key.size, key.quality)
+            partials = billed_partials(slot.provider, call.on_partial is not None)
+            estimate = self.prices.per_image(slot.name, key.size, key.quality, partials)
             if estimate is not None and estimate > call.max_cost + COST_SLACK:
                 if count:
                     metrics.BUDGET_SKIPS.labels(slot.name).inc()
@@ -301,13 +307,14 @@ class ProviderChain:
         # even after the chain has stopped waiting for it (a late image is still kept).
         started = time.monotonic()
         timeout = max(ends - started, self.policy.min_attempt)
-        work = asyncio.create_task(self._call_provider(slot, call.request, started + slot.attempt_timeout))
+        work = call.waiting = asyncio.create_task(self._call_provider(slot, call, started + slot.attempt_timeout))
         try:
             # asyncio.wait never cancels the request: on a timeout it goes on, late.
             if not (await asyncio.wait({work}, timeout=timeout))[0]:
                 raise TimeoutError
             image, info = work.result()
         except TimeoutError:
+            call.waiting = None
             self._late.keep(slot.name, work, started, call.context, lambda i: self._cost(slot, i), call.keep_late)
             reason = f"no image within {timeout:.1f} s"
             self._record(call, slot, Outcome.TIMEOUT, reason, started)
@@ -351,13 +358,24 @@ class ProviderChain:
         call.deadline.start()
         return True
 
-    async def _call_provider(
-        self, slot: ProviderSlot, request: ImageRequest, deadline: float
-    ) -> tuple[ProviderImage, ImageInfo]:
+    async def _call_provider(self, slot: ProviderSlot, call: Call, deadline: float) -> tuple[ProviderImage, ImageInfo]:
         """One request and the check of what it answered; the provider's place is given
         back when it ends, whether or not the chain still waits for it."""
+
+        async def partial(frame: Partial) -> None:
+            if call.on_partial is None or call.waiting is not asyncio.current_task():
+                return  # the chain stopped waiting for this request: not shown
+            try:
+                info = await check_image(frame.data)
+            except InvalidImage as exc:  # checked like a final: a broken one is never shown
+                metrics.PARTIALS.labels(slot.name, "broken").inc()
+                log.warning("a broken partial image was dropped", extra={**call.context, "error": str(exc)})
+                return
+            metrics.PARTIALS.labels(slot.name, "passed").inc()
+            await call.on_partial(PartialImage(frame.data, info, frame.index, slot.name))
+
         try:
-            image = await slot.provider.generate(request, deadline)
+            image = await slot.provider.generate(call.request, deadline, partial if call.on_partial else None)
             try:
                 return image, await check_image(image.data)
             except InvalidImage as exc:
@@ -366,12 +384,7 @@ class ProviderChain:
             slot.semaphore.release()
 
     def _cost(self, slot: ProviderSlot, image: ProviderImage) -> float | None:
-        cost = self.prices.cost(slot.name, image.key.size, image.key.quality, image.usage)
-        if cost is None:
-            metrics.UNPRICED_IMAGES.labels(slot.name).inc()
-        else:
-            metrics.SPEND.labels(slot.name).inc(cost)
-        return cost
+        return self.prices.charge(slot.name, image.key, image.usage, image.partials)
 
     async def close(self) -> None:
         """Stop the requests still finishing in the background and close the providers."""

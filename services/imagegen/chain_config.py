@@ -59,6 +59,9 @@ class ProviderEntry(BaseModel):
     quality: Quality | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
     price: ModelPrice | None = None
+    # Partial images streamed before the final (0-3; None: IMAGEGEN_PARTIAL_IMAGES), where
+    # the vendor and model stream.
+    partial_images: int | None = Field(None, ge=0, le=3)
 
     @model_validator(mode="after")
     def _defaults(self) -> ProviderEntry:
@@ -103,6 +106,8 @@ def load_entries(settings: ImagegenSettings) -> list[ProviderEntry]:
     for entry in entries:
         if entry.quality is None:
             entry.quality = settings.quality
+        if entry.partial_images is None:
+            entry.partial_images = settings.partial_images if KINDS[entry.kind].streams else 0
         if entry.kind == "openai" and not entry.base_url:
             entry.base_url = settings.openai_base_url
     check_time_budget(settings, entries)

@@ -63,3 +63,8 @@ SHARED_LATE = Counter(
     "operation; a late answer alone never marks the shared state down",
     ["op"],
 )
+PARTIALS = Counter(
+    "storyshort_imagegen_partial_images_total",
+    "Partial images from models that stream: passed on, or dropped because they did not decode",
+    ["provider", "outcome"],
+)

@@ -8,16 +8,20 @@ IMAGEGEN_PRICES_FILE points at a JSON object keyed by model:
 
 Where the API reports token usage and the model has token prices, the cost is computed from
 the tokens; otherwise from the per-image price of the size and quality sent ("*" matches any).
+Partial images streamed before the final are billed too: `per_partial` USD each, or about 100
+output tokens each at the token price; quotes and holds count the partials a model may send.
 A configured model with no price is a warning: its spend is counted as unknown, never zero."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.imagegen import metrics
+from services.imagegen.providers.base import ImageProvider, ImageRequest, PriceKey, Usage, billed_partials
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +39,19 @@ class ModelPrice(BaseModel):
     # size -> quality -> USD per image
     per_image: dict[str, dict[str, float]] = Field(default_factory=dict)
     per_million_tokens: TokenPrices | None = None
+    # USD per partial image streamed before the final (unset: PARTIAL_TOKENS output tokens
+    # at the token price, where there is one; else nothing is added).
+    per_partial: float | None = Field(None, ge=0)
+
+
+# OpenAI's guide: each partial image adds about 100 output image tokens.
+PARTIAL_TOKENS = 100
 
 
 class PriceTableFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelPrice]
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 class PriceTable:
@@ -82,7 +87,8 @@ class PriceTable:
             log.warning("no price for a configured model: its spend is counted as unknown", extra={"provider": model})
         return missing
 
-    def per_image(self, model: str, size: str, quality: str) -> float | None:
+    def per_image(self, model: str, size: str, quality: str, partials: int = 0) -> float | None:
+        """One image's price, with ``partials`` partial images streamed before it."""
         price = self.models.get(model)
         if price is None:
             return None
@@ -92,14 +98,46 @@ class PriceTable:
         value = qualities.get(quality or "auto")
         if value is None:
             value = qualities.get("*")
-        return value
+        if value is None or not partials:
+            return value
+        return value + partials * self.partial_price(price)
 
-    def cost(self, model: str, size: str, quality: str, usage: Usage | None) -> float | None:
-        """Estimated USD for one image, or None when the price is unknown."""
+    @staticmethod
+    def partial_price(price: ModelPrice) -> float:
+        if price.per_partial is not None:
+            return price.per_partial
+        tokens = price.per_million_tokens
+        return PARTIAL_TOKENS * tokens.output / 1_000_000 if tokens is not None else 0.0
+
+    def quote(self, providers: list[ImageProvider], request: ImageRequest, streamed: bool) -> tuple[float, list[str]]:
+        """The most one image can cost on these providers (``streamed``: with the partial
+        images each may send), and those with no price for it."""
+        highest, unpriced = 0.0, []
+        for provider in providers:
+            key = provider.price_key(request)
+            estimate = self.per_image(provider.name, key.size, key.quality, billed_partials(provider, streamed))
+            if estimate is None:
+                unpriced.append(provider.name)
+            else:
+                highest = max(highest, estimate)
+        return highest, unpriced
+
+    def charge(self, model: str, key: PriceKey, usage: Usage | None, partials: int) -> float | None:
+        """An image's cost, counted in the spend metrics (or as unpriced)."""
+        cost = self.cost(model, key.size, key.quality, usage, partials)
+        if cost is None:
+            metrics.UNPRICED_IMAGES.labels(model).inc()
+        else:
+            metrics.SPEND.labels(model).inc(cost)
+        return cost
+
+    def cost(self, model: str, size: str, quality: str, usage: Usage | None, partials: int = 0) -> float | None:
+        """Estimated USD for one image (and the partial images sent before it), or None
+        when the price is unknown. Token usage, where given, counts the partials already."""
         price = self.models.get(model)
         if price is None:
             return None
         if usage is not None and price.per_million_tokens is not None and (usage.input_tokens or usage.output_tokens):
             tokens = price.per_million_tokens
             return (usage.input_tokens * tokens.input + usage.output_tokens * tokens.output) / 1_000_000
-        return self.per_image(model, size, quality)
+        return self.per_image(model, size, quality, partials)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.images import ImageInfo
-from services.imagegen.prices import Usage
-from services.imagegen.providers.base import Outcome
+from services.imagegen.providers.base import Outcome, Usage
 
 
 @dataclass(frozen=True)
@@ -36,3 +35,13 @@ class ChainResult:
     @property
     def cost_known(self) -> bool:
         return all(a.cost is not None for a in self.attempts)
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A partial image of a call, checked: what GenerateStream sends before the final."""
+
+    image: bytes
+    info: ImageInfo
+    index: int
+    provider: str

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -11,14 +12,14 @@ from services.common import validation
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.pages import page
-from services.common.rpc import rpc
+from services.common.rpc import rpc, stream_rpc
 from services.common.wire import Codecs, ImageAnswer, encode_generate_answer
 from services.imagegen.admission import VideoLanes
 from services.imagegen.breaker import BreakerState
 from services.imagegen.chain import ProviderChain
 from services.imagegen.providers.base import ImageRequest, Outcome
 from services.imagegen.replay import PaidImages, ReplayCache, ReplayKey
-from services.imagegen.results import ChainResult
+from services.imagegen.results import ChainResult, PartialImage
 from services.imagegen.shared_replay import SharedReplay
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 
@@ -26,6 +27,8 @@ SERVICE = "storyshort.imagegen.v1.ImageGenService"
 DEFAULT_SIZE = "1024x1024"
 QUALITIES = ("", "low", "medium", "high", "auto")
 MAX_VIDEO_PARALLELISM = 64
+# Partial images kept for a caller that reads GenerateStream slowly (older ones dropped).
+PARTIALS_QUEUED = 4
 
 OUTCOMES = {
     Outcome.SUCCESS: imagegen_pb2.ATTEMPT_OUTCOME_SUCCESS,
@@ -66,6 +69,56 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
     async def Generate(  # type: ignore[override]
         self, request: imagegen_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> ImageAnswer:
+        result = await self._answer(request, context)
+        return ImageAnswer(result.image, answer_fields(result))
+
+    @stream_rpc(SERVICE)
+    async def GenerateStream(
+        self, request: imagegen_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[imagegen_pb2.GenerateStreamResponse]:
+        """Generate's answer, after the partial images the model sent while it made it."""
+        frames: asyncio.Queue[PartialImage] = asyncio.Queue(maxsize=PARTIALS_QUEUED)
+
+        async def on_partial(frame: PartialImage) -> None:
+            if frames.full():  # a caller that reads slowly sees the latest partials
+                frames.get_nowait()
+            frames.put_nowait(frame)
+
+        answering = asyncio.ensure_future(self._answer(request, context, on_partial))
+        try:
+            while not answering.done() or not frames.empty():
+                taking = asyncio.ensure_future(frames.get())
+                await asyncio.wait({taking, answering}, return_when=asyncio.FIRST_COMPLETED)
+                if not taking.done():
+                    taking.cancel()
+                    continue
+                frame = taking.result()
+                yield imagegen_pb2.GenerateStreamResponse(
+                    partial=imagegen_pb2.PartialImage(
+                        image=frame.image,
+                        content_type=frame.info.content_type,
+                        extension=frame.info.extension,
+                        width=frame.info.width,
+                        height=frame.info.height,
+                        index=frame.index,
+                        provider=frame.provider,
+                    )
+                )
+            result = await answering
+        finally:
+            answering.cancel()
+        final = answer_fields(result)
+        final.image = result.image
+        yield imagegen_pb2.GenerateStreamResponse(final=final)
+
+    async def _answer(
+        self,
+        request: imagegen_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext,
+        on_partial: Callable[[PartialImage], Awaitable[None]] | None = None,
+    ) -> ChainResult:
+        """Generate's work: checked at the edge, answered from what was already paid for,
+        or from the chain (the placeholder last)."""
         prompt = validation.prompt(request.prompt)
         size = validation.image_size(request.size or DEFAULT_SIZE)
         if request.video_id:
@@ -95,10 +148,10 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
                     max_cost=max_cost,
                     lane=lane,
                     keep_late=keep_late,
+                    on_partial=on_partial,
                 )
 
-        result = await self.paid.answer(key, generate, deadline)
-        return ImageAnswer(result.image, answer_fields(result))
+        return await self.paid.answer(key, generate, deadline)
 
     @rpc(SERVICE)
     async def QuoteImage(
@@ -129,6 +182,8 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
                     consecutive_failures=breaker.failures,
                     attempt_timeout_s=slot.attempt_timeout,
                     model=slot.provider.model,
+                    partial_images=slot.provider.partial_images,
+                    streams=slot.provider.streams,
                 )
             )
         states.append(

@@ -15,8 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from services.common.images import ImageInfo
-from services.imagegen.prices import Usage
-from services.imagegen.providers.base import Outcome
+from services.imagegen.providers.base import Outcome, Usage
 from services.imagegen.replay import ReplayKey
 from services.imagegen.results import AttemptRecord, ChainResult
 from services.imagegen.shared import SharedState

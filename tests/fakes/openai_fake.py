@@ -36,6 +36,11 @@ class Ok:
     usage: bool = True
     # Exact image bytes to answer instead of a generated image.
     payload: bytes | None = None
+    # Streamed (`stream: true`): when each partial image goes, in seconds from the request's
+    # arrival (None: evenly before the final; a model that is quick sends fewer, one per
+    # PARTIAL_EVERY seconds of its latency at most), and which partials are broken bytes.
+    partial_at: tuple[float, ...] | None = None
+    broken_partials: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -74,6 +79,16 @@ class Error:
 
 
 @dataclass
+class StreamCut:
+    """A streamed answer that stops after ``partials`` partial images: no final, the
+    connection closed (nothing billed)."""
+
+    partials: int = 1
+    latency: float = 0.2
+    clean: bool = False  # the body ends properly (no final event) instead of a dropped connection
+
+
+@dataclass
 class Hang:
     """Accept the request and never answer (until the fake stops)."""
 
@@ -101,7 +116,9 @@ class EmptyData:
     """200 with an empty data list (seen from proxies)."""
 
 
-Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData | Flaky
+Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData | Flaky | StreamCut
+# A model streams at most one partial per this many seconds of its latency.
+PARTIAL_EVERY = 0.25
 
 CONTENT_POLICY = Error(400, "content_policy_violation", "Your request was rejected by the safety system.")
 BILLING = Error(400, "billing_hard_limit_reached", "Billing hard limit has been reached.")
@@ -137,6 +154,11 @@ def refusal(body: dict[str, Any]) -> str:
         return "'prompt' is required and must be a non-empty string"
     if not isinstance(body.get("n", 1), int):
         return "'n' must be an integer"
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return "'stream' must be a boolean"
+    partial = body.get("partial_images", 0)
+    if not isinstance(partial, int) or isinstance(partial, bool) or not 0 <= partial <= 3:
+        return "Invalid 'partial_images': must be an integer from 0 to 3"
     size = body.get("size", "1024x1024")
     if model.startswith("dall-e-3"):
         allowed, limit = DALL_E_3_SIZES, 4_000
@@ -164,8 +186,14 @@ class FakeOpenAI(LoopbackServer):
         *,
         api_key: str | Collection[str] | None = None,
         azure: bool = False,
+        refuse_stream: Collection[str] = (),
     ) -> None:
         self.scripts: dict[str, list[Behaviour]] = {}
+        # Models that answer `stream: true` with 400 (param "stream"), as a model card that
+        # says "Streaming: not supported" does.
+        self.refuse_stream = set(refuse_stream)
+        # Partial images sent: (prompt, partial_image_index, when, broken).
+        self.partials: list[tuple[str, int, float, bool]] = []
         self.default: Behaviour = Ok()
         self.models = models
         # The keys it accepts (None: any).
@@ -334,11 +362,30 @@ class FakeOpenAI(LoopbackServer):
                 if problem:
                     self._refuse(400, problem)
                     return
+                if body.get("stream") is True and (model in fake.refuse_stream or model.startswith("dall-e")):
+                    err = {
+                        "message": f"The model '{model}' does not support streaming.",
+                        "type": "invalid_request_error",
+                        "param": "stream",
+                        "code": "unsupported_value",
+                    }
+                    self._json(400, {"error": err})
+                    return
                 behaviour = fake._next(model)
                 with fake.lock:
                     fake._flight[model] = fake._flight.get(model, 0) + 1
                     fake.max_in_flight[model] = max(fake.max_in_flight.get(model, 0), fake._flight[model])
                 self._in_flight_for = model
+                if body.get("stream") is True and isinstance(behaviour, Ok | StreamCut | Flaky):
+                    try:
+                        picked = behaviour.pick() if isinstance(behaviour, Flaky) else behaviour
+                        if isinstance(picked, Error):
+                            self._json(picked.status, {"error": {"message": picked.message, "type": picked.type}})
+                        else:
+                            self._stream(picked, body)
+                    finally:
+                        self._landed()
+                    return
                 try:
                     latency = getattr(behaviour, "latency", 0.0)
                     if latency and fake.stopping.wait(max(self.arrived_at + latency - time.monotonic(), 0.0)):
@@ -346,6 +393,88 @@ class FakeOpenAI(LoopbackServer):
                     self._answer(behaviour, body)
                 finally:
                     self._landed()
+
+            def _event(self, name: str, data: dict[str, Any]) -> None:
+                """One Server-Sent Event, as one chunk of the chunked body."""
+                frame = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+                self.wfile.flush()
+
+            def _stream(self, b: Ok | StreamCut, body: dict[str, Any]) -> None:
+                """The images API's streamed answer: `image_generation.partial_image` events
+                paced before the final, then `image_generation.completed` (with usage) and
+                the end of the body. A quick model sends fewer partials than asked."""
+                asked = int(body.get("partial_images") or 0)
+                prompt = str(body.get("prompt", ""))
+                size = tuple(int(x) for x in str(body.get("size", "1024x1024")).split("x"))
+                fmt = str(body.get("output_format") or "png").upper()
+                if isinstance(b, StreamCut):
+                    times = [b.latency * (k + 1) / (b.partials + 1) for k in range(b.partials)]
+                elif b.partial_at is not None:
+                    times = list(b.partial_at[:asked])
+                else:
+                    count = min(asked, int(b.latency / PARTIAL_EVERY))
+                    times = [b.latency * (k + 1) / (count + 1) for k in range(count)]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                common = {"background": "opaque", "output_format": fmt.lower(), "quality": body.get("quality", "auto")}
+                try:
+                    for index, at in enumerate(times):
+                        if fake.stopping.wait(max(self.arrived_at + at - time.monotonic(), 0.0)):
+                            return
+                        broken = isinstance(b, Ok) and index in b.broken_partials
+                        raw = os.urandom(256) if broken else image_bytes(fmt, size, (200, 60 + 40 * index, 60))
+                        with fake.lock:
+                            fake.partials.append((prompt, index, time.monotonic(), broken))
+                        self._event(
+                            "image_generation.partial_image",
+                            {
+                                "type": "image_generation.partial_image",
+                                "b64_json": base64.b64encode(raw).decode(),
+                                "partial_image_index": index,
+                                "size": body.get("size", "1024x1024"),
+                                "created_at": int(time.time()),
+                                **common,
+                            },
+                        )
+                    if isinstance(b, StreamCut):
+                        if b.clean:
+                            self.wfile.write(b"0\r\n\r\n")  # the end of the body, with no final
+                        self.close_connection = True
+                        return
+                    if fake.stopping.wait(max(self.arrived_at + b.latency - time.monotonic(), 0.0)):
+                        return
+                    with fake.lock:
+                        made = len(fake.paid)
+                        fake.paid.append(prompt)
+                    final = b.payload if b.payload is not None else image_bytes(fmt, size, answer_colour(made))
+                    usage = {
+                        "input_tokens": 10,
+                        "output_tokens": 100 + 100 * len(times),  # each partial is billed too
+                        "total_tokens": 110 + 100 * len(times),
+                        "input_tokens_details": {"image_tokens": 0, "text_tokens": 10},
+                    }
+                    self._landed()
+                    if self._request is not None:
+                        self._request.answered = time.monotonic()
+                    self._event(
+                        "image_generation.completed",
+                        {
+                            "type": "image_generation.completed",
+                            "b64_json": base64.b64encode(final).decode(),
+                            "size": body.get("size", "1024x1024"),
+                            "created_at": int(time.time()),
+                            "usage": usage,
+                            **common,
+                        },
+                    )
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
 
             def _answer(self, b: Behaviour, body: dict[str, Any]) -> None:
                 created = int(time.time())

@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.imagegen.prices import ModelPrice, PriceTable, Usage
+from services.imagegen.prices import ModelPrice, PriceTable
+from services.imagegen.providers.base import Usage
 from storyshort.imagegen.v1 import imagegen_pb2
 from tests.fakes import openai_fake as fo
 from tests.imagegen.conftest import A, B
@@ -63,7 +64,9 @@ async def test_each_attempt_reports_usage_and_cost(fake_openai: fo.FakeOpenAI, t
 async def test_a_model_without_a_price_counts_as_unknown_not_zero(
     fake_openai: fo.FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
+    async for imagegen in start(
+        fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]}), IMAGEGEN_PARTIAL_IMAGES=0
+    ):
         answer = await imagegen.generate()
         assert answer.provider == A
         assert answer.cost_known is False and answer.cost_usd == 0.0
@@ -109,7 +112,8 @@ async def test_a_retried_scene_is_answered_from_the_replay_cache_without_paying_
 async def test_a_quote_is_the_most_one_image_can_cost_on_the_available_models(
     fake_openai: fo.FakeOpenAI, tmp_path: Path
 ) -> None:
-    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES)):
+    prices = price_file(tmp_path, PRICES)
+    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=prices, IMAGEGEN_PARTIAL_IMAGES=0):
         medium = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="1024x1024", quality="medium"))
         assert medium.max_usd == pytest.approx(0.05) and list(medium.unpriced) == []
         other = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="1024x1024", quality="high"))
@@ -121,6 +125,26 @@ async def test_a_quote_is_the_most_one_image_can_cost_on_the_available_models(
         with pytest.raises(grpc.aio.AioRpcError) as bad_size:
             await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="big"))
         assert bad_size.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    async for imagegen in start(fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]})):
+    async for imagegen in start(
+        fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, {B: PRICES[B]}), IMAGEGEN_PARTIAL_IMAGES=0
+    ):
         partly = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest())
         assert partly.max_usd == pytest.approx(0.02) and list(partly.unpriced) == [A]
+
+
+async def test_a_quote_counts_the_partial_images_a_streaming_model_may_send(
+    fake_openai: fo.FakeOpenAI, tmp_path: Path
+) -> None:
+    """Partials are billed (about 100 output tokens each): with two per image, A's quote at
+    medium is 0.05 + 2 x 100 x 40 / 1e6; B has no token price and no per_partial: 0.02."""
+    async for imagegen in start(
+        fake_openai, IMAGEGEN_PRICES_FILE=price_file(tmp_path, PRICES), IMAGEGEN_PARTIAL_IMAGES=2
+    ):
+        medium = await imagegen.stub.QuoteImage(imagegen_pb2.QuoteImageRequest(size="1024x1024", quality="medium"))
+        assert medium.max_usd == pytest.approx(0.05 + 2 * 100 * 40 / 1e6)
+    table = PriceTable({A: ModelPrice.model_validate({"per_image": {"*": {"*": 0.01}}, "per_partial": 0.003})})
+    assert table.per_image(A, "1024x1024", "low", partials=3) == pytest.approx(0.019)
+    assert table.cost(A, "1024x1024", "low", None, partials=1) == pytest.approx(0.013)
+    tokens = PriceTable({A: ModelPrice.model_validate(PRICES[A])})
+    usage = Usage(input_tokens=10, output_tokens=300)  # the completed event's usage counts the partials
+    assert tokens.cost(A, "1024x1024", "medium", usage, partials=2) == pytest.approx((10 * 5 + 300 * 40) / 1e6)

@@ -7,10 +7,9 @@ a deadline, makes exactly one request to its vendor and answers the image bytes 
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-from services.imagegen.prices import Usage
 
 
 class Outcome(enum.Enum):
@@ -55,6 +54,14 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """The tokens a provider said an image used."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class PriceKey:
     """What decides an image's price: the size and quality actually sent."""
 
@@ -67,13 +74,28 @@ class ProviderImage:
     data: bytes
     key: PriceKey
     usage: Usage | None = None
+    partials: int = 0  # partial images the provider sent before it (each one is billed)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A partial image as the provider sent it (not yet checked)."""
+
+    data: bytes
+    index: int  # 0-based
+
+
+# Where a streaming provider hands each partial image as it comes.
+OnPartial = Callable[[Partial], Awaitable[None]]
 
 
 class ImageProvider(Protocol):
     """One image model of one vendor account.
 
     ``generate`` makes exactly one request and must not retry. ``deadline`` is a
-    ``time.monotonic()`` value: the request is abandoned then at the latest. The chain may
+    ``time.monotonic()`` value: the request is abandoned then at the latest. With
+    ``on_partial``, a provider that streams hands it each partial image as it comes (a model
+    that refuses to stream is remembered and asked without it: not a failure). The chain may
     stop waiting earlier and let the request finish in the background (a provider may bill
     an abandoned request), so a provider never cancels on its own before the deadline."""
 
@@ -82,8 +104,20 @@ class ImageProvider(Protocol):
     model: str  # what the requests name
     max_prompt_chars: int
 
+    # Partial images asked for per image, and whether the model still streams them.
+    partial_images: int
+    streams: bool
+
     def price_key(self, request: ImageRequest) -> PriceKey: ...
 
-    async def generate(self, request: ImageRequest, deadline: float) -> ProviderImage: ...
+    async def generate(
+        self, request: ImageRequest, deadline: float, on_partial: OnPartial | None = None
+    ) -> ProviderImage: ...
 
     async def close(self) -> None: ...
+
+
+def billed_partials(provider: ImageProvider, streamed: bool) -> int:
+    """The partial images a call may be billed for on this provider (``streamed``: the call
+    takes them)."""
+    return provider.partial_images if streamed and provider.streams else 0

@@ -15,7 +15,7 @@ import httpx2
 from google import genai
 from google.genai import errors, types
 
-from services.imagegen.providers.base import ImageRequest, Outcome, PriceKey, ProviderFailure, ProviderImage
+from services.imagegen.providers.base import ImageRequest, OnPartial, Outcome, PriceKey, ProviderFailure, ProviderImage
 
 DEFAULT_BASE_URL = "https://aiplatform.googleapis.com"
 ASPECT_RATIOS = {"1:1": 1.0, "3:4": 3 / 4, "4:3": 4 / 3, "9:16": 9 / 16, "16:9": 16 / 9}
@@ -61,6 +61,7 @@ class GoogleImagenProvider:
         self.name = name or model
         self.kind = "google-imagen"
         self.max_prompt_chars = MAX_PROMPT_CHARS
+        self.partial_images, self.streams = 0, False  # Imagen answers the final alone
         self.client = genai.Client(
             vertexai=True,
             api_key=api_key,
@@ -73,7 +74,9 @@ class GoogleImagenProvider:
     async def close(self) -> None:
         await self.client.aio.aclose()
 
-    async def generate(self, request: ImageRequest, deadline: float) -> ProviderImage:
+    async def generate(
+        self, request: ImageRequest, deadline: float, on_partial: OnPartial | None = None
+    ) -> ProviderImage:
         key = self.price_key(request)
         timeout_ms = max(int((deadline - time.monotonic()) * 1000), 10)
         config = types.GenerateImagesConfig(

@@ -20,8 +20,16 @@ import httpx
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from services.imagegen.prices import Usage
-from services.imagegen.providers.base import ImageRequest, Outcome, PriceKey, ProviderFailure, ProviderImage
+from services.imagegen.providers.base import (
+    ImageRequest,
+    OnPartial,
+    Outcome,
+    Partial,
+    PriceKey,
+    ProviderFailure,
+    ProviderImage,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,23 @@ def _error_code(exc: openai.APIStatusError) -> str:
         if isinstance(inner, dict):
             return str(inner.get("code") or inner.get("type") or "")
     return str(getattr(exc, "code", "") or "")
+
+
+class StreamRefused(Exception):
+    """The model does not stream (a 400 naming `stream`): says nothing of its health."""
+
+
+def _param(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return str(inner.get("param") or "") if isinstance(inner, dict) else ""
+
+
+def _b64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -166,6 +191,8 @@ class OpenAIImageProvider:
         quality: str = "",
         output_format: str = "png",
         url_client: httpx.AsyncClient | None = None,
+        partial_images: int = 0,
+        streams: bool = True,
     ) -> None:
         self.client = client
         self.model = model  # what the request names: the model, or the Azure deployment
@@ -176,6 +203,9 @@ class OpenAIImageProvider:
         self.quality = quality
         self.output_format = output_format
         self._url_client = url_client
+        # Only GPT image models stream; one that refuses is asked without streaming after.
+        self.partial_images = partial_images if self.family.takes_output_format else 0
+        self.streams = streams and self.family.takes_output_format
 
     def price_key(self, request: ImageRequest) -> PriceKey:
         width, height = nearest_size(self.family, request.size)
@@ -196,8 +226,17 @@ class OpenAIImageProvider:
     async def close(self) -> None:
         await self.client.close()
 
-    async def generate(self, request: ImageRequest, deadline: float) -> ProviderImage:
-        """One request, abandoned at ``deadline`` (a time.monotonic() value) at the latest."""
+    async def generate(
+        self, request: ImageRequest, deadline: float, on_partial: OnPartial | None = None
+    ) -> ProviderImage:
+        """One request, abandoned at ``deadline`` (a time.monotonic() value) at the latest;
+        streamed, with partial images to ``on_partial``, where the model streams."""
+        if on_partial is not None and self.partial_images and self.streams:
+            try:
+                return await self._streamed(request, deadline, on_partial)
+            except StreamRefused:
+                self.streams = False  # remembered: asked without streaming from now on
+                log.warning("the model refuses to stream; asked without it from now on", extra={"provider": self.name})
         key = self.price_key(request)
         timeout = max(deadline - time.monotonic(), 0.01)
         try:
@@ -219,6 +258,30 @@ class OpenAIImageProvider:
             raise
         except Exception as exc:  # the SDK's errors, classified; anything else is transient
             raise classify(exc) from exc
+
+    async def _streamed(self, request: ImageRequest, deadline: float, on_partial: OnPartial) -> ProviderImage:
+        """The images API's streamed answer: each partial image to ``on_partial`` as it
+        comes, then the completed image (and its usage, partials included)."""
+        key = self.price_key(request)
+        params = {**self.request_params(request), "stream": True, "partial_images": self.partial_images}
+        partials = 0
+        try:
+            events = await self.client.images.generate(**params, timeout=max(deadline - time.monotonic(), 0.01))
+            async for event in events:
+                if event.type == "image_generation.partial_image":
+                    partials += 1
+                    await on_partial(Partial(_b64(event.b64_json), event.partial_image_index))
+                elif event.type == "image_generation.completed":
+                    return ProviderImage(_b64(event.b64_json), key, _usage(event), partials)
+        except ProviderFailure:
+            raise
+        except openai.BadRequestError as exc:
+            if _param(exc) == "stream":
+                raise StreamRefused(str(exc)) from exc
+            raise classify(exc) from exc
+        except Exception as exc:  # the SDK's errors, classified; anything else is transient
+            raise classify(exc) from exc
+        raise ProviderFailure(Outcome.TRANSIENT, "the stream ended before its final image", retry_same=True)
 
     async def _fetch(self, url: str, timeout: float) -> bytes:
         client = self._url_client or httpx.AsyncClient()

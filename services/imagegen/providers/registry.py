@@ -24,6 +24,9 @@ class Kind:
     default_base_url: str = ""
     # The vendor lists its models (GET /models): configured ones are checked at start.
     lists_models: bool = False
+    # It can stream partial images (IMAGEGEN_PARTIAL_IMAGES; models that refuse are asked
+    # without streaming after their first refusal).
+    streams: bool = False
 
 
 def _openai(entry: ProviderEntry, key: str) -> ImageProvider:
@@ -34,6 +37,7 @@ def _openai(entry: ProviderEntry, key: str) -> ImageProvider:
         kind=entry.kind,
         quality=entry.quality or "",
         output_format=entry.output_format,
+        partial_images=entry.partial_images or 0,
     )
 
 
@@ -54,8 +58,8 @@ def _google(entry: ProviderEntry, key: str) -> ImageProvider:
 
 
 KINDS: dict[str, Kind] = {
-    "openai": Kind(_openai, "OPENAI_API_KEY", lists_models=True),
-    "openai-compatible": Kind(_openai, "OPENAI_API_KEY", needs_base_url=True, lists_models=True),
+    "openai": Kind(_openai, "OPENAI_API_KEY", lists_models=True, streams=True),
+    "openai-compatible": Kind(_openai, "OPENAI_API_KEY", needs_base_url=True, lists_models=True, streams=True),
     "azure-openai": Kind(_azure, "AZURE_OPENAI_API_KEY", needs_base_url=True),
     "google-imagen": Kind(_google, "GOOGLE_API_KEY", default_base_url=GOOGLE_BASE_URL),
 }

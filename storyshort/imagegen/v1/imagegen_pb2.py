@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%storyshort/imagegen/v1/imagegen.proto\x12\x16storyshort.imagegen.v1\"\xb9\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x10\n\x08video_id\x18\x03 \x01(\t\x12\r\n\x05scene\x18\x04 \x01(\x05\x12\x0f\n\x07quality\x18\x05 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11video_parallelism\x18\x07 \x01(\r\x12\x0f\n\x07variant\x18\x08 \x01(\tB\x0f\n\r_max_cost_usd\"\xcc\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x37\n\x07outcome\x18\x02 \x01(\x0e\x32&.storyshort.imagegen.v1.AttemptOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x12\n\ncost_known\x18\x08 \x01(\x08\"\xe9\x01\n\x10GenerateResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x11\n\textension\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x13\n\x0bplaceholder\x18\x07 \x01(\x08\x12\x31\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1f.storyshort.imagegen.v1.Attempt\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x12\n\ncost_known\x18\n \x01(\x08\"2\n\x11QuoteImageRequest\x12\x0c\n\x04size\x18\x01 \x01(\t\x12\x0f\n\x07quality\x18\x02 \x01(\t\"/\n\nImageQuote\x12\x0f\n\x07max_usd\x18\x01 \x01(\x01\x12\x10\n\x08unpriced\x18\x02 \x03(\t\"=\n\x14ListProvidersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xf3\x01\n\rProviderState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x14\n\x0c\x62reaker_open\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11\x63oncurrency_limit\x18\x05 \x01(\x05\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x15\n\rbreaker_state\x18\x07 \x01(\t\x12\x13\n\x0bretry_in_ms\x18\x08 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\x05\x12\x19\n\x11\x61ttempt_timeout_s\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\"j\n\x15ListProvidersResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.storyshort.imagegen.v1.ProviderState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb2\x02\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12 \n\x1c\x41TTEMPT_OUTCOME_HARD_FAILURE\x10\x02\x12\"\n\x1e\x41TTEMPT_OUTCOME_CONTENT_POLICY\x10\x03\x12 \n\x1c\x41TTEMPT_OUTCOME_RATE_LIMITED\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRANSIENT\x10\x05\x12\x1b\n\x17\x41TTEMPT_OUTCOME_TIMEOUT\x10\x06\x12!\n\x1d\x41TTEMPT_OUTCOME_INVALID_IMAGE\x10\x07\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x08\x32\xbb\x02\n\x0fImageGenService\x12]\n\x08Generate\x12\'.storyshort.imagegen.v1.GenerateRequest\x1a(.storyshort.imagegen.v1.GenerateResponse\x12l\n\rListProviders\x12,.storyshort.imagegen.v1.ListProvidersRequest\x1a-.storyshort.imagegen.v1.ListProvidersResponse\x12[\n\nQuoteImage\x12).storyshort.imagegen.v1.QuoteImageRequest\x1a\".storyshort.imagegen.v1.ImageQuoteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%storyshort/imagegen/v1/imagegen.proto\x12\x16storyshort.imagegen.v1\"\xb9\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x10\n\x08video_id\x18\x03 \x01(\t\x12\r\n\x05scene\x18\x04 \x01(\x05\x12\x0f\n\x07quality\x18\x05 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11video_parallelism\x18\x07 \x01(\r\x12\x0f\n\x07variant\x18\x08 \x01(\tB\x0f\n\r_max_cost_usd\"\xcc\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x37\n\x07outcome\x18\x02 \x01(\x0e\x32&.storyshort.imagegen.v1.AttemptOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x12\n\ncost_known\x18\x08 \x01(\x08\"\xe9\x01\n\x10GenerateResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x11\n\textension\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x13\n\x0bplaceholder\x18\x07 \x01(\x08\x12\x31\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x1f.storyshort.imagegen.v1.Attempt\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x12\n\ncost_known\x18\n \x01(\x08\"\x95\x01\n\x16GenerateStreamResponse\x12\x37\n\x07partial\x18\x01 \x01(\x0b\x32$.storyshort.imagegen.v1.PartialImageH\x00\x12\x39\n\x05\x66inal\x18\x02 \x01(\x0b\x32(.storyshort.imagegen.v1.GenerateResponseH\x00\x42\x07\n\x05\x66rame\"\x86\x01\n\x0cPartialImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x11\n\textension\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\r\n\x05index\x18\x06 \x01(\x05\x12\x10\n\x08provider\x18\x07 \x01(\t\"2\n\x11QuoteImageRequest\x12\x0c\n\x04size\x18\x01 \x01(\t\x12\x0f\n\x07quality\x18\x02 \x01(\t\"/\n\nImageQuote\x12\x0f\n\x07max_usd\x18\x01 \x01(\x01\x12\x10\n\x08unpriced\x18\x02 \x03(\t\"=\n\x14ListProvidersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x9c\x02\n\rProviderState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x14\n\x0c\x62reaker_open\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11\x63oncurrency_limit\x18\x05 \x01(\x05\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x15\n\rbreaker_state\x18\x07 \x01(\t\x12\x13\n\x0bretry_in_ms\x18\x08 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\x05\x12\x19\n\x11\x61ttempt_timeout_s\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\x12\x16\n\x0epartial_images\x18\x0c \x01(\x05\x12\x0f\n\x07streams\x18\r \x01(\x08\"j\n\x15ListProvidersResponse\x12\x38\n\tproviders\x18\x01 \x03(\x0b\x32%.storyshort.imagegen.v1.ProviderState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb2\x02\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12 \n\x1c\x41TTEMPT_OUTCOME_HARD_FAILURE\x10\x02\x12\"\n\x1e\x41TTEMPT_OUTCOME_CONTENT_POLICY\x10\x03\x12 \n\x1c\x41TTEMPT_OUTCOME_RATE_LIMITED\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRANSIENT\x10\x05\x12\x1b\n\x17\x41TTEMPT_OUTCOME_TIMEOUT\x10\x06\x12!\n\x1d\x41TTEMPT_OUTCOME_INVALID_IMAGE\x10\x07\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x08\x32\xa8\x03\n\x0fImageGenService\x12]\n\x08Generate\x12\'.storyshort.imagegen.v1.GenerateRequest\x1a(.storyshort.imagegen.v1.GenerateResponse\x12k\n\x0eGenerateStream\x12\'.storyshort.imagegen.v1.GenerateRequest\x1a..storyshort.imagegen.v1.GenerateStreamResponse0\x01\x12l\n\rListProviders\x12,.storyshort.imagegen.v1.ListProvidersRequest\x1a-.storyshort.imagegen.v1.ListProvidersResponse\x12[\n\nQuoteImage\x12).storyshort.imagegen.v1.QuoteImageRequest\x1a\".storyshort.imagegen.v1.ImageQuoteb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storyshort.imagegen.v1.imagegen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ATTEMPTOUTCOME']._serialized_start=1215
-  _globals['_ATTEMPTOUTCOME']._serialized_end=1521
+  _globals['_ATTEMPTOUTCOME']._serialized_start=1545
+  _globals['_ATTEMPTOUTCOME']._serialized_end=1851
   _globals['_GENERATEREQUEST']._serialized_start=66
   _globals['_GENERATEREQUEST']._serialized_end=251
   _globals['_ATTEMPT']._serialized_start=254
   _globals['_ATTEMPT']._serialized_end=458
   _globals['_GENERATERESPONSE']._serialized_start=461
   _globals['_GENERATERESPONSE']._serialized_end=694
-  _globals['_QUOTEIMAGEREQUEST']._serialized_start=696
-  _globals['_QUOTEIMAGEREQUEST']._serialized_end=746
-  _globals['_IMAGEQUOTE']._serialized_start=748
-  _globals['_IMAGEQUOTE']._serialized_end=795
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=797
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=858
-  _globals['_PROVIDERSTATE']._serialized_start=861
-  _globals['_PROVIDERSTATE']._serialized_end=1104
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1106
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1212
-  _globals['_IMAGEGENSERVICE']._serialized_start=1524
-  _globals['_IMAGEGENSERVICE']._serialized_end=1839
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=697
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=846
+  _globals['_PARTIALIMAGE']._serialized_start=849
+  _globals['_PARTIALIMAGE']._serialized_end=983
+  _globals['_QUOTEIMAGEREQUEST']._serialized_start=985
+  _globals['_QUOTEIMAGEREQUEST']._serialized_end=1035
+  _globals['_IMAGEQUOTE']._serialized_start=1037
+  _globals['_IMAGEQUOTE']._serialized_end=1084
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1086
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1147
+  _globals['_PROVIDERSTATE']._serialized_start=1150
+  _globals['_PROVIDERSTATE']._serialized_end=1434
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1436
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1542
+  _globals['_IMAGEGENSERVICE']._serialized_start=1854
+  _globals['_IMAGEGENSERVICE']._serialized_end=2278
 # @@protoc_insertion_point(module_scope)

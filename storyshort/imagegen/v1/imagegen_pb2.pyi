@@ -212,6 +212,76 @@ class GenerateResponse(_message.Message):
 Global___GenerateResponse: _TypeAlias = GenerateResponse  # noqa: Y015
 
 @_typing.final
+class GenerateStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTIAL_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partial(self) -> Global___PartialImage:
+        """A partial image (any number, possibly none, before the final)."""
+
+    @_builtins.property
+    def final(self) -> Global___GenerateResponse:
+        """The answer, as Generate gives it: the last message."""
+
+    def __init__(
+        self,
+        *,
+        partial: Global___PartialImage | None = ...,
+        final: Global___GenerateResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "frame", b"frame", "partial", b"partial"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "frame", b"frame", "partial", b"partial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["partial", "final"]  # noqa: Y015
+    _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
+
+Global___GenerateStreamResponse: _TypeAlias = GenerateStreamResponse  # noqa: Y015
+
+@_typing.final
+class PartialImage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    EXTENSION_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    content_type: _builtins.str
+    """Decided by the decoded bytes."""
+    extension: _builtins.str
+    width: _builtins.int
+    height: _builtins.int
+    index: _builtins.int
+    """0-based, in the order the model made them."""
+    provider: _builtins.str
+    """The provider making the image."""
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        extension: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        index: _builtins.int = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "extension", b"extension", "height", b"height", "image", b"image", "index", b"index", "provider", b"provider", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartialImage: _TypeAlias = PartialImage  # noqa: Y015
+
+@_typing.final
 class QuoteImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -299,6 +369,8 @@ class ProviderState(_message.Message):
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
     ATTEMPT_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
+    STREAMS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The chain entry's name (unique in the chain; the model's by default)."""
     available: _builtins.bool
@@ -322,6 +394,11 @@ class ProviderState(_message.Message):
     """
     model: _builtins.str
     """The model the requests name (for Azure, the deployment)."""
+    partial_images: _builtins.int
+    """Partial images asked of it per image (0: the final alone); false once the model refused
+    to stream (it is then asked without streaming).
+    """
+    streams: _builtins.bool
     def __init__(
         self,
         *,
@@ -336,10 +413,12 @@ class ProviderState(_message.Message):
         consecutive_failures: _builtins.int = ...,
         attempt_timeout_s: _builtins.float = ...,
         model: _builtins.str = ...,
+        partial_images: _builtins.int = ...,
+        streams: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout_s", b"attempt_timeout_s", "available", b"available", "breaker_open", b"breaker_open", "breaker_state", b"breaker_state", "concurrency_limit", b"concurrency_limit", "consecutive_failures", b"consecutive_failures", "kind", b"kind", "model", b"model", "name", b"name", "reason", b"reason", "retry_in_ms", b"retry_in_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout_s", b"attempt_timeout_s", "available", b"available", "breaker_open", b"breaker_open", "breaker_state", b"breaker_state", "concurrency_limit", b"concurrency_limit", "consecutive_failures", b"consecutive_failures", "kind", b"kind", "model", b"model", "name", b"name", "partial_images", b"partial_images", "reason", b"reason", "retry_in_ms", b"retry_in_ms", "streams", b"streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,11 @@ class ImageGenServiceStub:
                 request_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.GenerateStream = channel.unary_stream(
+                '/storyshort.imagegen.v1.ImageGenService/GenerateStream',
+                request_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateStreamResponse.FromString,
+                _registered_method=True)
         self.ListProviders = channel.unary_unary(
                 '/storyshort.imagegen.v1.ImageGenService/ListProviders',
                 request_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.ListProvidersRequest.SerializeToString,
@@ -57,6 +62,16 @@ class ImageGenServiceServicer:
     def Generate(self, request, context):
         """Generate one image for one scene. Never fails for provider trouble: the
         placeholder answers when every provider failed or the budget ran out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateStream(self, request, context):
+        """Generate, streamed: the scene's partial images as the model makes them (models that
+        stream, IMAGEGEN_PARTIAL_IMAGES of them at most), each checked like a final, then the
+        same answer as Generate as the last message. A model that does not stream, and an image
+        already paid for (answered again), send the final alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +99,11 @@ def add_ImageGenServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.FromString,
                     response_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateResponse.SerializeToString,
+            ),
+            'GenerateStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateStream,
+                    request_deserializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.FromString,
+                    response_serializer=storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateStreamResponse.SerializeToString,
             ),
             'ListProviders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProviders,
@@ -123,6 +143,33 @@ class ImageGenService:
             '/storyshort.imagegen.v1.ImageGenService/Generate',
             storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.SerializeToString,
             storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/storyshort.imagegen.v1.ImageGenService/GenerateStream',
+            storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateRequest.SerializeToString,
+            storyshort_dot_imagegen_dot_v1_dot_imagegen__pb2.GenerateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

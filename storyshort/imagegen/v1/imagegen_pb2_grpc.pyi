@@ -37,6 +37,12 @@ class ImageGenServiceStub:
     """Generate one image for one scene. Never fails for provider trouble: the
     placeholder answers when every provider failed or the budget ran out.
     """
+    GenerateStream: _grpc.UnaryStreamMultiCallable[_imagegen_pb2.GenerateRequest, _imagegen_pb2.GenerateStreamResponse]
+    """Generate, streamed: the scene's partial images as the model makes them (models that
+    stream, IMAGEGEN_PARTIAL_IMAGES of them at most), each checked like a final, then the
+    same answer as Generate as the last message. A model that does not stream, and an image
+    already paid for (answered again), send the final alone.
+    """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_imagegen_pb2.ListProvidersRequest, _imagegen_pb2.ListProvidersResponse]
     """The configured chain and the state of each provider (breaker, model check)."""
     QuoteImage: _grpc.UnaryUnaryMultiCallable[_imagegen_pb2.QuoteImageRequest, _imagegen_pb2.ImageQuote]
@@ -50,6 +56,12 @@ class ImageGenServiceAsyncStub(ImageGenServiceStub):
     Generate: _aio.UnaryUnaryMultiCallable[_imagegen_pb2.GenerateRequest, _imagegen_pb2.GenerateResponse]  # type: ignore[assignment]
     """Generate one image for one scene. Never fails for provider trouble: the
     placeholder answers when every provider failed or the budget ran out.
+    """
+    GenerateStream: _aio.UnaryStreamMultiCallable[_imagegen_pb2.GenerateRequest, _imagegen_pb2.GenerateStreamResponse]  # type: ignore[assignment]
+    """Generate, streamed: the scene's partial images as the model makes them (models that
+    stream, IMAGEGEN_PARTIAL_IMAGES of them at most), each checked like a final, then the
+    same answer as Generate as the last message. A model that does not stream, and an image
+    already paid for (answered again), send the final alone.
     """
     ListProviders: _aio.UnaryUnaryMultiCallable[_imagegen_pb2.ListProvidersRequest, _imagegen_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """The configured chain and the state of each provider (breaker, model check)."""
@@ -67,6 +79,18 @@ class ImageGenServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_imagegen_pb2.GenerateResponse, _abc.Awaitable[_imagegen_pb2.GenerateResponse]]:
         """Generate one image for one scene. Never fails for provider trouble: the
         placeholder answers when every provider failed or the budget ran out.
+        """
+
+    @_abc_1.abstractmethod
+    def GenerateStream(
+        self,
+        request: _imagegen_pb2.GenerateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_imagegen_pb2.GenerateStreamResponse], _abc.AsyncIterator[_imagegen_pb2.GenerateStreamResponse]]:
+        """Generate, streamed: the scene's partial images as the model makes them (models that
+        stream, IMAGEGEN_PARTIAL_IMAGES of them at most), each checked like a final, then the
+        same answer as Generate as the last message. A model that does not stream, and an image
+        already paid for (answered again), send the final alone.
         """
 
     @_abc_1.abstractmethod
