@@ -214,6 +214,11 @@ class StatusBook:
             video = await self.update(video_id, then, deadline)
         return video
 
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int, deadline: Deadline) -> Video:
+        return await self._write(
+            "report_preview", deadline, lambda: self.store.report_preview(video_id, scene, url, index)
+        )
+
     async def reserve_spend(self, request: HoldRequest, deadline: Deadline) -> Hold:
         """Idempotent per reservation id, so retried like a read."""
         return await self._guarded("reserve_spend", deadline, WRITE_POLICY, lambda: self.store.reserve_spend(request))

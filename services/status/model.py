@@ -24,6 +24,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ASSETS_GENERATED: frozenset({GENERATING}),  # re-run: regenerates only missing scenes
 }
 SCENE_STATES = ("stored", "failed")
+# A scene with a preview and no result yet (never reported as a result).
+SCENE_GENERATING = "generating"
 
 
 def now_ms() -> int:
@@ -72,6 +74,9 @@ class SceneResult:
     paid_at_ms: int = 0
     prompt: str = ""  # what the image was made from ("": not known)
     reencoded: bool = False
+    # While the scene is being made: its latest preview (a partial image's URL) and index.
+    preview_url: str = ""
+    preview_index: int = 0
 
 
 @dataclass

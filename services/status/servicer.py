@@ -30,6 +30,8 @@ SERVICE = "storyshort.status.v1.StatusService"
 # Own budget per call: 3 store attempts of up to 5 s plus backoff.
 CALL_BUDGET = 16.0
 MAX_SCENES = validation.SCENE_MAX
+# A partial image's index (the API sends at most 3 per image; a few chains' worth).
+PREVIEW_INDEX_MAX = 100
 ERROR_MAX = 2_000
 URL_MAX = 2_048
 OWNER_MAX = 256
@@ -196,6 +198,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         if len(scene.url) > URL_MAX or len(scene.path) > URL_MAX:
             raise InvalidArgument(f"url and path must be at most {URL_MAX} characters")
         scene.error = scene.error[:ERROR_MAX]
+        scene.preview_url, scene.preview_index = "", 0  # a result ends the scene's preview
         _usd(scene.cost_usd, "cost_usd")
         then = None
         if request.HasField("then"):
@@ -205,6 +208,21 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         settles = _reservation_id(request.settles) if request.settles else ""
         video = await self.book.report_scene(
             video_id, scene, Deadline.from_context(context, CALL_BUDGET), then, settles=settles
+        )
+        return video_to_pb(video)
+
+    @rpc(SERVICE)
+    async def ReportPreview(
+        self, request: status_pb2.ReportPreviewRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.Video:
+        video_id = validation.video_id(request.video_id)
+        scene = validation.scene_number(request.scene)
+        if not request.url or len(request.url) > URL_MAX:
+            raise InvalidArgument(f"url is required, at most {URL_MAX} characters", field="url")
+        if not 0 <= request.index <= PREVIEW_INDEX_MAX:
+            raise InvalidArgument(f"index must be from 0 to {PREVIEW_INDEX_MAX}; got {request.index}", field="index")
+        video = await self.book.report_preview(
+            video_id, scene, request.url, request.index, Deadline.from_context(context, CALL_BUDGET)
         )
         return video_to_pb(video)
 

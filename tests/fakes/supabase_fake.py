@@ -80,6 +80,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "error": "",
         "prompt": "",
         "reencoded": False,
+        "preview_url": "",
+        "preview_index": 0,
     },
 }
 FILTER_OPERATORS = {"eq", "neq", "lt", "lte", "gt", "gte", "in", "is", "like", "ilike"}
@@ -117,6 +119,8 @@ SCHEMA: dict[str, dict[str, type]] = {
         "paid_at_ms": int,
         "prompt": str,
         "reencoded": bool,
+        "preview_url": str,
+        "preview_index": int,
         "updated_at_ms": int,
     },
     "preview_user_starts": {"owner": str, "video_id": str, "scenes": int, "at_ms": int},

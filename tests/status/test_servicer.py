@@ -70,6 +70,9 @@ BAD = [
     ),
     ("GetVideo", status_pb2.GetVideoRequest(video_id="x" * 200), "at most 128"),
     ("AdmitStart", status_pb2.AdmitStartRequest(video_id="v", scene_count=1), "owner is required"),
+    ("ReportPreview", status_pb2.ReportPreviewRequest(video_id="v", scene=1), "url is required"),
+    ("ReportPreview", status_pb2.ReportPreviewRequest(video_id="v", scene=0, url="u"), "1-based"),
+    ("ReportPreview", status_pb2.ReportPreviewRequest(video_id="v", scene=1, url="u", index=-1), "index must be"),
     ("AdmitStart", status_pb2.AdmitStartRequest(video_id="v", scene_count=-1, owner="u"), "scene_count"),
     ("AdmitStart", status_pb2.AdmitStartRequest(video_id="a/b", scene_count=1, owner="u"), "may contain only"),
     (

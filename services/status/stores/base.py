@@ -69,6 +69,11 @@ class StatusStore(Protocol):
         dropped once the cost is recorded (in the same transaction where the store has them)."""
         ...
 
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
+        """Keep the scene's latest preview until its result is reported (a scene with no
+        row yet gets one in state "generating"); never its image, never progress."""
+        ...
+
     async def list_stalled(self, older_than_ms: int) -> list[Video]: ...
 
     async def spend_since(self, since_ms: int, owner: str = "") -> Spend:

@@ -22,6 +22,7 @@ from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    SCENE_GENERATING,
     Hold,
     HoldRequest,
     SceneResult,
@@ -35,7 +36,14 @@ from services.status.model import (
     now_ms,
 )
 from services.status.stores.base import StoreUnavailable, VideosTable
-from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
+from services.status.stores.rows import (
+    CLEAR_PREVIEWS,
+    DROP_PREVIEW,
+    SCENE_COLUMNS,
+    run_columns,
+    scene_from_row,
+    video_from_row,
+)
 from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
@@ -249,6 +257,9 @@ class PostgresStore:
                 )
             if change.progress is not None:
                 await self._raise_progress(conn, video_id, change.progress)
+            if change.status == GENERATING:  # a run starts: the previews of an earlier one go
+                for clear in CLEAR_PREVIEWS:
+                    await conn.execute(clear.replace("?", "%s"), (video_id,))
             resumed = change.status == GENERATING and current.status != GENERATING
             await self._touch_run(conn, video_id, **run_columns(change, resumed))
             return await self._read_existing(conn, video_id)
@@ -280,6 +291,7 @@ class PostgresStore:
             async with conn.pipeline():
                 exists = await conn.execute(lock, (video_id,))
                 await conn.execute(upsert, (video_id, *[getattr(scene, c) for c in SCENE_COLUMNS], now_ms()))
+                await conn.execute(DROP_PREVIEW.replace("?", "%s"), (video_id, scene.scene))
                 await conn.execute(progress, (video_id, video_id, video_id))
                 await conn.execute(
                     "UPDATE preview_runs SET updated_at_ms = %s WHERE video_id = %s", (now_ms(), video_id)
@@ -293,6 +305,20 @@ class PostgresStore:
             video = await self._video(video_cur, scenes_cur)
             assert video is not None
             return video
+
+        return await self._run(work)
+
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
+        async def work(conn: Conn) -> Video:
+            await self._read_existing(conn, video_id, lock=True)  # NotFound for a missing video
+            await conn.execute(
+                "INSERT INTO preview_scenes (video_id, scene, state, preview_url, preview_index, updated_at_ms) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (video_id, scene) DO UPDATE SET "
+                "preview_url = excluded.preview_url, preview_index = excluded.preview_index",
+                (video_id, scene, SCENE_GENERATING, url, index, now_ms()),
+            )
+            await conn.execute("UPDATE preview_runs SET updated_at_ms = %s WHERE video_id = %s", (now_ms(), video_id))
+            return await self._read_existing(conn, video_id)
 
         return await self._run(work)
 

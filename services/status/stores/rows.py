@@ -8,10 +8,19 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from services.common.summary import RunSummary, summary_from_values
-from services.status.model import SceneResult, Video, VideoUpdate
+from services.status.model import SCENE_GENERATING, SceneResult, Video, VideoUpdate
 from services.status.stores.base import VideosTable
 
 SCENE_COLUMNS = tuple(f.name for f in fields(SceneResult))
+# A run starts: an earlier run's previews go (those of scenes with a result, and the rows of
+# scenes that only ever had a preview). "?" placeholders (PostgreSQL: "%s").
+CLEAR_PREVIEWS = (
+    "UPDATE preview_scenes SET preview_url = '', preview_index = 0 WHERE video_id = ? AND preview_url <> ''",
+    f"DELETE FROM preview_scenes WHERE video_id = ? AND state = '{SCENE_GENERATING}'",
+)
+# A scene's result is in: its preview goes, even when the result itself was not taken (a
+# failure never replaces a stored image).
+DROP_PREVIEW = "UPDATE preview_scenes SET preview_url = '', preview_index = 0 WHERE video_id = ? AND scene = ?"
 
 
 def summary_to_json(summary: RunSummary) -> str:
@@ -42,6 +51,8 @@ def scene_from_row(row: Sequence[Any]) -> SceneResult:
     values["placeholder"] = bool(values["placeholder"])
     values["cost_known"] = bool(values["cost_known"])
     values["reencoded"] = bool(values["reencoded"])
+    values["preview_url"] = str(values["preview_url"] or "")
+    values["preview_index"] = int(values["preview_index"] or 0)
     values["prompt"] = str(values["prompt"] or "")
     values["cost_usd"] = float(values["cost_usd"] or 0.0)
     return SceneResult(**values)

@@ -16,6 +16,7 @@ from services.common.errors import NotFound
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    SCENE_GENERATING,
     Hold,
     HoldRequest,
     SceneResult,
@@ -30,7 +31,14 @@ from services.status.model import (
     progress_for,
 )
 from services.status.stores.base import StoreUnavailable
-from services.status.stores.rows import SCENE_COLUMNS, run_columns, scene_from_row, video_from_row
+from services.status.stores.rows import (
+    CLEAR_PREVIEWS,
+    DROP_PREVIEW,
+    SCENE_COLUMNS,
+    run_columns,
+    scene_from_row,
+    video_from_row,
+)
 from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
@@ -156,6 +164,9 @@ class SQLiteStore:
                     (change.progress, video_id),
                 )
             self._ensure_run_row(conn, video_id)
+            if change.status == GENERATING:  # a run starts: the previews of an earlier one go
+                for clear in CLEAR_PREVIEWS:
+                    conn.execute(clear, (video_id,))
             resumed = change.status == GENERATING and current.status != GENERATING
             columns = {"updated_at_ms": now_ms(), **run_columns(change, resumed)}
             sets = ", ".join(f"{name} = ?" for name in columns)  # names are ours, values bound
@@ -188,6 +199,7 @@ class SQLiteStore:
                 "WHERE NOT (preview_scenes.state = 'stored' AND excluded.state = 'failed')",
                 (video_id, *values, now_ms()),
             )
+            conn.execute(DROP_PREVIEW, (video_id, scene.scene))
             stored = conn.execute(
                 "SELECT COUNT(*) FROM preview_scenes WHERE video_id = ? AND state = 'stored'", (video_id,)
             ).fetchone()[0]
@@ -199,6 +211,21 @@ class SQLiteStore:
             conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now_ms(), video_id))
             if settles:  # the cost is in: its hold goes in the same transaction
                 conn.execute("DELETE FROM preview_spend_holds WHERE id = ?", (settles,))
+            return self._read_existing(conn, video_id)
+
+        return await self._run(work)
+
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
+        def work(conn: sqlite3.Connection) -> Video:
+            self._scene_count(conn, video_id)  # NotFound for a video that does not exist
+            now = now_ms()
+            conn.execute(
+                "INSERT INTO preview_scenes (video_id, scene, state, preview_url, preview_index, updated_at_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (video_id, scene) DO UPDATE SET "
+                "preview_url = excluded.preview_url, preview_index = excluded.preview_index",
+                (video_id, scene, SCENE_GENERATING, url, index, now),
+            )
+            conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now, video_id))
             return self._read_existing(conn, video_id)
 
         return await self._run(work)

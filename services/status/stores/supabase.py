@@ -27,6 +27,7 @@ from services.common.supabase import ServerSupabase
 from services.status.model import (
     DAY_MS,
     GENERATING,
+    SCENE_GENERATING,
     Hold,
     HoldRequest,
     SceneResult,
@@ -64,6 +65,14 @@ HOLDS_MISSING = (
 )
 
 
+PREVIEWS_MISSING = (
+    "scene previews are not in this Supabase database (sql/postgres/007_scene_previews.sql): scenes show "
+    "no preview until it is applied with STATUS_STORE=postgres DATABASE_URL=<the Supabase database URL> make migrate"
+)
+# A scene's preview, cleared.
+NO_PREVIEW = {"preview_url": "", "preview_index": 0}
+
+
 def _holds_missing(exc: APIError) -> None:
     """A database without the spend-hold function or table is a schema to migrate, not an
     outage: FAILED_PRECONDITION (the callers guard alone), never the store breaker."""
@@ -80,6 +89,12 @@ class SupabaseStore:
         self.supabase = ServerSupabase(url, service_role_key, timeout)
         self.videos = videos or VideosTable()
         self._owner_column = False  # whether the videos table has the owner column
+        # The scene columns the database has (without the preview ones before 007).
+        self._scene_columns = SCENE_COLUMNS
+
+    @property
+    def _previews(self) -> bool:
+        return "preview_url" in self._scene_columns
 
     async def _db(self) -> AClient:
         return await self.supabase.client()
@@ -135,9 +150,21 @@ class SupabaseStore:
             except APIError as exc:
                 log.warning(HOLDS_MISSING, extra={"code": exc.code})
 
+        async def previews(db: AClient) -> bool:
+            try:
+                await db.table("preview_scenes").select("preview_url").limit(1).execute()
+            except APIError as exc:
+                if str(exc.code or "") in ("42703", "PGRST204"):
+                    log.warning(PREVIEWS_MISSING, extra={"code": exc.code})
+                    return False
+                raise
+            return True
+
         await self._run(check)
         self._owner_column = await self._run(owner_column)
         await self._run(holds)
+        if not await self._run(previews):
+            self._scene_columns = tuple(c for c in SCENE_COLUMNS if not c.startswith("preview_"))
 
     async def _read(self, db: AClient, video_id: str) -> Video | None:
         v = self.videos
@@ -153,7 +180,7 @@ class SupabaseStore:
         r = _one(await db.table("preview_runs").select("*").eq("video_id", video_id).maybe_single().execute())
         scenes = _rows(
             await db.table("preview_scenes")
-            .select(",".join(SCENE_COLUMNS))
+            .select(",".join(self._scene_columns))
             .eq("video_id", video_id)
             .order("scene")
             .execute()
@@ -165,7 +192,7 @@ class SupabaseStore:
             scene_count=int(r.get("scene_count") or 0),
             error=str(r.get("error") or ""),
             updated_at_ms=int(r.get("updated_at_ms") or 0),
-            scenes=[SceneResult(**{c: s[c] for c in SCENE_COLUMNS}) for s in scenes],
+            scenes=[SceneResult(**{c: s[c] for c in self._scene_columns}) for s in scenes],
             summary=summary_from_json(r.get("summary")),
             prompts=prompts_from_json(r.get("prompts")),
             owner=str(row.get(v.owner) or "") if self._owner_column and row.get(v.owner) else str(r.get("owner") or ""),
@@ -277,6 +304,10 @@ class SupabaseStore:
             if change.status is not None:
                 before = await self._set_status(db, video_id, change.status)
                 resumed = before != GENERATING
+                if self._previews:  # a run starts: the previews of an earlier one go
+                    scenes = db.table("preview_scenes")
+                    await scenes.update(NO_PREVIEW).eq("video_id", video_id).neq("preview_url", "").execute()
+                    await scenes.delete().eq("video_id", video_id).eq("state", SCENE_GENERATING).execute()
             else:
                 await self._read_existing(db, video_id)
             if change.progress is not None:
@@ -292,7 +323,8 @@ class SupabaseStore:
 
         async def work(db: AClient) -> Video:
             current = await self._read_existing(db, video_id)
-            row = {"video_id": video_id, **asdict(scene), "updated_at_ms": now_ms()}
+            values = {c: v for c, v in asdict(scene).items() if c in self._scene_columns}
+            row = {"video_id": video_id, **values, "updated_at_ms": now_ms()}
             scenes = db.table("preview_scenes")
             if scene.state == "stored":
                 await scenes.upsert(row, on_conflict="video_id,scene").execute()
@@ -307,6 +339,8 @@ class SupabaseStore:
                 )
                 if not changed.data:
                     await scenes.upsert(row, on_conflict="video_id,scene", ignore_duplicates=True).execute()
+                    if self._previews:  # a stored image stays; its preview still goes
+                        await scenes.update(NO_PREVIEW).eq("video_id", video_id).eq("scene", scene.scene).execute()
             stored = await (
                 db.table("preview_scenes")
                 .select("scene", count="exact")  # type: ignore[arg-type]
@@ -321,6 +355,25 @@ class SupabaseStore:
                     await db.table("preview_spend_holds").delete().eq("id", settles).execute()
                 except APIError as exc:  # recorded already: the hold ends at its ttl
                     log.warning("could not release a spend hold", extra={"video_id": video_id, "code": exc.code})
+            return await self._read_existing(db, video_id)
+
+        return await self._run(work)
+
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
+        if not self._previews:
+            raise FailedPrecondition(PREVIEWS_MISSING)
+
+        async def work(db: AClient) -> Video:
+            await self._status(db, video_id)  # NotFound for a video that does not exist
+            scenes = db.table("preview_scenes")
+            preview = {"preview_url": url, "preview_index": index}
+            changed = await scenes.update(preview).eq("video_id", video_id).eq("scene", scene).execute()
+            if not changed.data:  # the scene has no row yet: one that only holds its preview
+                row = {"video_id": video_id, "scene": scene, "state": SCENE_GENERATING, **preview}
+                await scenes.upsert(
+                    {**row, "updated_at_ms": now_ms()}, on_conflict="video_id,scene", ignore_duplicates=True
+                ).execute()
+            await self._touch_run(db, video_id)
             return await self._read_existing(db, video_id)
 
         return await self._run(work)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!storyshort/status/v1/status.proto\x12\x14storyshort.status.v1\"\xd1\x01\n\nRunSummary\x12\x11\n\tgenerated\x18\x01 \x01(\x05\x12\x14\n\x0cplaceholders\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x1e\n\x16hard_provider_failures\x18\x04 \x01(\x05\x12\x19\n\x11provider_attempts\x18\x05 \x01(\x05\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x03\x12\x11\n\tspend_usd\x18\x07 \x01(\x01\x12\x17\n\x0funpriced_images\x18\x08 \x01(\x05\x12\x0f\n\x07skipped\x18\t \x01(\x05\"\xa9\x02\n\x0bSceneResult\x12\r\n\x05scene\x18\x01 \x01(\x05\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x13\n\x0bplaceholder\x18\x06 \x01(\x08\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x13\n\x0bgenerate_ms\x18\t \x01(\x03\x12\x11\n\tupload_ms\x18\n \x01(\x03\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x0c \x01(\x01\x12\x12\n\ncost_known\x18\r \x01(\x08\x12\x12\n\npaid_at_ms\x18\x0e \x01(\x03\x12\x0e\n\x06prompt\x18\x0f \x01(\t\x12\x11\n\treencoded\x18\x10 \x01(\x08\"\x9f\x02\n\x05Video\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x05\x12\x13\n\x0bscene_count\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x15\n\rupdated_at_ms\x18\x06 \x01(\x03\x12\x31\n\x06scenes\x18\x07 \x03(\x0b\x32!.storyshort.status.v1.SceneResult\x12\x31\n\x07summary\x18\x08 \x01(\x0b\x32 .storyshort.status.v1.RunSummary\x12\x32\n\x07prompts\x18\t \x03(\x0b\x32!.storyshort.status.v1.ScenePrompt\x12\r\n\x05owner\x18\n \x01(\t\",\n\x0bScenePrompt\x12\r\n\x05scene\x18\x01 \x01(\x05\x12\x0e\n\x06prompt\x18\x02 \x01(\t\";\n\x12\x43reateVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\"\xaf\x01\n\x11StartVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\x12\x32\n\x07prompts\x18\x03 \x03(\x0b\x32!.storyshort.status.v1.ScenePrompt\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .storyshort.status.v1.UserLimits\"{\n\x11\x41\x64mitStartRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x30\n\x06limits\x18\x04 \x01(\x0b\x32 .storyshort.status.v1.UserLimits\"=\n\nUserLimits\x12\x17\n\x0fvideos_per_hour\x18\x01 \x01(\r\x12\x16\n\x0escenes_per_day\x18\x02 \x01(\r\"#\n\x0fGetVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\"\x8a\x01\n\x10GetVideoResponse\x12*\n\x05video\x18\x01 \x01(\x0b\x32\x1b.storyshort.status.v1.Video\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\x12\x0e\n\x06\x61ge_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12\x0f\n\x07stalled\x18\x05 \x01(\x08\"\xe5\x01\n\x12UpdateVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x06status\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08progress\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x0bscene_count\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x31\n\x07summary\x18\x06 \x01(\x0b\x32 .storyshort.status.v1.RunSummaryB\t\n\x07_statusB\x0b\n\t_progressB\x0e\n\x0c_scene_countB\x08\n\x06_error\"\xa1\x01\n\x12ReportSceneRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x30\n\x05scene\x18\x02 \x01(\x0b\x32!.storyshort.status.v1.SceneResult\x12\x36\n\x04then\x18\x03 \x01(\x0b\x32(.storyshort.status.v1.UpdateVideoRequest\x12\x0f\n\x07settles\x18\x04 \x01(\t\"A\n\x18ListStalledVideosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"2\n\x0fGetSpendRequest\x12\x10\n\x08since_ms\x18\x01 \x01(\x03\x12\r\n\x05owner\x18\x02 \x01(\t\"-\n\x05Spend\x12\x0b\n\x03usd\x18\x01 \x01(\x01\x12\x17\n\x0funpriced_images\x18\x02 \x01(\x05\"\x8f\x01\n\tSpendCaps\x12\x16\n\tdaily_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tvideo_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\towner_usd\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\x42\x0c\n\n_daily_usdB\x0c\n\n_video_usdB\x0c\n\n_owner_usd\"\x9a\x01\n\x13ReserveSpendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0b\n\x03usd\x18\x04 \x01(\x01\x12-\n\x04\x63\x61ps\x18\x05 \x01(\x0b\x32\x1f.storyshort.status.v1.SpendCaps\x12\x0e\n\x06ttl_ms\x18\x06 \x01(\x03\"\xee\x01\n\x10SpendReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bgranted_usd\x18\x02 \x01(\x01\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\t\x12\x10\n\x08left_usd\x18\x04 \x01(\x01\x12\x1b\n\x0e\x64\x61ily_left_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0evideo_left_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0eowner_left_usd\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x11\n\x0f_daily_left_usdB\x11\n\x0f_video_left_usdB\x11\n\x0f_owner_left_usd\"-\n\x13ReleaseSpendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"(\n\x14ReleaseSpendResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"a\n\x19ListStalledVideosResponse\x12+\n\x06videos\x18\x01 \x03(\x0b\x32\x1b.storyshort.status.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x07\n\rStatusService\x12T\n\x0b\x43reateVideo\x12(.storyshort.status.v1.CreateVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12R\n\nStartVideo\x12\'.storyshort.status.v1.StartVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12R\n\nAdmitStart\x12\'.storyshort.status.v1.AdmitStartRequest\x1a\x1b.storyshort.status.v1.Video\x12Y\n\x08GetVideo\x12%.storyshort.status.v1.GetVideoRequest\x1a&.storyshort.status.v1.GetVideoResponse\x12T\n\x0bUpdateVideo\x12(.storyshort.status.v1.UpdateVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12T\n\x0bReportScene\x12(.storyshort.status.v1.ReportSceneRequest\x1a\x1b.storyshort.status.v1.Video\x12t\n\x11ListStalledVideos\x12..storyshort.status.v1.ListStalledVideosRequest\x1a/.storyshort.status.v1.ListStalledVideosResponse\x12N\n\x08GetSpend\x12%.storyshort.status.v1.GetSpendRequest\x1a\x1b.storyshort.status.v1.Spend\x12\x61\n\x0cReserveSpend\x12).storyshort.status.v1.ReserveSpendRequest\x1a&.storyshort.status.v1.SpendReservation\x12\x65\n\x0cReleaseSpend\x12).storyshort.status.v1.ReleaseSpendRequest\x1a*.storyshort.status.v1.ReleaseSpendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!storyshort/status/v1/status.proto\x12\x14storyshort.status.v1\"\xd1\x01\n\nRunSummary\x12\x11\n\tgenerated\x18\x01 \x01(\x05\x12\x14\n\x0cplaceholders\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x1e\n\x16hard_provider_failures\x18\x04 \x01(\x05\x12\x19\n\x11provider_attempts\x18\x05 \x01(\x05\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x03\x12\x11\n\tspend_usd\x18\x07 \x01(\x01\x12\x17\n\x0funpriced_images\x18\x08 \x01(\x05\x12\x0f\n\x07skipped\x18\t \x01(\x05\"\xd5\x02\n\x0bSceneResult\x12\r\n\x05scene\x18\x01 \x01(\x05\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x13\n\x0bplaceholder\x18\x06 \x01(\x08\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x13\n\x0bgenerate_ms\x18\t \x01(\x03\x12\x11\n\tupload_ms\x18\n \x01(\x03\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x0c \x01(\x01\x12\x12\n\ncost_known\x18\r \x01(\x08\x12\x12\n\npaid_at_ms\x18\x0e \x01(\x03\x12\x0e\n\x06prompt\x18\x0f \x01(\t\x12\x11\n\treencoded\x18\x10 \x01(\x08\x12\x13\n\x0bpreview_url\x18\x11 \x01(\t\x12\x15\n\rpreview_index\x18\x12 \x01(\x05\"\x9f\x02\n\x05Video\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x05\x12\x13\n\x0bscene_count\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x15\n\rupdated_at_ms\x18\x06 \x01(\x03\x12\x31\n\x06scenes\x18\x07 \x03(\x0b\x32!.storyshort.status.v1.SceneResult\x12\x31\n\x07summary\x18\x08 \x01(\x0b\x32 .storyshort.status.v1.RunSummary\x12\x32\n\x07prompts\x18\t \x03(\x0b\x32!.storyshort.status.v1.ScenePrompt\x12\r\n\x05owner\x18\n \x01(\t\",\n\x0bScenePrompt\x12\r\n\x05scene\x18\x01 \x01(\x05\x12\x0e\n\x06prompt\x18\x02 \x01(\t\";\n\x12\x43reateVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\"\xaf\x01\n\x11StartVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\x12\x32\n\x07prompts\x18\x03 \x03(\x0b\x32!.storyshort.status.v1.ScenePrompt\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x30\n\x06limits\x18\x05 \x01(\x0b\x32 .storyshort.status.v1.UserLimits\"{\n\x11\x41\x64mitStartRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x0bscene_count\x18\x02 \x01(\x05\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x30\n\x06limits\x18\x04 \x01(\x0b\x32 .storyshort.status.v1.UserLimits\"=\n\nUserLimits\x12\x17\n\x0fvideos_per_hour\x18\x01 \x01(\r\x12\x16\n\x0escenes_per_day\x18\x02 \x01(\r\"#\n\x0fGetVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\"\x8a\x01\n\x10GetVideoResponse\x12*\n\x05video\x18\x01 \x01(\x0b\x32\x1b.storyshort.status.v1.Video\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\x12\x0e\n\x06\x61ge_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12\x0f\n\x07stalled\x18\x05 \x01(\x08\"\xe5\x01\n\x12UpdateVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x13\n\x06status\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08progress\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x0bscene_count\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x31\n\x07summary\x18\x06 \x01(\x0b\x32 .storyshort.status.v1.RunSummaryB\t\n\x07_statusB\x0b\n\t_progressB\x0e\n\x0c_scene_countB\x08\n\x06_error\"\xa1\x01\n\x12ReportSceneRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x30\n\x05scene\x18\x02 \x01(\x0b\x32!.storyshort.status.v1.SceneResult\x12\x36\n\x04then\x18\x03 \x01(\x0b\x32(.storyshort.status.v1.UpdateVideoRequest\x12\x0f\n\x07settles\x18\x04 \x01(\t\"S\n\x14ReportPreviewRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\r\n\x05scene\x18\x02 \x01(\x05\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x05\"A\n\x18ListStalledVideosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"2\n\x0fGetSpendRequest\x12\x10\n\x08since_ms\x18\x01 \x01(\x03\x12\r\n\x05owner\x18\x02 \x01(\t\"-\n\x05Spend\x12\x0b\n\x03usd\x18\x01 \x01(\x01\x12\x17\n\x0funpriced_images\x18\x02 \x01(\x05\"\x8f\x01\n\tSpendCaps\x12\x16\n\tdaily_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tvideo_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\towner_usd\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\x42\x0c\n\n_daily_usdB\x0c\n\n_video_usdB\x0c\n\n_owner_usd\"\x9a\x01\n\x13ReserveSpendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0b\n\x03usd\x18\x04 \x01(\x01\x12-\n\x04\x63\x61ps\x18\x05 \x01(\x0b\x32\x1f.storyshort.status.v1.SpendCaps\x12\x0e\n\x06ttl_ms\x18\x06 \x01(\x03\"\xee\x01\n\x10SpendReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x13\n\x0bgranted_usd\x18\x02 \x01(\x01\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\t\x12\x10\n\x08left_usd\x18\x04 \x01(\x01\x12\x1b\n\x0e\x64\x61ily_left_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0evideo_left_usd\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0eowner_left_usd\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x11\n\x0f_daily_left_usdB\x11\n\x0f_video_left_usdB\x11\n\x0f_owner_left_usd\"-\n\x13ReleaseSpendRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"(\n\x14ReleaseSpendResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"a\n\x19ListStalledVideosResponse\x12+\n\x06videos\x18\x01 \x03(\x0b\x32\x1b.storyshort.status.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfe\x07\n\rStatusService\x12T\n\x0b\x43reateVideo\x12(.storyshort.status.v1.CreateVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12R\n\nStartVideo\x12\'.storyshort.status.v1.StartVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12R\n\nAdmitStart\x12\'.storyshort.status.v1.AdmitStartRequest\x1a\x1b.storyshort.status.v1.Video\x12Y\n\x08GetVideo\x12%.storyshort.status.v1.GetVideoRequest\x1a&.storyshort.status.v1.GetVideoResponse\x12T\n\x0bUpdateVideo\x12(.storyshort.status.v1.UpdateVideoRequest\x1a\x1b.storyshort.status.v1.Video\x12T\n\x0bReportScene\x12(.storyshort.status.v1.ReportSceneRequest\x1a\x1b.storyshort.status.v1.Video\x12X\n\rReportPreview\x12*.storyshort.status.v1.ReportPreviewRequest\x1a\x1b.storyshort.status.v1.Video\x12t\n\x11ListStalledVideos\x12..storyshort.status.v1.ListStalledVideosRequest\x1a/.storyshort.status.v1.ListStalledVideosResponse\x12N\n\x08GetSpend\x12%.storyshort.status.v1.GetSpendRequest\x1a\x1b.storyshort.status.v1.Spend\x12\x61\n\x0cReserveSpend\x12).storyshort.status.v1.ReserveSpendRequest\x1a&.storyshort.status.v1.SpendReservation\x12\x65\n\x0cReleaseSpend\x12).storyshort.status.v1.ReleaseSpendRequest\x1a*.storyshort.status.v1.ReleaseSpendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,45 +34,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSUMMARY']._serialized_start=60
   _globals['_RUNSUMMARY']._serialized_end=269
   _globals['_SCENERESULT']._serialized_start=272
-  _globals['_SCENERESULT']._serialized_end=569
-  _globals['_VIDEO']._serialized_start=572
-  _globals['_VIDEO']._serialized_end=859
-  _globals['_SCENEPROMPT']._serialized_start=861
-  _globals['_SCENEPROMPT']._serialized_end=905
-  _globals['_CREATEVIDEOREQUEST']._serialized_start=907
-  _globals['_CREATEVIDEOREQUEST']._serialized_end=966
-  _globals['_STARTVIDEOREQUEST']._serialized_start=969
-  _globals['_STARTVIDEOREQUEST']._serialized_end=1144
-  _globals['_ADMITSTARTREQUEST']._serialized_start=1146
-  _globals['_ADMITSTARTREQUEST']._serialized_end=1269
-  _globals['_USERLIMITS']._serialized_start=1271
-  _globals['_USERLIMITS']._serialized_end=1332
-  _globals['_GETVIDEOREQUEST']._serialized_start=1334
-  _globals['_GETVIDEOREQUEST']._serialized_end=1369
-  _globals['_GETVIDEORESPONSE']._serialized_start=1372
-  _globals['_GETVIDEORESPONSE']._serialized_end=1510
-  _globals['_UPDATEVIDEOREQUEST']._serialized_start=1513
-  _globals['_UPDATEVIDEOREQUEST']._serialized_end=1742
-  _globals['_REPORTSCENEREQUEST']._serialized_start=1745
-  _globals['_REPORTSCENEREQUEST']._serialized_end=1906
-  _globals['_LISTSTALLEDVIDEOSREQUEST']._serialized_start=1908
-  _globals['_LISTSTALLEDVIDEOSREQUEST']._serialized_end=1973
-  _globals['_GETSPENDREQUEST']._serialized_start=1975
-  _globals['_GETSPENDREQUEST']._serialized_end=2025
-  _globals['_SPEND']._serialized_start=2027
-  _globals['_SPEND']._serialized_end=2072
-  _globals['_SPENDCAPS']._serialized_start=2075
-  _globals['_SPENDCAPS']._serialized_end=2218
-  _globals['_RESERVESPENDREQUEST']._serialized_start=2221
-  _globals['_RESERVESPENDREQUEST']._serialized_end=2375
-  _globals['_SPENDRESERVATION']._serialized_start=2378
-  _globals['_SPENDRESERVATION']._serialized_end=2616
-  _globals['_RELEASESPENDREQUEST']._serialized_start=2618
-  _globals['_RELEASESPENDREQUEST']._serialized_end=2663
-  _globals['_RELEASESPENDRESPONSE']._serialized_start=2665
-  _globals['_RELEASESPENDRESPONSE']._serialized_end=2705
-  _globals['_LISTSTALLEDVIDEOSRESPONSE']._serialized_start=2707
-  _globals['_LISTSTALLEDVIDEOSRESPONSE']._serialized_end=2804
-  _globals['_STATUSSERVICE']._serialized_start=2807
-  _globals['_STATUSSERVICE']._serialized_end=3739
+  _globals['_SCENERESULT']._serialized_end=613
+  _globals['_VIDEO']._serialized_start=616
+  _globals['_VIDEO']._serialized_end=903
+  _globals['_SCENEPROMPT']._serialized_start=905
+  _globals['_SCENEPROMPT']._serialized_end=949
+  _globals['_CREATEVIDEOREQUEST']._serialized_start=951
+  _globals['_CREATEVIDEOREQUEST']._serialized_end=1010
+  _globals['_STARTVIDEOREQUEST']._serialized_start=1013
+  _globals['_STARTVIDEOREQUEST']._serialized_end=1188
+  _globals['_ADMITSTARTREQUEST']._serialized_start=1190
+  _globals['_ADMITSTARTREQUEST']._serialized_end=1313
+  _globals['_USERLIMITS']._serialized_start=1315
+  _globals['_USERLIMITS']._serialized_end=1376
+  _globals['_GETVIDEOREQUEST']._serialized_start=1378
+  _globals['_GETVIDEOREQUEST']._serialized_end=1413
+  _globals['_GETVIDEORESPONSE']._serialized_start=1416
+  _globals['_GETVIDEORESPONSE']._serialized_end=1554
+  _globals['_UPDATEVIDEOREQUEST']._serialized_start=1557
+  _globals['_UPDATEVIDEOREQUEST']._serialized_end=1786
+  _globals['_REPORTSCENEREQUEST']._serialized_start=1789
+  _globals['_REPORTSCENEREQUEST']._serialized_end=1950
+  _globals['_REPORTPREVIEWREQUEST']._serialized_start=1952
+  _globals['_REPORTPREVIEWREQUEST']._serialized_end=2035
+  _globals['_LISTSTALLEDVIDEOSREQUEST']._serialized_start=2037
+  _globals['_LISTSTALLEDVIDEOSREQUEST']._serialized_end=2102
+  _globals['_GETSPENDREQUEST']._serialized_start=2104
+  _globals['_GETSPENDREQUEST']._serialized_end=2154
+  _globals['_SPEND']._serialized_start=2156
+  _globals['_SPEND']._serialized_end=2201
+  _globals['_SPENDCAPS']._serialized_start=2204
+  _globals['_SPENDCAPS']._serialized_end=2347
+  _globals['_RESERVESPENDREQUEST']._serialized_start=2350
+  _globals['_RESERVESPENDREQUEST']._serialized_end=2504
+  _globals['_SPENDRESERVATION']._serialized_start=2507
+  _globals['_SPENDRESERVATION']._serialized_end=2745
+  _globals['_RELEASESPENDREQUEST']._serialized_start=2747
+  _globals['_RELEASESPENDREQUEST']._serialized_end=2792
+  _globals['_RELEASESPENDRESPONSE']._serialized_start=2794
+  _globals['_RELEASESPENDRESPONSE']._serialized_end=2834
+  _globals['_LISTSTALLEDVIDEOSRESPONSE']._serialized_start=2836
+  _globals['_LISTSTALLEDVIDEOSRESPONSE']._serialized_end=2933
+  _globals['_STATUSSERVICE']._serialized_start=2936
+  _globals['_STATUSSERVICE']._serialized_end=3958
 # @@protoc_insertion_point(module_scope)

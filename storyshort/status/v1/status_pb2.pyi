@@ -87,6 +87,8 @@ class SceneResult(_message.Message):
     PAID_AT_MS_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
     REENCODED_FIELD_NUMBER: _builtins.int
+    PREVIEW_URL_FIELD_NUMBER: _builtins.int
+    PREVIEW_INDEX_FIELD_NUMBER: _builtins.int
     scene: _builtins.int
     """1-based scene number."""
     state: _builtins.str
@@ -113,6 +115,12 @@ class SceneResult(_message.Message):
     """The image was re-encoded (same pixel size, a lossy format) because storage refused it
     as larger than the bucket allows.
     """
+    preview_url: _builtins.str
+    """While the scene is being made: its latest preview (a partial image's public URL) and
+    that partial's 0-based index; empty once the scene's result is reported. A scene with a
+    preview and no result yet has state "generating".
+    """
+    preview_index: _builtins.int
     def __init__(
         self,
         *,
@@ -132,10 +140,12 @@ class SceneResult(_message.Message):
         paid_at_ms: _builtins.int = ...,
         prompt: _builtins.str = ...,
         reencoded: _builtins.bool = ...,
+        preview_url: _builtins.str = ...,
+        preview_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "error", b"error", "generate_ms", b"generate_ms", "paid_at_ms", b"paid_at_ms", "path", b"path", "placeholder", b"placeholder", "prompt", b"prompt", "provider", b"provider", "reencoded", b"reencoded", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_type", b"content_type", "cost_known", b"cost_known", "cost_usd", b"cost_usd", "error", b"error", "generate_ms", b"generate_ms", "paid_at_ms", b"paid_at_ms", "path", b"path", "placeholder", b"placeholder", "preview_index", b"preview_index", "preview_url", b"preview_url", "prompt", b"prompt", "provider", b"provider", "reencoded", b"reencoded", "scene", b"scene", "state", b"state", "upload_ms", b"upload_ms", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -482,6 +492,37 @@ class ReportSceneRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportSceneRequest: _TypeAlias = ReportSceneRequest  # noqa: Y015
+
+@_typing.final
+class ReportPreviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    SCENE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    scene: _builtins.int
+    """1-based scene number."""
+    url: _builtins.str
+    """The preview's public URL."""
+    index: _builtins.int
+    """The partial image's 0-based index."""
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+        scene: _builtins.int = ...,
+        url: _builtins.str = ...,
+        index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "scene", b"scene", "url", b"url", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportPreviewRequest: _TypeAlias = ReportPreviewRequest  # noqa: Y015
 
 @_typing.final
 class ListStalledVideosRequest(_message.Message):

@@ -64,6 +64,11 @@ class StatusServiceStub:
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReportSceneRequest.SerializeToString,
                 response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
                 _registered_method=True)
+        self.ReportPreview = channel.unary_unary(
+                '/storyshort.status.v1.StatusService/ReportPreview',
+                request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReportPreviewRequest.SerializeToString,
+                response_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+                _registered_method=True)
         self.ListStalledVideos = channel.unary_unary(
                 '/storyshort.status.v1.StatusService/ListStalledVideos',
                 request_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.ListStalledVideosRequest.SerializeToString,
@@ -134,6 +139,16 @@ class StatusServiceServicer:
 
     def ReportScene(self, request, context):
         """Record one scene's result and raise progress accordingly (then apply `then`, if set).
+        It clears the scene's preview.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportPreview(self, request, context):
+        """A scene still being made has a preview (a partial image, stored): kept as the scene's
+        preview_url until its result is reported (or the video's next run starts). It is never
+        the scene's image and never moves progress.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +217,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
             'ReportScene': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportScene,
                     request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReportSceneRequest.FromString,
+                    response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
+            ),
+            'ReportPreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportPreview,
+                    request_deserializer=storyshort_dot_status_dot_v1_dot_status__pb2.ReportPreviewRequest.FromString,
                     response_serializer=storyshort_dot_status_dot_v1_dot_status__pb2.Video.SerializeToString,
             ),
             'ListStalledVideos': grpc.unary_unary_rpc_method_handler(
@@ -386,6 +406,33 @@ class StatusService:
             target,
             '/storyshort.status.v1.StatusService/ReportScene',
             storyshort_dot_status_dot_v1_dot_status__pb2.ReportSceneRequest.SerializeToString,
+            storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/storyshort.status.v1.StatusService/ReportPreview',
+            storyshort_dot_status_dot_v1_dot_status__pb2.ReportPreviewRequest.SerializeToString,
             storyshort_dot_status_dot_v1_dot_status__pb2.Video.FromString,
             options,
             channel_credentials,

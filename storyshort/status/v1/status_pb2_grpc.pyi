@@ -55,7 +55,14 @@ class StatusServiceStub:
     a status change that the state machine forbids is FAILED_PRECONDITION.
     """
     ReportScene: _grpc.UnaryUnaryMultiCallable[_status_pb2.ReportSceneRequest, _status_pb2.Video]
-    """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
+    """Record one scene's result and raise progress accordingly (then apply `then`, if set).
+    It clears the scene's preview.
+    """
+    ReportPreview: _grpc.UnaryUnaryMultiCallable[_status_pb2.ReportPreviewRequest, _status_pb2.Video]
+    """A scene still being made has a preview (a partial image, stored): kept as the scene's
+    preview_url until its result is reported (or the video's next run starts). It is never
+    the scene's image and never moves progress.
+    """
     ListStalledVideos: _grpc.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _grpc.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]
@@ -96,7 +103,14 @@ class StatusServiceAsyncStub(StatusServiceStub):
     a status change that the state machine forbids is FAILED_PRECONDITION.
     """
     ReportScene: _aio.UnaryUnaryMultiCallable[_status_pb2.ReportSceneRequest, _status_pb2.Video]  # type: ignore[assignment]
-    """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
+    """Record one scene's result and raise progress accordingly (then apply `then`, if set).
+    It clears the scene's preview.
+    """
+    ReportPreview: _aio.UnaryUnaryMultiCallable[_status_pb2.ReportPreviewRequest, _status_pb2.Video]  # type: ignore[assignment]
+    """A scene still being made has a preview (a partial image, stored): kept as the scene's
+    preview_url until its result is reported (or the video's next run starts). It is never
+    the scene's image and never moves progress.
+    """
     ListStalledVideos: _aio.UnaryUnaryMultiCallable[_status_pb2.ListStalledVideosRequest, _status_pb2.ListStalledVideosResponse]  # type: ignore[assignment]
     """Videos still generating with no update for longer than the stall threshold."""
     GetSpend: _aio.UnaryUnaryMultiCallable[_status_pb2.GetSpendRequest, _status_pb2.Spend]  # type: ignore[assignment]
@@ -170,7 +184,20 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _status_pb2.ReportSceneRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
-        """Record one scene's result and raise progress accordingly (then apply `then`, if set)."""
+        """Record one scene's result and raise progress accordingly (then apply `then`, if set).
+        It clears the scene's preview.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportPreview(
+        self,
+        request: _status_pb2.ReportPreviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_pb2.Video, _abc.Awaitable[_status_pb2.Video]]:
+        """A scene still being made has a preview (a partial image, stored): kept as the scene's
+        preview_url until its result is reported (or the video's next run starts). It is never
+        the scene's image and never moves progress.
+        """
 
     @_abc_1.abstractmethod
     def ListStalledVideos(
