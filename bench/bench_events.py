@@ -17,7 +17,8 @@ from bench.common import Figure, median, percentile, rss_mib, running_system, wa
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry
 
 
-async def _subscriber(port: int, video_id: str, opened: asyncio.Event, delays: list[float]) -> int:
+async def _subscriber(port: int, video_id: str, opened: asyncio.Event, delays: list[float], previews: list[int]) -> int:
+    """(``previews``: this stream's preview events are counted in its own slot, appended.)"""
     """One stream over a plain socket (HTTP/1.0: no chunking), so the client's own cost stays
     small next to the gateway's. Answers how many status events it received."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -27,7 +28,7 @@ async def _subscriber(port: int, video_id: str, opened: asyncio.Event, delays: l
     assert b" 200 " in status, status
     while (await reader.readline()) not in (b"\r\n", b""):
         pass
-    received, first, event = 0, True, ""
+    received, first, event, seen_previews = 0, True, "", 0
     opened.set()
     try:
         while line := await reader.readline():
@@ -36,6 +37,8 @@ async def _subscriber(port: int, video_id: str, opened: asyncio.Event, delays: l
                 event = text.removeprefix("event:").strip()
                 if event == "end":
                     break
+            elif text.startswith("data:") and event == "preview":
+                seen_previews += 1
             elif text.startswith("data:") and event == "status":
                 at = time.time()
                 answer = json.loads(text.removeprefix("data:"))
@@ -47,16 +50,17 @@ async def _subscriber(port: int, video_id: str, opened: asyncio.Event, delays: l
                     delays.append(at - answer["updatedAtMs"] / 1000)
     finally:
         writer.close()
+        previews.append(seen_previews)
     return received
 
 
 async def _run(
-    port: int, videos: list[str], per_video: int, measure_rss: Callable[[], float]
+    port: int, videos: list[str], per_video: int, measure_rss: Callable[[], float], previews: list[int]
 ) -> tuple[list[float], list[int], float]:
     delays: list[float] = []
     opened = [asyncio.Event() for _ in range(len(videos) * per_video)]
     tasks = [
-        asyncio.create_task(_subscriber(port, video, opened[i * per_video + j], delays))
+        asyncio.create_task(_subscriber(port, video, opened[i * per_video + j], delays, previews))
         for i, video in enumerate(videos)
         for j in range(per_video)
     ]
@@ -71,8 +75,11 @@ def events(quick: bool) -> list[Figure]:
     others wait in line, their streams open); 100 subscribers per video."""
     videos, scenes, subscribers = 5, 10, 500
     with FakeOpenAI(models=[model_entry(MODEL)]) as fake:
-        fake.script(MODEL, Ok(latency=0.2, size=(256, 256)))
-        env = provider_env(fake, MAX_RUNNING_VIDEOS="1", EVENTS_POLL_EVERY="1", IMAGE_SIZE="256x256")
+        # Each scene streams one partial image first: a preview event and its status event too.
+        fake.script(MODEL, Ok(latency=0.2, size=(256, 256), partial_at=(0.1,)))
+        env = provider_env(
+            fake, MAX_RUNNING_VIDEOS="1", EVENTS_POLL_EVERY="1", IMAGE_SIZE="256x256", IMAGEGEN_PARTIAL_IMAGES="1"
+        )
         with running_system(env) as system, httpx.Client(base_url=system.gateway_url, timeout=30) as client:
             client.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": story(2)})
             wait_done(client, "warm")
@@ -83,7 +90,10 @@ def events(quick: bool) -> list[Figure]:
                 answer = client.post("/api/generate-preview-images", json={"videoId": video, "scenes": story(scenes)})
                 assert answer.status_code == 202, answer.text
             port = system.port("gateway")
-            delays, counts, with_streams = asyncio.run(_run(port, ids, subscribers // videos, lambda: rss_mib(gateway)))
+            previews: list[int] = []  # preview events per stream
+            delays, counts, with_streams = asyncio.run(
+                _run(port, ids, subscribers // videos, lambda: rss_mib(gateway), previews)
+            )
             finals = [wait_done(client, video) for video in ids]
     assert all(f["status"] == "assets_generated" for f in finals)
     per_stream_kib = max(0.0, (with_streams - before) * 1024 / subscribers)
@@ -95,6 +105,14 @@ def events(quick: bool) -> list[Figure]:
             len(delays),
             "events",
             note=f"median {median([float(c) for c in counts]):g} per stream",
+        ),
+        Figure(
+            "events: preview events per stream, median (each scene streams one partial)",
+            median([float(p) for p in previews]),
+            "events",
+            f">= {scenes // 2} of its video's {scenes} scenes",
+            median([float(p) for p in previews]) >= scenes // 2,
+            note=f"{sum(previews)} in all",
         ),
         Figure("events: delivery latency from the status write, p50", round(p50, 1), "ms", "<= 100 ms", p50 <= 100),
         Figure("events: delivery latency from the status write, p99", round(p99, 1), "ms", "<= 1000 ms", p99 <= 1000),

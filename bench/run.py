@@ -14,6 +14,7 @@ from bench import (
     bench_events,
     bench_imagegen,
     bench_pipeline,
+    bench_previews,
     bench_shared,
     bench_status,
     bench_storage,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "load": bench_pipeline.load,
     "workers": bench_workers.workers,
     "events": bench_events.events,
+    "previews": bench_previews.previews,
     "auth-reads": bench_auth.auth_reads,
 }
 MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"

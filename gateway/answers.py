@@ -66,6 +66,12 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
             for sc in video.scenes
             if sc.state == "failed"
         ],
+        # Scenes still being made, with their latest preview (a partial image).
+        "previews": [
+            {"scene": sc.scene, "previewUrl": current_url(sc.preview_url, origin), "index": sc.preview_index}
+            for sc in video.scenes
+            if sc.preview_url
+        ],
         "sceneCount": video.scene_count,
         "error": video.error,
         "stalled": answer.stalled,

@@ -59,6 +59,8 @@ def is_down(exc: BaseException) -> bool:
 class BreakerOpen(ServiceDown):
     """The service's breaker is open: the call was not made."""
 
+    CODE = grpc.StatusCode.UNAVAILABLE
+
     def __init__(self, service: str, since: float) -> None:
         super().__init__(
             service, grpc.StatusCode.UNAVAILABLE, f"{service} service breaker open for {time.monotonic() - since:.1f} s"

@@ -87,6 +87,34 @@ class ServiceClients:
             )
         return answer
 
+    async def generate_stream(
+        self, request: imagegen_pb2.GenerateRequest
+    ) -> AsyncIterator[imagegen_pb2.PartialImage | ImageAnswer]:
+        """GenerateStream: the partial images imagegen sends, then its answer (the image held
+        apart from the other fields, as generate() answers it). Raises BreakerOpen at once
+        while imagegen is known not to answer."""
+        async with self._calling("imagegen", skippable=True):
+            call = self.imagegen.GenerateStream(
+                request, timeout=2 * self.image_timeout + IMAGEGEN_MARGIN, metadata=self.metadata
+            )
+            async for frame in call:
+                if frame.WhichOneof("frame") == "partial":
+                    yield frame.partial
+                else:
+                    final = frame.final
+                    image = final.image
+                    final.ClearField("image")
+                    yield ImageAnswer(image, final)
+
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> status_pb2.Video:
+        request = status_pb2.ReportPreviewRequest(video_id=video_id, scene=scene, url=url, index=index)
+        async with self._calling("status"):
+            answer: status_pb2.Video = await self.status.ReportPreview(
+                request, timeout=self.status_timeout, metadata=self.metadata
+            )
+        self.on_write(video_id, answer)
+        return answer
+
     async def list_providers(self) -> imagegen_pb2.ListProvidersResponse:
         """Raises ServiceDown or ServiceRefused (gateway/breakers.py), as every call here does."""
         async with self._calling("imagegen"):

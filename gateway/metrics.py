@@ -78,3 +78,10 @@ PLACEHOLDERS_HEALED = Counter(
 )
 for _outcome in ("started", "given_up"):
     HEALS.labels(_outcome)
+PREVIEWS = Counter(
+    "storyshort_gateway_previews_total",
+    "Partial images made the scene's preview (stored and recorded), or dropped when that failed",
+    ["outcome"],
+)
+for _outcome in ("shown", "dropped"):
+    PREVIEWS.labels(_outcome)

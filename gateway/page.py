@@ -22,13 +22,27 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def video_page(video_id: str, image_origin: str) -> tuple[str, dict[str, str]]:
+# How much of each scene's prompt the page shows.
+PROMPT_SHOWN = 300
+
+
+def _script_json(value: object) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def video_page(
+    video_id: str, image_origin: str, prompts: list[tuple[int, str]] | None = None
+) -> tuple[str, dict[str, str]]:
     """The page and its security headers. ``video_id`` is validated by the caller; it is
-    escaped here all the same. ``image_origin``: where the images are served."""
+    escaped here all the same (as are the ``prompts``, the scenes' own words). ``image_origin``:
+    where the images are served."""
     nonce = secrets.token_urlsafe(16)
+    scenes = [{"scene": n, "prompt": p[:PROMPT_SHOWN]} for n, p in prompts or []]
     text = (
         PAGE.replace("__TITLE__", html.escape(video_id))
-        .replace("__VIDEO_ID__", json.dumps(video_id).replace("<", "\\u003c"))
+        .replace("__VIDEO_ID__", _script_json(video_id))
+        .replace("__SCENES__", _script_json(scenes))
         .replace("<script>", f'<script nonce="{nonce}">')
         .replace("<style>", f'<style nonce="{nonce}">')
     )

@@ -11,17 +11,16 @@ import time
 import grpc
 
 from gateway import metrics
-from gateway.breakers import BreakerOpen, ServiceError, ServiceRefused, is_down
+from gateway.breakers import ServiceError, ServiceRefused, is_down
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
+from gateway.generating import SceneImages
 from gateway.reporting import END_OF_RUN_WRITES, RunReporter
 from gateway.spool import ImageSpool, SpooledImage
-from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, SceneOutcome, Stages, VideoRun, placeholder_reason
-from services.common import validation
-from services.common.images import inspect_image, reencode_below, render_placeholder
+from gateway.video_run import Scene, SceneOutcome, Stages, VideoRun
+from services.common.images import reencode_below
 from services.common.objects import ObjectKeys, scene_object_path
 from services.common.retry import retrying_within
-from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 from storyshort.storage.v1 import storage_pb2
 
@@ -43,6 +42,7 @@ class Pipeline:
         flush_within: float = END_OF_RUN_WRITES,
     ) -> None:
         self.keys = keys
+        self.images = SceneImages(clients, budget, keys, concurrency, image_size)
         self.user_limits = user_limits
         self.budget = budget
         self.clients = clients
@@ -157,7 +157,7 @@ class Pipeline:
             if image is not None:
                 log.info("uploading the image kept from an earlier run", extra=ctx)
             else:
-                image = await self._generate(run, scene)
+                image = await self.images.image(run, scene)
             generate_ms = int((time.monotonic() - t0) * 1000)
         async with stages.storing:
             await self._store(run, scene, image, generate_ms)
@@ -230,70 +230,3 @@ class Pipeline:
                     extra={"video_id": run.video_id, "scene": scene.number, "bytes": len(data), "format": extension},
                 )
         raise AssertionError("unreachable: the last try raises or answers")
-
-    async def _generate(self, run: VideoRun, scene: Scene) -> SpooledImage:
-        try:
-            request = imagegen_pb2.GenerateRequest(
-                prompt=scene.prompt,
-                size=self.image_size,
-                video_id=run.video_id,
-                scene=scene.number,
-                video_parallelism=self.concurrency,
-                variant=run.variant if scene.number in run.regenerate else "",
-            )
-            allowance = await self.budget.reserve(
-                run.video_id, run.spent_before + run.summary.spend_usd, run.owner, self.image_size
-            )
-            if allowance is not None:
-                request.max_cost_usd = max(allowance.usd, 0.0)
-            try:
-                answer = await self.clients.generate(request)
-            except BreakerOpen:
-                await self.budget.release(allowance)  # never sent: nothing paid
-                raise
-            # Any other failure (a deadline, a lost connection) may come after imagegen paid
-            # for the image: the hold stays until its ttl, so the cap counts it meanwhile.
-            meta = answer.meta  # every field but the image
-            for attempt in meta.attempts:
-                if attempt.outcome == imagegen_pb2.ATTEMPT_OUTCOME_HARD_FAILURE:
-                    run.summary.hard_provider_failures += 1
-                if attempt.outcome != imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED:
-                    run.summary.provider_attempts += 1
-            run.summary.spend_usd += meta.cost_usd
-            self.budget.spent(meta.cost_usd, run.owner)
-            paid = not meta.placeholder
-            reason = placeholder_reason(meta) if meta.placeholder else ""
-            if reason == "budget" and allowance is not None:
-                self.budget.refused(allowance)
-            if paid and not meta.cost_known:
-                run.summary.unpriced_images += 1
-            if not paid:
-                await self.budget.release(allowance)
-            return SpooledImage(
-                answer.image,
-                meta.content_type,
-                meta.extension,
-                meta.provider,
-                meta.placeholder,
-                len(meta.attempts),
-                cost_usd=meta.cost_usd,
-                cost_known=meta.cost_known,
-                paid_at_ms=int(time.time() * 1000) if paid else 0,
-                reason=reason,
-                # Released when the scene and its cost are recorded.
-                hold=allowance.hold if paid and allowance is not None else "",
-            )
-        except ServiceError as exc:
-            # imagegen down or out of time: the scene still gets an image.
-            why = str(exc) if isinstance(exc, BreakerOpen) else exc.code.name
-            log.warning(
-                "imagegen failed; using the gateway's placeholder",
-                extra={"video_id": run.video_id, "scene": scene.number, "code": why},
-            )
-            width, height = validation.image_size(self.image_size)
-            note = "Placeholder: the image service could not be reached"
-            data = await asyncio.to_thread(render_placeholder, width, height, scene.number, scene.prompt, note)
-            info = inspect_image(data)
-            return SpooledImage(
-                data, info.content_type, info.extension, GATEWAY_PLACEHOLDER, True, 0, reason="imagegen unavailable"
-            )

@@ -26,12 +26,14 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller: Caller) -> AsyncIterator[str]:
-    """`status` events, `: heartbeat` comments for None, and `end` after the last answer.
+    """`status` events, a `preview` event (`scene`, `url`, `index`) for each scene's new
+    preview, `: heartbeat` comments for None, and `end` after the last answer.
     Each answer is checked against the caller as it comes (the video's owner is known when
     the stream opens, but an answer during an outage may not know it). A stream that may not
     go on ends with an `end` event that says why (`reason`, `message`): the caller's access
     token expired, or the answer is not the caller's to see."""
     yield f"retry: {RECONNECT_MS}\n\n"
+    shown: dict[int, str] = {}  # each scene's preview already pushed
     async for seen in answers:
         left = caller.seconds_left()
         if left is not None and left <= 0:
@@ -45,6 +47,12 @@ async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller:
         except HTTPError as exc:
             yield _event("end", {"reason": exc.reason or exc.code, "message": exc.message})
             return
+        for preview in answer.get("previews", ()):
+            if shown.get(preview["scene"]) != preview["previewUrl"]:
+                shown[preview["scene"]] = preview["previewUrl"]
+                yield _event(
+                    "preview", {"scene": preview["scene"], "url": preview["previewUrl"], "index": preview["index"]}
+                )
         yield _event("status", answer)
     yield _event("end", {})
 

@@ -57,6 +57,12 @@ class ImageOut(BaseModel):
     isPlaceholder: bool = Field(description="the earlier route's name for `placeholder`")
 
 
+class PreviewOut(BaseModel):
+    scene: int
+    previewUrl: str = Field(description="the scene's latest preview: a partial image, until its image is in")
+    index: int = Field(description="which partial image (0-based)")
+
+
 class FailedSceneOut(BaseModel):
     scene: int
     error: str
@@ -79,6 +85,9 @@ class VideoStatusOut(BaseModel):
     degraded: bool
     images: list[ImageOut]
     failedScenes: list[FailedSceneOut] = []
+    previews: list[PreviewOut] = Field(
+        [], description="scenes still being made, each with its latest preview (IMAGEGEN_PARTIAL_IMAGES)"
+    )
     sceneCount: int = 0
     error: str = ""
     stalled: bool = False

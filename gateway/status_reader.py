@@ -118,6 +118,17 @@ class StatusReader:
             return None
         return answer.video.owner
 
+    async def prompts(self, video_id: str, caller: Caller) -> list[tuple[int, str]]:
+        """The scenes' prompts as the video's latest run was started, for the caller's page:
+        none when the status service cannot say (the page fills in as answers come)."""
+        try:
+            answer = await self.clients.get_video(video_id)
+        except (ServiceDown, ServiceRefused):
+            return []
+        if answer.degraded or (caller.user and answer.video.owner != caller.user):
+            return []
+        return [(p.scene, p.prompt) for p in answer.video.prompts]
+
     async def check_owner(self, video_id: str, caller: Caller) -> None:
         """Before a user's write: 404 for another user's video (a new id is fine). When the
         status service cannot say, the start itself is checked there (StartVideo)."""

@@ -110,7 +110,14 @@ class Signals:
     def _on_signal(self, sig: int, _frame: object) -> None:
         self.received = self.received or sig
         if not self.held and not self.stopping:
-            raise Stop(signal.Signals(sig).name)
+            self._stop()
+
+    def _stop(self) -> None:
+        """Raise Stop, once: signals after it (make relays the terminal's to its child as
+        well) are only noted, never raised inside the stop itself."""
+        self.stopping = True
+        assert self.received is not None
+        raise Stop(signal.Signals(self.received).name)
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
@@ -120,7 +127,7 @@ class Signals:
         finally:
             self.held -= 1
         if not self.held and self.received and not self.stopping:
-            raise Stop(signal.Signals(self.received).name)
+            self._stop()
 
 
 def main() -> int:

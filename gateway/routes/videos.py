@@ -171,5 +171,5 @@ async def video_view(
     video_id = validation.video_id(video_id, "videoId")
     if caller.user:
         await status.read(video_id, caller)
-    text, headers = video_page(video_id, settings.public_origin)
+    text, headers = video_page(video_id, settings.public_origin, await status.prompts(video_id, caller))
     return HTMLResponse(text, headers={**NO_STORE, **headers})

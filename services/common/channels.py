@@ -11,15 +11,19 @@ from services.common.config import GRPC_MAX_MESSAGE_BYTES
 
 # Replicas behind one address: a DNS name with several addresses (a Kubernetes headless
 # Service) or a list ("ipv4:10.0.0.1:50051,10.0.0.2:50051") is spread with round_robin.
-# Generate is retried once on UNAVAILABLE: imagegen never answers that itself (it always
-# has the placeholder), so it means a replica went away and another can serve. Storage and
-# status answer UNAVAILABLE after their own retries, so theirs are not retried here.
+# Generate (and GenerateStream, before its first message) is retried once on UNAVAILABLE:
+# imagegen never answers that itself (it always has the placeholder), so it means a replica
+# went away and another can serve. Storage and status answer UNAVAILABLE after their own
+# retries, so theirs are not retried here.
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
-                "name": [{"service": "storyshort.imagegen.v1.ImageGenService", "method": "Generate"}],
+                "name": [
+                    {"service": "storyshort.imagegen.v1.ImageGenService", "method": "Generate"},
+                    {"service": "storyshort.imagegen.v1.ImageGenService", "method": "GenerateStream"},
+                ],
                 "retryPolicy": {
                     "maxAttempts": 2,
                     "initialBackoff": "0.05s",

@@ -67,6 +67,11 @@ def scene_object_path(video_id: str, scene: int, extension: str, key: str) -> st
     return object_path(f"videos/{video_id}/{key}/scene-{scene}.{extension}")
 
 
+def preview_object_path(video_id: str, scene: int, extension: str, key: str) -> str:
+    """Where a scene's preview (its latest partial image) is stored, beside its image."""
+    return object_path(f"videos/{video_id}/{key}/preview-{scene}.{extension}")
+
+
 class ObjectKeys:
     """The unguessable part of a video's object paths: a keyed hash of its id (HMAC-SHA256
     with a secret only the gateways and workers hold, 130 bits in base32). The bucket is

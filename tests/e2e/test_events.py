@@ -40,10 +40,20 @@ def read_events(client: httpx.Client, video_id: str) -> tuple[list[tuple[str, An
     return seen, heartbeats
 
 
+def scenes_of(answer: dict[str, Any]) -> set[int]:
+    return {image["scene"] for image in answer["images"]}
+
+
 def check_story(seen: list[tuple[str, Any]], scene_count: int) -> list[dict[str, Any]]:
     names = [name for name, _ in seen]
-    assert names[-1] == "end" and set(names[:-1]) == {"status"}, names
+    assert names[-1] == "end" and set(names[:-1]) <= {"status", "preview"}, names
     answers = [data for name, data in seen if name == "status"]
+    # A scene's previews (IMAGEGEN_PARTIAL_IMAGES) come before its image, and none is left at the end.
+    for at, (name, data) in enumerate(seen):
+        if name == "preview":
+            stored = next(i for i, (n, d) in enumerate(seen) if n == "status" and data["scene"] in scenes_of(d))
+            assert at < stored, (data, seen[stored])
+    assert answers[-1]["previews"] == []
     progress = [a["progress"] for a in answers]
     assert progress == sorted(progress), f"progress went backwards: {progress}"
     assert answers[-1]["status"] == "assets_generated" and answers[-1]["progress"] == 100
@@ -64,8 +74,9 @@ def test_the_stream_pushes_each_change_and_ends_with_the_run(
         # A finished video: its answer once, then the end.
         again, _ = read_events(client, "pushed")
     answers = check_story(seen, 3)
-    # One scene at a time: each stored image is its own event (0, 33, 66, 100).
-    assert [a["progress"] for a in answers if a["progress"]][:3] == [33, 66, 100]
+    # One scene at a time: each stored image is its own step (0, 33, 66, 100).
+    assert list(dict.fromkeys(a["progress"] for a in answers if a["progress"]))[:3] == [33, 66, 100]
+    assert [name for name, _ in seen].count("preview") == 3, "each scene's one partial, pushed once"
     assert heartbeats >= 1, "half-second gaps between images carry heartbeats every 0.2 s"
     assert [name for name, _ in again] == ["status", "end"] and again[0][1]["progress"] == 100
 

@@ -206,6 +206,39 @@ def test_the_video_page_shows_progress_and_images_in_a_real_browser(
             page.screenshot(Path(system.env["DATA_DIR"]) / f"page-{width}.png")
 
 
+def test_the_video_page_shows_each_scenes_prompt_and_a_preview_before_its_image(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    """Each scene's card shows its prompt from the start, the partial image the model streams
+    as a preview while it works, then the scene's image, in a real browser."""
+    fake_openai.script(MODEL, Ok(latency=2.5, partial_at=(0.3,), size=(0, 0)))
+    system = make_system(provider_env(fake_openai.base_url, SCENE_CONCURRENCY="1", IMAGEGEN_PARTIAL_IMAGES="1"))
+    system.start_all()
+    prompts = [{"prompt": "A lighthouse keeper climbs the stairs </script><b>at dusk</b>"}, {"prompt": "A fox in snow"}]
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client, chromium() as page:
+        assert post(client, "previewed", prompts).status_code == 202
+        page.open(f"{system.gateway_url}/videos/previewed", 1280)
+        shown = page.wait_for("[...document.querySelectorAll('figure .prompt')].map(p => p.textContent)")
+        assert shown == [p["prompt"] for p in prompts], "the prompts, as text, from the start"
+        assert page.evaluate("document.querySelectorAll('b').length") == 0, "a prompt is never markup"
+        # One scene at a time (which goes first is imagegen's lane's choice): the one being
+        # made shows its preview, loaded, while it has no image yet.
+        scene, preview = page.wait_for(
+            "(f => f && f.querySelector('img').complete && f.querySelector('img').naturalWidth > 0"
+            " && [Number(f.dataset.scene), f.querySelector('img').src])"
+            "(document.querySelector('figure[data-state=\"preview\"]'))",
+            timeout=15,
+        )
+        assert f"/preview-{scene}.png" in preview
+        assert page.wait_for("document.getElementById('scenes').dataset.status === 'assets_generated'", timeout=30)
+        states = page.evaluate(
+            "[...document.querySelectorAll('figure')].map(f => [f.dataset.state, f.querySelector('img').src])"
+        )
+        assert [state for state, _ in states] == ["stored", "stored"]
+        assert all("/scene-" in src and "/preview-" not in src for _, src in states), states
+        page.screenshot(Path(system.env["DATA_DIR"]) / "page-previews.png")
+
+
 def test_make_demo_follows_the_gateways_port_and_prints_the_table(make_system: Callable[..., System]) -> None:
     system = make_system()  # on free ports, not 8080
     system.start_all()

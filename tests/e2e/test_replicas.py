@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def generate_calls(system: System, name: str) -> int:
-    """Generate calls a replica handled, from its own metrics."""
+    """GenerateStream calls (the gateway's) a replica handled, from its own metrics."""
     port = system.metrics_port("imagegen") if name == "imagegen" else int(system.env["IMAGEGEN_2_METRICS_PORT"])
-    return int(rpcs(system, "imagegen", "Generate", port))
+    return int(rpcs(system, "imagegen", "GenerateStream", port))
 
 
 def test_round_robin_spreads_scenes_over_two_imagegen_replicas(make_system: Callable[..., System]) -> None:

@@ -426,7 +426,7 @@ class FakeOpenAI(LoopbackServer):
                         if fake.stopping.wait(max(self.arrived_at + at - time.monotonic(), 0.0)):
                             return
                         broken = isinstance(b, Ok) and index in b.broken_partials
-                        raw = os.urandom(256) if broken else image_bytes(fmt, size, (200, 60 + 40 * index, 60))
+                        raw = os.urandom(256) if broken else image_bytes(fmt, size, partial_colour(index))
                         with fake.lock:
                             fake.partials.append((prompt, index, time.monotonic(), broken))
                         self._event(
@@ -546,11 +546,16 @@ def answer_colour(made: int) -> tuple[int, int, int]:
     return (40, 120, 200 + 3 * (made % 16))
 
 
-def warm_answers(fmt: str = "PNG", size: tuple[int, int] = (1024, 1024)) -> None:
-    """Encode every answer image of this format and size now (a benchmark's warm-up), so
-    that encoding them never runs inside a measured run."""
-    for made in range(16):
-        image_bytes(fmt, size, answer_colour(made))
+def partial_colour(index: int) -> tuple[int, int, int]:
+    """The colour of the fake's partial image ``index`` (its finals never use it)."""
+    return (200, 60 + 40 * index, 60)
+
+
+def warm_answers(fmt: str = "PNG", size: tuple[int, int] = (1024, 1024), partials: bool = False) -> None:
+    """Encode every answer image (or, ``partials``, every partial image) of this format and
+    size now (a benchmark's warm-up), so that encoding them never runs inside a measured run."""
+    for made in range(3 if partials else 16):
+        image_bytes(fmt, size, partial_colour(made) if partials else answer_colour(made))
 
 
 def model_entry(model_id: str, **extra: Any) -> dict[str, Any]:

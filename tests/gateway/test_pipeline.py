@@ -4,6 +4,7 @@ checked directly on the calls the pipeline makes."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -39,6 +40,8 @@ class StandInServices:
     imagegen_down: bool = False
     storage_refuses: bool = False
     status_down_for: int = 0  # the next N status writes fail as a dead service does
+    partials: int = 0  # partial images imagegen sends before each answer
+    previews: list[tuple[int, str, int]] = field(default_factory=list)
 
     async def start_video(
         self,
@@ -49,14 +52,25 @@ class StandInServices:
     ) -> status_pb2.Video:
         return status_pb2.Video(video_id=video_id, status="generating_images", scenes=self.stored)
 
-    async def generate(self, request: imagegen_pb2.GenerateRequest) -> ImageAnswer:
+    async def generate_stream(
+        self, request: imagegen_pb2.GenerateRequest
+    ) -> AsyncIterator[imagegen_pb2.PartialImage | ImageAnswer]:
         if self.imagegen_down:
             raise ServiceDown("imagegen", grpc.StatusCode.UNAVAILABLE, "connection refused")
         self.generated.append(request.scene)
+        for index in range(self.partials):
+            yield imagegen_pb2.PartialImage(
+                image=PNG, content_type="image/png", extension="png", index=index, provider="m"
+            )
         meta = imagegen_pb2.GenerateResponse(
             content_type="image/png", extension="png", provider="m", cost_usd=0.01, cost_known=True
         )
-        return ImageAnswer(memoryview(PNG), meta)
+        yield ImageAnswer(memoryview(PNG), meta)
+
+    async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> status_pb2.Video:
+        self._status_write()
+        self.previews.append((scene, url, index))
+        return status_pb2.Video(video_id=video_id)
 
     async def upload(self, path: str, data: Image, content_type: str) -> storage_pb2.UploadResponse:
         if self.storage_refuses:
@@ -78,6 +92,9 @@ class StandInServices:
         self._status_write()
         self.updates.append(request)
         return status_pb2.Video(video_id=request.video_id)
+
+
+KEY = ObjectKeys(b"test-object-key-secret").of("v1")
 
 
 def pipeline(services: StandInServices, tmp_path: Path) -> Pipeline:
@@ -103,6 +120,7 @@ async def test_a_healthy_run_reports_each_scene_once_and_the_last_carries_the_en
     assert ends[0].then.summary.generated == 4 and ends[0].then.summary.spend_usd == pytest.approx(0.04)
     assert services.updates == []  # the end rode on the last report: no write of its own
     key = ObjectKeys(b"test-object-key-secret").of("v1")
+    assert key == KEY
     assert sorted(services.uploads) == [f"videos/v1/{key}/scene-{i}.png" for i in range(1, 5)]
     assert len(key) == 26 and key != ObjectKeys(b"another-object-key-secret").of("v1")
 
@@ -150,3 +168,24 @@ async def test_reports_the_status_service_missed_are_sent_again_at_the_end(
     assert sorted(r.scene.scene for r in services.reports) == [1, 2, 3, 4]  # every scene recorded once
     assert [u.status for u in services.updates] == ["assets_generated"]  # the end written on its own
     assert all(o.reported for o in run.outcomes.values())
+
+
+async def test_each_partial_is_the_scenes_preview_once_before_its_image(tmp_path: Path) -> None:
+    services = StandInServices(partials=2)
+    _run, final = await run_video(services, tmp_path, n=3)
+    assert final == "assets_generated"
+    expected = [(n, f"http://x/videos/v1/{KEY}/preview-{n}.png?v=1", i) for n in (1, 2, 3) for i in (0, 1)]
+    assert sorted(services.previews) == expected
+    preview_uploads = [u for u in services.uploads if "/preview-" in u]
+    assert len(preview_uploads) == 6, "one upload per partial, no more"
+    for scene in (1, 2, 3):  # each scene's previews were recorded before its result
+        last_preview = max(i for i, p in enumerate(services.uploads) if p.endswith(f"preview-{scene}.png"))
+        image = services.uploads.index(f"videos/v1/{KEY}/scene-{scene}.png")
+        assert last_preview < image
+
+
+async def test_a_preview_that_cannot_be_recorded_never_stops_its_scene(tmp_path: Path) -> None:
+    services = StandInServices(partials=1, status_down_for=1)  # the first status write is a preview's
+    _run, final = await run_video(services, tmp_path, n=1)
+    assert final == "assets_generated"
+    assert [r.scene.state for r in services.reports] == ["stored"]
