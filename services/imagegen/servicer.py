@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -77,34 +78,35 @@ class ImageGenServicer(imagegen_pb2_grpc.ImageGenServiceServicer):
         self, request: imagegen_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[imagegen_pb2.GenerateStreamResponse]:
         """Generate's answer, after the partial images the model sent while it made it."""
-        frames: asyncio.Queue[PartialImage] = asyncio.Queue(maxsize=PARTIALS_QUEUED)
+        frames: deque[PartialImage] = deque(maxlen=PARTIALS_QUEUED)  # a slow reader sees the latest
+        ready = asyncio.Event()
 
         async def on_partial(frame: PartialImage) -> None:
-            if frames.full():  # a caller that reads slowly sees the latest partials
-                frames.get_nowait()
-            frames.put_nowait(frame)
+            frames.append(frame)
+            ready.set()
 
         answering = asyncio.ensure_future(self._answer(request, context, on_partial))
+        answering.add_done_callback(lambda _done: ready.set())
         try:
-            while not answering.done() or not frames.empty():
-                taking = asyncio.ensure_future(frames.get())
-                await asyncio.wait({taking, answering}, return_when=asyncio.FIRST_COMPLETED)
-                if not taking.done():
-                    taking.cancel()
-                    continue
-                frame = taking.result()
-                yield imagegen_pb2.GenerateStreamResponse(
-                    partial=imagegen_pb2.PartialImage(
-                        image=frame.image,
-                        content_type=frame.info.content_type,
-                        extension=frame.info.extension,
-                        width=frame.info.width,
-                        height=frame.info.height,
-                        index=frame.index,
-                        provider=frame.provider,
+            while True:
+                await ready.wait()
+                ready.clear()
+                while frames:
+                    frame = frames.popleft()
+                    yield imagegen_pb2.GenerateStreamResponse(
+                        partial=imagegen_pb2.PartialImage(
+                            image=frame.image,
+                            content_type=frame.info.content_type,
+                            extension=frame.info.extension,
+                            width=frame.info.width,
+                            height=frame.info.height,
+                            index=frame.index,
+                            provider=frame.provider,
+                        )
                     )
-                )
-            result = await answering
+                if answering.done():
+                    break
+            result = answering.result()
         finally:
             answering.cancel()
         final = answer_fields(result)

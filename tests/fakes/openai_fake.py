@@ -41,6 +41,8 @@ class Ok:
     # PARTIAL_EVERY seconds of its latency at most), and which partials are broken bytes.
     partial_at: tuple[float, ...] | None = None
     broken_partials: frozenset[int] = frozenset()
+    # Streamed: the body is left open after the final event (until the client hangs up).
+    open_after_final: bool = False
 
 
 @dataclass
@@ -200,6 +202,8 @@ class FakeOpenAI(LoopbackServer):
         self.api_keys = {api_key} if isinstance(api_key, str) else set(api_key) if api_key is not None else None
         self.azure = azure
         self.requests: list[Request] = []
+        # TCP connections accepted: fewer than requests when clients reuse them.
+        self.connections = 0
         self.max_in_flight: dict[str, int] = {}
         # Prompts that received an image: a prompt here twice is a scene paid for twice.
         self.paid: list[str] = []
@@ -246,6 +250,11 @@ class FakeOpenAI(LoopbackServer):
         fake = self
 
         class Handler(QuietHandler):
+            def setup(self) -> None:  # one handler per connection
+                super().setup()
+                with fake.lock:
+                    fake.connections += 1
+
             def parse_request(self) -> bool:
                 # A provider's latency counts from the request's arrival: the time spent
                 # parsing it here is inside the latency, not added to it.
@@ -471,6 +480,10 @@ class FakeOpenAI(LoopbackServer):
                             **common,
                         },
                     )
+                    if b.open_after_final:
+                        self.close_connection = True
+                        fake.stopping.wait()  # as Hang: held until the fake stops
+                        return
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except OSError:

@@ -7,6 +7,7 @@ only the parameters it accepts; every failure is classified for the chain.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -32,6 +33,9 @@ from services.imagegen.providers.base import (
 )
 
 log = logging.getLogger(__name__)
+
+# How long the end of a streamed body is waited for once its final image is in.
+AFTER_FINAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -261,18 +265,27 @@ class OpenAIImageProvider:
 
     async def _streamed(self, request: ImageRequest, deadline: float, on_partial: OnPartial) -> ProviderImage:
         """The images API's streamed answer: each partial image to ``on_partial`` as it
-        comes, then the completed image (and its usage, partials included)."""
+        comes, then the completed image (and its usage, partials included).
+
+        The body is read to its end after the final, so the connection goes back to the
+        pool (left unread, it is dropped and the next request pays for a new one); a server
+        that keeps the body open after its final is given AFTER_FINAL, then hung up on."""
         key = self.price_key(request)
         params = {**self.request_params(request), "stream": True, "partial_images": self.partial_images}
         partials = 0
+        final: ProviderImage | None = None
         try:
             events = await self.client.images.generate(**params, timeout=max(deadline - time.monotonic(), 0.01))
-            async for event in events:
-                if event.type == "image_generation.partial_image":
-                    partials += 1
-                    await on_partial(Partial(_b64(event.b64_json), event.partial_image_index))
-                elif event.type == "image_generation.completed":
-                    return ProviderImage(_b64(event.b64_json), key, _usage(event), partials)
+            async with events, asyncio.timeout(None) as after_final:
+                async for event in events:
+                    if final is not None:
+                        continue
+                    if event.type == "image_generation.partial_image":
+                        partials += 1
+                        await on_partial(Partial(_b64(event.b64_json), event.partial_image_index))
+                    elif event.type == "image_generation.completed":
+                        final = ProviderImage(_b64(event.b64_json), key, _usage(event), partials)
+                        after_final.reschedule(asyncio.get_running_loop().time() + AFTER_FINAL)
         except ProviderFailure:
             raise
         except openai.BadRequestError as exc:
@@ -280,8 +293,12 @@ class OpenAIImageProvider:
                 raise StreamRefused(str(exc)) from exc
             raise classify(exc) from exc
         except Exception as exc:  # the SDK's errors, classified; anything else is transient
+            if final is not None:
+                return final  # only what came after the final failed (or took too long)
             raise classify(exc) from exc
-        raise ProviderFailure(Outcome.TRANSIENT, "the stream ended before its final image", retry_same=True)
+        if final is None:
+            raise ProviderFailure(Outcome.TRANSIENT, "the stream ended before its final image", retry_same=True)
+        return final
 
     async def _fetch(self, url: str, timeout: float) -> bytes:
         client = self._url_client or httpx.AsyncClient()
