@@ -16,7 +16,8 @@ from services.common.metrics import serve_metrics
 from services.common.server import Registration, RunningServer, serve_until_signal, start_server
 from services.imagegen import metrics
 from services.imagegen.breaker import Breaker, BreakerPolicy
-from services.imagegen.chain import ChainPolicy, ProviderChain, ProviderSlot
+from services.imagegen.call import ChainPolicy, ProviderSlot
+from services.imagegen.chain import ProviderChain
 from services.imagegen.chain_config import ProviderEntry, key_of, load_entries
 from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import Outcome

@@ -8,12 +8,14 @@ hanging model always leaves the ones after it their turn. The share covers the w
 place at the provider too (requests left to finish late may still hold its places), and the
 wait ends at once when the model's breaker opens. A call holds its video's lane from its
 first attempt to its answer, never longer: a late request holds no lane. A transient
-failure moves to the next model at once; the same model is asked again only when it is the
-last one left.
+failure, or a timeout at the model's own limit, moves to the next model at once; the same
+model is asked again only when it is the last one left.
 
 No paid image is wasted: when the chain stops waiting for an attempt, the request goes on
-in the background until the model's own timeout (a bounded number of them at once), and an
-image that arrives late is handed to ``keep_late`` (the replay cache) for its scene.
+until the model's own timeout. While the call is in the chain, its image answers the call if
+it comes before the next model's (or, every model tried, before the placeholder's reserve).
+After that it goes on in the background (a bounded number of them at once), and an image that
+arrives late is handed to ``keep_late`` (the replay cache) for its scene.
 
 (Over 300 lines: fair share, retries, admission, late requests, the budget skip and the
 quote are one policy about one attempt and its price, and read best together.)"""
@@ -25,7 +27,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import NoReturn
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -33,12 +34,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from services.common.deadlines import Deadline
 from services.common.images import PLACEHOLDER_NOTE, ImageInfo, InvalidImage, check_image
 from services.imagegen import metrics
-from services.imagegen.admission import NO_ROOM, Gate, take_place
-from services.imagegen.breaker import Breaker, Pass
-from services.imagegen.late import LateRequests
+from services.imagegen.admission import NO_ROOM, take_place
+from services.imagegen.breaker import Pass
+from services.imagegen.call import Call, ChainPolicy, ProviderSlot
+from services.imagegen.late import Earlier, LateRequests, arrived, first_image
 from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import (
-    ImageProvider,
     ImageRequest,
     Outcome,
     Partial,
@@ -56,59 +57,6 @@ NO_TIME = "not enough time left before the deadline"
 # Below a millionth of a cent, a price and what is left under a cap are equal: sums of
 # float prices drift (0.2 - 0.12 - 0.04 < 0.04), and an image that exactly fits must go.
 COST_SLACK = 1e-9
-
-
-@dataclass(frozen=True)
-class ChainPolicy:
-    # Kept back from every provider attempt so the placeholder always fits.
-    placeholder_reserve: float = 0.5
-    # An attempt with less time than this is not started.
-    min_attempt: float = 0.25
-    # Tries of the last real model again after a transient failure, when the deadline allows.
-    same_provider_retries: int = 1
-    retry_backoff: float = 0.2
-    # Abandoned requests that may finish in the background at once.
-    late_max: int = 16
-
-
-@dataclass
-class ProviderSlot:
-    provider: ImageProvider
-    concurrency: int
-    attempt_timeout: float  # the model's own limit, and the bound on a late request
-    breaker: Breaker
-    available: bool = True
-    unavailable_reason: str = ""
-    # The provider's concurrency limit: this process's, or one shared by every replica.
-    semaphore: Gate = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.semaphore = asyncio.Semaphore(self.concurrency)
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
-
-
-@dataclass
-class Call:
-    """One Generate call going down the chain."""
-
-    request: ImageRequest
-    deadline: Deadline
-    context: dict[str, object]
-    max_cost: float | None
-    lane: asyncio.Semaphore | None
-    keep_late: Callable[[ChainResult], None] | None
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    in_lane: bool = False  # holds a place in its video's lane
-    on_partial: Callable[[PartialImage], Awaitable[None]] | None = None
-    waiting: asyncio.Task[tuple[ProviderImage, ImageInfo]] | None = None  # the request the chain waits for
-
-    def leave_lane(self) -> None:
-        if self.in_lane and self.lane is not None:
-            self.lane.release()
-        self.in_lane = False
 
 
 class ProviderChain:
@@ -152,14 +100,20 @@ class ProviderChain:
                     granted = await self._ask(slot)
                     skip = granted.reason
                 if skip:
-                    self._record(call, slot, Outcome.SKIPPED, skip, time.monotonic())
+                    self._record(call, slot.name, Outcome.SKIPPED, skip, time.monotonic())
                     continue
                 result = await self._try_provider(index, slot, granted, call)
                 if result is not None:
                     return result
                 metrics.FALLBACKS.labels(slot.name, call.attempts[-1].outcome.value).inc()
+            # Every model tried: a request still going on may answer in the time that is left.
+            until = time.monotonic() + call.deadline.remaining() - self.policy.placeholder_reserve
+            if (came := await first_image(call.earlier, None, until)) is not None:
+                return self._take(call, came)
         finally:
             call.leave_lane()
+            for earlier in call.earlier:
+                self._late.keep(earlier, call.context, call.keep_late)
         data, info = await self.placeholder.image(call.request, self._placeholder_note(call))
         metrics.PLACEHOLDERS.inc()
         return ChainResult(data, info, self.placeholder.name, True, call.attempts)
@@ -238,14 +192,16 @@ class ProviderChain:
                 return False  # the next model answers sooner than this one recovers
             if not slot.breaker.would_pass():
                 return False
-            wait = exc.retry_after if exc.retry_after is not None else policy.retry_backoff
-            return wait + policy.min_attempt <= self._time_for(index, slot, call)
+            return pause(exc) + policy.min_attempt <= self._time_for(index, slot, call)
+
+        def pause(exc: ProviderFailure) -> float:
+            if exc.retry_after is not None:
+                return exc.retry_after
+            return 0.0 if exc.outcome is Outcome.TIMEOUT else policy.retry_backoff  # slow, not failing
 
         def wait_for(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, ProviderFailure) and exc.retry_after is not None:
-                return exc.retry_after
-            return policy.retry_backoff
+            return pause(exc) if isinstance(exc, ProviderFailure) else policy.retry_backoff
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(1 + policy.same_provider_retries),
@@ -264,7 +220,7 @@ class ProviderChain:
     def _record(
         self,
         call: Call,
-        slot: ProviderSlot,
+        provider: str,
         outcome: Outcome,
         reason: str,
         started: float,
@@ -272,15 +228,15 @@ class ProviderChain:
         cost: float | None = 0.0,
     ) -> None:
         ms = int((time.monotonic() - started) * 1000)
-        call.attempts.append(AttemptRecord(slot.name, outcome, reason, ms, usage, cost))
-        metrics.ATTEMPTS.labels(slot.name, outcome.value).inc()
+        call.attempts.append(AttemptRecord(provider, outcome, reason, ms, usage, cost))
+        metrics.ATTEMPTS.labels(provider, outcome.value).inc()
         if outcome is not Outcome.SKIPPED:
-            metrics.ATTEMPT_SECONDS.labels(slot.name).observe(ms / 1000)
+            metrics.ATTEMPT_SECONDS.labels(provider).observe(ms / 1000)
         log.info(
             "provider attempt",
             extra={
                 **call.context,
-                "provider": slot.name,
+                "provider": provider,
                 "attempt": len(call.attempts),
                 "outcome": outcome.value,
                 "reason": reason,
@@ -306,22 +262,37 @@ class ProviderChain:
         # From here the provider's place is the request's: it gives it back when it ends,
         # even after the chain has stopped waiting for it (a late image is still kept).
         started = time.monotonic()
+        if (came := arrived(call.earlier)) is not None:  # while this one waited for its place
+            slot.semaphore.release()
+            self._release(slot, granted)
+            return self._take(call, came)
         timeout = max(ends - started, self.policy.min_attempt)
         work = call.waiting = asyncio.create_task(self._call_provider(slot, call, started + slot.attempt_timeout))
         try:
-            # asyncio.wait never cancels the request: on a timeout it goes on, late.
-            if not (await asyncio.wait({work}, timeout=timeout))[0]:
+            # Never cancels the request: on a timeout it goes on, and may still answer this
+            # call while the next model is asked (an earlier one's image that comes first wins).
+            came = await first_image(call.earlier, work, started + timeout)
+            if came is not None:
+                call.waiting = None
+                call.earlier.append(Earlier(slot.name, work, started, lambda i: self._cost(slot, i)))
+                self._release(slot, granted)
+                self._record(call, slot.name, Outcome.SKIPPED, f"{came.provider}'s image came first", started)
+                return self._take(call, came)
+            if not work.done():
                 raise TimeoutError
             image, info = work.result()
         except TimeoutError:
             call.waiting = None
-            self._late.keep(slot.name, work, started, call.context, lambda i: self._cost(slot, i), call.keep_late)
+            call.earlier.append(Earlier(slot.name, work, started, lambda i: self._cost(slot, i)))
             reason = f"no image within {timeout:.1f} s"
-            self._record(call, slot, Outcome.TIMEOUT, reason, started)
+            self._record(call, slot.name, Outcome.TIMEOUT, reason, started)
             await self._tell(slot, Outcome.TIMEOUT, reason, granted)
-            raise ProviderFailure(Outcome.TIMEOUT, reason) from None
+            # Cut at the model's own limit, not at its share: that request is over, and the
+            # model may answer a second one in the time left, as after a transient failure.
+            over = timeout >= slot.attempt_timeout - 0.001
+            raise ProviderFailure(Outcome.TIMEOUT, reason, retry_same=over) from None
         except ProviderFailure as failure:
-            self._record(call, slot, failure.outcome, failure.reason, started)
+            self._record(call, slot.name, failure.outcome, failure.reason, started)
             await self._tell(slot, failure.outcome, failure.reason, granted)
             raise
         except asyncio.CancelledError:
@@ -329,16 +300,24 @@ class ProviderChain:
             self._release(slot, granted)
             raise
         call.leave_lane()  # its image is in: the video's next request may go (a success opens no breaker)
-        cost = self._cost(slot, image)
-        self._record(
-            call, slot, Outcome.SUCCESS, f"{info.content_type} {info.width}x{info.height}", started, image.usage, cost
-        )
+        shape = f"{info.content_type} {info.width}x{info.height}"
+        self._record(call, slot.name, Outcome.SUCCESS, shape, started, image.usage, self._cost(slot, image))
         await self._tell(slot, Outcome.SUCCESS, "", granted)
         return ChainResult(image.data, info, slot.name, False, list(call.attempts))
 
+    def _take(self, call: Call, came: Earlier) -> ChainResult:
+        """The call's answer: the image of a request it had stopped waiting for. Its model's
+        breaker heard the timeout and hears nothing more, as for any late image."""
+        call.earlier.remove(came)
+        call.leave_lane()
+        image, info = came.work.result()
+        reason = f"{info.content_type} {info.width}x{info.height}, after its time, while the next model was asked"
+        self._record(call, came.provider, Outcome.SUCCESS, reason, came.started, image.usage, came.cost(image))
+        return ChainResult(image.data, info, came.provider, False, list(call.attempts))
+
     def _not_sent(self, call: Call, slot: ProviderSlot, grant: Pass, outcome: Outcome, why: str, t: float) -> NoReturn:
         self._release(slot, grant)
-        self._record(call, slot, outcome, why, t)
+        self._record(call, slot.name, outcome, why, t)
         raise ProviderFailure(outcome, why)
 
     async def _enter_lane(self, call: Call) -> bool:

@@ -38,6 +38,11 @@ LATE_IMAGES = Counter(
     "Images that arrived after the chain stopped waiting, kept for their scene (paid for, not wasted)",
     ["provider"],
 )
+LATE_TAKEN = Counter(
+    "storyshort_imagegen_late_taken_total",
+    "Images that came after the chain stopped waiting but before the next model's, and answered their call",
+    ["provider"],
+)
 LATE_ABANDONED = Counter(
     "storyshort_imagegen_late_abandoned_total",
     "Timed-out requests cancelled instead of finishing in the background (the bound on them was full)",

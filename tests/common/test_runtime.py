@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from services.common.config import MIB
 from services.common.server import Registration
-from services.imagegen.chain import ChainPolicy, ProviderChain
+from services.imagegen.call import ChainPolicy
+from services.imagegen.chain import ProviderChain
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.servicer import SERVICE as IMAGEGEN
 from services.imagegen.servicer import ImageGenServicer

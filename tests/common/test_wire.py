@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from gateway.clients import upload_chunks
 from services.common import wire
 from services.common.server import Registration
-from services.imagegen.chain import ChainPolicy, ProviderChain
+from services.imagegen.call import ChainPolicy
+from services.imagegen.chain import ProviderChain
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.servicer import SERVICE as IMAGEGEN
 from services.imagegen.servicer import ImageGenServicer

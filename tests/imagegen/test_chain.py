@@ -115,6 +115,26 @@ async def test_the_last_model_is_asked_again_after_a_server_error(fake_openai: f
         assert fake_openai.count(B) == 2
 
 
+async def test_the_last_model_is_asked_again_after_a_timeout_at_its_own_limit(fake_openai: fo.FakeOpenAI) -> None:
+    # Its own limit (1 s) is shorter than the call's time (4 s less the reserve): that request
+    # is over, and a second one fits.
+    fake_openai.script(B, fo.Hang(), fo.Ok())
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B, IMAGE_GEN_TIMEOUT=4, IMAGEGEN_ATTEMPT_TIMEOUT=1):
+        answer = await imagegen.generate()
+        assert outcomes(answer) == [(B, "TIMEOUT"), (B, "SUCCESS")] and not answer.placeholder
+        assert fake_openai.count(B) == 2
+
+
+async def test_a_timeout_at_the_models_share_is_not_asked_again(fake_openai: fo.FakeOpenAI) -> None:
+    # Cut at its share of the call (3.5 s), not at its own limit (30 s): the request goes on
+    # (its image may still come), so a second one is not sent.
+    fake_openai.script(B, fo.Hang(), fo.Ok())
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B, IMAGE_GEN_TIMEOUT=4, IMAGEGEN_ATTEMPT_TIMEOUT=30):
+        answer = await imagegen.generate()
+        assert answer.placeholder and outcomes(answer) == [(B, "TIMEOUT")]
+        assert fake_openai.count(B) == 1
+
+
 async def test_without_same_model_retries_the_last_model_is_asked_once(fake_openai: fo.FakeOpenAI) -> None:
     fake_openai.script(B, fo.SERVER_ERROR)
     async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B, IMAGEGEN_SAME_PROVIDER_RETRIES=0):
