@@ -96,5 +96,10 @@ async def test_a_call_answered_by_its_earlier_image_leaves_its_lane(fake_openai:
         second = asyncio.ensure_future(imagegen.generate(prompt="scene 2", scene=2, **lane))
         answers = await asyncio.gather(first, second)
         assert [a.provider for a in answers] == [A, A], [outcomes(a) for a in answers]
-        assert outcomes(answers[1]) == [(A, "SUCCESS")]
         assert not any(a.placeholder for a in answers)
+        # Whichever got the lane first met the slow image; the other went once it was in,
+        # not when the hanging request ends (its 30 s limit is past the calls' deadline).
+        assert sorted(map(outcomes, answers), key=len) == [
+            [(A, "SUCCESS")],
+            [(A, "TIMEOUT"), (B, "SKIPPED"), (A, "SUCCESS")],
+        ]
