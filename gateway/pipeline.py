@@ -62,7 +62,7 @@ class Pipeline:
         """A start that could not begin ends visibly: the video marked failed, with why."""
         end = status_pb2.UpdateVideoRequest(video_id=run.video_id, status="failed", error=reason)
         try:
-            async for attempt in retrying_within(END_OF_RUN_WRITES, is_down):
+            async for attempt in retrying_within(self.reporter.flush_within, is_down):
                 with attempt:
                     await self.clients.update_video(end)
         except ServiceError as exc:

@@ -3,8 +3,10 @@ real `openai` client talks to. It speaks the documented wire protocol:
 POST /v1/images/generations, GET /v1/models, errors as {"error": {...}}.
 
 Like the real API it refuses a body that is not JSON, a model it does not list, a wrong key
-(when it is given one), and parameters the model family does not take (`response_format`
-or unsupported sizes for GPT image models, n > 1 for dall-e-3, prompts over the limit).
+(when it is given one), and what the model family does not take: each family (GPT image,
+dall-e-3, dall-e-2) has an allow-list of parameters and their values (`response_format` on
+a GPT image model, `output_format` or `quality=ultra` on dall-e-3, `output_format=gif`, n
+outside 1..10 or n > 1 on dall-e-3, unsupported sizes, prompts over the limit are 400s).
 `azure=True` serves Azure OpenAI's shape instead: POST
 /openai/deployments/{deployment}/images/generations?api-version=..., key in `api-key`.
 
@@ -149,35 +151,94 @@ DALL_E_3_SIZES = {"1024x1024", "1792x1024", "1024x1792"}
 DALL_E_2_SIZES = {"256x256", "512x512", "1024x1024"}
 
 
+@dataclass(frozen=True)
+class Family:
+    """What the Images API takes from one model family (the API reference, per parameter)."""
+
+    sizes: frozenset[str]
+    prompt_limit: int
+    most_images: int
+    # Each parameter the family takes, with the values it takes (None: checked elsewhere).
+    parameters: dict[str, frozenset[Any] | None]
+
+
+COMMON: dict[str, frozenset[Any] | None] = {"model": None, "prompt": None, "n": None, "size": None, "user": None}
+# `stream` and `partial_images` are the images API's own parameters for every model; a
+# model that cannot stream refuses them with a 400 of its own (param "stream").
+STREAMING: dict[str, frozenset[Any] | None] = {"stream": None, "partial_images": None}
+GPT_IMAGE = Family(
+    frozenset(GPT_SIZES),
+    32_000,
+    10,
+    {
+        **COMMON,
+        **STREAMING,
+        "quality": frozenset({"low", "medium", "high", "auto"}),
+        "output_format": frozenset({"png", "jpeg", "webp"}),
+        "output_compression": None,
+        "background": frozenset({"transparent", "opaque", "auto"}),
+        "moderation": frozenset({"low", "auto"}),
+    },
+)
+DALL_E_3 = Family(
+    frozenset(DALL_E_3_SIZES),
+    4_000,
+    1,
+    {
+        **COMMON,
+        **STREAMING,
+        "quality": frozenset({"standard", "hd"}),
+        "response_format": frozenset({"url", "b64_json"}),
+        "style": frozenset({"vivid", "natural"}),
+    },
+)
+DALL_E_2 = Family(
+    frozenset(DALL_E_2_SIZES),
+    1_000,
+    10,
+    {**COMMON, **STREAMING, "response_format": frozenset({"url", "b64_json"})},
+)
+
+
+def family(model: str) -> Family:
+    if model.startswith("dall-e-3"):
+        return DALL_E_3
+    if model.startswith("dall-e-2"):
+        return DALL_E_2
+    return GPT_IMAGE
+
+
 def refusal(body: dict[str, Any]) -> str:
-    """What the real API answers 400 to, for this body ("" when it is acceptable)."""
+    """What the real API answers 400 to, for this body ("" when it is acceptable): an
+    allow-list of each family's parameters and their values."""
     model, prompt = str(body.get("model", "")), body.get("prompt")
+    rules = family(model)
+    for name, value in body.items():
+        if name not in rules.parameters:
+            return f"Unknown parameter: '{name}'."
+        allowed = rules.parameters[name]
+        if allowed is not None and value not in allowed:
+            return f"Invalid value for '{name}': {value!r}. Supported values are: {', '.join(sorted(allowed))}."
     if not isinstance(prompt, str) or not prompt:
         return "'prompt' is required and must be a non-empty string"
-    if not isinstance(body.get("n", 1), int):
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool):
         return "'n' must be an integer"
+    if not 1 <= n <= rules.most_images:
+        return f"Invalid 'n': {n}. This model takes 1 to {rules.most_images} images per request."
     if "stream" in body and not isinstance(body["stream"], bool):
         return "'stream' must be a boolean"
     partial = body.get("partial_images", 0)
     if not isinstance(partial, int) or isinstance(partial, bool) or not 0 <= partial <= 3:
         return "Invalid 'partial_images': must be an integer from 0 to 3"
+    compression = body.get("output_compression", 100)
+    if not isinstance(compression, int) or isinstance(compression, bool) or not 0 <= compression <= 100:
+        return "Invalid 'output_compression': must be an integer from 0 to 100"
     size = body.get("size", "1024x1024")
-    if model.startswith("dall-e-3"):
-        allowed, limit = DALL_E_3_SIZES, 4_000
-        if body.get("n", 1) != 1:
-            return "dall-e-3 only supports n=1"
-    elif model.startswith("dall-e-2"):
-        allowed, limit = DALL_E_2_SIZES, 1_000
-    else:
-        allowed, limit = GPT_SIZES, 32_000
-        if "response_format" in body:
-            return "Unknown parameter: 'response_format'"
-        if body.get("quality", "auto") not in ("low", "medium", "high", "auto"):
-            return f"Invalid quality: {body.get('quality')!r}"
-    if size not in allowed:
-        return f"Invalid size {size!r}; supported: {', '.join(sorted(allowed))}"
-    if len(prompt) > limit:
-        return f"prompt is too long: at most {limit} characters"
+    if size not in rules.sizes:
+        return f"Invalid size {size!r}; supported: {', '.join(sorted(rules.sizes))}"
+    if len(prompt) > rules.prompt_limit:
+        return f"prompt is too long: at most {rules.prompt_limit} characters"
     return ""
 
 
@@ -510,9 +571,10 @@ class FakeOpenAI(LoopbackServer):
                         else:
                             raw = image_bytes(b.fmt, b.size, colour)
                     data = base64.b64encode(raw).decode()
-                    payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}]}
+                    count = int(body.get("n", 1))  # as many images as asked for, each billed
+                    payload: dict[str, Any] = {"created": created, "data": [{"b64_json": data}] * count}
                     with fake.lock:
-                        fake.paid.append(str(body.get("prompt", "")))
+                        fake.paid.extend([str(body.get("prompt", ""))] * count)
                     if b.usage:
                         payload["usage"] = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
                     self._json(200, payload)

@@ -3,7 +3,8 @@ the real `supabase` client talks to, with faults injected per route.
 
 Storage speaks like the real one: HTTP 400 for most errors with the real code in the body
 (`{"statusCode": "409", "error": "Duplicate", "message": ...}`). PostgREST supports what the
-status store uses: select with eq/neq/lt/in filters, order, exact counts, insert/upsert
+status store uses: select with eq/neq/lt/lte/gt/gte/in/is/like/ilike filters (any other
+operator is PGRST100, as PostgREST answers), order, exact counts, insert/upsert
 (merge or ignore duplicates), update and delete, each answering a representation, and the
 SQL functions the store calls through /rpc."""
 
@@ -13,6 +14,7 @@ import email.message
 import email.parser
 import email.policy
 import json
+import re
 import threading
 import time
 import uuid
@@ -85,6 +87,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 FILTER_OPERATORS = {"eq", "neq", "lt", "lte", "gt", "gte", "in", "is", "like", "ilike"}
+
+
+def like(pattern: str, fold: bool) -> re.Pattern[str]:
+    """A PostgREST like/ilike pattern: `*` or `%` any run of characters, `_` any one."""
+    parts = ("." if c == "_" else ".*" if c in "*%" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL if fold else re.DOTALL)
 
 
 # Each table's columns and their types, as sql/postgres declares them: PostgREST refuses a
@@ -284,6 +292,10 @@ class FakeSupabase(LoopbackServer):
                 if str(value) not in options:
                     return False
                 continue
+            if op in ("like", "ilike"):
+                if value is None or not like(raw, op == "ilike").fullmatch(str(value)):
+                    return False
+                continue
             other: Any = raw
             if isinstance(value, bool):
                 other = raw.lower() == "true"
@@ -298,6 +310,8 @@ class FakeSupabase(LoopbackServer):
             if op == "gt" and not (value is not None and value > other):
                 return False
             if op == "gte" and not (value is not None and value >= other):
+                return False
+            if op == "lte" and not (value is not None and value <= other):
                 return False
         return True
 

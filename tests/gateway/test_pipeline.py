@@ -4,6 +4,7 @@ checked directly on the calls the pipeline makes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import cast
 import grpc
 import pytest
 
-from gateway import reporting
 from gateway.breakers import ServiceDown, ServiceRefused
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
@@ -97,15 +97,18 @@ class StandInServices:
 KEY = ObjectKeys(b"test-object-key-secret").of("v1")
 
 
-def pipeline(services: StandInServices, tmp_path: Path) -> Pipeline:
+def pipeline(services: StandInServices, tmp_path: Path, flush_within: float = 10.0) -> Pipeline:
     clients = cast(ServiceClients, services)
     keys = ObjectKeys(b"test-object-key-secret")
-    return Pipeline(clients, 3, "64x64", ImageSpool(tmp_path / "spool"), BudgetGuard(clients, None, None), keys)
+    spool = ImageSpool(tmp_path / "spool")
+    return Pipeline(clients, 3, "64x64", spool, BudgetGuard(clients, None, None), keys, flush_within=flush_within)
 
 
-async def run_video(services: StandInServices, tmp_path: Path, n: int = 4) -> tuple[VideoRun, str]:
+async def run_video(
+    services: StandInServices, tmp_path: Path, n: int = 4, flush_within: float = 10.0
+) -> tuple[VideoRun, str]:
     run = VideoRun("v1", [Scene(i, f"scene {i}") for i in range(1, n + 1)])
-    pipe = pipeline(services, tmp_path)
+    pipe = pipeline(services, tmp_path, flush_within)
     done = await pipe.prepare(run)
     return run, await pipe.run(run, done)
 
@@ -158,16 +161,26 @@ async def test_storage_refusing_fails_the_scene_and_keeps_the_paid_image_for_a_r
     assert final == "assets_generated" and sorted(services.generated) == [1, 2]  # not generated twice
 
 
-async def test_reports_the_status_service_missed_are_sent_again_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(reporting, "END_OF_RUN_WRITES", 10.0)
+async def test_reports_the_status_service_missed_are_sent_again_at_the_end(tmp_path: Path) -> None:
     services = StandInServices(status_down_for=3)  # the first three reports fail
     run, final = await run_video(services, tmp_path)
     assert final == "assets_generated"
     assert sorted(r.scene.scene for r in services.reports) == [1, 2, 3, 4]  # every scene recorded once
     assert [u.status for u in services.updates] == ["assets_generated"]  # the end written on its own
     assert all(o.reported for o in run.outcomes.values())
+
+
+async def test_reports_still_missed_after_the_flush_window_are_journaled_for_a_resume(tmp_path: Path) -> None:
+    # The status service stays down: the end-of-run writes give up after the run's window
+    # (STATUS_FLUSH_WITHIN, here 0.5 s; the default is 30 s) and the results wait in the
+    # spool, so a resume records them instead of paying for the images again.
+    services = StandInServices(status_down_for=1_000_000)
+    async with asyncio.timeout(15):  # far inside the 30 s default: the window given was used
+        _run, final = await run_video(services, tmp_path, n=2, flush_within=0.5)
+    assert final == "failed"
+    assert services.reports == [] and services.updates == []
+    pending = await ImageSpool(tmp_path / "spool").pending("v1")
+    assert sorted(pending.results) == [1, 2]
 
 
 async def test_each_partial_is_the_scenes_preview_once_before_its_image(tmp_path: Path) -> None:

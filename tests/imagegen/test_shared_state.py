@@ -176,8 +176,14 @@ def test_a_hanging_model_gets_one_probe_across_the_cluster(
         return seconds * 1000 + micros // 1000 >= int(redis_prefix.client.hget(breaker, "until") or 0)
 
     assert wait_until(cooled_down, timeout=10)
-    answers = asyncio.run(spread(group, 9, "after the cooldown"))
-    assert all(a.provider == B for a in answers)
+    # Nine calls at once, three per replica. A probe that finds no place at the model in its
+    # time (a late Redis answer on a busy machine) hands its turn to the next call, so the
+    # calls come again until the model was probed (at most three rounds).
+    for attempt in range(3):
+        answers = asyncio.run(spread(group, 9, f"after the cooldown {attempt}"))
+        assert all(a.provider == B for a in answers)
+        if fake_openai.count(A) > 3:
+            break
     assert fake_openai.count(A) == 4  # exactly one probe, from one replica of three
 
 

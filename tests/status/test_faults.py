@@ -88,9 +88,9 @@ async def test_breaker_answers_at_once_without_touching_the_store_and_closes_aft
             assert answer.degraded  # type: ignore[attr-defined]
         assert book.breaker.is_open
         before = fake.count("rest")
-        answer, elapsed = await timed_get(book, "v1")
+        answer, _ = await timed_get(book, "v1")
+        # At once: no store attempt was made (its latency is in bench/, status-reads).
         assert fake.count("rest") == before, "an open breaker must not touch the store"
-        assert elapsed < 1.0  # at once (no store attempt of 0.5 s); timings are in bench/
         # The last known status, marked degraded with its age.
         assert answer.degraded and answer.video.status == "generating_images" and answer.video.progress == 50  # type: ignore[attr-defined]
         assert answer.age_ms >= 0  # type: ignore[attr-defined]

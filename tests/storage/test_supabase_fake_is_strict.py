@@ -3,7 +3,8 @@ clients fails a test instead of passing against a lenient fake: PostgREST's unkn
 (42703, PGRST204), values a column cannot hold (22P02), `Prefer: return=...`, functions
 called with other parameters than they declare (PGRST202); Storage's
 private buckets on the public route, `allowed_mime_types`, and binary (non-multipart)
-uploads typed by their Content-Type, multipart bodies split on their boundary, bodies cut short."""
+uploads typed by their Content-Type, multipart bodies split on their boundary, bodies cut short.
+Filters select what PostgREST's would (an unknown operator is PGRST100)."""
 
 from __future__ import annotations
 
@@ -145,3 +146,28 @@ def test_a_body_cut_short_of_its_content_length_stores_nothing(fake: FakeSupabas
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(100) == b""  # no answer: the connection is closed
     assert ("images", "a.png") not in fake.objects
+
+
+def test_filters_select_the_rows_postgrest_would(client: httpx.Client) -> None:
+    for id_, progress in (("v-fox", 10), ("v-Fox-2", 50), ("v-owl", 90)):
+        assert client.post("/rest/v1/videos", json={"id": id_, "image_upload_progress": progress}).status_code == 201
+
+    def ids(**filters: str) -> list[str]:
+        answer = client.get("/rest/v1/videos", params={"select": "id", **filters})
+        assert answer.status_code == 200, answer.text
+        return sorted(row["id"] for row in answer.json())
+
+    assert ids(image_upload_progress="lte.50") == ["v-Fox-2", "v-fox"]
+    assert ids(image_upload_progress="lt.50") == ["v-fox"]
+    assert ids(image_upload_progress="gte.50") == ["v-Fox-2", "v-owl"]
+    assert ids(id="like.v-fox*") == ["v-fox"]  # case matters
+    assert ids(id="like.v-f%") == ["v-fox"]  # % is a wildcard too
+    assert ids(id="like.v-_wl") == ["v-owl"]  # _ is one character
+    assert ids(id="ilike.V-FOX*") == ["v-Fox-2", "v-fox"]
+    assert ids(id="like.v.fox") == []  # a dot is itself, not any character
+
+
+def test_an_unknown_filter_operator_is_pgrst100(client: httpx.Client) -> None:
+    answer = client.get("/rest/v1/videos", params={"id": "resembles.v1"})
+    assert (answer.status_code, answer.json()["code"]) == (400, "PGRST100")
+    assert "failed to parse filter" in answer.json()["message"]
