@@ -13,7 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import OWN_SUBCHANNELS
-from tests.e2e.helpers import poll_until_done, post, scenes
+from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
+from tests.fakes.openai_fake import FakeOpenAI, Ok
 from tools.processes import System
 
 pytestmark = pytest.mark.slow
@@ -82,15 +83,26 @@ def test_write_endpoint_needs_the_bearer_token_and_reads_do_not(make_system: Cal
         assert poll_until_done(client, "a")[-1]["status"] == "assets_generated"
 
 
+APP = "http://app.example"  # the frontend's origin, listed in CORS_ORIGINS
+
+
+def readable_by_the_app(answer: httpx.Response, *headers: str) -> None:
+    """A browser on the app's origin may read this answer, and these headers of it."""
+    assert answer.headers.get("access-control-allow-origin") == APP, dict(answer.headers)
+    exposed = {h.strip().lower() for h in answer.headers.get("access-control-expose-headers", "").split(",")}
+    assert {h.lower() for h in headers} <= exposed, exposed
+
+
 def test_oversized_bodies_are_refused_with_413_declared_or_chunked(make_system: Callable[..., System]) -> None:
-    system = make_system({"MAX_BODY_BYTES": "2048"})
+    system = make_system({"MAX_BODY_BYTES": "2048", "CORS_ORIGINS": APP})
     system.start_all()
     body = b'{"videoId": "big", "scenes": [{"prompt": "' + b"x" * 4000 + b'"}]}'
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
         declared = client.post(
-            "/api/generate-preview-images", content=body, headers={"content-type": "application/json"}
+            "/api/generate-preview-images", content=body, headers={"content-type": "application/json", "Origin": APP}
         )
         assert declared.status_code == 413 and declared.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
+        readable_by_the_app(declared)  # the app can show why, not a bare network error
         chunked = client.post(
             "/api/generate-preview-images",
             content=iter([body[:1500], body[1500:]]),
@@ -101,3 +113,19 @@ def test_oversized_bodies_are_refused_with_413_declared_or_chunked(make_system: 
         assert missing.status_code == 404  # nothing was started
         unknown = client.get("/no/such/route")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_full_waiting_line_is_a_429_the_app_can_read(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=2.0))
+    env = provider_env(fake_openai.base_url, MAX_RUNNING_VIDEOS="1", MAX_WAITING_VIDEOS="0", CORS_ORIGINS=APP)
+    system = make_system(env)
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10, headers={"Origin": APP}) as client:
+        assert post(client, "running", scenes(1)).status_code == 202
+        refused = post(client, "one-too-many", scenes(1))
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "RESOURCE_EXHAUSTED", refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        readable_by_the_app(refused, "Retry-After")
+        assert client.get("/api/video-status", params={"videoId": "one-too-many"}).status_code == 404  # nothing kept

@@ -60,6 +60,7 @@ def test_regenerate_makes_one_scene_again_with_a_new_url_version(running: System
     with httpx.Client(base_url=running.gateway_url, timeout=10) as client:
         post(client, "again", scenes(3))
         before = poll_until_done(client, "again")[-1]
+        old_bytes = httpx.get(urls(before)[2], timeout=10).content
         answer = regenerate(client, "again", 2)
         assert answer.status_code == 202, answer.text
         assert answer.json()["videoId"] == "again" and answer.json()["scenes"] == 3
@@ -79,6 +80,7 @@ def test_regenerate_makes_one_scene_again_with_a_new_url_version(running: System
     assert urls(after)[2] != urls(before)[2]
     assert urls(after)[2].split("?")[0] == urls(before)[2].split("?")[0], "the same object, replaced"
     assert old_object.content == new_object.content  # one object: the old version's URL serves the new bytes
+    assert new_object.content != old_bytes, "the regenerated scene's image is a new one"
     assert urls(after)[1] == urls(before)[1] and urls(after)[3] == urls(before)[3]
     assert fake_openai.paid.count(scenes(3)[1]["prompt"]) == 2, "a regenerate is a new image, paid once"
     assert fake_openai.paid.count(new_prompt) == 1 and urls(third)[3] != urls(after)[3]

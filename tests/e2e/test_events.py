@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import metric
+from tests.conftest import metric, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.e2e.test_queue import queue_system
 from tests.fakes.openai_fake import CONTENT_POLICY, FakeOpenAI, Ok
@@ -172,3 +172,39 @@ def test_prefer_wait_shorter_than_the_run_answers_202_and_a_bad_one_400(
     assert early.json()["status"] == "generating_images"
     assert bad.status_code == 400 and "wait=N" in bad.json()["error"]["message"]
     assert never.status_code == 404, "a refused POST starts nothing"
+
+
+def is_end(line: str) -> bool:
+    return line.startswith("event:") and line.removeprefix("event:").strip() == "end"
+
+
+def test_a_gateway_at_its_most_streams_answers_503_and_takes_one_again_when_one_ends(
+    make_system: Callable[..., System], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(MODEL, Ok(latency=1.0))
+    system = make_system(provider_env(fake_openai.base_url, EVENTS_MAX_FOLLOWERS="1"))
+    system.start_all()
+    with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
+        assert post(client, "crowded", scenes(2)).status_code == 202
+        with client.stream("GET", "/api/videos/crowded/events", timeout=httpx.Timeout(10, read=30)) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()
+            assert next(x for x in lines if x.startswith("event:")).removeprefix("event:").strip() == "status"
+            refused = client.get("/api/videos/crowded/events")
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "UNAVAILABLE" and "poll /api/video-status" in error["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            assert client.get("/api/video-status", params={"videoId": "crowded"}).status_code == 200  # polling works
+            assert any(is_end(x) for x in lines), "the first stream ran to its end"
+
+        def taken_again() -> bool:
+            with client.stream("GET", "/api/videos/crowded/events", timeout=httpx.Timeout(10, read=30)) as again:
+                if again.status_code == 503:
+                    return False
+                assert again.status_code == 200
+                return any(
+                    x.startswith("event:") and x.removeprefix("event:").strip() == "end" for x in again.iter_lines()
+                )
+
+        assert wait_until(taken_again, timeout=10, every=0.1), "a place freed by a stream that ended is taken again"

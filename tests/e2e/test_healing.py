@@ -54,7 +54,10 @@ def outage_then_recovery(system: System, fake_openai: FakeOpenAI, healer: str) -
         assert broken["status"] == "assets_generated"
         assert all(i["placeholder"] and i["reason"] == "every provider failed" for i in broken["images"])
         failed_requests = fake_openai.count(MODEL)
-        assert failed_requests >= 2  # the outage was felt, and the breaker stopped the asking
+        # The outage was felt, and the breaker stopped the asking: without it each of the 3
+        # scenes asks twice (the only model is asked again after a 500), 6 requests; with it
+        # (threshold 2) the 3 first requests, out at once, and perhaps one heal's probe.
+        assert 2 <= failed_requests <= 4, failed_requests
         fake_openai.script(MODEL, Ok())  # the provider recovers
 
         def healed() -> bool:
