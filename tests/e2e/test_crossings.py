@@ -41,6 +41,7 @@ class Follower:
     token: str = ""
     answers: list[dict[str, Any]] = field(default_factory=list)
     ends: list[dict[str, Any]] = field(default_factory=list)
+    previews: list[dict[str, Any]] = field(default_factory=list)
     status_code: int = 0
     opened: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -67,7 +68,8 @@ class Follower:
                         event = line.removeprefix("event: ")
                     elif line.startswith("data: "):
                         data = json.loads(line.removeprefix("data: "))
-                        (self.ends if event == "end" else self.answers).append(data)
+                        # status answers, preview frames ({"scene", "url", "index"}) and the end
+                        {"end": self.ends, "preview": self.previews}.get(event, self.answers).append(data)
                         if event == "end":
                             return
         finally:
@@ -229,7 +231,7 @@ def test_with_the_status_service_frozen_a_stream_stays_its_owners_on_every_gatew
     assert hers.answers[-1]["status"] == "assets_generated" and not hers.answers[-1]["degraded"]
     hers.progress_never_went_back()
     assert [s.status_code for s in strangers] == [404, 503]
-    assert all(s.answers == [] for s in strangers), "no frame of another user's video"
+    assert all(s.answers == [] and s.previews == [] for s in strangers), "no frame of another user's video"
     paid_once(fake_openai)
 
 

@@ -107,7 +107,7 @@ class Trickle:
 
 @dataclass
 class Garbage:
-    """Valid base64 of bytes that are not an image."""
+    """Valid base64 of bytes that are not an image (streamed: as the completed event's image)."""
 
 
 @dataclass
@@ -446,11 +446,13 @@ class FakeOpenAI(LoopbackServer):
                     fake._flight[model] = fake._flight.get(model, 0) + 1
                     fake.max_in_flight[model] = max(fake.max_in_flight.get(model, 0), fake._flight[model])
                 self._in_flight_for = model
-                if body.get("stream") is True and isinstance(behaviour, Ok | StreamCut | Flaky):
+                if body.get("stream") is True and isinstance(behaviour, Ok | StreamCut | Flaky | Garbage):
                     try:
                         picked = behaviour.pick() if isinstance(behaviour, Flaky) else behaviour
                         if isinstance(picked, Error):
                             self._json(picked.status, {"error": {"message": picked.message, "type": picked.type}})
+                        elif isinstance(picked, Garbage):  # a streamed answer whose final is not an image
+                            self._stream(Ok(payload=os.urandom(512)), body, billed=False)
                         else:
                             self._stream(picked, body)
                     finally:
@@ -470,7 +472,7 @@ class FakeOpenAI(LoopbackServer):
                 self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
                 self.wfile.flush()
 
-            def _stream(self, b: Ok | StreamCut, body: dict[str, Any]) -> None:
+            def _stream(self, b: Ok | StreamCut, body: dict[str, Any], billed: bool = True) -> None:
                 """The images API's streamed answer: `image_generation.partial_image` events
                 paced before the final, then `image_generation.completed` (with usage) and
                 the end of the body. A quick model sends fewer partials than asked."""
@@ -519,7 +521,8 @@ class FakeOpenAI(LoopbackServer):
                         return
                     with fake.lock:
                         made = len(fake.paid)
-                        fake.paid.append(prompt)
+                        if billed:
+                            fake.paid.append(prompt)
                     final = b.payload if b.payload is not None else image_bytes(fmt, size, answer_colour(made))
                     usage = {
                         "input_tokens": 10,
