@@ -268,13 +268,14 @@ class ProviderChain:
             return self._take(call, came)
         timeout = max(ends - started, self.policy.min_attempt)
         work = call.waiting = asyncio.create_task(self._call_provider(slot, call, started + slot.attempt_timeout))
+        this = Earlier(slot.name, work, started, lambda i: self._cost(slot, i))  # if the chain stops waiting
         try:
             # Never cancels the request: on a timeout it goes on, and may still answer this
             # call while the next model is asked (an earlier one's image that comes first wins).
             came = await first_image(call.earlier, work, started + timeout)
             if came is not None:
                 call.waiting = None
-                call.earlier.append(Earlier(slot.name, work, started, lambda i: self._cost(slot, i)))
+                call.earlier.append(this)
                 self._release(slot, granted)
                 self._record(call, slot.name, Outcome.SKIPPED, f"{came.provider}'s image came first", started)
                 return self._take(call, came)
@@ -283,7 +284,7 @@ class ProviderChain:
             image, info = work.result()
         except TimeoutError:
             call.waiting = None
-            call.earlier.append(Earlier(slot.name, work, started, lambda i: self._cost(slot, i)))
+            call.earlier.append(this)
             reason = f"no image within {timeout:.1f} s"
             self._record(call, slot.name, Outcome.TIMEOUT, reason, started)
             await self._tell(slot, Outcome.TIMEOUT, reason, granted)
@@ -310,6 +311,7 @@ class ProviderChain:
         breaker heard the timeout and hears nothing more, as for any late image."""
         call.earlier.remove(came)
         call.leave_lane()
+        metrics.LATE_TAKEN.labels(came.provider).inc()
         image, info = came.work.result()
         reason = f"{info.content_type} {info.width}x{info.height}, after its time, while the next model was asked"
         self._record(call, came.provider, Outcome.SUCCESS, reason, came.started, image.usage, came.cost(image))

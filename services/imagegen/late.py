@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 Work = asyncio.Task[tuple[ProviderImage, ImageInfo]]
 
 
+def has_image(work: Work) -> bool:
+    """Whether the request is over with its checked image."""
+    return work.done() and not work.cancelled() and work.exception() is None
+
+
 @dataclass
 class Earlier:
     """A request of a call still in the chain that the chain stopped waiting for."""
@@ -31,17 +36,10 @@ class Earlier:
     started: float
     cost: Callable[[ProviderImage], float | None]
 
-    def image(self) -> tuple[ProviderImage, ImageInfo] | None:
-        """Its checked image, if it has one by now."""
-        work = self.work
-        if work.done() and not work.cancelled() and work.exception() is None:
-            return work.result()
-        return None
-
 
 def arrived(earlier: list[Earlier]) -> Earlier | None:
     """The first earlier request that has its image."""
-    return next((e for e in earlier if e.image() is not None), None)
+    return next((e for e in earlier if has_image(e.work)), None)
 
 
 async def first_image(earlier: list[Earlier], work: Work | None, until: float) -> Earlier | None:
@@ -49,10 +47,9 @@ async def first_image(earlier: list[Earlier], work: Work | None, until: float) -
     failed, or ``until`` (a monotonic time). The earlier request whose image came, else None
     (the caller looks at ``work``)."""
     while True:
-        if work is not None and work.done() and not work.cancelled() and work.exception() is None:
+        if work is not None and has_image(work):
             return None
         if (first := arrived(earlier)) is not None:
-            metrics.LATE_TAKEN.labels(first.provider).inc()
             return first
         waits = {e.work for e in earlier if not e.work.done()}
         if work is not None:
@@ -84,7 +81,7 @@ class LateRequests:
 
         def finished(done: Work) -> None:
             self._works.discard(done)
-            if done.cancelled() or done.exception() is not None:
+            if not has_image(done):
                 return
             image, info = done.result()
             ms = int((time.monotonic() - earlier.started) * 1000)
