@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import SYSTEM_KEY, wait_until
+from tests.conftest import SYSTEM_KEY, logs_of, wait_until
+from tools.processes import System, free_port
 
 MODEL = "gpt-image-2"
 KEY = SYSTEM_KEY
@@ -14,6 +15,15 @@ KEY = SYSTEM_KEY
 
 def provider_env(base_url: str, **extra: str) -> dict[str, str]:
     return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": base_url, "IMAGEGEN_CHAIN": MODEL, **extra}
+
+
+def start_worker(system: System, name: str = "worker") -> int:
+    """A queue worker (`RUNS=queue`) of the system's, metrics on a free port; returns that
+    port once the worker says it started."""
+    port = free_port()
+    system.start_replica(name, "gateway.worker", {"WORKER_METRICS_PORT": str(port)})
+    assert wait_until(lambda: "worker started" in logs_of(system, name), timeout=30)
+    return port
 
 
 def scenes(n: int, word: str = "scene") -> list[dict[str, str]]:

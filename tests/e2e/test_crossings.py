@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import logs_of, metric, wait_until
-from tests.e2e.helpers import poll_until_done, post, provider_env, scenes
+from tests.conftest import metric, wait_until
+from tests.e2e.helpers import poll_until_done, post, provider_env, scenes, start_worker
 from tests.e2e.test_users import ALICE, BOB, as_user, auth, start, users_env  # noqa: F401  (auth: a fixture)
 from tests.fakes import openai_fake as fo
 from tests.fakes.jwks_fake import FakeAuth
@@ -122,9 +122,7 @@ def test_a_hanging_model_with_the_queue_and_a_follower_every_scene_gets_the_heal
         )
     )
     system.start_all()
-    system.env["WORKER_METRICS_PORT"] = str(free_port())
-    system.start_replica("worker", "gateway.worker", {})
-    assert wait_until(lambda: "worker started" in logs_of(system, "worker"), timeout=30)
+    start_worker(system)
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
         assert post(client, "hang-q", scenes(6)).status_code == 202
         follower = Follower(system.gateway_url, "hang-q").start()
@@ -252,16 +250,14 @@ def test_the_queue_finishes_a_run_the_status_service_froze_in_the_middle_of(
         )
     )
     system.start_all()
-    system.env["WORKER_METRICS_PORT"] = str(free_port())
-    system.start_replica("worker", "gateway.worker", {})
-    assert wait_until(lambda: "worker started" in logs_of(system, "worker"), timeout=30)
+    worker_metrics = start_worker(system)
     with httpx.Client(base_url=system.gateway_url, timeout=10) as client:
         assert post(client, "frozen-q", scenes(6)).status_code == 202
         assert fake_openai.wait_for_requests(2, timeout=20)
         status = system.procs["status"]
         frozen.append(status)
         status.send_signal(signal.SIGSTOP)
-        deferred = f"http://127.0.0.1:{system.env['WORKER_METRICS_PORT']}/metrics"
+        deferred = f"http://127.0.0.1:{worker_metrics}/metrics"
         felt = wait_until(lambda: metric(deferred, "storyshort_gateway_scene_results_total", how="deferred") >= 1, 30)
         status.send_signal(signal.SIGCONT)
         assert felt, "a report failed while the status service was frozen"

@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from tests.conftest import logs_of, wait_until
-from tests.e2e.helpers import MODEL, assert_progress_never_decreased, poll_until_done, post, provider_env, scenes
+from tests.e2e.helpers import (
+    MODEL,
+    assert_progress_never_decreased,
+    poll_until_done,
+    post,
+    provider_env,
+    scenes,
+    start_worker,
+)
 from tests.fakes.openai_fake import SERVER_ERROR, FakeOpenAI, Ok
 from tools.processes import System
 
@@ -38,8 +46,7 @@ def test_with_queued_runs_the_worker_heals_the_videos_it_ran(
     env = provider_env(fake_openai.base_url, STATUS_STORE="postgres", DATABASE_URL=pg_dsn, RUNS="queue", **OUTAGE)
     system = make_system(env)
     system.start_all()
-    system.start_replica("worker-1", "gateway.worker", {})
-    assert wait_until(lambda: "worker started" in logs_of(system, "worker-1"), timeout=30)
+    start_worker(system, "worker-1")
     outage_then_recovery(system, fake_openai, "worker-1")
     assert "resumed the video to heal its placeholders" in logs_of(system, "worker-1")
 

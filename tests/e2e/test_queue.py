@@ -16,8 +16,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.conftest import logs_of, wait_until
-from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
+from tests.conftest import logs_of
+from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes, start_worker
 from tests.fakes import openai_fake as fo
 from tools.processes import System, free_port
 
@@ -43,14 +43,7 @@ def queue_system(
     second = free_port()
     system.start_replica("gateway-2", "gateway", {"GATEWAY_PORT": str(second)}, port=second)
     for n in (1, 2):
-        name = f"worker-{n}"
-        system.env[f"WORKER_{n}_METRICS_PORT"] = str(free_port())
-        system.start_replica(name, "gateway.worker", {"WORKER_METRICS_PORT": system.env[f"WORKER_{n}_METRICS_PORT"]})
-
-        def started(name: str = name) -> bool:
-            return "worker started" in logs_of(system, name)
-
-        assert wait_until(started, timeout=30)
+        system.env[f"WORKER_{n}_METRICS_PORT"] = str(start_worker(system, f"worker-{n}"))
     return system, [system.gateway_url, f"http://127.0.0.1:{second}"]
 
 
