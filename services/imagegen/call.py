@@ -22,8 +22,7 @@ class ChainPolicy:
     placeholder_reserve: float = 0.5
     # An attempt with less time than this is not started.
     min_attempt: float = 0.25
-    # Tries of the last real model again after a transient failure or a timeout at its own
-    # limit, when the deadline allows.
+    # Tries of the last real model again after a transient failure, when the deadline allows.
     same_provider_retries: int = 1
     retry_backoff: float = 0.2
     # Abandoned requests that may finish in the background at once.

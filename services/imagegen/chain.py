@@ -8,8 +8,8 @@ hanging model always leaves the ones after it their turn. The share covers the w
 place at the provider too (requests left to finish late may still hold its places), and the
 wait ends at once when the model's breaker opens. A call holds its video's lane from its
 first attempt to its answer, never longer: a late request holds no lane. A transient
-failure, or a timeout at the model's own limit, moves to the next model at once; the same
-model is asked again only when it is the last one left.
+failure moves to the next model at once; the same model is asked again only when it is the
+last one left.
 
 No paid image is wasted: when the chain stops waiting for an attempt, the request goes on
 until the model's own timeout. While the call is in the chain, its image answers the call if
@@ -195,9 +195,7 @@ class ProviderChain:
             return pause(exc) + policy.min_attempt <= self._time_for(index, slot, call)
 
         def pause(exc: ProviderFailure) -> float:
-            if exc.retry_after is not None:
-                return exc.retry_after
-            return 0.0 if exc.outcome is Outcome.TIMEOUT else policy.retry_backoff  # slow, not failing
+            return exc.retry_after if exc.retry_after is not None else policy.retry_backoff
 
         def wait_for(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -288,10 +286,9 @@ class ProviderChain:
             reason = f"no image within {timeout:.1f} s"
             self._record(call, slot.name, Outcome.TIMEOUT, reason, started)
             await self._tell(slot, Outcome.TIMEOUT, reason, granted)
-            # Cut at the model's own limit, not at its share: that request is over, and the
-            # model may answer a second one in the time left, as after a transient failure.
-            over = timeout >= slot.attempt_timeout - 0.001
-            raise ProviderFailure(Outcome.TIMEOUT, reason, retry_same=over) from None
+            # Never asked again: the request may still be billed (a provider charges for an
+            # image the caller stopped waiting for), so a second one could pay twice.
+            raise ProviderFailure(Outcome.TIMEOUT, reason) from None
         except ProviderFailure as failure:
             self._record(call, slot.name, failure.outcome, failure.reason, started)
             await self._tell(slot, failure.outcome, failure.reason, granted)
