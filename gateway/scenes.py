@@ -15,19 +15,30 @@ from services.common.errors import InvalidArgument
 
 def parse_scenes(body: GenerateIn, max_scenes: int) -> list[Scene]:
     if not body.scenes:
-        raise InvalidArgument("scenes is empty; give at least one scene with a prompt")
+        raise InvalidArgument(
+            "scenes is empty; give at least one scene with a prompt", field="scenes", reason="SCENES_EMPTY"
+        )
     if len(body.scenes) > max_scenes:
-        raise InvalidArgument(f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video")
+        raise InvalidArgument(
+            f"{len(body.scenes)} scenes given; at most {max_scenes} are allowed per video",
+            field="scenes",
+            reason="TOO_MANY_SCENES",
+        )
     scenes: list[Scene] = []
     for position, scene in enumerate(body.scenes):
         number = validation.scene_number(position + 1 if scene.index is None else scene.index + 1)
         try:
             scenes.append(Scene(number, validation.prompt(scene.prompt)))
         except InvalidArgument as exc:
-            raise InvalidArgument(f"scene {number}: {exc}") from exc
+            # The rule's own reason, and where in the body it was broken.
+            raise InvalidArgument(
+                f"scene {number}: {exc}", field=f"scenes[{position}].prompt", reason=exc.reason
+            ) from exc
     numbers = [s.number for s in scenes]
     if len(set(numbers)) != len(numbers):
-        raise InvalidArgument("two scenes have the same index; each index may appear once")
+        raise InvalidArgument(
+            "two scenes have the same index; each index may appear once", field="scenes", reason="SCENE_INDEX_REPEATED"
+        )
     return scenes
 
 
@@ -40,7 +51,7 @@ async def regenerated_scenes(
         try:
             prompt = validation.prompt(prompt)
         except InvalidArgument as exc:
-            raise InvalidArgument(f"prompt: {exc}") from exc
+            raise InvalidArgument(f"prompt: {exc}", field="prompt", reason=exc.reason) from exc
     try:
         scenes = await stored_scenes(clients, video_id, caller)
     except InvalidArgument as exc:
