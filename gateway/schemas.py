@@ -103,6 +103,26 @@ class VideoStatusOut(BaseModel):
     )
 
 
+class ResultOut(BaseModel):
+    """One scene of a run that ended, as the earlier route answered it."""
+
+    index: int = Field(description="0-based scene index (scene - 1)")
+    scene: int
+    url: str | None = Field(description="the scene's image; null for a scene that failed")
+    success: bool
+    isPlaceholder: bool
+    error: str | None = Field(None, description="why the scene failed (only when `success` is false)")
+
+
+class GenerateWaitedOut(GenerateOut):
+    """A start with `Prefer: wait=N` whose run ended within N seconds."""
+
+    progress: int = Field(ge=0, le=100)
+    results: list[ResultOut] = Field(description="one per scene, by index")
+    placeholdersUsed: int
+    summary: SummaryOut | None = Field(None, description="the run")
+
+
 class FieldViolation(BaseModel):
     field: str
     description: str

@@ -22,7 +22,7 @@ from gateway.page import video_page
 from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_stream
 from gateway.routes import ERRORS, NO_STORE
 from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
-from gateway.schemas import GenerateIn, GenerateOut, RegenerateIn, VideoStatusOut
+from gateway.schemas import GenerateIn, GenerateOut, GenerateWaitedOut, RegenerateIn, VideoStatusOut
 from gateway.status_reader import visible
 from gateway.video_run import VideoRun
 from services.common import validation
@@ -44,7 +44,10 @@ def started_answer(video_id: str, run: VideoRun, started: bool) -> GenerateOut:
     "/api/generate-preview-images",
     status_code=202,
     response_model=GenerateOut,
-    responses=ERRORS,
+    responses={
+        **ERRORS,
+        200: {"model": GenerateWaitedOut, "description": "With `Prefer: wait=N`: the run ended within N seconds"},
+    },
 )
 async def generate_preview_images(
     body: GenerateIn,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.schemas import GenerateWaitedOut, VideoStatusOut
 from tests.conftest import metric, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.e2e.test_queue import queue_system
@@ -148,6 +149,9 @@ def test_prefer_wait_answers_the_per_scene_results_of_the_earlier_route(
     assert sorted(r["isPlaceholder"] for r in results) == [False, False, True]
     assert all(r["success"] and r["url"].startswith("http") for r in results)
     assert answer["placeholdersUsed"] == 1
+    # Both answers are what the OpenAPI document declares (the typed client is generated from it).
+    assert GenerateWaitedOut.model_validate(answer).model_dump(exclude_unset=True) == answer
+    assert VideoStatusOut.model_validate(status).model_dump(exclude_unset=True) == status
     # The status answer carries the earlier names too, and they agree with the results.
     assert [(i["index"], i["success"], i["isPlaceholder"], i["url"]) for i in status["images"]] == [
         (r["index"], True, r["isPlaceholder"], r["url"]) for r in results
