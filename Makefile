@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
 GEN_DIR := storyshort
 
-.PHONY: all venv lock run test test-matrix test-quick coverage coverage-all coverage-report lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
+.PHONY: all venv lock run test test-matrix test-client client-types test-quick coverage coverage-all coverage-report lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
 
 all: venv
 
@@ -72,6 +72,23 @@ coverage-report:
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --include='services/*' --sort=cover --fail-under=$(COVERAGE_FLOOR)
 	$(PY) -m coverage report --include='gateway/*' --sort=cover --fail-under=$(COVERAGE_FLOOR)
+
+# The TypeScript client (clients/typescript): its npm packages from the lock file, its types
+# from the gateway's /openapi.json, its tests against a real gateway and in Chromium.
+CLIENT := clients/typescript
+CLIENT_DEPS := $(CLIENT)/node_modules/.installed
+
+$(CLIENT_DEPS): $(CLIENT)/package-lock.json
+	cd $(CLIENT) && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+client-types: $(STAMP) $(CLIENT_DEPS)
+	cd $(CLIENT) && node scripts/types.mjs
+
+test-client: $(STAMP) $(CLIENT_DEPS)
+	cd $(CLIENT) && npm run --silent typecheck && npm run --silent build
+	cd $(CLIENT) && node scripts/types.mjs --check
+	cd $(CLIENT) && npm test
 
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow and not matrix"

@@ -638,3 +638,24 @@ def warm_answers(fmt: str = "PNG", size: tuple[int, int] = (1024, 1024), partial
 
 def model_entry(model_id: str, **extra: Any) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "system", **extra}
+
+
+def main() -> None:
+    """`python -m tests.fakes.openai_fake [--latency S] [--key K]`: the fake in a process of its
+    own (the TypeScript client's tests), printing its port; every model answers Ok after S
+    seconds, its partial images on the way; it serves until stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--key", default=None, help="the only API key accepted (default: any)")
+    args = parser.parse_args()
+    with FakeOpenAI(api_key=args.key) as fake:
+        fake.default = Ok(latency=args.latency)
+        print(fake.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
