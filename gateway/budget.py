@@ -25,6 +25,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -65,8 +66,11 @@ class BudgetGuard:
         video_cap: float | None,
         user_share: float | None = None,
         hold_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
+        # Wall-clock seconds: when the UTC day (and with it the daily caps) turns over.
+        self.clock = clock
         # How long a hold lasts unless released: past the longest a scene takes from its
         # hold to its recorded report.
         self.hold_ms = int(min(max(hold_seconds, HOLD_SECONDS[0]), HOLD_SECONDS[1]) * 1000)
@@ -88,12 +92,15 @@ class BudgetGuard:
                 # Unknown (NaN: no alert compares true) until the first check reads the spend.
                 metrics.BUDGET_REMAINING.labels(cap).set(float("nan"))
 
+    def _today(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
+
     @property
     def active(self) -> bool:
         return self.daily_cap is not None or self.video_cap is not None
 
     async def _daily_spend(self) -> float:
-        day = day_start_ms()
+        day = day_start_ms(self.clock())
         now = time.monotonic()
         if self._daily is None or self._daily[0] != day or now - self._daily[2] > DAILY_READ_EVERY:
             try:
@@ -113,7 +120,7 @@ class BudgetGuard:
 
     async def _user_spend(self, owner: str) -> float:
         """What this user's videos spent today (fails closed like the daily cap)."""
-        day = day_start_ms()
+        day = day_start_ms(self.clock())
         now = time.monotonic()
         known = self._users.get(owner)
         if known is None or known[0] != day or now - known[2] > DAILY_READ_EVERY:
@@ -145,11 +152,11 @@ class BudgetGuard:
             remaining = self.daily_cap - daily if math.isfinite(daily) else -self.daily_cap
             if math.isfinite(daily):
                 metrics.BUDGET_REMAINING.labels("daily").set(remaining)
-            left.append(Allowance(remaining, "daily", datetime.now(UTC).date().isoformat(), self.daily_cap))
+            left.append(Allowance(remaining, "daily", self._today(), self.daily_cap))
         if owner and self.user_cap is not None:
             mine = await self._user_spend(owner)
             remaining = self.user_cap - mine if math.isfinite(mine) else -self.user_cap
-            left.append(Allowance(remaining, "user", f"{owner} {datetime.now(UTC).date().isoformat()}", self.user_cap))
+            left.append(Allowance(remaining, "user", f"{owner} {self._today()}", self.user_cap))
         return min(left, key=lambda a: a.usd)
 
     async def reserve(self, video_id: str, video_spend: float, owner: str = "", size: str = "") -> Allowance | None:
@@ -160,7 +167,7 @@ class BudgetGuard:
             return None
         try:
             quote = await self._quote(size)
-            day = day_start_ms()
+            day = day_start_ms(self.clock())
             caps = status_pb2.SpendCaps(since_ms=day, daily_usd=self.daily_cap, video_usd=self.video_cap)
             if owner and self.user_cap is not None:
                 caps.owner_usd = self.user_cap
@@ -188,11 +195,11 @@ class BudgetGuard:
         return self._granted(held, video_id, owner)
 
     def _granted(self, held: status_pb2.SpendReservation, video_id: str, owner: str) -> Allowance:
-        today = datetime.now(UTC).date().isoformat()
+        today = self._today()
         if held.HasField("daily_left_usd"):
             # A reading for the fallback: recorded spend and the others' holds, as of now.
             self._daily_local = 0.0  # this image is added by spent() once paid
-            self._daily = (day_start_ms(), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
+            self._daily = (day_start_ms(self.clock()), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
             metrics.BUDGET_REMAINING.labels("daily").set(held.daily_left_usd - held.granted_usd)
         if held.HasField("video_left_usd"):
             metrics.BUDGET_REMAINING.labels("video").set(held.video_left_usd - held.granted_usd)
@@ -226,7 +233,7 @@ class BudgetGuard:
         if not owner or self.user_cap is None:
             return
         if await self._user_spend(owner) >= self.user_cap:
-            now = time.time()
+            now = self.clock()
             retry_after = max(1, int(day_start_ms(now) / 1000 + 86400 - now))
             raise HTTPError(
                 429,
@@ -254,7 +261,7 @@ class BudgetGuard:
 
     def spent(self, usd: float, owner: str = "") -> None:
         self._daily_local += usd
-        if self.daily_cap is not None and self._daily is not None and self._daily[0] == day_start_ms():
+        if self.daily_cap is not None and self._daily is not None and self._daily[0] == day_start_ms(self.clock()):
             # What is left as soon as an image is paid, not only at the next scene's check.
             metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - self._daily[1] - self._daily_local)
         if owner:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from gateway.breakers import ServiceDown
-from gateway.budget import BudgetGuard
+from gateway.budget import Allowance, BudgetGuard
 from gateway.clients import ServiceClients
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
@@ -173,3 +173,83 @@ async def test_when_the_store_cannot_hold_the_guard_goes_on_alone_and_says_so_on
         and again.hold
         and any("held in the status store again" in r.getMessage() for r in caplog.records)
     )
+
+
+class Clock:
+    """Wall-clock seconds that a test moves."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class DatedStatus(StandInStatus):
+    """Spend with when it was paid: get_spend sums what was paid since ``since_ms``, as the
+    status stores do; ReserveSpend is not there (the guard goes on alone from readings)."""
+
+    def __init__(self, paid: list[tuple[int, float]]) -> None:
+        super().__init__(0.0)
+        self.paid = paid
+        self.since: list[int] = []
+
+    async def get_spend(self, since_ms: int, owner: str = "") -> status_pb2.Spend:
+        self.asked += 1
+        self.since.append(since_ms)
+        if self.down:
+            raise ServiceDown("status", grpc.StatusCode.UNAVAILABLE, "down")
+        return status_pb2.Spend(usd=sum(usd for at, usd in self.paid if at >= since_ms))
+
+
+MIDNIGHT = 1_796_083_200.0  # 2026-12-01T00:00:00Z
+
+
+async def test_the_daily_cap_turns_over_at_utc_midnight(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock(MIDNIGHT - 0.5)  # 23:59:59.5 on 30 November
+    status = DatedStatus(paid=[(int((MIDNIGHT - 3600) * 1000), 5.0)])  # spent at 23:00 that day
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=5.0, video_cap=None, clock=clock)
+    before = await budget.allowance("v", 0.0)
+    assert before is not None and before.usd <= 0 and before.period == "2026-11-30"
+    budget.refused(before)
+    clock.now = MIDNIGHT + 0.5  # a second later it is 1 December: yesterday's spend is not today's
+    after = await budget.allowance("v", 0.0)
+    assert after is not None and after.usd == pytest.approx(5.0) and after.period == "2026-12-01"
+    # A new day is read at once (the last reading is under DAILY_READ_EVERY old), since midnight.
+    assert status.since == [int((MIDNIGHT - 86400) * 1000), int(MIDNIGHT * 1000)]
+    # The breach is told once per cap and day: the new day's is told again.
+    budget.refused(Allowance(-1.0, "daily", "2026-11-30", 5.0))
+    budget.refused(Allowance(-1.0, "daily", "2026-12-01", 5.0))
+    told = [r for r in caplog.records if "budget cap reached" in r.getMessage()]
+    assert [getattr(r, "period", None) for r in told] == ["2026-11-30", "2026-12-01"]
+
+
+async def test_across_midnight_a_reading_from_yesterday_does_not_count_and_the_cap_fails_closed() -> None:
+    clock = Clock(MIDNIGHT - 10)
+    status = DatedStatus(paid=[])
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=5.0, video_cap=None, clock=clock)
+    yesterday = await budget.allowance("v", 0.0)
+    assert yesterday is not None and yesterday.usd == pytest.approx(5.0)
+    status.down = True
+    clock.now = MIDNIGHT + 10
+    today = await budget.allowance("v", 0.0)
+    assert today is not None and today.usd <= 0, "no reading from today: no paid image"
+    status.down = False
+    assert (await budget.allowance("v", 0.0)).usd == pytest.approx(5.0)  # type: ignore[union-attr]
+
+
+async def test_holds_ask_for_spend_since_the_guards_utc_midnight_and_a_spent_share_retries_after_it() -> None:
+    from gateway.errors import HTTPError
+
+    clock = Clock(MIDNIGHT - 60)  # 23:59:00
+    status = HoldingStatus(usd=0.0, room=1.0)
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, user_share=0.1, clock=clock)
+    await budget.reserve("v", 0.0, "", "1024x1024")
+    clock.now = MIDNIGHT + 1
+    await budget.reserve("v", 0.0, "", "1024x1024")
+    assert [h.caps.since_ms for h in status.held] == [int((MIDNIGHT - 86400) * 1000), int(MIDNIGHT * 1000)]
+    clock.now = MIDNIGHT - 60
+    status.usd = 2.0  # alice's spend today, over her 1.0 share
+    with pytest.raises(HTTPError) as refused:
+        await budget.check_user("alice")
+    assert refused.value.headers["Retry-After"] == "60", "her share comes back at midnight, a minute away"
