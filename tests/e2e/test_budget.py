@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
+from tests.e2e.test_users import ALICE, BOB, as_user, users_env
 from tests.fakes import openai_fake as fo
+from tests.fakes.jwks_fake import FakeAuth
 from tools.processes import System
 
 pytestmark = pytest.mark.slow
@@ -143,3 +145,52 @@ def test_a_cap_holds_when_imagegen_answers_slower_than_the_scenes_start(
     assert len(paid) == 2 and fake_openai.count(MODEL) == 2, [i["scene"] for i in paid]  # room for 0.08
     assert all(i["reason"] == "budget" for i in capped) and len(capped) == 7
     assert final["spendUsd"] == pytest.approx(0.08)
+
+
+def test_each_user_has_a_share_of_the_daily_cap_and_a_spent_share_refuses_their_starts_only(
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI
+) -> None:
+    """BUDGET_USER_SHARE over the real processes, with signed-in users: a 0.20 USD day split
+    0.5 gives each user 0.10, two images at 0.05. Alice's third and fourth scenes get the
+    placeholder (reason budget) and her next start is 429 with Retry-After; Bob's images are
+    still paid from the day's other half."""
+    fake_openai.script(MODEL, fo.Ok(usage=False))
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({MODEL: {"per_image": {"*": {"*": 0.05}}}}))
+    with FakeAuth() as auth:
+        env = users_env(
+            fake_openai,
+            auth,
+            IMAGEGEN_PRICES_FILE=str(prices),
+            SCENE_CONCURRENCY="1",
+            BUDGET_DAILY_USD="0.2",
+            BUDGET_USER_SHARE="0.5",
+        )
+        system = make_system(env)
+        system.start_all()
+        alice, bob = as_user(auth.token(ALICE)), as_user(auth.token(BOB))
+        with httpx.Client(base_url=system.gateway_url, timeout=20) as client:
+            body = {"videoId": "alices", "scenes": scenes(4, "alice")}
+            assert client.post("/api/generate-preview-images", json=body, headers=alice).status_code == 202
+            hers = poll_until_done(client, "alices", headers=alice)[-1]
+            again = client.post(
+                "/api/generate-preview-images", json={"videoId": "alices-2", "scenes": scenes(1, "more")}, headers=alice
+            )
+            body = {"videoId": "bobs", "scenes": scenes(2, "bob")}
+            assert client.post("/api/generate-preview-images", json=body, headers=bob).status_code == 202
+            his = poll_until_done(client, "bobs", headers=bob)[-1]
+            never = client.get("/api/video-status", params={"videoId": "alices-2"}, headers=alice)
+    assert [(i["scene"], i["placeholder"], i["reason"]) for i in hers["images"]] == [
+        (1, False, ""),
+        (2, False, ""),
+        (3, True, "budget"),
+        (4, True, "budget"),
+    ]
+    assert hers["spendUsd"] == pytest.approx(0.10)
+    assert again.status_code == 429 and again.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
+    assert 1 <= int(again.headers["Retry-After"]) <= 86_400
+    assert never.status_code == 404, "a refused start wrote nothing"
+    assert [i["placeholder"] for i in his["images"]] == [False, False], "bob's share is his own"
+    assert his["spendUsd"] == pytest.approx(0.10)
+    # Paid: alice's first two prompts and bob's two, nothing else.
+    assert sorted(fake_openai.paid) == sorted([s["prompt"] for s in scenes(2, "alice") + scenes(2, "bob")])
