@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from gateway import handlers
 from gateway.answers import LastKnown
 from gateway.clients import ServiceClients
+from gateway.draining import Drain, RefuseStartsWhileDraining
 from gateway.errors import BodyLimit
 from gateway.events import VideoEvents
 from gateway.queue import QueueRunner, ensure_schema, queue_app
@@ -91,7 +92,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.auth = auth
+    app.state.drain = drain = Drain()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefuseStartsWhileDraining, drain=drain)
     if settings.cors_origins:
         # Outermost, so error answers (413, 429, ...) carry the headers too and the page can read them.
         app.add_middleware(

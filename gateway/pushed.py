@@ -31,9 +31,11 @@ async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller:
     Each answer is checked against the caller as it comes (the video's owner is known when
     the stream opens, but an answer during an outage may not know it). A stream that may not
     go on ends with an `end` event that says why (`reason`, `message`): the caller's access
-    token expired, or the answer is not the caller's to see."""
+    token expired, or the answer is not the caller's to see. A stream cut while the run goes
+    on (shutdown) closes without `end`."""
     yield f"retry: {RECONNECT_MS}\n\n"
     shown: dict[int, str] = {}  # each scene's preview already pushed
+    running = True  # the last answer sent may still change
     async for seen in answers:
         left = caller.seconds_left()
         if left is not None and left <= 0:
@@ -54,6 +56,11 @@ async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller:
                     "preview", {"scene": preview["scene"], "url": preview["previewUrl"], "index": preview["index"]}
                 )
         yield _event("status", answer)
+        running = is_running(answer)
+    if running:
+        # Cut before the run ended (the gateway is shutting down): no `end`, so the follower
+        # reconnects (to another replica) instead of taking the run for over.
+        return
     yield _event("end", {})
 
 

@@ -73,6 +73,9 @@ class GatewaySettings(ObjectLayoutSettings):
     events_poll_every: Seconds = Field(1.0, validation_alias="EVENTS_POLL_EVERY", gt=0)
     events_heartbeat: Seconds = Field(15.0, validation_alias="EVENTS_HEARTBEAT", gt=0)
     events_max_followers: int = Field(10_000, validation_alias="EVENTS_MAX_FOLLOWERS", ge=1)
+    # Seconds between SIGTERM and closing the listener, answering /readyz and new starts 503
+    # meanwhile, so a load balancer can stop routing here first (gateway/draining.py).
+    shutdown_drain: Seconds = Field(0.0, validation_alias="SHUTDOWN_DRAIN", ge=0)
     # Longest a POST with `Prefer: wait=N` waits for the run to end (N is capped to this).
     prefer_wait_max: Seconds = Field(60.0, validation_alias="PREFER_WAIT_MAX", ge=0)
     # Signed-in users (Supabase Auth): with AUTH_REQUIRED every API route and the video page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,11 +19,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "a service is not SERVING"}})
-async def readyz(clients: ClientsDep) -> JSONResponse:
-    """Ready when imagegen, storage and status all answer SERVING."""
+async def readyz(request: Request, clients: ClientsDep) -> JSONResponse:
+    """Ready when imagegen, storage and status all answer SERVING, and the gateway is not
+    draining (shutting down: see SHUTDOWN_DRAIN)."""
     services = await clients.health()
-    ready = all(v == "SERVING" for v in services.values())
-    body = {"ready": ready, "services": services, "breakers": clients.breaker_states()}
+    draining = bool(request.app.state.drain.draining)
+    ready = not draining and all(v == "SERVING" for v in services.values())
+    body = {"ready": ready, "draining": draining, "services": services, "breakers": clients.breaker_states()}
     return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
@@ -17,6 +17,7 @@ from gateway.deps import (
     StatusDep,
     WriterDep,
 )
+from gateway.draining import until_cut
 from gateway.errors import HTTPError
 from gateway.page import video_page
 from gateway.pushed import earlier_results, ended_within, prefer_wait, sse_stream
@@ -132,6 +133,7 @@ async def video_status(
     },
 )
 async def video_events(
+    request: Request,
     videoId: str,
     caller: BrowserReaderDep,
     settings: SettingsDep,
@@ -154,8 +156,10 @@ async def video_events(
     # A heartbeat no later than the token's expiry: the stream ends then, saying why.
     left = caller.seconds_left()
     heartbeat = settings.events_heartbeat if left is None else max(min(settings.events_heartbeat, left), 0.05)
+    # Cut (without `end`) when the gateway shuts down, so followers reconnect elsewhere.
+    cut = request.app.state.drain.cut_for_new_stream()
     return StreamingResponse(
-        sse_stream(video_id, events.follow(video_id, first, heartbeat), caller),
+        sse_stream(video_id, until_cut(events.follow(video_id, first, heartbeat), cut), caller),
         media_type="text/event-stream",
         headers={**NO_STORE, "X-Accel-Buffering": "no"},
     )

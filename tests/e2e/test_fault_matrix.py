@@ -421,13 +421,13 @@ def test_sigterm_mid_run_lets_in_flight_calls_finish(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     root = Path(run.system.env["DATA_DIR"]) / "storage"
-    assert [p for p in root.rglob("*.tmp")] == [], "a torn temp file was left behind"
+    if service == "storage":  # it has stopped: nothing it wrote may be torn (others may be writing now)
+        assert [p for p in root.rglob("*.tmp")] == [], "a torn temp file was left behind"
     run.system.procs.pop(service)
     run.system.start(service)
     final = run.finish()
-    if final["status"] == "failed" or (service == "gateway" and final["status"] != "assets_generated"):
-        run.start(n=6)
-        final = run.finish()
+    assert [p for p in root.rglob("*.tmp")] == [], "a temp file outlived the run"
+    # No second POST: what was in flight finished, and what came after was retried or queued.
     run.check(final, "assets_generated", n=6)
     for image in final["images"]:
         if "/storage/v1/object/public/" in image["url"]:

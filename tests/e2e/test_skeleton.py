@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
-import signal
-import time
 from collections.abc import Callable
 
-import grpc
 import httpx
 import pytest
 from PIL import Image
 
-from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
-from tests.conftest import OWN_SUBCHANNELS, SYSTEM_KEY, eventually
 from tests.e2e.helpers import poll_until_done
-from tests.fakes import openai_fake as fo
-from tests.fakes.openai_fake import Ok
 from tools.processes import System
 
 
@@ -120,57 +112,3 @@ def test_bad_input_is_refused_with_a_json_error_and_nothing_is_written(make_syst
         [p for p in pathlib.Path(storage_root).rglob("*") if p.is_file()] if pathlib.Path(storage_root).exists() else []
     )
     assert written == []
-
-
-@pytest.mark.slow
-def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(
-    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI
-) -> None:
-    fake_openai.script("gpt-image-2", Ok(latency=1.5))
-    system = make_system(
-        {
-            "OPENAI_API_KEY": SYSTEM_KEY,
-            "OPENAI_BASE_URL": fake_openai.base_url,
-            "IMAGEGEN_CHAIN": "gpt-image-2",
-        }
-    )
-    proc = system.start("imagegen")
-
-    async def call() -> imagegen_pb2.GenerateResponse:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS)
-        try:
-            answer: imagegen_pb2.GenerateResponse = await imagegen_pb2_grpc.ImageGenServiceStub(channel).Generate(
-                imagegen_pb2.GenerateRequest(prompt="a lighthouse", size="1024x1024"), timeout=30
-            )
-            return answer
-        finally:
-            await channel.close()
-
-    async def refused_now() -> bool:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{system.port('imagegen')}", options=OWN_SUBCHANNELS)
-        try:
-            await imagegen_pb2_grpc.ImageGenServiceStub(channel).ListProviders(
-                imagegen_pb2.ListProvidersRequest(), timeout=0.5
-            )
-            return False
-        except grpc.aio.AioRpcError:
-            return True
-        finally:
-            await channel.close()
-
-    async def scenario() -> tuple[imagegen_pb2.GenerateResponse, float, bool]:
-        task = asyncio.create_task(call())
-        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1, 10)
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        # During the grace, new calls are refused while the one in flight goes on.
-        assert await eventually(refused_now, timeout=5, every=0.05)
-        in_flight_when_refused = not task.done()
-        answer = await task
-        return answer, signalled, in_flight_when_refused
-
-    answer, signalled, in_flight_when_refused = asyncio.run(scenario())
-    assert in_flight_when_refused, "the in-flight call had ended before a new call was refused"
-    assert answer.provider == "gpt-image-2" and not answer.placeholder
-    assert proc.wait(timeout=12) == 0
-    assert time.monotonic() - signalled < 12

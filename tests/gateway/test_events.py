@@ -97,9 +97,10 @@ async def test_a_stream_ends_saying_why_when_an_answer_is_not_the_callers() -> N
     out = await frames(sse_stream("v1", answers(mine, unknown), alice))
     assert '"reason":"STATUS_UNAVAILABLE"' in out[-1] and '"progress":30' not in "".join(out)
     # An operator (no user) and users off (user "") see every answer.
+    done = Seen(shape(video(100, 4, "assets_generated")).body, "bob")
     for caller in (Caller(None), Caller("")):
-        out = await frames(sse_stream("v1", answers(mine, theirs, unknown), caller))
-        assert sum(f.startswith("event: status") for f in out) == 3 and out[-1] == "event: end\ndata: {}\n\n"
+        out = await frames(sse_stream("v1", answers(mine, theirs, unknown, done), caller))
+        assert sum(f.startswith("event: status") for f in out) == 4 and out[-1] == "event: end\ndata: {}\n\n"
 
 
 async def test_a_stream_ends_when_the_callers_token_expires() -> None:
@@ -107,3 +108,14 @@ async def test_a_stream_ends_when_the_callers_token_expires() -> None:
     mine = Seen(shape(video(10, 1)).body, "alice")
     out = await frames(sse_stream("v1", answers(None, mine), expired))
     assert "event: status" not in "".join(out) and '"reason":"TOKEN_EXPIRED"' in out[-1]
+
+
+async def test_a_stream_cut_while_the_run_goes_on_closes_without_an_end() -> None:
+    """A gateway shutting down cuts its streams: a follower told `end` would take the run for
+    over and stop; without it, it reconnects (to another replica) and goes on."""
+    operator = Caller(None)
+    running, done = shape(video(40, 1)), shape(video(100, 2, "assets_generated"))
+    cut = await frames(sse_stream("v1", answers(running), operator))
+    assert [f.split("\n")[0] for f in cut] == ["retry: 2000", "event: status"]
+    ended = await frames(sse_stream("v1", answers(running, done), operator))
+    assert ended[-1] == "event: end\ndata: {}\n\n"
