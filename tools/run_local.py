@@ -23,8 +23,8 @@ from services.common.config import (
     StatusSettings,
     StorageSettings,
     settings_errors,
-    url_without_password,
 )
+from services.status.stores.registry import describe_store
 from tools.processes import METRICS, SERVICES, System
 
 # Seconds every process must stay up after it listens before the system counts as started.
@@ -56,12 +56,7 @@ def describe(env: dict[str, str]) -> list[str]:
     storage = StorageSettings.model_validate(given)
     imagegen = ImagegenSettings.model_validate(given)
     gateway = GatewaySettings.model_validate(given)
-    if status.store == "sqlite":
-        store = f"SQLite ({status.sqlite_file})"
-    elif status.store == "postgres":
-        store = f"PostgreSQL ({url_without_password(status.database_url or '')})"
-    else:
-        store = f"Supabase ({status.supabase_url})"
+    store = describe_store(status)
     if storage.backend == "local":
         objects = f"local directory {storage.storage_root}, served by the gateway"
     else:

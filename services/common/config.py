@@ -270,7 +270,8 @@ class StorageSettings(ObjectLayoutSettings):
 class StatusSettings(CommonSettings):
     port: int = Field(50053, validation_alias="STATUS_PORT")
     metrics_port: int = Field(9103, validation_alias="STATUS_METRICS_PORT")
-    store: Literal["sqlite", "postgres", "supabase"] = Field("sqlite", validation_alias="STATUS_STORE")
+    # One of the stores in services/status/stores/registry.py.
+    store: str = Field("sqlite", validation_alias="STATUS_STORE")
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     sqlite_path: Path | None = Field(None, validation_alias="STATUS_SQLITE_PATH")
     # Seconds without an update before a generating video counts as stalled.
@@ -293,6 +294,13 @@ class StatusSettings(CommonSettings):
     status_failed: str = Field("failed", validation_alias="VIDEO_STATUS_FAILED", min_length=1)
     supabase_url: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL"))
     supabase_service_role_key: SecretStr | None = Field(None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        from services.status.stores.registry import known  # names only; no store is imported
+
+        return known(value)
 
     @property
     def sqlite_file(self) -> Path:

@@ -12,7 +12,7 @@ from services.common.server import Registration, serve_until_signal, start_serve
 from services.status.book import StatusBook
 from services.status.servicer import SERVICE, StatusServicer
 from services.status.stores.base import StoreUnavailable
-from services.status.wiring import build_store
+from services.status.stores.registry import build_store
 from storyshort.status.v1 import status_pb2_grpc
 
 log = logging.getLogger("status")

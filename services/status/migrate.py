@@ -13,8 +13,8 @@ from psycopg import sql
 
 from services.common.config import StatusSettings, StorageSettings, load_settings, url_without_password
 from services.common.logs import setup_logging
+from services.status.stores.registry import build_store
 from services.status.stores.sql_files import SQL_ROOT
-from services.status.wiring import build_store
 
 log = logging.getLogger("migrate")
 

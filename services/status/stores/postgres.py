@@ -18,6 +18,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.common.config import StatusSettings, url_without_password
 from services.common.errors import FailedPrecondition, NotFound
 from services.status.model import (
     DAY_MS,
@@ -45,6 +46,7 @@ from services.status.stores.rows import (
     video_from_row,
 )
 from services.status.stores.sql_files import migrations
+from services.status.wiring import videos_table
 
 T = TypeVar("T")
 Conn = AsyncConnection[dict[str, Any]]
@@ -382,3 +384,13 @@ class PostgresStore:
     async def close(self) -> None:
         if self._opened:
             await self.pool.close()
+
+
+def build(settings: StatusSettings) -> PostgresStore:
+    if not settings.database_url:
+        raise SystemExit("STATUS_STORE=postgres needs DATABASE_URL, for example postgresql://user@host:5432/db")
+    return PostgresStore(settings.database_url, videos_table(settings))
+
+
+def describe(settings: StatusSettings) -> str:
+    return f"PostgreSQL ({url_without_password(settings.database_url or '')})"

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from services.common.config import StatusSettings
 from services.common.errors import NotFound
 from services.status.model import (
     DAY_MS,
@@ -306,3 +307,11 @@ class SQLiteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
+
+
+def build(settings: StatusSettings) -> SQLiteStore:
+    return SQLiteStore(settings.sqlite_file)
+
+
+def describe(settings: StatusSettings) -> str:
+    return f"SQLite ({settings.sqlite_file})"

@@ -22,7 +22,9 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import AClient
 
+from services.common.config import StatusSettings
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.logs import register_secret
 from services.common.supabase import ServerSupabase
 from services.status.model import (
     DAY_MS,
@@ -43,6 +45,7 @@ from services.status.model import (
 )
 from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
+from services.status.wiring import videos_table
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -456,3 +459,15 @@ class SupabaseStore:
 
     async def close(self) -> None:
         await self.supabase.close()
+
+
+def build(settings: StatusSettings) -> SupabaseStore:
+    if not settings.supabase_url or not settings.supabase_service_role_key:
+        raise SystemExit("STATUS_STORE=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+    key = settings.supabase_service_role_key.get_secret_value()
+    register_secret(key)
+    return SupabaseStore(settings.supabase_url, key, videos_table(settings), settings.attempt_timeout)
+
+
+def describe(settings: StatusSettings) -> str:
+    return f"Supabase ({settings.supabase_url})"
