@@ -21,7 +21,6 @@ from services.imagegen.chain import ProviderChain
 from services.imagegen.chain_config import ProviderEntry, key_of, load_entries
 from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import Outcome
-from services.imagegen.providers.openai_images import OpenAIImageProvider, check_models
 from services.imagegen.providers.placeholder import PlaceholderProvider
 from services.imagegen.providers.registry import KINDS
 from services.imagegen.replay import ReplayCache
@@ -106,11 +105,10 @@ async def build_chain(settings: ImagegenSettings) -> ProviderChain:
 async def check_listed_models(entries: list[ProviderEntry], slots: list[ProviderSlot]) -> None:
     """Skip, loudly, a configured model that its vendor's model list marks retired or lacks."""
     for entry, slot in zip(entries, slots, strict=True):
-        if not KINDS[entry.kind].lists_models or not isinstance(slot.provider, OpenAIImageProvider):
+        check_model = KINDS[entry.kind].check_model
+        if check_model is None:
             continue
-        official = entry.kind == "openai"
-        checks = await check_models(slot.provider.client, [slot.provider.model], MODEL_LIST_TIMEOUT, official=official)
-        check = checks.get(slot.provider.model) if checks is not None else None
+        check = await check_model(slot.provider, MODEL_LIST_TIMEOUT)
         if check is not None and not check.available:
             slot.available, slot.unavailable_reason = False, check.reason
             log.error(

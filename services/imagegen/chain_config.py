@@ -29,8 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.common.config import ImagegenSettings
 from services.imagegen.prices import ModelPrice
-from services.imagegen.providers.openai_images import family_of
-from services.imagegen.providers.registry import KINDS
+from services.imagegen.providers.registry import DEFAULT_KIND, KINDS, environment_kind
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,12 @@ Quality = Literal["low", "medium", "high", "auto"]
 # large sizes. Models without a quality setting (DALL-E, Imagen) take up to tens of seconds.
 QUALITY_TIMEOUTS: dict[str, float] = {"low": 30.0, "medium": 90.0, "high": 300.0, "auto": 300.0}
 OTHER_TIMEOUT = 60.0
-OPENAI_API = "https://api.openai.com/v1"
 
 
 class ProviderEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = "openai"
+    kind: str = DEFAULT_KIND
     model: str = Field(min_length=1)
     # Unique in the chain: it names the provider in answers, metrics, breakers and prices.
     name: str = ""
@@ -80,7 +78,7 @@ class ProviderEntry(BaseModel):
             return self.timeout
         if settings.attempt_timeout is not None:
             return settings.attempt_timeout
-        if self.kind == "google-imagen" or not family_of(self.model).takes_quality:
+        if not KINDS[self.kind].takes_quality(self.model):
             return OTHER_TIMEOUT
         return QUALITY_TIMEOUTS[self.quality or settings.quality]
 
@@ -108,7 +106,7 @@ def load_entries(settings: ImagegenSettings) -> list[ProviderEntry]:
             entry.quality = settings.quality
         if entry.partial_images is None:
             entry.partial_images = settings.partial_images if KINDS[entry.kind].streams else 0
-        if entry.kind == "openai" and not entry.base_url:
+        if KINDS[entry.kind].openai_base_url and not entry.base_url:
             entry.base_url = settings.openai_base_url
     check_time_budget(settings, entries)
     return entries
@@ -144,8 +142,7 @@ def _from_environment(settings: ImagegenSettings) -> list[ProviderEntry]:
         limits = settings.provider_limits.get(model)
         entries.append(
             ProviderEntry(
-                # OpenAI's own API, or a compatible server at another OPENAI_BASE_URL.
-                kind="openai" if settings.openai_base_url.rstrip("/") == OPENAI_API else "openai-compatible",
+                kind=environment_kind(settings.openai_base_url),
                 model=model,
                 base_url=settings.openai_base_url,
                 api_key_env="OPENAI_API_KEY",
@@ -189,7 +186,7 @@ def check_time_budget(settings: ImagegenSettings, entries: list[ProviderEntry]) 
                     "full_time_needs": f"IMAGE_GEN_TIMEOUT >= {needed:g}",
                 },
             )
-        if family_of(entry.model).takes_quality and entry.kind != "google-imagen":
+        if KINDS[entry.kind].takes_quality(entry.model):
             typical = QUALITY_TIMEOUTS[entry.quality or settings.quality]
             if timeout < typical:
                 log.warning(
