@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import Any
 
 from gateway import metrics
+from gateway.vocabulary import PROCESSING, QUEUED, RUNNING, SCENE_FAILED, SCENE_STORED
 from services.common.objects import PUBLIC_PREFIX
 from services.common.summary import summary_json
 from storyshort.status.v1 import status_pb2
@@ -25,7 +26,7 @@ def queued_json(video_id: str, position: int) -> dict[str, Any]:
     """The status answer of a video waiting for its turn to run."""
     return {
         "videoId": video_id,
-        "status": "queued",
+        "status": QUEUED,
         "progress": 0,
         "degraded": False,
         "images": [],
@@ -59,12 +60,12 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
                 "isPlaceholder": sc.placeholder,
             }
             for sc in video.scenes
-            if sc.state == "stored"
+            if sc.state == SCENE_STORED
         ],
         "failedScenes": [
             {"scene": sc.scene, "error": sc.error, "index": sc.scene - 1, "success": False}
             for sc in video.scenes
-            if sc.state == "failed"
+            if sc.state == SCENE_FAILED
         ],
         # Scenes still being made, with their latest preview (a partial image).
         "previews": [
@@ -85,14 +86,11 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
     }
 
 
-FINAL = ("assets_generated", "failed")
-
-
 def is_running(answer: dict[str, Any]) -> bool:
     """Whether a status answer may still change by itself: generating, waiting its turn, or
     not known for sure (degraded). Any other status (done, failed, a draft, a status the
     frontend owns) stays until someone starts a run."""
-    return bool(answer["degraded"]) or answer["status"] in ("generating_images", "queued")
+    return bool(answer["degraded"]) or answer["status"] in RUNNING
 
 
 class LastKnown:
@@ -113,7 +111,7 @@ class LastKnown:
         if known is None:
             metrics.STATUS_DEGRADED.labels("unknown").inc()
             return status_pb2.GetVideoResponse(
-                video=status_pb2.Video(video_id=video_id, status="processing"), degraded=True, degraded_reason=reason
+                video=status_pb2.Video(video_id=video_id, status=PROCESSING), degraded=True, degraded_reason=reason
             )
         answer, seen = known
         metrics.STATUS_DEGRADED.labels("last_known").inc()

@@ -24,6 +24,7 @@ from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
 from gateway.errors import HTTPError
 from gateway.video_run import Scene, VideoRun
+from gateway.vocabulary import SCENE_STORED
 
 log = logging.getLogger("healing")
 # Placeholder reasons that a later run can fix (a "budget" placeholder stays one).
@@ -45,7 +46,7 @@ class Heal:
 
 def healable_scenes(run: VideoRun) -> list[int]:
     return run.scenes_where(
-        lambda o: o.result.state == "stored" and o.result.placeholder and o.result.error in HEALABLE
+        lambda o: o.result.state == SCENE_STORED and o.result.placeholder and o.result.error in HEALABLE
     )
 
 

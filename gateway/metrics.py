@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.vocabulary import FINAL
+
 if TYPE_CHECKING:
     from services.common.summary import RunSummary
 
@@ -50,7 +52,7 @@ def record_run(final: str, summary: RunSummary) -> None:
 
 for _outcome in ("generated", "placeholder", "failed", "skipped"):
     SCENES.labels(_outcome)
-for _final in ("assets_generated", "failed"):  # a run's final status (gateway/reporting.py)
+for _final in FINAL:  # a run's final status (gateway/reporting.py)
     RUNS.labels(_final)
 for _reason in ("last_known", "unknown"):
     STATUS_DEGRADED.labels(_reason)

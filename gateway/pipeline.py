@@ -18,6 +18,7 @@ from gateway.generating import SceneImages
 from gateway.reporting import END_OF_RUN_WRITES, RunReporter
 from gateway.spool import ImageSpool, SpooledImage
 from gateway.video_run import Scene, SceneOutcome, Stages, VideoRun
+from gateway.vocabulary import FAILED, SCENE_FAILED, SCENE_STORED
 from services.common.images import reencode_below
 from services.common.objects import ObjectKeys, scene_object_path
 from services.common.retry import retrying_within
@@ -60,7 +61,7 @@ class Pipeline:
 
     async def refused(self, run: VideoRun, reason: str) -> None:
         """A start that could not begin ends visibly: the video marked failed, with why."""
-        end = status_pb2.UpdateVideoRequest(video_id=run.video_id, status="failed", error=reason)
+        end = status_pb2.UpdateVideoRequest(video_id=run.video_id, status=FAILED, error=reason)
         try:
             async for attempt in retrying_within(self.reporter.flush_within, is_down):
                 with attempt:
@@ -87,11 +88,14 @@ class Pipeline:
         real = {
             s.scene: s
             for s in stored.scenes
-            if s.state == "stored" and not s.placeholder and s.scene in prompts and s.prompt in ("", prompts[s.scene])
+            if s.state == SCENE_STORED
+            and not s.placeholder
+            and s.scene in prompts
+            and s.prompt in ("", prompts[s.scene])
         }
         run.kept = {n: result for n, result in real.items() if n in run.regenerate}
         done = set(real) - run.regenerate
-        run.placeholders_before = {s.scene for s in stored.scenes if s.state == "stored" and s.placeholder}
+        run.placeholders_before = {s.scene for s in stored.scenes if s.state == SCENE_STORED and s.placeholder}
         if done:
             log.info("resuming video", extra={"video_id": run.video_id, "already_stored": sorted(done)})
         return done
@@ -124,7 +128,9 @@ class Pipeline:
                 run.summary.failed += 1
                 await self.reporter.record(
                     run,
-                    SceneOutcome(status_pb2.SceneResult(scene=scene.number, state="failed", error="internal error")),
+                    SceneOutcome(
+                        status_pb2.SceneResult(scene=scene.number, state=SCENE_FAILED, error="internal error")
+                    ),
                 )
 
         await asyncio.gather(*(one(s) for s in todo))
@@ -196,7 +202,7 @@ class Pipeline:
                     log.info("placeholder healed", extra={**ctx, "provider": image.provider, "url": result.url})
             await self.spool.drop(run.video_id, scene.number)
         except ServiceError as exc:
-            result.state, result.error = "failed", f"upload failed: {exc.code.name}: {exc.details}"
+            result.state, result.error = SCENE_FAILED, f"upload failed: {exc.code.name}: {exc.details}"
             run.summary.failed += 1
             log.error("scene could not be stored", extra={**ctx, "error": result.error})
             if not image.placeholder:

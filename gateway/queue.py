@@ -24,11 +24,12 @@ from gateway.errors import scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
+from gateway.vocabulary import FINAL
 
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"
 ACTIVE = ("todo", "doing")
-FINISHED = ("assets_generated", "failed")
+FINISHED = FINAL
 
 
 def queue_app(database_url: str) -> App:

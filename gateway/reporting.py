@@ -13,6 +13,7 @@ from gateway.breakers import ServiceError, is_down
 from gateway.clients import ServiceClients
 from gateway.spool import ImageSpool
 from gateway.video_run import SceneOutcome, VideoRun
+from gateway.vocabulary import DONE, FAILED, SCENE_FAILED, SCENE_STORED
 from services.common.retry import retrying_within
 from storyshort.status.v1 import status_pb2
 
@@ -33,9 +34,9 @@ class RunReporter:
         """The run's final status, and the write that records it with the summary
         (``recorded_with``: the scene whose report will carry it)."""
         run.summary.elapsed_ms = int((time.monotonic() - run.started) * 1000)
-        failed = run.scenes_where(lambda o: o.result.state == "failed")
+        failed = run.scenes_where(lambda o: o.result.state == SCENE_FAILED)
         unrecorded = run.scenes_where(lambda o: not o.reported and o is not recorded_with)
-        final = "failed" if failed or unrecorded else "assets_generated"
+        final = FAILED if failed or unrecorded else DONE
         problems = []
         if failed:
             problems.append(f"scenes {', '.join(map(str, failed))} could not be stored")
@@ -46,7 +47,7 @@ class RunReporter:
             status=final,
             error="; ".join(problems),
             summary=status_pb2.RunSummary(**asdict(run.summary)),
-            **({"progress": 100} if final == "assets_generated" else {}),
+            **({"progress": 100} if final == DONE else {}),
         )
 
     async def end_run(self, run: VideoRun) -> str:
@@ -113,7 +114,7 @@ class RunReporter:
                 continue
             await self.spool.drop_result(run.video_id, number)
             metrics.RESULTS.labels("recorded_from_journal").inc()
-            if result.state == "stored" and not result.placeholder:
+            if result.state == SCENE_STORED and not result.placeholder:
                 recorded.add(number)
                 run.summary.generated += 1
         return recorded

@@ -26,6 +26,7 @@ from gateway.errors import HTTPError, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
+from gateway.vocabulary import FAILED
 from services.common.retry import retrying_within
 
 log = logging.getLogger("runs")
@@ -157,7 +158,7 @@ class RunRegistry:
             )
             if not (isinstance(exc, ServiceRefused) and exc.not_found):
                 await self.pipeline.refused(run, f"the start could not begin when its turn came: {exc.details}")
-            return "failed"
+            return FAILED
         return await self.pipeline.run(run, done)
 
     def _finished(self, run: VideoRun, seconds: float) -> None:

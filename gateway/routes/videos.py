@@ -26,6 +26,7 @@ from gateway.scenes import parse_scenes, regenerated_scenes, stored_scenes
 from gateway.schemas import GenerateIn, GenerateOut, GenerateWaitedOut, RegenerateIn, VideoStatusOut
 from gateway.status_reader import visible
 from gateway.video_run import VideoRun
+from gateway.vocabulary import GENERATING, QUEUED
 from services.common import validation
 
 router = APIRouter()
@@ -35,7 +36,7 @@ def started_answer(video_id: str, run: VideoRun, started: bool) -> GenerateOut:
     """What a start (or a regenerate) answers: the run it began or joined."""
     return GenerateOut(
         videoId=video_id,
-        status="queued" if run.queued else "generating_images",
+        status=QUEUED if run.queued else GENERATING,
         scenes=len(run.scenes),
         alreadyRunning=not started,
     )
