@@ -20,54 +20,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import metrics
-from services.common.status_details import ErrorDetails, from_trailers
+from gateway.errors import BreakerOpen, ServiceDown, ServiceRefused
+from services.common.status_details import from_trailers
 
 log = logging.getLogger("breakers")
 # The codes that say the service is not answering, as opposed to answering "no".
 SICK = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
 PROBE_TIMEOUT = 1.0
-
-
-class ServiceError(Exception):
-    """A call to status, storage or imagegen did not succeed; raised instead of gRPC's own
-    error, once, by the clients (the rest of the gateway never inspects status codes)."""
-
-    def __init__(self, service: str, code: grpc.StatusCode, details: str, rich: ErrorDetails | None = None) -> None:
-        super().__init__(f"{service}: {code.name}: {details}")
-        self.service, self.code, self.details = service, code, details
-        # The service's google.rpc details: a stable reason, fields at fault, when to retry.
-        self.rich = rich or ErrorDetails()
-
-
-class ServiceDown(ServiceError):
-    """The service did not answer: a timeout, or unreachable."""
-
-
-class ServiceRefused(ServiceError):
-    """The service answered with an error (bad input, not found, too large, ...)."""
-
-    @property
-    def not_found(self) -> bool:
-        return bool(self.code == grpc.StatusCode.NOT_FOUND)
-
-
-def is_down(exc: BaseException) -> bool:
-    """Whether a failed call is worth retrying: the service did not answer."""
-    return isinstance(exc, ServiceDown)
-
-
-class BreakerOpen(ServiceDown):
-    """The service's breaker is open: the call was not made."""
-
-    CODE = grpc.StatusCode.UNAVAILABLE
-
-    def __init__(self, service: str, since: float) -> None:
-        super().__init__(
-            service, grpc.StatusCode.UNAVAILABLE, f"{service} service breaker open for {time.monotonic() - since:.1f} s"
-        )
-
-    def __str__(self) -> str:
-        return self.details
 
 
 class HopBreaker:

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway import metrics
-from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
-from gateway.errors import HTTPError
+from gateway.errors import CallFailed, HTTPError
 from storyshort.status.v1 import status_pb2
 
 log = logging.getLogger("budget")
@@ -107,7 +106,7 @@ class BudgetGuard:
                 spend = await self.clients.get_spend(day)
                 self._daily = (day, spend.usd, now)
                 self._daily_local = 0.0
-            except ServiceError as exc:
+            except CallFailed as exc:
                 if self._daily is None or self._daily[0] != day:
                     log.error(
                         "today's spend cannot be read and there is no reading from today: no paid image "
@@ -128,7 +127,7 @@ class BudgetGuard:
                 spend = await self.clients.get_spend(day, owner)
                 known = self._users[owner] = (day, spend.usd, now)
                 self._users_local[owner] = 0.0
-            except ServiceError as exc:
+            except CallFailed as exc:
                 if known is None or known[0] != day:
                     log.error("a user's spend cannot be read: no paid image for them", extra={"code": exc.code.name})
                     return math.inf
@@ -181,7 +180,7 @@ class BudgetGuard:
                     ttl_ms=self.hold_ms,
                 )
             )
-        except ServiceError as exc:
+        except CallFailed as exc:
             if not self._alone:
                 self._alone = True
                 log.warning(
@@ -224,7 +223,7 @@ class BudgetGuard:
             return
         try:
             await self.clients.release_spend(allowance.hold)
-        except ServiceError as exc:
+        except CallFailed as exc:
             log.warning("a spend hold could not be released; it ends at its ttl", extra={"code": exc.code.name})
 
     async def check_user(self, owner: str) -> None:

@@ -1,13 +1,65 @@
-"""gRPC status codes to HTTP codes, the way grpc-gateway maps them, in one table, and the
-JSON error body every error answer uses."""
+"""The gateway's errors: a failed call to a service (raised by the clients instead of gRPC's
+own error: CallFailed, ServiceDown, ServiceRefused, BreakerOpen), the errors it answers
+itself (HTTPError), gRPC status codes to HTTP codes the way grpc-gateway maps them, in one
+table, and the JSON error body every error answer uses."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.breakers import ServiceError
+from services.common.status_details import ErrorDetails
+
+
+class CallFailed(Exception):
+    """A call to status, storage or imagegen did not succeed; raised instead of gRPC's own
+    error, once, by the clients (the rest of the gateway never inspects status codes)."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, details: str, rich: ErrorDetails | None = None) -> None:
+        super().__init__(f"{service}: {code.name}: {details}")
+        self.service, self.code, self.details = service, code, details
+        # The service's google.rpc details: a stable reason, fields at fault, when to retry.
+        self.rich = rich or ErrorDetails()
+
+
+class ServiceDown(CallFailed):
+    """The service did not answer: a timeout, or unreachable."""
+
+
+class ServiceRefused(CallFailed):
+    """The service answered with an error (bad input, not found, too large, ...)."""
+
+    @property
+    def not_found(self) -> bool:
+        return bool(self.code == grpc.StatusCode.NOT_FOUND)
+
+    @property
+    def too_large(self) -> bool:
+        """Refused for its size (storage: larger than the bucket allows)."""
+        return bool(self.code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def is_down(exc: BaseException) -> bool:
+    """Whether a failed call is worth retrying: the service did not answer."""
+    return isinstance(exc, ServiceDown)
+
+
+class BreakerOpen(ServiceDown):
+    """The service's breaker is open: the call was not made."""
+
+    CODE = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, service: str, since: float) -> None:
+        super().__init__(
+            service, grpc.StatusCode.UNAVAILABLE, f"{service} service breaker open for {time.monotonic() - since:.1f} s"
+        )
+
+    def __str__(self) -> str:
+        return self.details
+
 
 HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -132,7 +184,7 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def service_error_response(exc: ServiceError) -> JSONResponse:
+def service_error_response(exc: CallFailed) -> JSONResponse:
     """A failed service call as the JSON error, its google.rpc details carried over: the
     stable `reason`, `fieldViolations`, and `Retry-After` where waiting helps."""
     more: dict[str, object] = {}

@@ -10,9 +10,9 @@ import logging
 import time
 
 from gateway import metrics
-from gateway.breakers import BreakerOpen, ServiceDown, ServiceError
 from gateway.budget import Allowance, BudgetGuard
 from gateway.clients import ServiceClients
+from gateway.errors import BreakerOpen, CallFailed, ServiceDown
 from gateway.spool import SpooledImage
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, VideoRun, placeholder_reason
 from services.common import validation
@@ -44,7 +44,7 @@ class SceneImages:
                 run.video_id, run.spent_before + run.summary.spend_usd, run.owner, self.image_size
             )
             answer = await self._ask(run, scene, allowance)
-        except ServiceError as exc:
+        except CallFailed as exc:
             return await self._placeholder(run, scene, exc)
         self._tally(run, answer.meta)
         return await self._settle(run, answer, allowance)
@@ -84,9 +84,9 @@ class SceneImages:
             async with asyncio.timeout(PREVIEW_WITHIN):
                 stored = await self.clients.upload(path, partial.image, partial.content_type)
                 await self.clients.report_preview(run.video_id, scene.number, stored.public_url, partial.index)
-        except (ServiceError, TimeoutError) as exc:
+        except (CallFailed, TimeoutError) as exc:
             metrics.PREVIEWS.labels("dropped").inc()
-            why = exc.code.name if isinstance(exc, ServiceError) else "timeout"
+            why = exc.code.name if isinstance(exc, CallFailed) else "timeout"
             log.warning(
                 "a preview could not be shown", extra={"video_id": run.video_id, "scene": scene.number, "why": why}
             )
@@ -130,7 +130,7 @@ class SceneImages:
             hold=allowance.hold if paid and allowance is not None else "",  # released by the scene's report
         )
 
-    async def _placeholder(self, run: VideoRun, scene: Scene, exc: ServiceError) -> SpooledImage:
+    async def _placeholder(self, run: VideoRun, scene: Scene, exc: CallFailed) -> SpooledImage:
         """imagegen down or out of time: the scene still gets an image, made here."""
         why = str(exc) if isinstance(exc, BreakerOpen) else exc.code.name
         log.warning(

@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import Authenticator, bearer
-from gateway.breakers import ServiceError
-from gateway.errors import CODE_FOR_HTTP, HTTPError, error_response, service_error_response
+from gateway.errors import CODE_FOR_HTTP, CallFailed, HTTPError, error_response, service_error_response
 from services.common.errors import InvalidArgument
 
 log = logging.getLogger("gateway")
@@ -69,7 +68,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
+    assert isinstance(exc, CallFailed)
     return service_error_response(exc)
 
 
@@ -83,5 +82,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidArgument, _invalid)
     app.add_exception_handler(HTTPError, _http_error)
-    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(CallFailed, _service_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -20,9 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway import metrics
-from gateway.breakers import ServiceError
 from gateway.clients import ServiceClients
-from gateway.errors import HTTPError
+from gateway.errors import CallFailed, HTTPError
 from gateway.video_run import Scene, VideoRun
 from gateway.vocabulary import SCENE_STORED
 
@@ -154,7 +153,7 @@ class Healer:
         the chain has no real provider that could)."""
         try:
             answer = await self.clients.list_providers()
-        except ServiceError:
+        except CallFailed:
             return max(self.first_wait, 1.0)
         real = [p for p in answer.providers if p.kind != "placeholder" and p.available]
         if not real:

@@ -8,12 +8,10 @@ import asyncio
 import logging
 import time
 
-import grpc
-
 from gateway import metrics
-from gateway.breakers import ServiceError, ServiceRefused, is_down
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
+from gateway.errors import CallFailed, ServiceRefused, is_down
 from gateway.generating import SceneImages
 from gateway.reporting import END_OF_RUN_WRITES, RunReporter
 from gateway.spool import ImageSpool, SpooledImage
@@ -66,7 +64,7 @@ class Pipeline:
             async for attempt in retrying_within(self.reporter.flush_within, is_down):
                 with attempt:
                     await self.clients.update_video(end)
-        except ServiceError as exc:
+        except CallFailed as exc:
             log.error("could not record that the start failed", extra={"video_id": run.video_id, "error": exc.details})
 
     async def prepare(self, run: VideoRun, *, count_start: bool = True) -> set[int]:
@@ -201,7 +199,7 @@ class Pipeline:
                     metrics.PLACEHOLDERS_HEALED.inc()
                     log.info("placeholder healed", extra={**ctx, "provider": image.provider, "url": result.url})
             await self.spool.drop(run.video_id, scene.number)
-        except ServiceError as exc:
+        except CallFailed as exc:
             result.state, result.error = SCENE_FAILED, f"upload failed: {exc.code.name}: {exc.details}"
             run.summary.failed += 1
             log.error("scene could not be stored", extra={**ctx, "error": result.error})
@@ -222,7 +220,7 @@ class Pipeline:
                 path = scene_object_path(run.video_id, scene.number, extension, self.keys.of(run.video_id))
                 return await self.clients.upload(path, data, content_type)
             except ServiceRefused as exc:
-                if not tries_left or exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                if not tries_left or not exc.too_large:
                     raise
                 smaller = await asyncio.to_thread(reencode_below, image.data, len(data) // 2)
                 if smaller is None:

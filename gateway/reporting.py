@@ -9,8 +9,8 @@ import time
 from dataclasses import asdict
 
 from gateway import metrics
-from gateway.breakers import ServiceError, is_down
 from gateway.clients import ServiceClients
+from gateway.errors import CallFailed, is_down
 from gateway.spool import ImageSpool
 from gateway.video_run import SceneOutcome, VideoRun
 from gateway.vocabulary import DONE, FAILED, SCENE_FAILED, SCENE_STORED
@@ -61,7 +61,7 @@ class RunReporter:
             async for attempt in retrying_within(self.flush_within, is_down):
                 with attempt:
                     await self.clients.update_video(end)
-        except ServiceError as exc:
+        except CallFailed as exc:
             log.error("could not record the final status", extra={"video_id": run.video_id, "error": exc.details})
         return final
 
@@ -92,7 +92,7 @@ class RunReporter:
             )
             outcome.reported = True
             metrics.RESULTS.labels("recorded").inc()
-        except ServiceError as exc:
+        except CallFailed as exc:
             metrics.RESULTS.labels("deferred").inc()
             log.warning(
                 "could not record scene; will try again at the end of the run",
@@ -110,7 +110,7 @@ class RunReporter:
             result = status_pb2.SceneResult.FromString(raw)
             try:
                 await self.clients.report_scene(status_pb2.ReportSceneRequest(video_id=run.video_id, scene=result))
-            except ServiceError:
+            except CallFailed:
                 continue
             await self.spool.drop_result(run.video_id, number)
             metrics.RESULTS.labels("recorded_from_journal").inc()
@@ -138,7 +138,7 @@ class RunReporter:
                             )
                             outcome.reported = True
                             metrics.RESULTS.labels("recorded_at_end").inc()
-        except ServiceError as exc:
+        except CallFailed as exc:
             log.error(
                 "scene results could not be recorded; a resume will redo those scenes",
                 extra={

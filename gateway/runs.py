@@ -21,8 +21,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway import metrics
-from gateway.breakers import ServiceError, ServiceRefused, is_down
-from gateway.errors import HTTPError, scenes_conflict, video_not_found
+from gateway.errors import CallFailed, HTTPError, ServiceRefused, is_down, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
@@ -151,7 +150,7 @@ class RunRegistry:
             async for attempt in retrying_within(START_WRITES, is_down):
                 with attempt:
                     done = await self.pipeline.prepare(run)
-        except ServiceError as exc:
+        except CallFailed as exc:
             log.warning(
                 "a waiting video's start was refused when its turn came",
                 extra={"video_id": run.video_id, "code": exc.code.name, "error": exc.details},

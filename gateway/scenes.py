@@ -4,9 +4,8 @@ latest run was started with."""
 from __future__ import annotations
 
 from gateway.auth import OPERATOR, Caller
-from gateway.breakers import ServiceError, ServiceRefused
 from gateway.clients import ServiceClients
-from gateway.errors import HTTPError
+from gateway.errors import CallFailed, HTTPError, ServiceRefused
 from gateway.schemas import GenerateIn
 from gateway.video_run import Scene
 from services.common import validation
@@ -69,7 +68,7 @@ async def stored_scenes(clients: ServiceClients, video_id: str, caller: Caller =
     user's video is answered as one that does not exist."""
     try:
         answer = await clients.get_video(video_id)
-    except ServiceError as exc:
+    except CallFailed as exc:
         if isinstance(exc, ServiceRefused) and exc.not_found:
             raise InvalidArgument(
                 f"scenes is empty and there is no video {video_id!r} to resume; give its scenes"

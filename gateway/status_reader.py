@@ -17,9 +17,8 @@ from typing import Any
 
 from gateway.answers import LastKnown, queued_json, status_json
 from gateway.auth import OPERATOR, Caller
-from gateway.breakers import BreakerOpen, ServiceDown, ServiceRefused
 from gateway.clients import ServiceClients
-from gateway.errors import HTTPError, video_not_found
+from gateway.errors import BreakerOpen, HTTPError, ServiceDown, ServiceRefused, video_not_found
 from gateway.runner import Runner
 from storyshort.status.v1 import status_pb2
 

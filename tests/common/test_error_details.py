@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from gateway.breakers import ServiceDown, ServiceRefused
-from gateway.errors import service_error_response
+from gateway.errors import ServiceDown, ServiceRefused, service_error_response
 from services.common.status_details import ErrorDetails, from_trailers, to_status
 from storyshort.imagegen.v1 import imagegen_pb2
 from tests.fakes import openai_fake as fo

@@ -158,7 +158,7 @@ class CountingPipeline(StandInPipeline):
 
     async def prepare(self, run: VideoRun) -> set[int]:
         if run.video_id in self.refuse_at_turn:
-            from gateway.breakers import ServiceRefused
+            from gateway.errors import ServiceRefused
 
             raise ServiceRefused("status", grpc.StatusCode.FAILED_PRECONDITION, "the store refused the start")
         if not run.counted:

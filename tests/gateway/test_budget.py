@@ -11,9 +11,9 @@ from typing import cast
 import grpc
 import pytest
 
-from gateway.breakers import ServiceDown
 from gateway.budget import Allowance, BudgetGuard
 from gateway.clients import ServiceClients
+from gateway.errors import ServiceDown
 from storyshort.imagegen.v1 import imagegen_pb2
 from storyshort.status.v1 import status_pb2
 

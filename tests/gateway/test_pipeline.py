@@ -13,9 +13,9 @@ from typing import cast
 import grpc
 import pytest
 
-from gateway.breakers import ServiceDown, ServiceRefused
 from gateway.budget import BudgetGuard
 from gateway.clients import ServiceClients
+from gateway.errors import ServiceDown, ServiceRefused
 from gateway.pipeline import Pipeline
 from gateway.spool import ImageSpool
 from gateway.video_run import GATEWAY_PLACEHOLDER, Scene, VideoRun
