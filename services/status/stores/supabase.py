@@ -8,8 +8,9 @@ its final status, so whoever reads the status reads the summary. The client's ow
 retries are off: the status book is the only retry layer. The schema is applied with the
 PostgreSQL migrator against the Supabase database (`STATUS_STORE=postgres make migrate`).
 
-One module for the whole store, so every PostgREST request that touches the frontend's
-table is read in one place."""
+Every PostgREST request that touches the frontend's table is in this module, so they read
+in one place (hence its length); spend and its holds, which never do, are in
+supabase_spend.py."""
 
 from __future__ import annotations
 
@@ -30,21 +31,19 @@ from services.status.model import (
     DAY_MS,
     GENERATING,
     SCENE_GENERATING,
-    Hold,
-    HoldRequest,
     SceneResult,
-    Spend,
     UserLimits,
     Video,
     VideoUpdate,
     check_limits,
     check_transition,
-    hold_rooms,
     now_ms,
     progress_for,
 )
 from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
+from services.status.stores.supabase_spend import HOLDS_MISSING, SupabaseSpend
+from services.status.stores.supabase_spend import rows as _rows
 from services.status.wiring import videos_table
 
 T = TypeVar("T")
@@ -57,17 +56,6 @@ def _one(response: Any) -> dict[str, Any]:
     return dict(response.data) if response is not None and response.data else {}
 
 
-def _rows(response: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in (response.data or [])]
-
-
-HOLDS_MISSING = (
-    "spend holds are not in this Supabase database (sql/postgres/006_spend_holds.sql): budget caps "
-    "are guarded by each process alone until it is applied with STATUS_STORE=postgres "
-    "DATABASE_URL=<the Supabase database URL> make migrate"
-)
-
-
 PREVIEWS_MISSING = (
     "scene previews are not in this Supabase database (sql/postgres/007_scene_previews.sql): scenes show "
     "no preview until it is applied with STATUS_STORE=postgres DATABASE_URL=<the Supabase database URL> make migrate"
@@ -76,14 +64,7 @@ PREVIEWS_MISSING = (
 NO_PREVIEW = {"preview_url": "", "preview_index": 0}
 
 
-def _holds_missing(exc: APIError) -> None:
-    """A database without the spend-hold function or table is a schema to migrate, not an
-    outage: FAILED_PRECONDITION (the callers guard alone), never the store breaker."""
-    if str(exc.code or "") in ("PGRST202", "PGRST205", "42883", "42P01"):
-        raise FailedPrecondition(HOLDS_MISSING) from exc
-
-
-class SupabaseStore:
+class SupabaseStore(SupabaseSpend):
     name = "supabase"
 
     def __init__(
@@ -392,68 +373,6 @@ class SupabaseStore:
                 await db.table(v.table).select(v.id).in_(v.id, ids).eq(v.status, v.column_value(GENERATING)).execute()
             )
             return [await self._read_existing(db, str(r[v.id])) for r in _rows(generating)]
-
-        return await self._run(work)
-
-    async def spend_since(self, since_ms: int, owner: str = "") -> Spend:
-        async def work(db: AClient) -> Spend:
-            query = db.table("preview_scenes").select("cost_usd,cost_known,video_id").gte("paid_at_ms", since_ms)
-            paid = _rows(await query.execute())
-            if owner:
-                ids = {str(r["video_id"]) for r in paid}
-                mine = (
-                    _rows(
-                        await db.table("preview_runs")
-                        .select("video_id")
-                        .eq("owner", owner)
-                        .in_("video_id", sorted(ids))
-                        .execute()
-                    )
-                    if ids
-                    else []
-                )
-                keep = {str(r["video_id"]) for r in mine}
-                paid = [r for r in paid if str(r["video_id"]) in keep]
-            return Spend(sum(float(r["cost_usd"] or 0) for r in paid), sum(1 for r in paid if not r["cost_known"]))
-
-        return await self._run(work)
-
-    async def reserve_spend(self, request: HoldRequest) -> Hold:
-        """The same SQL function as the PostgreSQL store (one transaction on the server)."""
-        caps = request.caps
-
-        async def work(db: AClient) -> Hold:
-            params = {
-                "p_id": request.reservation_id,
-                "p_video_id": request.video_id,
-                "p_owner": request.owner,
-                "p_usd": request.usd,
-                "p_since_ms": caps.since_ms,
-                "p_daily_usd": caps.daily_usd,
-                "p_video_usd": caps.video_usd,
-                "p_owner_usd": caps.owner_usd,
-                "p_ttl_ms": request.ttl_ms,
-            }
-            try:
-                rows = _rows(await db.rpc("reserve_preview_spend", params).execute())
-            except APIError as exc:
-                _holds_missing(exc)
-                raise
-            if len(rows) != 1:
-                raise StoreUnavailable(f"supabase: reserve_preview_spend answered {len(rows)} rows, not 1")
-            row = rows[0]
-            return Hold(request.reservation_id, float(row["granted_usd"]), hold_rooms(row))
-
-        return await self._run(work)
-
-    async def release_spend(self, reservation_id: str) -> bool:
-        async def work(db: AClient) -> bool:
-            try:
-                gone = await db.table("preview_spend_holds").delete().eq("id", reservation_id).execute()
-            except APIError as exc:
-                _holds_missing(exc)
-                raise
-            return bool(_rows(gone))
 
         return await self._run(work)
 
