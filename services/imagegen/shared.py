@@ -13,14 +13,16 @@ Redis, so the parts add up to the limit) and uses its own breakers, which mirror
 shared ones while Redis answers. The ping brings it back: the slots taken meanwhile are
 registered in Redis before anyone takes a shared slot again.
 
-Atomic steps run as server-side scripts with Redis's own clock (replicas' clocks differ)."""
+Atomic steps run as server-side scripts with Redis's own clock (replicas' clocks differ).
+The connection, its health (up, down, back) and the replicas alive stay in this one module,
+a little over 300 lines, because each decides the others; a limit's slots are in
+shared_limit.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import math
 import os
@@ -36,6 +38,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.imagegen import metrics
+from services.imagegen.shared_limit import SharedLimit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,32 +50,6 @@ PINGS_MISSED = 2
 # does not send more (Redis is behind) and goes on as if the answer were late.
 MAX_LATE = 48
 
-# A slot: expired holders (a replica that died) are dropped first, then one is taken if
-# fewer than the limit are held. KEYS[1] the holders (token -> lease end, ms).
-ACQUIRE = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-  return 1
-end
-return 0
-"""
-# Longer leases for the slots this replica still holds (ARGV[2..]); with 'XX' only those
-# still there (a slot given back meanwhile stays gone).
-RENEW = """
-local t = redis.call('TIME')
-local lease_end = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', lease_end, ARGV[i])
-end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
-return 1
-"""
-# The slots this replica took alone while Redis was down, registered when it is back.
-REGISTER = RENEW.replace("'XX', ", "")
 # The replicas alive: each renews its own entry; -> every live replica's name.
 HEARTBEAT = """
 local t = redis.call('TIME')
@@ -152,11 +129,11 @@ class SharedState:
         answered = await self._ping()
         if answered is True:
             metrics.SHARED_UP.set(1)
-            self._spawn(self._listen())
+            self.spawn(self._listen())
         else:
             self._mark(False, answered or "no answer to the first ping")
-        self._spawn(self._watch())
-        self._spawn(self._renew_leases())
+        self.spawn(self._watch())
+        self.spawn(self._renew_leases())
 
     async def call(
         self, op: str, work: Callable[[], Awaitable[T]], late: Callable[[T], None] | None = None
@@ -227,7 +204,7 @@ class SharedState:
         self.on_change(up)
         if up:
             log.info("shared state reachable: limits, breakers and paid images are shared again")
-            self._spawn(self._listen())
+            self.spawn(self._listen())
         else:
             log.error(
                 "shared state unavailable: each replica uses its part of every limit and its own breakers "
@@ -308,7 +285,7 @@ class SharedState:
                 for limit in self._limits.values():
                     await limit.renew()
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
+    def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -337,133 +314,3 @@ def _settle(task: asyncio.Future[T], late: Callable[[T], None] | None) -> None:
         return
     if late is not None:
         late(task.result())
-
-
-class SharedLimit:
-    """One provider's concurrency limit across every replica: a slot is a lease in Redis,
-    renewed while its request runs, gone by itself when its replica dies. While the shared
-    state is down, this replica uses its part of the limit (SharedState.part), counting the
-    shared slots it still holds (so the switch itself never lets more through); the slots it
-    takes alone are registered in Redis when it is back, before anyone shares again.
-
-    Used where an asyncio.Semaphore was (acquire, then release when the request ends);
-    acquire answers False when this replica has no part of the limit while Redis is down."""
-
-    POLL = 0.2  # a waiter looks again this often even without a wake-up (expired leases)
-
-    def __init__(self, shared: SharedState, name: str, size: int) -> None:
-        self.shared = shared
-        self.name = name
-        self.size = size
-        self._key = shared.key("slots", name)
-        self._held: list[str] = []  # this replica's slots (shared, or taken alone while down)
-        self._orphans: list[str] = []  # given back while down: removed from Redis on return
-        self._tokens = itertools.count()
-        self._freed = asyncio.Condition()
-        self._room = asyncio.Condition()  # alone: room while fewer than this replica's part held
-        self._wakes = 0
-
-    @property
-    def local_size(self) -> int:
-        return self.shared.part(self.size)
-
-    def _token(self) -> str:
-        return f"{self.shared.replica}:{next(self._tokens)}"
-
-    async def acquire(self) -> bool:
-        acquire = self.shared.script("acquire", ACQUIRE)
-        lease_ms = int(self.shared.lease * 1000)
-        while True:
-            if self.shared.up:
-                token, seen = self._token(), self._wakes
-                got = await self.shared.call(
-                    "acquire",
-                    functools.partial(acquire, keys=[self._key], args=[self.size, lease_ms, token]),
-                    late=functools.partial(self._granted_late, token),
-                )
-                if got == 1:
-                    self._held.append(token)
-                    return True
-                if got is None and not self.shared.up:
-                    continue  # down: decide alone
-                if self._wakes == seen:  # no slot freed meanwhile (or a late answer): wait, then ask again
-                    async with self._freed:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._freed.wait(), self.POLL)
-                continue
-            if self.local_size == 0:
-                return False
-            async with self._room:
-                await self._room.wait_for(lambda: self.shared.up or len(self._held) < self.local_size)
-                if not self.shared.up:
-                    self._held.append(self._token())
-                    return True
-
-    def _granted_late(self, token: str, got: object) -> None:
-        """A slot granted after its request stopped waiting: nobody holds it."""
-        if got == 1:
-            self.shared._spawn(self._give(token))
-
-    def release(self) -> None:
-        token = self._held.pop()
-        self.shared._spawn(self._make_room())
-        if self.shared.up:
-            self.shared._spawn(self._give(token))
-            self.wake()
-        else:
-            self._orphans.append(token)
-
-    async def _make_room(self) -> None:
-        async with self._room:
-            self._room.notify(1)
-
-    def state_changed(self) -> None:
-        """The shared state went down or came back: every waiter looks again."""
-
-        async def notify() -> None:
-            async with self._room:
-                self._room.notify_all()
-            async with self._freed:
-                self._freed.notify_all()
-
-        self.shared._spawn(notify())
-
-    async def _give(self, token: str) -> None:
-        async def give() -> None:
-            async with self.shared.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(self._key, token)
-                pipe.publish(self.shared.key("freed"), self.name)
-                await pipe.execute()
-
-        await self.shared.call("release", give)
-
-    def wake(self) -> None:
-        self._wakes += 1
-
-        async def notify() -> None:
-            async with self._freed:
-                self._freed.notify(1)
-
-        self.shared._spawn(notify())
-
-    async def renew(self, direct: bool = False) -> None:
-        """Longer leases for the slots held; ``direct`` (coming back from an outage): the
-        slots taken alone are added and those given back meanwhile removed, before any
-        request shares the limit again."""
-        renew = self.shared.script("renew", RENEW)
-        lease_ms = int(self.shared.lease * 1000)
-        tokens = list(self._held)
-        if direct:
-            if tokens:
-                await self.shared.script("register", REGISTER)(keys=[self._key], args=[lease_ms, *tokens])
-            orphans, self._orphans = self._orphans, []
-            if orphans:
-                await self.shared.redis.zrem(self._key, *orphans)
-        elif tokens:
-            await self.shared.call("renew", lambda: renew(keys=[self._key], args=[lease_ms, *tokens]))
-
-    async def give_back(self) -> None:
-        """At shutdown: this replica's slots go back now, not at the end of their lease."""
-        tokens = list(self._held)
-        if tokens:
-            await self.shared.call("release", lambda: self.shared.redis.zrem(self._key, *tokens))
