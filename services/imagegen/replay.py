@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from services.imagegen import metrics
 from services.imagegen.providers.base import Outcome
@@ -25,7 +25,6 @@ from services.imagegen.results import AttemptRecord, ChainResult
 
 if TYPE_CHECKING:
     from services.common.deadlines import Deadline
-    from services.imagegen.shared_replay import SharedReplay
 
 
 @dataclass(frozen=True)
@@ -77,13 +76,27 @@ class ReplayCache:
         self._bytes -= len(result.image)
 
 
+class PaidElsewhere(Protocol):
+    """Paid images shared by the replicas (shared_replay.py: SharedReplay)."""
+
+    async def get(self, key: ReplayKey) -> ChainResult | None: ...
+
+    def put(self, key: ReplayKey | None, result: ChainResult) -> None: ...
+
+    async def claim(self, key: ReplayKey) -> bool: ...
+
+    def unclaim(self, key: ReplayKey) -> None: ...
+
+    async def wait(self, key: ReplayKey, seconds: float) -> ChainResult | None: ...
+
+
 class PaidImages:
     """The replay layer in front of the chain: a call whose image was already paid for is
     answered from the cache; a new call runs to the end even when its caller goes away (a
     provider charges for an image all the same), and its image, or one that arrives late,
     waits in the cache for the caller's retry."""
 
-    def __init__(self, cache: ReplayCache, shared: SharedReplay | None = None, reserve: float = 0.5) -> None:
+    def __init__(self, cache: ReplayCache, shared: PaidElsewhere | None = None, reserve: float = 0.5) -> None:
         self.cache = cache
         self.shared = shared
         self.reserve = reserve  # of a call's time, kept for the placeholder after a wait
