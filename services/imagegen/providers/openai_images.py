@@ -3,6 +3,9 @@ client: deployment and api-version) and any server that speaks the same API.
 
 The SDK's own retries are off: the chain is the only retry layer. Each model family gets
 only the parameters it accepts; every failure is classified for the chain.
+
+(Over 300 lines: the request each family takes, streaming, and the classification of every
+answer belong to one vendor's wire and read together.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The embedded default store: one SQLite file, one connection, one worker thread.
 
 sqlite3 blocks, so every call runs on a single dedicated thread (bounded, and serialised,
-which also makes each read-check-write below atomic)."""
+which also makes each read-check-write below atomic).
+
+(Over 300 lines: one store, every statement beside the rule it enforces, as in the
+PostgreSQL store.)"""
 
 from __future__ import annotations
 
