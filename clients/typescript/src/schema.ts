@@ -116,7 +116,8 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description Ready when imagegen, storage and status all answer SERVING.
+         * @description Ready when imagegen, storage and status all answer SERVING, and the gateway is not
+         *     draining (shutting down: see SHUTDOWN_DRAIN).
          */
         get: operations["readyz_readyz_get"];
         put?: never;
