@@ -43,8 +43,9 @@ QUOTE_FRESH = 60.0
 HOLD_SECONDS = (1.0, 3600.0)
 
 
-def day_start_ms(now: float | None = None) -> int:
-    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+def day_start_ms(now: float) -> int:
+    """When the UTC day of ``now`` (Unix seconds) began, in ms."""
+    moment = datetime.fromtimestamp(now, UTC)
     return int(moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
 
 
@@ -94,12 +95,16 @@ class BudgetGuard:
     def _today(self) -> str:
         return datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
 
+    def _day(self) -> int:
+        """When today (UTC, by the guard's clock) began, in ms: what the daily caps count from."""
+        return day_start_ms(self.clock())
+
     @property
     def active(self) -> bool:
         return self.daily_cap is not None or self.video_cap is not None
 
     async def _daily_spend(self) -> float:
-        day = day_start_ms(self.clock())
+        day = self._day()
         now = time.monotonic()
         if self._daily is None or self._daily[0] != day or now - self._daily[2] > DAILY_READ_EVERY:
             try:
@@ -119,7 +124,7 @@ class BudgetGuard:
 
     async def _user_spend(self, owner: str) -> float:
         """What this user's videos spent today (fails closed like the daily cap)."""
-        day = day_start_ms(self.clock())
+        day = self._day()
         now = time.monotonic()
         known = self._users.get(owner)
         if known is None or known[0] != day or now - known[2] > DAILY_READ_EVERY:
@@ -166,7 +171,7 @@ class BudgetGuard:
             return None
         try:
             quote = await self._quote(size)
-            day = day_start_ms(self.clock())
+            day = self._day()
             caps = status_pb2.SpendCaps(since_ms=day, daily_usd=self.daily_cap, video_usd=self.video_cap)
             if owner and self.user_cap is not None:
                 caps.owner_usd = self.user_cap
@@ -198,7 +203,7 @@ class BudgetGuard:
         if held.HasField("daily_left_usd"):
             # A reading for the fallback: recorded spend and the others' holds, as of now.
             self._daily_local = 0.0  # this image is added by spent() once paid
-            self._daily = (day_start_ms(self.clock()), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
+            self._daily = (self._day(), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
             metrics.BUDGET_REMAINING.labels("daily").set(held.daily_left_usd - held.granted_usd)
         if held.HasField("video_left_usd"):
             metrics.BUDGET_REMAINING.labels("video").set(held.video_left_usd - held.granted_usd)
@@ -260,7 +265,7 @@ class BudgetGuard:
 
     def spent(self, usd: float, owner: str = "") -> None:
         self._daily_local += usd
-        if self.daily_cap is not None and self._daily is not None and self._daily[0] == day_start_ms(self.clock()):
+        if self.daily_cap is not None and self._daily is not None and self._daily[0] == self._day():
             # What is left as soon as an image is paid, not only at the next scene's check.
             metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - self._daily[1] - self._daily_local)
         if owner:

@@ -33,12 +33,14 @@ class Drain:
     calls begin, then end)."""
 
     def __init__(self) -> None:
-        self.draining = False
         self._at_signal = asyncio.Event()
         self._at_exit = asyncio.Event()
 
+    @property
+    def draining(self) -> bool:
+        return self._at_signal.is_set()
+
     def begin(self) -> None:
-        self.draining = True
         self._at_signal.set()
 
     def end(self) -> None:

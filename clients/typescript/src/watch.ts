@@ -274,11 +274,10 @@ class Watch {
           failures += 1;
           wait = Math.max(this.delay(failures, error.retryAfter), every);
         }
-      } catch (cause) {
+      } catch {
         if (this.stopped) return;
         failures += 1;
         wait = Math.max(this.delay(failures, undefined), every);
-        void cause;
       }
       await this.sleep(wait);
     }
