@@ -12,7 +12,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from gateway.answers import status_json
-from services.status.convert import video_to_pb
+from services.common.video import video_to_pb
 from services.status.stores.sqlite import SQLiteStore
 from storyshort.status.v1 import status_pb2
 

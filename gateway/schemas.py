@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from services.common.summary import FIELD_TYPES as SUMMARY_FIELDS
-from services.common.summary import camel
+from services.common.summary import RunSummary, camel
 from services.common.validation import SCENE_MAX
+from services.common.video import FIELD_TYPES as VIDEO_FIELDS
+from services.common.video import SHOWN, SHOWN_NAMES, Shown
 
 
 class SceneIn(BaseModel):
@@ -78,26 +82,35 @@ SummaryOut = create_model(
 )
 
 
-class VideoStatusOut(BaseModel):
-    videoId: str
-    status: str
-    progress: int = Field(ge=0, le=100)
+def _video_field(name: str, shown: Shown) -> tuple[Any, Any]:
+    """A video field of the status answer, as its one definition declares it."""
+    if shown.schema is RunSummary:
+        return SummaryOut | None, Field(None, description=shown.description or None)
+    kind = shown.schema or VIDEO_FIELDS[name]
+    default = ... if shown.required else kind()  # a queued answer leaves the others out
+    return kind, Field(default, description=shown.description or None, **shown.limits)
+
+
+# The video's own fields of the status answer (services/common/video.py: Video's `shown`).
+VideoFieldsOut = create_model(
+    "VideoFieldsOut",
+    **{SHOWN_NAMES[name]: _video_field(name, shown) for name, shown in SHOWN.items()},  # type: ignore[call-overload]
+)
+
+
+class VideoStatusOut(VideoFieldsOut):
     degraded: bool
     images: list[ImageOut]
     failedScenes: list[FailedSceneOut] = []
     previews: list[PreviewOut] = Field(
         [], description="scenes still being made, each with its latest preview (IMAGEGEN_PARTIAL_IMAGES)"
     )
-    sceneCount: int = 0
-    error: str = ""
     stalled: bool = False
     ageMs: int = 0
     degradedReason: str = ""
     spendUsd: float | None = Field(
         0.0, description="estimated spend on this video's images, all runs; null when an image had no price"
     )
-    summary: SummaryOut | None = Field(None, description="the latest run")
-    updatedAtMs: int = Field(0, description="when the video last changed, ms since the epoch (0: not known)")
     queuePosition: int | None = Field(
         None, description="with status `queued`: the video's place in the gateway's waiting line (1: next)"
     )

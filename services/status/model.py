@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument, LimitReached
-from services.common.summary import RunSummary
+from services.common.video import ASSETS_GENERATED as ASSETS_GENERATED
+from services.common.video import DRAFT as DRAFT
+from services.common.video import FAILED as FAILED
+from services.common.video import GENERATING as GENERATING
+from services.common.video import RUN_FIELDS
+from services.common.video import STATUSES as STATUSES
+from services.common.video import SceneResult as SceneResult
+from services.common.video import Video as Video
+from services.common.video import check_progress as check_progress
+from services.common.video import check_status as check_status
+from services.common.video import now_ms as now_ms
 
-DRAFT = "draft"
-GENERATING = "generating_images"
-ASSETS_GENERATED = "assets_generated"
-FAILED = "failed"
 # What a degraded answer says when nothing is known about the video.
 PROCESSING = "processing"
 
-STATUSES = (DRAFT, GENERATING, ASSETS_GENERATED, FAILED)
 # The one state machine. A status may always be set again (repeating is harmless).
 TRANSITIONS: dict[str, frozenset[str]] = {
     DRAFT: frozenset({GENERATING, FAILED}),
@@ -26,16 +31,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 SCENE_STATES = ("stored", "failed")
 # A scene with a preview and no result yet (never reported as a result).
 SCENE_GENERATING = "generating"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def check_status(name: str) -> str:
-    if name not in STATUSES:
-        raise InvalidArgument(f"unknown status {name!r}; use one of {', '.join(STATUSES)}")
-    return name
 
 
 def check_transition(current: str, new: str) -> None:
@@ -50,60 +45,22 @@ def check_transition(current: str, new: str) -> None:
         raise FailedPrecondition(f"a video in status {current!r} cannot move to {new!r} (allowed: {options})")
 
 
-def check_progress(value: int) -> int:
-    if not 0 <= value <= 100:
-        raise InvalidArgument(f"progress must be between 0 and 100; got {value}")
-    return value
-
-
-@dataclass
-class SceneResult:
-    scene: int
-    state: str
-    url: str = ""
-    path: str = ""
-    content_type: str = ""
-    placeholder: bool = False
-    provider: str = ""
-    attempts: int = 0
-    generate_ms: int = 0
-    upload_ms: int = 0
-    error: str = ""
-    cost_usd: float = 0.0
-    cost_known: bool = True
-    paid_at_ms: int = 0
-    prompt: str = ""  # what the image was made from ("": not known)
-    reencoded: bool = False
-    # While the scene is being made: its latest preview (a partial image's URL) and index.
-    preview_url: str = ""
-    preview_index: int = 0
-
-
-@dataclass
-class Video:
-    video_id: str
-    status: str = DRAFT
-    progress: int = 0
-    scene_count: int = 0
-    error: str = ""
-    updated_at_ms: int = field(default_factory=now_ms)
-    scenes: list[SceneResult] = field(default_factory=list)
-    summary: RunSummary = field(default_factory=RunSummary)
-    # Scene number -> prompt, as the latest run was started.
-    prompts: dict[int, str] = field(default_factory=dict)
-    owner: str = ""  # the user it belongs to ("": no one)
-
-
-@dataclass
+@dataclass(init=False)
 class VideoUpdate:
-    """A partial update: None means leave unchanged."""
+    """A partial update: what is not given (None) stays. ``status`` and ``progress`` live in
+    the frontend's videos table; the rest are run-row fields (services/common/video.py), such
+    as ``scene_count``, ``error``, ``summary``, ``prompts`` (empty: the stored ones stay)."""
 
-    status: str | None = None
-    progress: int | None = None
-    scene_count: int | None = None
-    error: str | None = None
-    summary: RunSummary | None = None
-    prompts: dict[int, str] | None = None
+    status: str | None
+    progress: int | None
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, status: str | None = None, progress: int | None = None, **run: Any) -> None:
+        unknown = set(run) - set(RUN_FIELDS)
+        if unknown:
+            raise TypeError(f"not a field of a video's run row: {', '.join(sorted(unknown))}")
+        self.status, self.progress = status, progress
+        self.run = {name: value for name, value in run.items() if value is not None and value != {}}
 
 
 @dataclass(frozen=True)

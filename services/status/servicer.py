@@ -13,36 +13,27 @@ from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.pages import page
 from services.common.rpc import rpc
+from services.common.validation import SCENE_MAX
+from services.common.video import ERROR_MAX, check_scene_count, scene_from_pb, update_values, video_to_pb
 from services.status.book import StatusBook
-from services.status.convert import scene_from_pb, summary_from_pb, video_to_pb
 from services.status.model import (
     SCENE_STATES,
     HoldRequest,
     SpendCaps,
     UserLimits,
     VideoUpdate,
-    check_progress,
-    check_status,
 )
 from storyshort.status.v1 import status_pb2, status_pb2_grpc
 
 SERVICE = "storyshort.status.v1.StatusService"
 # Own budget per call: 3 store attempts of up to 5 s plus backoff.
 CALL_BUDGET = 16.0
-MAX_SCENES = validation.SCENE_MAX
 # A partial image's index (the API sends at most 3 per image; a few chains' worth).
 PREVIEW_INDEX_MAX = 100
-ERROR_MAX = 2_000
 URL_MAX = 2_048
 OWNER_MAX = 256
 RESERVATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HOLD_TTL_MS = (1_000, 3_600_000)
-
-
-def _scene_count(value: int) -> int:
-    if not 0 <= value <= MAX_SCENES:
-        raise InvalidArgument(f"scene_count must be between 0 and {MAX_SCENES}; got {value}")
-    return value
 
 
 def _prompts(given: Iterable[status_pb2.ScenePrompt]) -> dict[int, str]:
@@ -55,8 +46,8 @@ def _prompts(given: Iterable[status_pb2.ScenePrompt]) -> dict[int, str]:
             prompts[scene] = validation.prompt(item.prompt)
         except InvalidArgument as exc:
             raise InvalidArgument(f"prompts: scene {scene}: {exc}") from exc
-    if len(prompts) > MAX_SCENES:
-        raise InvalidArgument(f"prompts: at most {MAX_SCENES} scenes; got {len(prompts)}")
+    if len(prompts) > SCENE_MAX:
+        raise InvalidArgument(f"prompts: at most {SCENE_MAX} scenes; got {len(prompts)}")
     return prompts
 
 
@@ -104,14 +95,9 @@ def _hold(request: status_pb2.ReserveSpendRequest) -> HoldRequest:
 
 
 def _change(request: status_pb2.UpdateVideoRequest) -> VideoUpdate:
-    """The fields of an UpdateVideo that are set, checked."""
-    return VideoUpdate(
-        status=check_status(request.status) if request.HasField("status") else None,
-        progress=check_progress(request.progress) if request.HasField("progress") else None,
-        scene_count=_scene_count(request.scene_count) if request.HasField("scene_count") else None,
-        error=request.error[:ERROR_MAX] if request.HasField("error") else None,
-        summary=summary_from_pb(request.summary) if request.HasField("summary") else None,
-    )
+    """The fields of an UpdateVideo that are set, checked (the video's table says which may
+    be set and how each is checked: services/common/video.py)."""
+    return VideoUpdate(**update_values(request))
 
 
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
@@ -124,7 +110,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     ) -> status_pb2.Video:
         video_id = validation.video_id(request.video_id)
         video = await self.book.create(
-            video_id, _scene_count(request.scene_count), Deadline.from_context(context, CALL_BUDGET)
+            video_id, check_scene_count(request.scene_count), Deadline.from_context(context, CALL_BUDGET)
         )
         return video_to_pb(video)
 
@@ -135,7 +121,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         video_id = validation.video_id(request.video_id)
         video = await self.book.start(
             video_id,
-            _scene_count(request.scene_count),
+            check_scene_count(request.scene_count),
             Deadline.from_context(context, CALL_BUDGET),
             _prompts(request.prompts),
             owner=_owner(request.owner),
@@ -153,7 +139,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             raise InvalidArgument("owner is required: an operator's start is not counted", field="owner")
         video = await self.book.admit(
             video_id,
-            _scene_count(request.scene_count),
+            check_scene_count(request.scene_count),
             Deadline.from_context(context, CALL_BUDGET),
             owner,
             UserLimits(request.limits.videos_per_hour, request.limits.scenes_per_day),

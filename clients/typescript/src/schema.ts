@@ -465,6 +465,7 @@ export interface components {
             degradedReason: string;
             /**
              * Error
+             * @description why the latest run failed
              * @default
              */
             error: string;
@@ -481,7 +482,10 @@ export interface components {
              * @default []
              */
             previews: components["schemas"]["PreviewOut"][];
-            /** Progress */
+            /**
+             * Progress
+             * @description percent of the scenes stored
+             */
             progress: number;
             /**
              * Queueposition
@@ -490,6 +494,7 @@ export interface components {
             queuePosition?: number | null;
             /**
              * Scenecount
+             * @description scenes in the latest run
              * @default 0
              */
             sceneCount: number;
@@ -504,7 +509,10 @@ export interface components {
              * @default false
              */
             stalled: boolean;
-            /** Status */
+            /**
+             * Status
+             * @description draft, generating_images, assets_generated or failed; queued (waiting its turn in the gateway), processing (not known now), or a status the frontend's own app set
+             */
             status: string;
             /** @description the latest run */
             summary?: components["schemas"]["SummaryOut"] | null;
@@ -514,7 +522,10 @@ export interface components {
              * @default 0
              */
             updatedAtMs: number;
-            /** Videoid */
+            /**
+             * Videoid
+             * @description the video's id
+             */
             videoId: string;
         };
     };

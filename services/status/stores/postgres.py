@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.config import StatusSettings, url_without_password
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.video import SCENE_COLUMNS
 from services.status.model import (
     DAY_MS,
     GENERATING,
@@ -40,7 +41,7 @@ from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import (
     CLEAR_PREVIEWS,
     DROP_PREVIEW,
-    SCENE_COLUMNS,
+    RUN_SELECT,
     run_columns,
     scene_from_row,
     video_from_row,
@@ -139,8 +140,11 @@ class PostgresStore:
         # The app's own owner column wins over the owner a start named.
         owner = "COALESCE(NULLIF(v.{owner}::text, ''), r.owner, '')" if self._owner_column else "COALESCE(r.owner, '')"
         return sql.SQL(
-            "SELECT v.{id}::text AS id, v.{status} AS status, v.{progress} AS progress, r.scene_count, r.error, "
-            "r.summary, r.updated_at_ms, r.prompts, " + owner + " AS owner "
+            "SELECT v.{id}::text AS id, v.{status} AS status, v.{progress} AS progress, "
+            + RUN_SELECT
+            + ", "
+            + owner
+            + " AS owner "
             "FROM {t} v LEFT JOIN preview_runs r ON r.video_id = v.{id}::text "
             "WHERE v.{id} = %s" + (" FOR UPDATE OF v" if lock else "")
         ).format(**self._v)

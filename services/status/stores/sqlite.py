@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from services.common.config import StatusSettings
 from services.common.errors import NotFound
+from services.common.video import SCENE_COLUMNS
 from services.status.model import (
     DAY_MS,
     GENERATING,
@@ -38,7 +39,7 @@ from services.status.stores.base import StoreUnavailable
 from services.status.stores.rows import (
     CLEAR_PREVIEWS,
     DROP_PREVIEW,
-    SCENE_COLUMNS,
+    RUN_SELECT,
     run_columns,
     scene_from_row,
     video_from_row,
@@ -47,9 +48,8 @@ from services.status.stores.sql_files import migrations
 
 T = TypeVar("T")
 
-_SELECT_VIDEO = """
-SELECT v.id, v.status, v.image_upload_progress AS progress, r.scene_count, r.error, r.summary,
-       r.updated_at_ms, r.prompts, COALESCE(r.owner, '') AS owner
+_SELECT_VIDEO = f"""
+SELECT v.id, v.status, v.image_upload_progress AS progress, {RUN_SELECT}, COALESCE(r.owner, '') AS owner
 FROM videos v LEFT JOIN preview_runs r ON r.video_id = v.id
 WHERE v.id = ?
 """

@@ -27,6 +27,7 @@ from services.common.config import StatusSettings
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.logs import register_secret
 from services.common.supabase import ServerSupabase
+from services.common.video import SCENE_COLUMNS
 from services.status.model import (
     DAY_MS,
     GENERATING,
@@ -41,7 +42,7 @@ from services.status.model import (
     progress_for,
 )
 from services.status.stores.base import StoreUnavailable, VideosTable
-from services.status.stores.rows import SCENE_COLUMNS, prompts_from_json, run_columns, summary_from_json
+from services.status.stores.rows import run_columns, video_from_row
 from services.status.stores.supabase_spend import HOLDS_MISSING, SupabaseSpend
 from services.status.stores.supabase_spend import rows as _rows
 from services.status.wiring import videos_table
@@ -161,7 +162,7 @@ class SupabaseStore(SupabaseSpend):
         )
         if not row:
             return None
-        r = _one(await db.table("preview_runs").select("*").eq("video_id", video_id).maybe_single().execute())
+        run = _one(await db.table("preview_runs").select("*").eq("video_id", video_id).maybe_single().execute())
         scenes = _rows(
             await db.table("preview_scenes")
             .select(",".join(self._scene_columns))
@@ -169,17 +170,17 @@ class SupabaseStore(SupabaseSpend):
             .order("scene")
             .execute()
         )
-        return Video(
-            video_id=str(row[v.id]),
-            status=v.status_of(row[v.status]),
-            progress=int(row[v.progress] or 0),
-            scene_count=int(r.get("scene_count") or 0),
-            error=str(r.get("error") or ""),
-            updated_at_ms=int(r.get("updated_at_ms") or 0),
-            scenes=[SceneResult(**{c: s[c] for c in self._scene_columns}) for s in scenes],
-            summary=summary_from_json(r.get("summary")),
-            prompts=prompts_from_json(r.get("prompts")),
-            owner=str(row.get(v.owner) or "") if self._owner_column and row.get(v.owner) else str(r.get("owner") or ""),
+        return video_from_row(
+            {
+                **run,
+                "id": row[v.id],
+                "status": row[v.status],
+                "progress": row[v.progress],
+                # The app's own owner column wins over the owner a start named.
+                "owner": (row.get(v.owner) if self._owner_column else None) or run.get("owner"),
+            },
+            [SceneResult(**{c: s[c] for c in self._scene_columns}) for s in scenes],
+            v,
         )
 
     async def _read_existing(self, db: AClient, video_id: str) -> Video:
