@@ -95,6 +95,8 @@ def test_the_answer_shows_the_shown_fields_under_the_schemas_names() -> None:
     answer = status_json(status_pb2.GetVideoResponse(video=video.video_to_pb(v)), "http://x")
     shown = {video.SHOWN_NAMES[name]: name for name in video.SHOWN}
     assert set(shown) <= set(answer) and set(shown) <= set(VideoStatusOut.model_fields)
+    for key, name in shown.items():  # a plain field as it is; a nested one in its answer form
+        assert answer[key] == (summary_json(v.summary) if name == "summary" else getattr(v, name)), key
     assert answer["sceneCount"] == 5 and answer["updatedAtMs"] == v.updated_at_ms and answer["error"] == "boom"
     assert "owner" not in answer and "prompts" not in answer  # kept, never shown
     VideoStatusOut.model_validate(answer)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 import pytest
 
+from services.common import video
 from services.common.deadlines import Deadline
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.summary import RunSummary
@@ -45,6 +48,29 @@ async def test_update_is_partial(store: StatusStore) -> None:
         3,
         900,
     )
+
+
+def _sample(name: str) -> Any:
+    """A value of a video field's declared type that is not its default."""
+    kind = video.FIELD_TYPES[name]
+    if is_dataclass(kind):
+        return kind(**{f.name: (2.5 if f.type in (float, "float") else 3) for f in fields(kind)})
+    return {str: f"the {name}", int: 7, float: 2.5, bool: True}[kind]
+
+
+async def test_every_field_updatevideo_may_set_is_kept_and_read_back(store: StatusStore) -> None:
+    """Driven by the video's one definition: a field added there is covered here, in each store."""
+    await store.create("v1", 4)
+    values = {name: _sample(name) for name in video.CHECKS if name in video.RUN_FIELDS}
+    assert values  # scene_count, error, summary at least
+    after = await store.update("v1", VideoUpdate(**values))
+    got = await store.get("v1")
+    assert got is not None
+    assert {n: getattr(after, n) for n in values} == {n: getattr(got, n) for n in values} == values
+    # A later update that names none of them leaves them as they are.
+    await store.update("v1", VideoUpdate(progress=50))
+    got = await store.get("v1")
+    assert got is not None and {n: getattr(got, n) for n in values} == values
 
 
 async def test_progress_never_goes_backwards(store: StatusStore) -> None:
