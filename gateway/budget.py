@@ -10,6 +10,9 @@ with the reason "budget". The hold is released when the scene's cost is recorded
 report carries it) or at once when nothing was paid; a holder that dies leaves it to end
 at its ttl. A breach is logged once per cap and period and counted in metrics.
 
+The caps are named as the status service names them, one way everywhere: "daily", "video",
+and "owner" (the signed-in user a video belongs to; BUDGET_USER_SHARE of the daily cap).
+
 What can still pass a cap: an image whose real cost exceeds its estimate (a token-priced
 model that used more tokens than its per-image price says), and a model with no price.
 
@@ -52,7 +55,7 @@ def day_start_ms(now: float) -> int:
 @dataclass(frozen=True)
 class Allowance:
     usd: float  # may be negative once a cap is crossed
-    cap: str  # "video" | "daily" | "user"
+    cap: str  # "video" | "daily" | "owner" (the status service's names, and the metrics' cap label)
     period: str  # the video id, or the UTC day
     limit: float
     hold: str = ""  # the status store's hold of this much (empty: none)
@@ -64,7 +67,7 @@ class BudgetGuard:
         clients: ServiceClients,
         daily_cap: float | None,
         video_cap: float | None,
-        user_share: float | None = None,
+        owner_share: float | None = None,
         hold_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,10 +81,10 @@ class BudgetGuard:
         self._alone = False  # holds failed: going on from local readings
         self.daily_cap = daily_cap
         self.video_cap = video_cap
-        # One user's share of the daily cap (signed-in users only).
-        self.user_cap = daily_cap * user_share if daily_cap is not None and user_share is not None else None
-        self._users: dict[str, tuple[int, float, float]] = {}  # owner -> (day, spend read, when read)
-        self._users_local: dict[str, float] = {}
+        # The owner cap: one user's share of the daily cap, for the videos they own.
+        self.owner_cap = daily_cap * owner_share if daily_cap is not None and owner_share is not None else None
+        self._owners: dict[str, tuple[int, float, float]] = {}  # owner -> (day, spend read, when read)
+        self._owners_local: dict[str, float] = {}
         self._daily: tuple[int, float, float] | None = None  # (day, spend read, when read)
         self._daily_local = 0.0  # spent by this gateway since the last reading
         self._breached: set[tuple[str, str]] = set()
@@ -122,24 +125,24 @@ class BudgetGuard:
                 log.warning("could not read today's spend; using the last reading", extra={"code": exc.code.name})
         return self._daily[1] + self._daily_local
 
-    async def _user_spend(self, owner: str) -> float:
+    async def _owner_spend(self, owner: str) -> float:
         """What this user's videos spent today (fails closed like the daily cap)."""
         day = self._day()
         now = time.monotonic()
-        known = self._users.get(owner)
+        known = self._owners.get(owner)
         if known is None or known[0] != day or now - known[2] > DAILY_READ_EVERY:
             try:
                 spend = await self.clients.get_spend(day, owner)
-                known = self._users[owner] = (day, spend.usd, now)
-                self._users_local[owner] = 0.0
+                known = self._owners[owner] = (day, spend.usd, now)
+                self._owners_local[owner] = 0.0
             except CallFailed as exc:
                 if known is None or known[0] != day:
                     log.error("a user's spend cannot be read: no paid image for them", extra={"code": exc.code.name})
                     return math.inf
-        if len(self._users) > 10_000:  # forget the day's other users, keep this one
-            self._users = {owner: known}
-            self._users_local = {owner: self._users_local.get(owner, 0.0)}
-        return known[1] + self._users_local.get(owner, 0.0)
+        if len(self._owners) > 10_000:  # forget the day's other users, keep this one
+            self._owners = {owner: known}
+            self._owners_local = {owner: self._owners_local.get(owner, 0.0)}
+        return known[1] + self._owners_local.get(owner, 0.0)
 
     async def allowance(self, video_id: str, video_spend: float, owner: str = "") -> Allowance | None:
         """What the next image may cost under the tightest cap, or None when no cap is set.
@@ -157,10 +160,10 @@ class BudgetGuard:
             if math.isfinite(daily):
                 metrics.BUDGET_REMAINING.labels("daily").set(remaining)
             left.append(Allowance(remaining, "daily", self._today(), self.daily_cap))
-        if owner and self.user_cap is not None:
-            mine = await self._user_spend(owner)
-            remaining = self.user_cap - mine if math.isfinite(mine) else -self.user_cap
-            left.append(Allowance(remaining, "user", f"{owner} {self._today()}", self.user_cap))
+        if owner and self.owner_cap is not None:
+            mine = await self._owner_spend(owner)
+            remaining = self.owner_cap - mine if math.isfinite(mine) else -self.owner_cap
+            left.append(Allowance(remaining, "owner", f"{owner} {self._today()}", self.owner_cap))
         return min(left, key=lambda a: a.usd)
 
     async def reserve(self, video_id: str, video_spend: float, owner: str = "", size: str = "") -> Allowance | None:
@@ -173,8 +176,8 @@ class BudgetGuard:
             quote = await self._quote(size)
             day = self._day()
             caps = status_pb2.SpendCaps(since_ms=day, daily_usd=self.daily_cap, video_usd=self.video_cap)
-            if owner and self.user_cap is not None:
-                caps.owner_usd = self.user_cap
+            if owner and self.owner_cap is not None:
+                caps.owner_usd = self.owner_cap
             held = await self.clients.reserve_spend(
                 status_pb2.ReserveSpendRequest(
                     reservation_id=uuid.uuid4().hex,
@@ -207,9 +210,10 @@ class BudgetGuard:
             metrics.BUDGET_REMAINING.labels("daily").set(held.daily_left_usd - held.granted_usd)
         if held.HasField("video_left_usd"):
             metrics.BUDGET_REMAINING.labels("video").set(held.video_left_usd - held.granted_usd)
-        cap = {"daily": "daily", "video": "video", "owner": "user"}.get(held.cap, "daily")
-        period = {"video": video_id, "user": f"{owner} {today}"}.get(cap, today)
-        limit = {"daily": self.daily_cap, "video": self.video_cap, "user": self.user_cap}[cap] or 0.0
+        limits = {"daily": self.daily_cap, "video": self.video_cap, "owner": self.owner_cap}
+        cap = held.cap if held.cap in limits else "daily"
+        period = {"video": video_id, "owner": f"{owner} {today}"}.get(cap, today)
+        limit = limits[cap] or 0.0
         usd = held.granted_usd if held.granted_usd > 0 else min(held.left_usd, 0.0)
         return Allowance(usd, cap, period, limit, held.reservation_id if held.granted_usd > 0 else "")
 
@@ -231,18 +235,18 @@ class BudgetGuard:
         except CallFailed as exc:
             log.warning("a spend hold could not be released; it ends at its ttl", extra={"code": exc.code.name})
 
-    async def check_user(self, owner: str) -> None:
+    async def check_owner_share(self, owner: str) -> None:
         """Before a user's start: 429 (Retry-After: the next UTC day) once their share of the
         daily cap is spent, so nothing is started that could only get placeholders."""
-        if not owner or self.user_cap is None:
+        if not owner or self.owner_cap is None:
             return
-        if await self._user_spend(owner) >= self.user_cap:
+        if await self._owner_spend(owner) >= self.owner_cap:
             now = self.clock()
             retry_after = max(1, int(day_start_ms(now) / 1000 + 86400 - now))
             raise HTTPError(
                 429,
                 "RESOURCE_EXHAUSTED",
-                f"your share of today's image budget ({self.user_cap:g} USD) is spent; start again tomorrow (UTC)",
+                f"your share of today's image budget ({self.owner_cap:g} USD) is spent; start again tomorrow (UTC)",
                 {"Retry-After": str(retry_after)},
             )
 
@@ -269,4 +273,4 @@ class BudgetGuard:
             # What is left as soon as an image is paid, not only at the next scene's check.
             metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - self._daily[1] - self._daily_local)
         if owner:
-            self._users_local[owner] = self._users_local.get(owner, 0.0) + usd
+            self._owners_local[owner] = self._owners_local.get(owner, 0.0) + usd

@@ -74,7 +74,7 @@ async def generate_preview_images(
         await status.check_owner(video_id, caller)
     else:
         scenes = await stored_scenes(clients, video_id, caller)
-    await budget.check_user(caller.user or "")
+    await budget.check_owner_share(caller.user or "")
     run, started = await runner.start(video_id, scenes, owner=caller.user or "")
     out = started_answer(video_id, run, started)
     if wait is None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
-from tests.e2e.test_users import ALICE, BOB, as_user, users_env
+from tests.e2e.test_users import ALICE, BOB, SERVICE, as_user, users_env
 from tests.fakes import openai_fake as fo
 from tests.fakes.jwks_fake import FakeAuth
 from tools.processes import System
@@ -180,6 +180,7 @@ def test_each_user_has_a_share_of_the_daily_cap_and_a_spent_share_refuses_their_
             assert client.post("/api/generate-preview-images", json=body, headers=bob).status_code == 202
             his = poll_until_done(client, "bobs", headers=bob)[-1]
             never = client.get("/api/video-status", params={"videoId": "alices-2"}, headers=alice)
+            metrics = client.get("/metrics", headers=as_user(SERVICE)).text  # the operator's
     assert [(i["scene"], i["placeholder"], i["reason"]) for i in hers["images"]] == [
         (1, False, ""),
         (2, False, ""),
@@ -194,3 +195,5 @@ def test_each_user_has_a_share_of_the_daily_cap_and_a_spent_share_refuses_their_
     assert his["spendUsd"] == pytest.approx(0.10)
     # Paid: alice's first two prompts and bob's two, nothing else.
     assert sorted(fake_openai.paid) == sorted([s["prompt"] for s in scenes(2, "alice") + scenes(2, "bob")])
+    # The cap that stopped alice, by the status service's name for it (one name across services).
+    assert 'storyshort_gateway_budget_breaches_total{cap="owner"} 1.0' in metrics

@@ -89,15 +89,15 @@ async def test_a_users_share_of_the_daily_cap_bounds_their_images_and_their_star
     from gateway.errors import HTTPError
 
     status = PerUserStatus(usd=4.0, mine={"alice": 1.9, "bob": 0.1})
-    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, user_share=0.2)
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, owner_share=0.2)
     alice = await budget.allowance("v", 0.0, "alice")
-    assert alice is not None and alice.cap == "user" and alice.usd == pytest.approx(0.1)  # 2.0 - 1.9
+    assert alice is not None and alice.cap == "owner" and alice.usd == pytest.approx(0.1)  # 2.0 - 1.9
     anonymous = await budget.allowance("v", 0.0)
     assert anonymous is not None and anonymous.cap == "daily" and anonymous.usd == pytest.approx(6.0)
-    await budget.check_user("bob")  # under his share: the start goes on
+    await budget.check_owner_share("bob")  # under his share: the start goes on
     budget.spent(0.15, "alice")  # her image in flight is counted at once
     with pytest.raises(HTTPError) as refused:
-        await budget.check_user("alice")
+        await budget.check_owner_share("alice")
     assert refused.value.status == 429 and 1 <= int(refused.value.headers["Retry-After"]) <= 86400
     assert "alice" in status.owners and "bob" in status.owners
 
@@ -136,7 +136,9 @@ class HoldingStatus(StandInStatus):
 
 async def test_a_hold_asks_for_the_quote_under_every_cap_and_is_released_when_nothing_was_paid() -> None:
     status = HoldingStatus(usd=0.0, room=0.06)
-    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=1.0, video_cap=0.5, user_share=0.1, hold_seconds=99999)
+    budget = BudgetGuard(
+        cast(ServiceClients, status), daily_cap=1.0, video_cap=0.5, owner_share=0.1, hold_seconds=99999
+    )
     first = await budget.reserve("v", 0.0, "alice", "1024x1024")
     second = await budget.reserve("v", 0.0, "alice", "1024x1024")
     third = await budget.reserve("v", 0.0, "alice", "1024x1024")
@@ -243,7 +245,7 @@ async def test_holds_ask_for_spend_since_the_guards_utc_midnight_and_a_spent_sha
 
     clock = Clock(MIDNIGHT - 60)  # 23:59:00
     status = HoldingStatus(usd=0.0, room=1.0)
-    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, user_share=0.1, clock=clock)
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, owner_share=0.1, clock=clock)
     await budget.reserve("v", 0.0, "", "1024x1024")
     clock.now = MIDNIGHT + 1
     await budget.reserve("v", 0.0, "", "1024x1024")
@@ -251,5 +253,5 @@ async def test_holds_ask_for_spend_since_the_guards_utc_midnight_and_a_spent_sha
     clock.now = MIDNIGHT - 60
     status.usd = 2.0  # alice's spend today, over her 1.0 share
     with pytest.raises(HTTPError) as refused:
-        await budget.check_user("alice")
+        await budget.check_owner_share("alice")
     assert refused.value.headers["Retry-After"] == "60", "her share comes back at midnight, a minute away"
