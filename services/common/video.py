@@ -1,15 +1,16 @@
 """A video, defined once (as its run summary is: summary.py). Each field of `Video` says where
 it is kept, whether UpdateVideo may set it (and how the value is checked), and whether the
-status answer shows it. Everything else follows this table: the proto conversion
-(services/status/convert.py), the servicer's updates, the run rows and selects of all three
-stores (services/status/stores/rows.py), and the gateway's status answer and its OpenAPI
-schema (gateway/answers.py, gateway/schemas.py).
+status answer shows it. Everything else follows this table: the proto conversion (below),
+the servicer's updates, the run rows and selects of all three stores
+(services/status/stores/rows.py), and the gateway's status answer and its OpenAPI schema
+(gateway/answers.py, gateway/schemas.py).
 
 Adding a plain field (text or a number that a run keeps, such as a thumbnail's URL): a line
 in `Video` below, the same name in the proto's `Video` (and, optional, in
 `UpdateVideoRequest` when a writer sets it), a column of preview_runs (a migration in
 sql/sqlite and sql/postgres), and the writer. tests/test_one_definition.py holds the proto
-and the answer to this table."""
+and the answer to this table. Over 300 lines because a field's forms (proto, row, answer)
+live beside its line; split, they would drift apart again."""
 
 from __future__ import annotations
 
