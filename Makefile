@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/storyshort/*/v1/*.proto)
 GEN_DIR := storyshort
 
-.PHONY: all venv lock run test test-matrix test-client client-types test-quick coverage coverage-all coverage-report lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick ci
+.PHONY: all venv lock run test test-matrix test-client client-types test-quick coverage coverage-all coverage-report lint format protos protos-check clean migrate migrate-storage-policy demo bench bench-quick mutants ci
 
 all: venv
 
@@ -122,6 +122,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.run --quick
+
+mutants: $(STAMP)
+	$(PY) -m tools.mutants
 
 ci: lint protos-check test
 

@@ -5,6 +5,7 @@ across a restart because spend lives in the status store."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes
 from tests.e2e.test_users import ALICE, BOB, SERVICE, as_user, users_env
 from tests.fakes import openai_fake as fo
@@ -197,3 +199,37 @@ def test_each_user_has_a_share_of_the_daily_cap_and_a_spent_share_refuses_their_
     assert sorted(fake_openai.paid) == sorted([s["prompt"] for s in scenes(2, "alice") + scenes(2, "bob")])
     # The cap that stopped alice, by the status service's name for it (one name across services).
     assert 'storyshort_gateway_budget_breaches_total{cap="owner"} 1.0' in metrics
+
+
+def test_the_daily_cap_fails_closed_when_todays_spend_cannot_be_read(
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI
+) -> None:
+    """A fresh gateway (no reading of today's spend yet) whose status service freezes between
+    a run's start and its first hold: the hold fails and so does the read of today's spend,
+    so the scene gets the placeholder (reason budget) and nothing is paid, though the cap has
+    room. Once the status service answers, the run is recorded, and the next video is paid."""
+    fake_openai.script(MODEL, fo.Ok())
+    system = make_system(priced_env(fake_openai, tmp_path, BUDGET_DAILY_USD="10", STATUS_TIMEOUT="2"))
+    system.start_all()
+    imagegen, status = system.procs["imagegen"], system.procs["status"]
+    try:
+        with httpx.Client(base_url=system.gateway_url, timeout=20) as client:
+            # imagegen frozen: the run's first step after its start (the price quote) waits,
+            # so the status service can be frozen before the first hold is asked for.
+            imagegen.send_signal(signal.SIGSTOP)
+            assert post(client, "closed", scenes(1)).status_code == 202
+            status.send_signal(signal.SIGSTOP)
+            imagegen.send_signal(signal.SIGCONT)
+            felt = wait_until(lambda: "no reading from today" in logs_of(system, "gateway"), 60)
+            status.send_signal(signal.SIGCONT)
+            assert felt, "the gateway never found today's spend unreadable"
+            final = poll_until_done(client, "closed", timeout=90)[-1]
+            assert post(client, "open-again", scenes(1, "paid")).status_code == 202
+            paid = poll_until_done(client, "open-again", timeout=60)[-1]
+    finally:
+        for proc in (imagegen, status):
+            proc.send_signal(signal.SIGCONT)
+    assert [(i["placeholder"], i["reason"]) for i in final["images"]] == [(True, "budget")]
+    assert final["status"] == "assets_generated" and not final["degraded"]
+    assert [i["placeholder"] for i in paid["images"]] == [False]  # the cap had room all along
+    assert fake_openai.paid == [s["prompt"] for s in scenes(1, "paid")]

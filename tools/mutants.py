@@ -1,0 +1,257 @@
+"""Mutants: a line of the code made wrong on purpose, and the test that must then fail.
+
+Each mutant here is a bug one of the suite's tests was written or strengthened to catch
+(issue #34: a test is as strong as the mutation it fails on). For each, this applies the
+change in a scratch git worktree of HEAD, runs the named tests there, and counts the mutant
+killed when they fail; the worktree is removed afterwards, so the working tree is never
+touched. Exit status 1 when a mutant survives.
+
+    .venv/bin/python -m tools.mutants              # all
+    .venv/bin/python -m tools.mutants fail-closed  # by name
+    .venv/bin/python -m tools.mutants --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    edits: tuple[tuple[str, str], ...]  # (exactly once in the file, what it becomes)
+    tests: tuple[str, ...]
+    says: str  # the bug, in words
+
+
+MUTANTS = (
+    Mutant(
+        "fail-closed",
+        "gateway/budget.py",
+        (("                    return math.inf\n", "                    return 0.0\n"),),
+        ("tests/e2e/test_budget.py::test_the_daily_cap_fails_closed_when_todays_spend_cannot_be_read",),
+        "no reading of today's spend counts as nothing spent (the daily cap fails open)",
+    ),
+    Mutant(
+        "owner-cap-not-held",
+        "gateway/budget.py",
+        (("                caps.owner_usd = self.owner_cap\n", "                pass\n"),),
+        (
+            "tests/e2e/test_budget.py::"
+            "test_each_user_has_a_share_of_the_daily_cap_and_a_spent_share_refuses_their_starts_only",
+        ),
+        "a hold is asked for without the user's share (BUDGET_USER_SHARE not enforced in the store)",
+    ),
+    Mutant(
+        "midnight-by-wall-clock",
+        "gateway/budget.py",
+        (("        return day_start_ms(self.clock())\n", "        return day_start_ms(time.time())\n"),),
+        (
+            "tests/gateway/test_budget.py::test_the_daily_cap_turns_over_at_utc_midnight",
+            "tests/gateway/test_budget.py::"
+            "test_across_midnight_a_reading_from_yesterday_does_not_count_and_the_cap_fails_closed",
+        ),
+        "the guard's day ignores its clock (the daily cap never turns over in a test of midnight)",
+    ),
+    Mutant(
+        "followers-unbounded",
+        "gateway/routes/videos.py",
+        (("    if events.full:\n", "    if False:\n"),),
+        ("tests/e2e/test_events.py::test_a_gateway_at_its_most_streams_answers_503_and_takes_one_again_when_one_ends",),
+        "EVENTS_MAX_FOLLOWERS is not enforced",
+    ),
+    Mutant(
+        "retry-after-ignored",
+        "services/imagegen/providers/openai_images.py",
+        (("retry_after=_retry_after(exc.response.headers)", "retry_after=None"),),
+        ("tests/e2e/test_fault_matrix.py::test_provider_fault[429-retry-after]",),
+        "a 429's Retry-After is not read: the throttled scene is asked again before it said",
+    ),
+    Mutant(
+        "two-upload-attempts",
+        "services/storage/uploader.py",
+        (("RetryPolicy(attempts=3,", "RetryPolicy(attempts=2,"),),
+        ("tests/e2e/test_fault_matrix.py::test_storage_fault[5xx-then-success]",),
+        "an upload is tried twice, not three times",
+    ),
+    Mutant(
+        "hop-breakers-status-only",
+        "gateway/breakers.py",
+        (
+            (
+                "if self.opened_at is None and self.failures >= self.threshold:",
+                'if self.opened_at is None and self.service == "status" and self.failures >= self.threshold:',
+            ),
+        ),
+        (
+            "tests/e2e/test_fault_matrix.py::test_each_hop_gives_up_at_its_deadline[imagegen]",
+            "tests/e2e/test_fault_matrix.py::test_each_hop_gives_up_at_its_deadline[storage]",
+        ),
+        "the gateway's breakers to imagegen and storage never open",
+    ),
+    Mutant(
+        "healing-never-gives-up",
+        "gateway/healing.py",
+        (("        if tries >= self.max_tries:\n", "        if False:\n"),),
+        ("tests/gateway/test_healing.py::test_it_gives_up_after_the_last_try_and_says_so",),
+        "healing resumes a video past HEAL_MAX_TRIES",
+    ),
+    Mutant(
+        "grace-cut-short",
+        "services/common/server.py",
+        (("        await self.server.stop(grace)\n", "        await self.server.stop(0)\n"),),
+        (
+            "tests/e2e/test_grace.py::test_imagegen_refuses_new_calls_and_finishes_the_generation_in_flight",
+            "tests/e2e/test_grace.py::test_status_refuses_new_calls_and_records_the_write_in_flight",
+        ),
+        "SIGTERM cancels the calls in flight instead of letting them finish",
+    ),
+    Mutant(
+        "gateway-takes-posts-while-draining",
+        "gateway/draining.py",
+        (
+            (
+                '        if self.drain.draining and scope["type"] == "http"',
+                '        if False and scope["type"] == "http"',
+            ),
+        ),
+        ("tests/e2e/test_grace.py::test_the_gateway_drains_then_finishes_what_is_in_flight",),
+        "a draining gateway still takes new starts",
+    ),
+    Mutant(
+        "cors-inside-the-body-limit",
+        "gateway/app.py",
+        (
+            (
+                "    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)\n",
+                "",
+            ),
+            (
+                "    handlers.install(app)\n",
+                "    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)\n    handlers.install(app)\n",
+            ),
+        ),
+        ("tests/e2e/test_access.py::test_oversized_bodies_are_refused_with_413_declared_or_chunked",),
+        "the body limit answers 413 outside CORS: the page cannot read it",
+    ),
+    Mutant(
+        "end-of-run-window-fixed",
+        "gateway/reporting.py",
+        (("retrying_within(self.flush_within, is_down)", "retrying_within(END_OF_RUN_WRITES, is_down)"),),
+        (
+            "tests/gateway/test_pipeline.py::test_reports_still_missed_after_the_flush_window_are_journaled_for_a_resume",
+        ),
+        "the end of a run ignores its configured flush window",
+    ),
+    Mutant(
+        "regenerate-replays-the-old-image",
+        "gateway/generating.py",
+        (('variant=run.variant if scene.number in run.regenerate else "",', 'variant="",'),),
+        ("tests/e2e/test_edits.py::test_regenerate_makes_one_scene_again_with_a_new_url_version",),
+        "a regenerated scene is answered from the replay of its paid image (the same bytes)",
+    ),
+    Mutant(
+        "fake-ignores-lte",
+        "tests/fakes/supabase_fake.py",
+        (('            if op == "lte" and not (value is not None and value <= other):\n', "            if False:\n"),),
+        ("tests/storage/test_supabase_fake_is_strict.py::test_filters_select_the_rows_postgrest_would",),
+        "the Supabase fake takes an lte filter and ignores it",
+    ),
+    Mutant(
+        "a-store-drops-a-video-field",
+        "services/status/stores/rows.py",
+        (
+            (
+                "run_to_row(change.run)",
+                'run_to_row({k: v for k, v in change.run.items() if k != "error"})',
+            ),
+        ),
+        ("tests/status/test_behaviour.py::test_every_field_updatevideo_may_set_is_kept_and_read_back",),
+        "the stores stop writing one of the video's fields",
+    ),
+)
+
+
+def run(mutant: Mutant, tree: Path) -> tuple[bool, float, str]:
+    """(killed, seconds, the tests' last line)."""
+    path = tree / mutant.path
+    original = path.read_text()
+    text = original
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"{mutant.name}: {old!r} is not exactly once in {mutant.path}; update the mutant")
+        text = text.replace(old, new)
+    path.write_text(text)
+    env = {**os.environ, "CI": "true"}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:faulthandler", "--tb=no", "-x", *mutant.tests],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        path.write_text(original)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode == 1, time.monotonic() - started, lines[-1] if lines else done.stderr[-300:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    if args.list or not chosen:
+        for m in MUTANTS:
+            print(f"{m.name:36} {m.path}: {m.says}")
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="mutants-"))
+    tree = scratch / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=ROOT, check=True)
+    try:
+        (tree / ".venv").symlink_to(ROOT / ".venv")
+        # The tests pass unmutated first: a mutant is killed by a test that fails on it alone.
+        tests = sorted({t for m in chosen for t in m.tests})
+        base = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:faulthandler", "--tb=line", *tests],
+            cwd=tree,
+            env={**os.environ, "CI": "true"},
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if base.returncode != 0:
+            print(base.stdout[-3000:])
+            raise SystemExit("the mutants' tests fail without a mutant: fix them first")
+        print(f"unmutated: {base.stdout.strip().splitlines()[-1]}", flush=True)
+        survived = []
+        for mutant in chosen:
+            killed, seconds, last = run(mutant, tree)
+            print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.name:36} {seconds:6.1f} s  {last}", flush=True)
+            if not killed:
+                survived.append(mutant.name)
+        print(f"{len(chosen) - len(survived)} of {len(chosen)} mutants killed")
+        if survived:
+            sys.exit(1)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
