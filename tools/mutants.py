@@ -82,7 +82,7 @@ MUTANTS = (
         "two-upload-attempts",
         "services/storage/uploader.py",
         (("RetryPolicy(attempts=3,", "RetryPolicy(attempts=2,"),),
-        ("tests/e2e/test_fault_matrix.py::test_storage_fault[5xx-then-success]",),
+        ("tests/e2e/test_fault_matrix.py::test_storage_fault[5xx-then-success-first0-assets_generated-1]",),
         "an upload is tried twice, not three times",
     ),
     Mutant(
@@ -236,7 +236,7 @@ def main() -> None:
             timeout=1800,
         )
         if base.returncode != 0:
-            print(base.stdout[-3000:])
+            print(base.stdout[-3000:], base.stderr[-2000:])
             raise SystemExit("the mutants' tests fail without a mutant: fix them first")
         print(f"unmutated: {base.stdout.strip().splitlines()[-1]}", flush=True)
         survived = []
