@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The daily cap's "no reading from today" (the owner's share has its own, after one line).
+NO_READING = "                    )\n                    return math.inf\n"
+# The window of the end of a run's flush of unrecorded reports.
+FLUSH = "            return\n        try:\n            async for attempt in retrying_within(self.flush_within, is_down)"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ MUTANTS = (
     Mutant(
         "fail-closed",
         "gateway/budget.py",
-        (("                    return math.inf\n", "                    return 0.0\n"),),
+        ((NO_READING, NO_READING.replace("math.inf", "0.0")),),
         ("tests/e2e/test_budget.py::test_the_daily_cap_fails_closed_when_todays_spend_cannot_be_read",),
         "no reading of today's spend counts as nothing spent (the daily cap fails open)",
     ),
@@ -148,7 +152,7 @@ MUTANTS = (
     Mutant(
         "end-of-run-window-fixed",
         "gateway/reporting.py",
-        (("retrying_within(self.flush_within, is_down)", "retrying_within(END_OF_RUN_WRITES, is_down)"),),
+        ((FLUSH, FLUSH.replace("self.flush_within", "END_OF_RUN_WRITES")),),
         (
             "tests/gateway/test_pipeline.py::test_reports_still_missed_after_the_flush_window_are_journaled_for_a_resume",
         ),
