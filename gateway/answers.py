@@ -38,10 +38,9 @@ def status_json(answer: status_pb2.GetVideoResponse, origin: str) -> dict[str, A
     """The answer of GET /api/video-status, shaped as VideoStatusOut (the schema in the
     OpenAPI document). The video's own fields come from its one definition
     (services/common/video.py), as the schema's do; what is added here is made from the
-    scenes and the answer. A plain dict, not validated per poll: the status reads/s ratio
-    (bench status-reads) has little room above its floor, and the fuzz test holds every
-    answer to the schema. Image URLs are built on ``origin``, where public images are
-    served now."""
+    scenes and the answer. GET /api/video-status holds it to VideoStatusOut on its way out
+    (the route's response_model); the event stream sends the same dict. Image URLs are
+    built on ``origin``, where public images are served now."""
     video = answer.video
     return {
         **answer_values(video),
