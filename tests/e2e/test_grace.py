@@ -102,17 +102,20 @@ def test_storage_refuses_new_calls_and_stores_the_upload_in_flight(make_system: 
     proc = system.start("storage")
     data = png()
     half = len(data) // 2
-    rest = threading.Event()
+    rest, halfway = threading.Event(), threading.Event()
 
     def parts() -> Iterator[storage_pb2.UploadStreamRequest]:
         header = storage_pb2.UploadHeader(path="videos/g/scene-1.png", content_type="image/png", size=len(data))
         yield storage_pb2.UploadStreamRequest(header=header)
         yield storage_pb2.UploadStreamRequest(data=data[:half])
+        halfway.set()
         rest.wait(30)  # the upload is in flight, half sent, over the signal
         yield storage_pb2.UploadStreamRequest(data=data[half:])
 
     with grpc.insecure_channel(f"127.0.0.1:{system.port('storage')}", options=OWN_SUBCHANNELS) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)  # connected before the signal
         in_flight = storage_pb2_grpc.StorageServiceStub(channel).UploadStream.future(parts(), timeout=30)
+        assert halfway.wait(10), "the first half was never asked for"
         refused_while_in_flight(
             system,
             "storage",
@@ -138,6 +141,9 @@ def test_status_refuses_new_calls_and_records_the_write_in_flight(make_system: C
     try:
         lock.execute("BEGIN EXCLUSIVE")  # the store's writes wait (its busy timeout is 5 s)
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=OWN_SUBCHANNELS) as channel:
+            # Connected first, so the call is on the wire before the signal (a call that had
+            # not reached the server by then would be refused, not in flight).
+            grpc.channel_ready_future(channel).result(timeout=10)
             request = status_pb2.CreateVideoRequest(video_id="graceful", scene_count=3)
             in_flight = status_pb2_grpc.StatusServiceStub(channel).CreateVideo.future(request, timeout=30)
             refused_while_in_flight(
