@@ -12,8 +12,7 @@ from gateway.schemas import SummaryOut, VideoStatusOut
 from services.common import video
 from services.common.errors import InvalidArgument
 from services.common.summary import FIELD_TYPES, RunSummary, camel, summary_from_values, summary_json
-from services.common.video import summary_from_pb, summary_to_pb
-from services.status.stores.rows import summary_from_json, summary_to_json
+from services.common.video import summary_from_json, summary_from_pb, summary_to_json, summary_to_pb
 from storyshort.status.v1 import status_pb2
 
 
@@ -73,10 +72,10 @@ def test_a_video_round_trips_through_the_proto_and_the_run_row() -> None:
     assert video.video_from_pb(video.video_to_pb(v)) == v
     run = {name: getattr(v, name) for name in video.RUN_FIELDS}
     assert video.run_from_row(video.run_to_row(run)) == run
-    # No run row yet (a LEFT JOIN's NULLs, or PostgREST's missing row): each field's default.
-    assert video.run_from_row({}) | {"updated_at_ms": 0} == {
-        name: video.default_of(name) for name in video.RUN_FIELDS
-    } | {"updated_at_ms": 0}
+    # No run row yet (a LEFT JOIN's NULLs, or PostgREST's missing row): each type's empty value
+    # (updated_at_ms 0: not known), never a default made at the read.
+    assert video.run_from_row({}) == {name: video.FIELD_TYPES[name]() for name in video.RUN_FIELDS}
+    assert video.run_from_row({})["updated_at_ms"] == 0
 
 
 def test_updatevideo_sets_only_what_it_names_each_value_checked() -> None:

@@ -7,10 +7,9 @@ the servicer's updates, the run rows and selects of all three stores
 
 Adding a plain field (text or a number that a run keeps, such as a thumbnail's URL): a line
 in `Video` below, the same name in the proto's `Video` (and, optional, in
-`UpdateVideoRequest` when a writer sets it), a column of preview_runs (a migration in
-sql/sqlite and sql/postgres), and the writer. tests/test_one_definition.py holds the proto
-and the answer to this table. Over 300 lines because a field's forms (proto, row, answer)
-live beside its line; split, they would drift apart again."""
+`UpdateVideoRequest` when a writer sets it; `check=text` bounds a text field), a column of
+preview_runs (a migration in sql/sqlite and sql/postgres), and the writer.
+tests/test_one_definition.py holds the proto and the answer to this table."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import json
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from services.common.errors import InvalidArgument
@@ -242,43 +241,25 @@ CHECKS: dict[str, Callable[[Any], Any]] = {f.name: f.metadata["check"] for f in 
 # The fields the status answer shows.
 SHOWN: dict[str, Shown] = {f.name: f.metadata["shown"] for f in FIELDS if f.metadata["shown"]}
 SHOWN_NAMES = {name: camel(name) for name in SHOWN}
-_FORMS: dict[str, Form] = {f.name: f.metadata["form"] for f in FIELDS if f.metadata["form"]}
 
 
-def default_of(name: str) -> Any:
-    spec = next(f for f in FIELDS if f.name == name)
-    if spec.default_factory is not MISSING:
-        return spec.default_factory()
-    return None if spec.default is MISSING else spec.default
+def _plain(name: str) -> Form:
+    """A plain value's form: itself everywhere; from a NULL or missing column, its type's empty
+    value (0, ""), never its default (updated_at_ms would be the time of the read)."""
+    kind = FIELD_TYPES[name]
+    return Form(_same, _same, _same, lambda value: kind() if value is None else kind(value))
 
 
-def _from_row(name: str) -> Callable[[Any], Any]:
-    form = _FORMS.get(name)
-    if form is not None:
-        return form.from_row
-    kind, empty = FIELD_TYPES[name], default_of(name)
-    return lambda value: empty if value is None else kind(value)
-
-
-_ROW_READERS = {name: _from_row(name) for name in RUN_FIELDS}
-
-
-def _to_pb(name: str, value: Any) -> Any:
-    form = _FORMS.get(name)
-    return form.to_pb(value) if form else value
-
-
-def _from_pb(name: str, value: Any) -> Any:
-    form = _FORMS.get(name)
-    return form.from_pb(value) if form else value
+# Every field's form, plain ones included, so each conversion is one lookup.
+_FORMS: dict[str, Form] = {f.name: f.metadata["form"] or _plain(f.name) for f in FIELDS}
 
 
 def video_to_pb(video: Video) -> status_pb2.Video:
-    return status_pb2.Video(**{name: _to_pb(name, value) for name, value in vars(video).items()})
+    return status_pb2.Video(**{name: _FORMS[name].to_pb(value) for name, value in vars(video).items()})
 
 
 def video_from_pb(message: status_pb2.Video) -> Video:
-    return Video(**{f.name: _from_pb(f.name, getattr(message, f.name)) for f in FIELDS})
+    return Video(**{f.name: _FORMS[f.name].from_pb(getattr(message, f.name)) for f in FIELDS})
 
 
 def update_values(message: Any) -> dict[str, Any]:
@@ -287,7 +268,7 @@ def update_values(message: Any) -> dict[str, Any]:
     for name, check in CHECKS.items():
         if message.HasField(name):
             try:
-                values[name] = check(_from_pb(name, getattr(message, name)))
+                values[name] = check(_FORMS[name].from_pb(getattr(message, name)))
             except InvalidArgument as exc:
                 said = str(exc)  # named in the message, as a person reads it
                 raise InvalidArgument(said if name in said else f"{name}: {said}", field=name) from exc
@@ -296,18 +277,15 @@ def update_values(message: Any) -> dict[str, Any]:
 
 def run_from_row(row: Any) -> dict[str, Any]:
     """The run row's fields from a row (a dict by column name; a missing or NULL column gives
-    the field's default)."""
-    return {name: read(row.get(name)) for name, read in _ROW_READERS.items()}
+    its type's empty value, as with no run row yet)."""
+    return {name: _FORMS[name].from_row(row.get(name)) for name in RUN_FIELDS}
 
 
 def run_to_row(values: dict[str, Any]) -> dict[str, Any]:
     """Run-row columns for field values (only RUN_FIELDS)."""
-    return {name: (form.to_row(value) if (form := _FORMS.get(name)) else value) for name, value in values.items()}
+    return {name: _FORMS[name].to_row(value) for name, value in values.items()}
 
 
 def answer_values(video: status_pb2.Video) -> dict[str, Any]:
     """The status answer's video fields (camelCase) from the proto's video."""
-    return {
-        shown_name: (form.to_answer(getattr(video, name)) if (form := _FORMS.get(name)) else getattr(video, name))
-        for name, shown_name in SHOWN_NAMES.items()
-    }
+    return {shown: _FORMS[name].to_answer(getattr(video, name)) for name, shown in SHOWN_NAMES.items()}

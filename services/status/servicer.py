@@ -14,7 +14,7 @@ from services.common.errors import InvalidArgument
 from services.common.pages import page
 from services.common.rpc import rpc
 from services.common.validation import SCENE_MAX
-from services.common.video import ERROR_MAX, check_scene_count, scene_from_pb, update_values, video_to_pb
+from services.common.video import check_scene_count, cut_error, scene_from_pb, update_values, video_to_pb
 from services.status.book import StatusBook
 from services.status.model import (
     SCENE_STATES,
@@ -183,7 +183,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
             raise InvalidArgument("a stored scene needs its url")
         if len(scene.url) > URL_MAX or len(scene.path) > URL_MAX:
             raise InvalidArgument(f"url and path must be at most {URL_MAX} characters")
-        scene.error = scene.error[:ERROR_MAX]
+        scene.error = cut_error(scene.error)
         scene.preview_url, scene.preview_index = "", 0  # a result ends the scene's preview
         _usd(scene.cost_usd, "cost_usd")
         then = None

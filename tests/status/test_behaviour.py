@@ -13,10 +13,10 @@ from services.common import video
 from services.common.deadlines import Deadline
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.summary import RunSummary
+from services.common.video import summary_from_json
 from services.status.book import StatusBook
 from services.status.model import SceneResult, VideoUpdate
 from services.status.stores.base import StatusStore
-from services.status.stores.rows import summary_from_json
 from services.status.stores.supabase import SupabaseStore
 from tests.conftest import eventually
 from tests.fakes.supabase_fake import FakeSupabase

@@ -8,10 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.common.video import RUN_FIELDS, SCENE_COLUMNS, run_from_row, run_to_row
-from services.common.video import prompts_from_json as prompts_from_json
-from services.common.video import prompts_to_json as prompts_to_json
-from services.common.video import summary_from_json as summary_from_json
-from services.common.video import summary_to_json as summary_to_json
 from services.status.model import SCENE_GENERATING, SceneResult, Video, VideoUpdate
 from services.status.stores.base import VideosTable
 
