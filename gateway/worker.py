@@ -15,7 +15,7 @@ from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
 from services.common.config import load_settings
 from services.common.logs import setup_logging
-from services.common.memory import tune_allocator
+from services.common.memory import settle_heap, tune_allocator
 from services.common.metrics import serve_metrics
 
 log = logging.getLogger("worker")
@@ -56,6 +56,7 @@ async def main() -> None:
         await runner.open()
         healer.resume = runner.start
         recovery = asyncio.create_task(retry_stalled(jobs, settings.worker_stalled_after))
+        settle_heap()
         log.info("worker started", extra={"concurrency": settings.worker_concurrency})
         try:
             await jobs.run_worker_async(

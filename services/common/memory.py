@@ -1,4 +1,5 @@
-"""The C allocator's settings for processes that move multi-MiB images.
+"""Memory settings for long-running processes: the C allocator's, for processes that move
+multi-MiB images, and the cycle collector's, for processes that answer within milliseconds.
 
 glibc serves an allocation above its mmap threshold with a fresh mapping and gives it back
 to the kernel when freed, so every 5 MiB image buffer (a gRPC message, its protobuf copy,
@@ -8,12 +9,20 @@ message between two processes took 22 ms with the defaults and 6.5 ms with these
 
 Large blocks are taken from the heap instead, and up to TRIM_THRESHOLD of freed memory at
 its top is kept for the next image rather than returned at once: resident memory stays up
-to that much above its low point after a burst, which is what makes the next one cheap."""
+to that much above its low point after a burst, which is what makes the next one cheap.
+
+Python's cycle collector, in its oldest generation, walks every object the process holds:
+the modules, classes and functions of gRPC, pydantic, the openai client and the rest. In
+the pipeline benchmark such a pass stopped imagegen for 60-100 ms and the status, storage
+and gateway processes for 20-35 ms, in the middle of a run, every few hundred calls: a
+provider's answer that came meanwhile waited that long (bench/RESULTS.md, "Pauses"). What
+was loaded at start is kept out of those passes (settle_heap), so each is short."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -43,3 +52,11 @@ def tune_allocator() -> bool:
     if not applied:
         log.warning("the C allocator refused the large-buffer settings; images will cost more CPU")
     return applied
+
+
+def settle_heap() -> None:
+    """Once started, before the first call: what start-up loaded (and survives a full
+    collection) is moved out of the collector's generations for good, so that a full pass
+    later walks only what calls have left, not every module, class and function."""
+    gc.collect()
+    gc.freeze()
