@@ -17,7 +17,12 @@ GRPC_SERVICE = """
     async def main():
         running = await start_server("127.0.0.1", 0, [])
         before = gc.get_freeze_count()
-        asyncio.get_running_loop().call_soon(lambda: (print(before, gc.get_freeze_count()), os.kill(os.getpid(), signal.SIGTERM)))
+
+        def serving():  # the first thing the loop runs once serve_until_signal waits
+            print(before, gc.get_freeze_count())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        asyncio.get_running_loop().call_soon(serving)
         await serve_until_signal(running, 1.0)
 
     asyncio.run(main())
