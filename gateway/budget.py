@@ -44,6 +44,8 @@ DAILY_READ_EVERY = 2.0
 QUOTE_FRESH = 60.0
 # The status store's bounds on a hold's ttl.
 HOLD_SECONDS = (1.0, 3600.0)
+# Users whose spend today is remembered at once (past it, the others are read again).
+OWNERS_REMEMBERED = 10_000
 
 
 def day_start_ms(now: float) -> int:
@@ -59,6 +61,64 @@ class Allowance:
     period: str  # the video id, or the UTC day
     limit: float
     hold: str = ""  # the status store's hold of this much (empty: none)
+
+
+@dataclass
+class Reading:
+    day: int  # the UTC day it is of (its start, ms)
+    usd: float  # spent that day, as the status store said
+    at: float  # when it was read (time.monotonic())
+    local: float = 0.0  # spent by this process since
+
+
+class SpendReadings:
+    """Today's spend, of everyone (owner "") or of one user's videos, for when the status
+    store cannot hold: the store's last reading (asked again every DAILY_READ_EVERY s) plus
+    what this process spent since. With no reading from today it fails closed: math.inf,
+    so no paid image until the store answers."""
+
+    def __init__(self, clients: ServiceClients, day: Callable[[], int]) -> None:
+        self.clients = clients
+        self.day = day
+        self._readings: dict[str, Reading] = {}
+
+    async def spend(self, owner: str = "") -> float:
+        day, now = self.day(), time.monotonic()
+        known = self._readings.get(owner)
+        if known is None or known.day != day or now - known.at > DAILY_READ_EVERY:
+            try:
+                answer = await self.clients.get_spend(day, owner)
+                known = self.read(answer.usd, owner)
+            except CallFailed as exc:
+                whose = "a user's spend today" if owner else "today's spend"
+                if known is None or known.day != day:
+                    log.error(
+                        f"{whose} cannot be read and there is no reading from today: no paid image "
+                        "until the status store answers",
+                        extra={"code": exc.code.name},
+                    )
+                    return math.inf
+                log.warning(f"could not read {whose}; using the last reading", extra={"code": exc.code.name})
+        return known.usd + known.local
+
+    def read(self, usd: float, owner: str = "") -> Reading:
+        """A new reading (from the store, or a hold's answer), which what this process spent
+        before it is part of."""
+        if owner and len(self._readings) > OWNERS_REMEMBERED:  # forget the day's other users
+            self._readings = {key: self._readings[key] for key in ("",) if key in self._readings}
+        reading = self._readings[owner] = Reading(self.day(), usd, time.monotonic())
+        return reading
+
+    def spent(self, usd: float, owner: str = "") -> None:
+        """An image paid by this process: everyone's spend and its owner's."""
+        for key in ("", owner) if owner else ("",):
+            if (known := self._readings.get(key)) is not None:
+                known.local += usd
+
+    def today(self, owner: str = "") -> float | None:
+        """The spend as known now, without asking (None: no reading from today)."""
+        known = self._readings.get(owner)
+        return known.usd + known.local if known is not None and known.day == self.day() else None
 
 
 class BudgetGuard:
@@ -83,10 +143,7 @@ class BudgetGuard:
         self.video_cap = video_cap
         # The owner cap: one user's share of the daily cap, for the videos they own.
         self.owner_cap = daily_cap * owner_share if daily_cap is not None and owner_share is not None else None
-        self._owners: dict[str, tuple[int, float, float]] = {}  # owner -> (day, spend read, when read)
-        self._owners_local: dict[str, float] = {}
-        self._daily: tuple[int, float, float] | None = None  # (day, spend read, when read)
-        self._daily_local = 0.0  # spent by this gateway since the last reading
+        self.readings = SpendReadings(clients, self._day)  # for when the store cannot hold
         self._breached: set[tuple[str, str]] = set()
         for cap, value in (("daily", daily_cap), ("video", video_cap)):
             if value is not None:
@@ -106,44 +163,6 @@ class BudgetGuard:
     def active(self) -> bool:
         return self.daily_cap is not None or self.video_cap is not None
 
-    async def _daily_spend(self) -> float:
-        day = self._day()
-        now = time.monotonic()
-        if self._daily is None or self._daily[0] != day or now - self._daily[2] > DAILY_READ_EVERY:
-            try:
-                spend = await self.clients.get_spend(day)
-                self._daily = (day, spend.usd, now)
-                self._daily_local = 0.0
-            except CallFailed as exc:
-                if self._daily is None or self._daily[0] != day:
-                    log.error(
-                        "today's spend cannot be read and there is no reading from today: no paid image "
-                        "until the status store answers",
-                        extra={"code": exc.code.name},
-                    )
-                    return math.inf
-                log.warning("could not read today's spend; using the last reading", extra={"code": exc.code.name})
-        return self._daily[1] + self._daily_local
-
-    async def _owner_spend(self, owner: str) -> float:
-        """What this user's videos spent today (fails closed like the daily cap)."""
-        day = self._day()
-        now = time.monotonic()
-        known = self._owners.get(owner)
-        if known is None or known[0] != day or now - known[2] > DAILY_READ_EVERY:
-            try:
-                spend = await self.clients.get_spend(day, owner)
-                known = self._owners[owner] = (day, spend.usd, now)
-                self._owners_local[owner] = 0.0
-            except CallFailed as exc:
-                if known is None or known[0] != day:
-                    log.error("a user's spend cannot be read: no paid image for them", extra={"code": exc.code.name})
-                    return math.inf
-        if len(self._owners) > 10_000:  # forget the day's other users, keep this one
-            self._owners = {owner: known}
-            self._owners_local = {owner: self._owners_local.get(owner, 0.0)}
-        return known[1] + self._owners_local.get(owner, 0.0)
-
     async def allowance(self, video_id: str, video_spend: float, owner: str = "") -> Allowance | None:
         """What the next image may cost under the tightest cap, or None when no cap is set.
         ``owner``: the signed-in user whose video it is (their share of the daily cap)."""
@@ -155,13 +174,13 @@ class BudgetGuard:
             # What the video being generated has left: the near-cap alert's per-video side.
             metrics.BUDGET_REMAINING.labels("video").set(self.video_cap - video_spend)
         if self.daily_cap is not None:
-            daily = await self._daily_spend()
+            daily = await self.readings.spend()
             remaining = self.daily_cap - daily if math.isfinite(daily) else -self.daily_cap
             if math.isfinite(daily):
                 metrics.BUDGET_REMAINING.labels("daily").set(remaining)
             left.append(Allowance(remaining, "daily", self._today(), self.daily_cap))
         if owner and self.owner_cap is not None:
-            mine = await self._owner_spend(owner)
+            mine = await self.readings.spend(owner)
             remaining = self.owner_cap - mine if math.isfinite(mine) else -self.owner_cap
             left.append(Allowance(remaining, "owner", f"{owner} {self._today()}", self.owner_cap))
         return min(left, key=lambda a: a.usd)
@@ -204,9 +223,9 @@ class BudgetGuard:
     def _granted(self, held: status_pb2.SpendReservation, video_id: str, owner: str) -> Allowance:
         today = self._today()
         if held.HasField("daily_left_usd"):
-            # A reading for the fallback: recorded spend and the others' holds, as of now.
-            self._daily_local = 0.0  # this image is added by spent() once paid
-            self._daily = (self._day(), (self.daily_cap or 0.0) - held.daily_left_usd, time.monotonic())
+            # A reading for the fallback: recorded spend and the others' holds, as of now
+            # (this image is added by spent() once paid).
+            self.readings.read((self.daily_cap or 0.0) - held.daily_left_usd)
             metrics.BUDGET_REMAINING.labels("daily").set(held.daily_left_usd - held.granted_usd)
         if held.HasField("video_left_usd"):
             metrics.BUDGET_REMAINING.labels("video").set(held.video_left_usd - held.granted_usd)
@@ -240,7 +259,7 @@ class BudgetGuard:
         daily cap is spent, so nothing is started that could only get placeholders."""
         if not owner or self.owner_cap is None:
             return
-        if await self._owner_spend(owner) >= self.owner_cap:
+        if await self.readings.spend(owner) >= self.owner_cap:
             now = self.clock()
             retry_after = max(1, int(day_start_ms(now) / 1000 + 86400 - now))
             raise HTTPError(
@@ -268,9 +287,8 @@ class BudgetGuard:
         )
 
     def spent(self, usd: float, owner: str = "") -> None:
-        self._daily_local += usd
-        if self.daily_cap is not None and self._daily is not None and self._daily[0] == self._day():
+        self.readings.spent(usd, owner)
+        today = self.readings.today()
+        if self.daily_cap is not None and today is not None:
             # What is left as soon as an image is paid, not only at the next scene's check.
-            metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - self._daily[1] - self._daily_local)
-        if owner:
-            self._owners_local[owner] = self._owners_local.get(owner, 0.0) + usd
+            metrics.BUDGET_REMAINING.labels("daily").set(self.daily_cap - today)

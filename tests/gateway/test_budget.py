@@ -72,6 +72,32 @@ async def test_the_remaining_gauge_has_a_video_side_for_the_near_cap_alert() -> 
     assert remaining / cap < 0.1  # StoryShortBudgetNearCap's expression, which now can fire
 
 
+async def test_a_users_spend_is_read_as_everyones_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reader for both: a user's spend fails closed with no reading from today, goes on
+    from the last reading plus what this process paid for their videos, and past
+    OWNERS_REMEMBERED users the others are forgotten (read again), never this one."""
+    status = StandInStatus(usd=1.0)
+    budget = BudgetGuard(cast(ServiceClients, status), daily_cap=10.0, video_cap=None, owner_share=0.5)
+    status.down = True
+    closed = await budget.allowance("v", 0.0, owner="ann")
+    assert closed is not None and closed.cap in ("daily", "owner") and closed.usd <= 0
+    status.down = False
+    first = await budget.allowance("v", 0.0, owner="ann")
+    assert first is not None and first.cap == "owner" and first.usd == pytest.approx(4.0)  # 5 - 1
+    budget.spent(0.75, owner="ann")
+    budget.spent(0.5, owner="bob")  # another user's video: everyone's spend, not ann's
+    status.down = True
+    monkeypatch.setattr("gateway.budget.DAILY_READ_EVERY", 0.0)  # read again at once
+    later = await budget.allowance("v", 0.0, owner="ann")
+    assert later is not None and later.cap == "owner" and later.usd == pytest.approx(3.25)  # 5 - (1 + 0.75)
+    assert budget.readings.today() == pytest.approx(2.25)  # 1 read + 0.75 + 0.5 paid here
+    monkeypatch.setattr("gateway.budget.OWNERS_REMEMBERED", 1)
+    status.down = False
+    await budget.allowance("v", 0.0, owner="cy")
+    assert budget.readings.today("cy") == pytest.approx(1.0)
+    assert budget.readings.today("ann") is None, "past the bound the other users are forgotten"
+
+
 class PerUserStatus(StandInStatus):
     """Spend per owner: `mine` for the asked owner, `usd` for everyone."""
 
