@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The daily cap's "no reading from today" (the owner's share has its own, after one line).
+# "No reading from today" of the spend readings (the daily cap's and each user's share's).
 NO_READING = "                    )\n                    return math.inf\n"
 # The window of the end of a run's flush of unrecorded reports.
 FLUSH = "            return\n        try:\n            async for attempt in retrying_within(self.flush_within, is_down)"
