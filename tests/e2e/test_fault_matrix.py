@@ -174,14 +174,19 @@ def test_provider_fault(make_system: Callable[..., System], fake_openai: fo.Fake
 # ---- storage (Supabase Storage, faked) ----------------------------------------------
 
 
-def storage_run(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, supabase: sf.FakeSupabase) -> Run:
+def storage_run(
+    make_system: Callable[..., System],
+    fake_openai: fo.FakeOpenAI,
+    supabase: sf.FakeSupabase,
+    upload_timeout: float = 2.0,
+) -> Run:
     run = make_run(
         make_system,
         fake_openai,
         STORAGE_BACKEND="supabase",
         SUPABASE_URL=supabase.url,
         SUPABASE_SERVICE_ROLE_KEY=supabase.key,
-        UPLOAD_TIMEOUT="2",
+        UPLOAD_TIMEOUT=str(upload_timeout),
         IMAGEGEN_PARTIAL_IMAGES="0",  # no preview uploads: the faults meet the scenes' images
     )
     run.supabase = supabase
@@ -208,7 +213,9 @@ def test_storage_fault(
     n: int,
 ) -> None:
     supabase.inject("upload", *first)
-    run = storage_run(make_system, fake_openai, supabase)
+    # Three attempts and their backoffs fit 2 s on an idle machine, not on a loaded one; the
+    # case is about the attempts, so it has room. A hang needs the short deadline.
+    run = storage_run(make_system, fake_openai, supabase, upload_timeout=10.0 if fault == "5xx-then-success" else 2.0)
     run.start(n=n)
     final = run.finish()
     run.check(final, recovers, n=n)
