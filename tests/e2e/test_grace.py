@@ -56,11 +56,15 @@ def refused_while_in_flight(
         codes.append(code_of_a_new_call(port, call))
         return codes[-1] is grpc.StatusCode.UNAVAILABLE
 
-    # Only UNAVAILABLE counts. A connection accepted in the instant the server begins to stop
-    # can leave its call unanswered until the probe's own deadline: that probe is not a
-    # refusal, and the next one (a new connection, refused) is asked.
+    # Only UNAVAILABLE counts. A call that reaches the server in the instant it begins to stop
+    # can be left unanswered until the probe's own deadline (DEADLINE_EXCEEDED), or be
+    # cancelled by the stopping server as a call it had taken but not yet started
+    # (CANCELLED; seen twice in CI runs): neither is a refusal, and the next probe (a new
+    # connection, refused) is asked. An answer of any other kind fails the test.
     assert wait_until(refused, timeout=10), codes
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}, codes
+    instant = {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+    assert set(codes) <= instant | {grpc.StatusCode.UNAVAILABLE}, codes
+    assert codes.count(grpc.StatusCode.CANCELLED) <= 1, f"cancelled more than in the instant of the stop: {codes}"
     assert not in_flight.done(), "the call in flight had ended before a new call was refused"
 
 
