@@ -73,11 +73,13 @@ def rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def running_system(env: dict[str, str] | None = None) -> Iterator[System]:
-    """The four processes on free ports with a throwaway data directory, quiet logs."""
+def running_system(env: dict[str, str] | None = None, root: Path = ROOT) -> Iterator[System]:
+    """The four processes (of the checkout at ``root``) on free ports with a throwaway data
+    directory, quiet logs."""
     with tempfile.TemporaryDirectory(prefix="storyshort-bench-") as tmp:
         overrides = {"DATA_DIR": tmp, "OPENAI_API_KEY": "", "LOG_LEVEL": "WARNING", **(env or {})}
-        system = System.configure(overrides, {name: free_port() for name in SERVICES}, log_dir=Path(tmp) / "logs")
+        ports = {name: free_port() for name in SERVICES}
+        system = System.configure(overrides, ports, log_dir=Path(tmp) / "logs", root=root)
         try:
             system.start_all()
             yield system

@@ -76,10 +76,16 @@ class System:
     # Children get SIGTERM when the process that started them dies, even by SIGKILL (Linux):
     # for a supervisor whose main thread lives as long as they do.
     die_with_parent: bool = False
+    # The checkout whose code the processes run (bench/paired.py: another commit's worktree).
+    root: Path = ROOT
 
     @classmethod
     def configure(
-        cls, overrides: dict[str, str] | None = None, ports: dict[str, int] | None = None, log_dir: Path | None = None
+        cls,
+        overrides: dict[str, str] | None = None,
+        ports: dict[str, int] | None = None,
+        log_dir: Path | None = None,
+        root: Path = ROOT,
     ) -> System:
         env = dict(os.environ)
         env.update(overrides or {})
@@ -92,9 +98,9 @@ class System:
         env.setdefault("STORAGE_ADDR", f"127.0.0.1:{env['STORAGE_PORT']}")
         env.setdefault("STATUS_ADDR", f"127.0.0.1:{env['STATUS_PORT']}")
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['GATEWAY_PORT']}")
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
-        return cls(env, log_dir)
+        return cls(env, log_dir, root=root)
 
     def port(self, name: str) -> int:
         return int(self.env[SERVICES[name][1]])
@@ -132,7 +138,7 @@ class System:
         with self.critical():
             proc = subprocess.Popen(
                 [sys.executable, "-m", module],
-                cwd=ROOT,
+                cwd=self.root,
                 env=env or self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,

@@ -1,0 +1,121 @@
+"""`python -m bench.paired REV [--pairs N]`: the pipeline benchmark's 30-scene video on this
+checkout (A) against another commit (B), both systems up side by side, videos posted to
+them in turn (A B, B A, A B, ...).
+
+Why: on a shared two-core machine the same code measures 1.04 in one batch of runs and
+1.06 in the next (the machine's own speed moves: a process's CPU time per scene changes
+by a fifth between batches), so two batches run one after the other cannot tell a change
+worth half a percent from the machine. Runs of A and B that alternate share the machine's
+moments; their differences, taken pair by pair, can. The figures: each side's medians
+(seen done / ideal as in `bench_pipeline`, and its timeline), the median of the paired
+differences B - A, and in how many pairs B was faster. Run it once with REV = HEAD to see
+the noise of the method itself (A against A)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.bench_pipeline import MODEL, provider_env, seen_done_over_events, story, timeline
+from bench.common import Figure, running_system, wait_done, write_results
+from bench.run import table
+from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry, warm_answers
+from tools.processes import ROOT
+
+SCENES, LANES, LATENCY = 30, 3, 0.2
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """``rev`` in a throwaway worktree (removed after)."""
+    with tempfile.TemporaryDirectory(prefix="storyshort-paired-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
+    ideal = math.ceil(SCENES / LANES) * LATENCY
+    runs: dict[str, dict[str, list[float]]] = {}
+    warm_answers()
+    with ExitStack() as stack:
+        sides = {}
+        for side, root in (("A", ROOT), ("B", stack.enter_context(checkout(rev)))):
+            fake = stack.enter_context(FakeOpenAI(models=[model_entry(MODEL)]))
+            fake.script(MODEL, Ok(latency=LATENCY, size=(0, 0)))
+            system = stack.enter_context(running_system(provider_env(fake), root=root))
+            client = stack.enter_context(httpx.Client(base_url=system.gateway_url, timeout=30))
+            client.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": story(3)})
+            wait_done(client, "warm")
+            sides[side] = (fake, system, client)
+            runs[side] = {"ratio": [], "first_ms": [], "gap_ms": [], "gaps_ms": [], "end_ms": []}
+        for pair in range(pairs):
+            for side in ("A", "B") if pair % 2 == 0 else ("B", "A"):
+                fake, system, client = sides[side]
+                first = len(fake.generation_requests())
+                started, at = time.perf_counter(), time.monotonic()
+                video = f"pair{pair}"
+                client.post("/api/generate-preview-images", json={"videoId": video, "scenes": story(SCENES)})
+                seen_done_over_events(system.gateway_url, video)
+                runs[side]["ratio"].append((time.perf_counter() - started) / ideal)
+                stages = timeline(fake.generation_requests()[first:], at, time.monotonic(), lanes=LANES)
+                for name in ("first_ms", "gap_ms", "gaps_ms", "end_ms"):
+                    runs[side][name].append(stages[name])
+                wait_done(client, video)
+    return runs
+
+
+def figures(rev: str, runs: dict[str, dict[str, list[float]]]) -> list[Figure]:
+    out = []
+    for side, label in (("A", "this checkout"), ("B", rev)):
+        m = {name: statistics.median(values) for name, values in runs[side].items()}
+        out.append(
+            Figure(
+                f"paired, {side} ({label}): 30 scenes seen done by the client / ideal",
+                round(m["ratio"], 4),
+                "ratio",
+                note=f"first request {m['first_ms']:.1f} ms, gap {m['gap_ms']:.2f} (last lane's sum "
+                f"{m['gaps_ms']:.1f}), end {m['end_ms']:.1f}; medians of {len(runs[side]['ratio'])} videos",
+            )
+        )
+    differences = [b - a for a, b in zip(runs["A"]["ratio"], runs["B"]["ratio"], strict=True)]
+    faster = sum(1 for d in differences if d < 0)
+    out.append(
+        Figure(
+            f"paired: B ({rev}) - A (this checkout), seen done / ideal, pair by pair",
+            round(statistics.median(differences), 4),
+            "ratio",
+            note=f"median; B faster in {faster} of {len(differences)} pairs",
+        )
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rev", help="the commit to compare this checkout against (HEAD: the method's own noise)")
+    parser.add_argument("--pairs", type=int, default=12, help="videos per side (default 12, about a minute)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
+    args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    found = figures(args.rev, compare(args.rev, args.pairs))
+    print(table(found))
+    if not args.no_write:
+        print(f"\nwritten: {write_results(found, 'paired')}")
+
+
+if __name__ == "__main__":
+    main()
