@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -44,10 +45,23 @@ def _term_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, and never one this process handed out before: the
+    kernel may give the same free port to two binds in a row, and two processes of one
+    system (a gateway and a gRPC service, say) would then be told to share it."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                break
+        _HANDED_OUT.add(port)  # after 100 repeats (a range nearly used up): the last one
+        return port
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
