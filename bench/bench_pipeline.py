@@ -56,6 +56,19 @@ def timeline(requests: list[Request], posted: float, seen: float, lanes: int) ->
     }
 
 
+def one_video(
+    fake: FakeOpenAI, client: httpx.Client, video_id: str, n: int, lanes: int = 3
+) -> tuple[float, dict[str, float]]:
+    """Post a video of ``n`` scenes and follow its event stream to the end: the seconds from
+    the POST to the end seen (client side), and the run's `timeline`."""
+    first = len(fake.generation_requests())
+    started, at = time.perf_counter(), time.monotonic()
+    client.post("/api/generate-preview-images", json={"videoId": video_id, "scenes": story(n)})
+    seen_done_over_events(str(client.base_url), video_id)
+    seconds = time.perf_counter() - started
+    return seconds, timeline(fake.generation_requests()[first:], at, time.monotonic(), lanes=lanes)
+
+
 def pipeline(quick: bool) -> list[Figure]:
     """N=30 scenes, concurrency 3, provider latency 200 ms, against ceil(N/3) x 200 ms;
     paid requests per scene on a healthy run and on a run interrupted mid-way and resumed.
@@ -80,12 +93,10 @@ def pipeline(quick: bool) -> list[Figure]:
             wait_done(c, "warm")
             before = fake.count(MODEL)
             for r in range(repeats):
-                first = len(fake.generation_requests())
-                posted, started, at = time.time(), time.perf_counter(), time.monotonic()
-                c.post("/api/generate-preview-images", json={"videoId": f"p{r}", "scenes": story(n)})
-                seen_done_over_events(system.gateway_url, f"p{r}")
-                pushed.append(time.perf_counter() - started)
-                stages.append(timeline(fake.generation_requests()[first:], at, time.monotonic(), lanes=3))
+                posted = time.time()
+                seconds, stage = one_video(fake, c, f"p{r}", n)
+                pushed.append(seconds)
+                stages.append(stage)
                 final = wait_done(c, f"p{r}")
                 walls.append(final["updatedAtMs"] / 1000 - posted)
                 started = time.perf_counter()

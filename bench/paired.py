@@ -16,34 +16,18 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import ExitStack
 
 import httpx
 
-from bench.bench_pipeline import MODEL, provider_env, seen_done_over_events, story, timeline
+from bench.bench_pipeline import MODEL, one_video, provider_env, story
 from bench.common import Figure, running_system, wait_done, write_results
 from bench.run import table
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry, warm_answers
 from tools.processes import ROOT
+from tools.worktree import scratch_worktree
 
 SCENES, LANES, LATENCY = 30, 3, 0.2
-
-
-@contextmanager
-def checkout(rev: str) -> Iterator[Path]:
-    """``rev`` in a throwaway worktree (removed after)."""
-    with tempfile.TemporaryDirectory(prefix="storyshort-paired-") as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev], cwd=ROOT, check=True)
-        try:
-            yield tree
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
 
 
 def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
@@ -52,28 +36,24 @@ def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
     warm_answers()
     with ExitStack() as stack:
         sides = {}
-        for side, root in (("A", ROOT), ("B", stack.enter_context(checkout(rev)))):
+        other = stack.enter_context(scratch_worktree(rev, prefix="storyshort-paired-"))
+        for side, root in (("A", ROOT), ("B", other)):
             fake = stack.enter_context(FakeOpenAI(models=[model_entry(MODEL)]))
             fake.script(MODEL, Ok(latency=LATENCY, size=(0, 0)))
             system = stack.enter_context(running_system(provider_env(fake), root=root))
             client = stack.enter_context(httpx.Client(base_url=system.gateway_url, timeout=30))
             client.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": story(3)})
             wait_done(client, "warm")
-            sides[side] = (fake, system, client)
+            sides[side] = (fake, client)
             runs[side] = {"ratio": [], "first_ms": [], "gap_ms": [], "gaps_ms": [], "end_ms": []}
         for pair in range(pairs):
             for side in ("A", "B") if pair % 2 == 0 else ("B", "A"):
-                fake, system, client = sides[side]
-                first = len(fake.generation_requests())
-                started, at = time.perf_counter(), time.monotonic()
-                video = f"pair{pair}"
-                client.post("/api/generate-preview-images", json={"videoId": video, "scenes": story(SCENES)})
-                seen_done_over_events(system.gateway_url, video)
-                runs[side]["ratio"].append((time.perf_counter() - started) / ideal)
-                stages = timeline(fake.generation_requests()[first:], at, time.monotonic(), lanes=LANES)
+                fake, client = sides[side]
+                seconds, stages = one_video(fake, client, f"pair{pair}", SCENES, LANES)
+                runs[side]["ratio"].append(seconds / ideal)
                 for name in ("first_ms", "gap_ms", "gaps_ms", "end_ms"):
                     runs[side][name].append(stages[name])
-                wait_done(client, video)
+                wait_done(client, f"pair{pair}")
     return runs
 
 

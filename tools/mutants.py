@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools.worktree import scratch_worktree
 
 ROOT = Path(__file__).resolve().parents[1]
 # "No reading from today" of the spend readings (the daily cap's and each user's share's).
@@ -224,10 +224,7 @@ def main() -> None:
         for m in MUTANTS:
             print(f"{m.name:36} {m.path}: {m.says}")
         return
-    scratch = Path(tempfile.mkdtemp(prefix="mutants-"))
-    tree = scratch / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), "HEAD"], cwd=ROOT, check=True)
-    try:
+    with scratch_worktree("HEAD", prefix="mutants-") as tree:
         (tree / ".venv").symlink_to(ROOT / ".venv")
         # The tests pass unmutated first: a mutant is killed by a test that fails on it alone.
         tests = sorted({t for m in chosen for t in m.tests})
@@ -252,9 +249,6 @@ def main() -> None:
         print(f"{len(chosen) - len(survived)} of {len(chosen)} mutants killed")
         if survived:
             sys.exit(1)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
