@@ -8,7 +8,9 @@ by a fifth between batches), so two batches run one after the other cannot tell 
 worth half a percent from the machine. Runs of A and B that alternate share the machine's
 moments; their differences, taken pair by pair, can. The figures: each side's medians
 (seen done / ideal as in `bench_pipeline`, and its timeline), the median of the paired
-differences B - A, and in how many pairs B was faster. Run it once with REV = HEAD to see
+differences B - A, and in how many pairs B was faster; and each process's CPU time per
+scene (its threads' schedstat around each video), which a busy machine moves far less than
+it moves wall time. Run it once with REV = HEAD to see
 the noise of the method itself (A against A)."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import math
 import statistics
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 
@@ -28,6 +31,20 @@ from tools.processes import ROOT
 from tools.worktree import scratch_worktree
 
 SCENES, LANES, LATENCY = 30, 3, 0.2
+# Whose CPU time per scene is measured, video by video.
+PROCESSES = ("imagegen", "gateway", "storage", "status")
+
+
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds the process has run on a CPU, all its threads (the first field of each
+    thread's /proc schedstat): finer than the 10 ms ticks of /proc/<pid>/stat."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
@@ -44,16 +61,21 @@ def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
             client = stack.enter_context(httpx.Client(base_url=system.gateway_url, timeout=30))
             client.post("/api/generate-preview-images", json={"videoId": "warm", "scenes": story(3)})
             wait_done(client, "warm")
-            sides[side] = (fake, client)
+            pids = {name: system.procs[name].pid for name in PROCESSES}
+            sides[side] = (fake, client, pids)
             runs[side] = {"ratio": [], "first_ms": [], "gap_ms": [], "gaps_ms": [], "end_ms": []}
+            runs[side] |= {f"{name}_cpu_ms": [] for name in PROCESSES}
         for pair in range(pairs):
             for side in ("A", "B") if pair % 2 == 0 else ("B", "A"):
-                fake, client = sides[side]
+                fake, client, pids = sides[side]
+                before = {name: cpu_ns(pid) for name, pid in pids.items()}
                 seconds, stages = one_video(fake, client, f"pair{pair}", SCENES, LANES)
+                wait_done(client, f"pair{pair}")
+                for name, pid in pids.items():  # per scene, the closing status read included
+                    runs[side][f"{name}_cpu_ms"].append((cpu_ns(pid) - before[name]) / 1e6 / SCENES)
                 runs[side]["ratio"].append(seconds / ideal)
                 for name in ("first_ms", "gap_ms", "gaps_ms", "end_ms"):
                     runs[side][name].append(stages[name])
-                wait_done(client, f"pair{pair}")
     return runs
 
 
@@ -68,6 +90,17 @@ def figures(rev: str, runs: dict[str, dict[str, list[float]]]) -> list[Figure]:
                 "ratio",
                 note=f"first request {m['first_ms']:.1f} ms, gap {m['gap_ms']:.2f} (last lane's sum "
                 f"{m['gaps_ms']:.1f}), end {m['end_ms']:.1f}; medians of {len(runs[side]['ratio'])} videos",
+            )
+        )
+    for name in PROCESSES:
+        a, b = (runs[side][f"{name}_cpu_ms"] for side in ("A", "B"))
+        out.append(
+            Figure(
+                f"paired: {name}'s CPU time per scene, A (this checkout) and B ({rev})",
+                round(statistics.median(a), 2),
+                "ms",
+                note=f"B {statistics.median(b):.2f}; B - A pair by pair "
+                f"{statistics.median(y - x for x, y in zip(a, b, strict=True)):+.2f} (median)",
             )
         )
     differences = [b - a for a, b in zip(runs["A"]["ratio"], runs["B"]["ratio"], strict=True)]
