@@ -11,7 +11,7 @@ outside 1..10 or n > 1 on dall-e-3, unsupported sizes, prompts over the limit ar
 /openai/deployments/{deployment}/images/generations?api-version=..., key in `api-key`.
 
 Each model has a queue of behaviours (used one per request, the last one repeating):
-Ok, Error, Hang, Trickle, Garbage, BadBase64, EmptyData, UrlAnswer."""
+Ok, Error, Hang, HangUp, Trickle, Garbage, BadBase64, EmptyData, UrlAnswer."""
 
 from __future__ import annotations
 
@@ -98,6 +98,12 @@ class Hang:
 
 
 @dataclass
+class HangUp:
+    """Read the request, then close the connection without a word (a proxy or load
+    balancer dropping it; a keep-alive connection closed as the request went out)."""
+
+
+@dataclass
 class Trickle:
     """Answer 200 with a Content-Length, then send the body a few bytes at a time."""
 
@@ -120,7 +126,7 @@ class EmptyData:
     """200 with an empty data list (seen from proxies)."""
 
 
-Behaviour = Ok | UrlAnswer | Error | Hang | Trickle | Garbage | BadBase64 | EmptyData | Flaky | StreamCut
+Behaviour = Ok | UrlAnswer | Error | Hang | HangUp | Trickle | Garbage | BadBase64 | EmptyData | Flaky | StreamCut
 # A model streams at most one partial per this many seconds of its latency.
 PARTIAL_EVERY = 0.25
 
@@ -592,6 +598,8 @@ class FakeOpenAI(LoopbackServer):
                     self._json(b.status, {"error": err}, b.headers)
                 elif isinstance(b, Hang):
                     fake.stopping.wait(120)
+                elif isinstance(b, HangUp):
+                    self.close_connection = True
                 elif isinstance(b, Trickle):
                     payload_bytes = json.dumps(
                         {"created": created, "data": [{"b64_json": base64.b64encode(image_bytes()).decode()}]}

@@ -4,6 +4,7 @@ Proofs come from the fake's request counts and the answer's attempts."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ import pytest
 from services.common.config import ImagegenSettings
 from services.common.server import Registration
 from services.imagegen.__main__ import build_servicer
+from services.imagegen.providers.base import ImageRequest, Outcome, ProviderFailure
+from services.imagegen.providers.openai_images import OpenAIImageProvider, openai_client
 from services.imagegen.servicer import SERVICE, ImageGenServicer
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import grpc_server
@@ -113,6 +116,33 @@ async def test_the_last_model_is_asked_again_after_a_server_error(fake_openai: f
         answer = await imagegen.generate()
         assert outcomes(answer) == [(B, "TRANSIENT"), (B, "SUCCESS")]
         assert fake_openai.count(B) == 2
+
+
+async def test_a_connection_hung_up_on_is_lost_not_timed_out_and_the_model_is_asked_again(
+    fake_openai: fo.FakeOpenAI,
+) -> None:
+    # The SDK's aiohttp transport names every lost connection a timeout (ConnectTimeout);
+    # nothing came back, so the model is asked again, as after any lost connection.
+    fake_openai.script(B, fo.HangUp(), fo.Ok())
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B):
+        answer = await imagegen.generate()
+        assert outcomes(answer) == [(B, "TRANSIENT"), (B, "SUCCESS")]
+        assert "connection error" in answer.attempts[0].reason
+        assert fake_openai.count(B) == 2, "the fault was felt: two requests"
+
+
+async def test_a_refused_connection_is_lost_not_timed_out() -> None:
+    closed = socket.socket()  # bound, never listening: every connection to it is refused
+    closed.bind(("127.0.0.1", 0))
+    provider = OpenAIImageProvider(openai_client(KEY, f"http://127.0.0.1:{closed.getsockname()[1]}/v1"), A)
+    try:
+        with pytest.raises(ProviderFailure) as failed:
+            await provider.generate(ImageRequest("a fox", (1024, 1024)), time.monotonic() + 10)
+        assert (failed.value.outcome, failed.value.retry_same) == (Outcome.TRANSIENT, True)
+        assert failed.value.reason == "connection error"
+    finally:
+        await provider.close()
+        closed.close()
 
 
 async def test_the_last_model_is_not_asked_again_after_a_timeout_at_its_own_limit(fake_openai: fo.FakeOpenAI) -> None:

@@ -62,10 +62,15 @@ class GoogleImagenProvider:
         self.kind = "google-imagen"
         self.max_prompt_chars = MAX_PROMPT_CHARS
         self.partial_images, self.streams = 0, False  # Imagen answers the final alone
+        # The SDK's httpx transport, named: with `aiohttp` installed (the OpenAI client's
+        # transport) the SDK would move onto it, whose hangs end in errors of another kind.
+        self._http = httpx2.AsyncClient()
         self.client = genai.Client(
             vertexai=True,
             api_key=api_key,
-            http_options=types.HttpOptions(base_url=base_url, retry_options=types.HttpRetryOptions(attempts=1)),
+            http_options=types.HttpOptions(
+                base_url=base_url, retry_options=types.HttpRetryOptions(attempts=1), httpx_async_client=self._http
+            ),
         )
 
     def price_key(self, request: ImageRequest) -> PriceKey:
@@ -73,6 +78,7 @@ class GoogleImagenProvider:
 
     async def close(self) -> None:
         await self.client.aio.aclose()
+        await self._http.aclose()  # the SDK leaves a client it was given to its owner
 
     async def generate(
         self, request: ImageRequest, deadline: float, on_partial: OnPartial | None = None
