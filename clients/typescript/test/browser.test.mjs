@@ -4,7 +4,7 @@
 // Authorization header, a streamed fetch body across origins, previews on the way.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -24,6 +24,46 @@ import {
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const BUNDLE = join(HERE, "../dist/storyshort.browser.js");
+
+/** Processes started with this profile: Chromium's helpers (zygotes, renderers, the GPU and
+ * network processes) outlive the browser by seconds, writing into it as they close. */
+function usingProfile(profile) {
+  const found = [];
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "latin1").includes(profile)) found.push(Number(pid));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return found;
+}
+
+/** Stop the browser and every process of its profile (its own process group first; any
+ * left after 15 s are killed), then remove the profile: nothing writes into it any more. */
+async function stopChromium(child, exited, profile) {
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {
+    // the group is gone already
+  }
+  await exited;
+  const deadline = Date.now() + 15_000;
+  for (let left = usingProfile(profile); left.length; left = usingProfile(profile)) {
+    if (Date.now() > deadline) {
+      for (const pid of left) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // ended meanwhile
+        }
+      }
+    }
+    await new Promise((wake) => setTimeout(wake, 50));
+  }
+  rmSync(profile, { recursive: true, force: true });
+}
 
 function chromium() {
   for (const name of ["chromium", "chromium-browser"]) {
@@ -132,7 +172,7 @@ test("Chromium: the bundle starts a video on another origin and follows it to th
       `--user-data-dir=${profile}`,
       `http://127.0.0.1:${pagePort}/#${hash}`,
     ],
-    { stdio: "ignore" },
+    { stdio: "ignore", detached: true }, // its own process group, stopped as one
   );
   const exited = new Promise((done) => child.once("exit", done));
   try {
@@ -147,8 +187,6 @@ test("Chromium: the bundle starts a video on another origin and follows it to th
     assert.deepEqual(seen.progress, [...seen.progress].sort((a, b) => a - b));
     assert.ok(seen.previews.length >= 1, "a preview reached the page");
   } finally {
-    child.kill("SIGTERM");
-    await exited;
-    rmSync(profile, { recursive: true, force: true, maxRetries: 10 }); // chromium's helpers may still be closing files
+    await stopChromium(child, exited, profile);
   }
 });
