@@ -184,6 +184,17 @@ MUTANTS = (
         ("tests/status/test_behaviour.py::test_every_field_updatevideo_may_set_is_kept_and_read_back",),
         "the stores stop writing one of the video's fields",
     ),
+    Mutant(
+        "lost-connection-taken-for-a-timeout",
+        "services/imagegen/providers/openai_images.py",
+        (("openai.APITimeoutError) and not _dropped(exc):", "openai.APITimeoutError):"),),
+        (
+            "tests/imagegen/test_chain.py::test_a_connection_hung_up_on_is_lost_not_timed_out_and_the_model_is_asked_again",
+            "tests/imagegen/test_chain.py::test_a_refused_connection_is_lost_not_timed_out",
+            "tests/imagegen/test_streaming.py::test_a_streamed_request_hung_up_on_is_asked_again_not_taken_for_a_timeout",
+        ),
+        "a connection refused or hung up on (the aiohttp transport's ConnectTimeout) read as a hang: never asked again",
+    ),
 )
 
 

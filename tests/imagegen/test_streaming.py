@@ -93,6 +93,18 @@ async def test_a_stream_that_stops_midway_still_ends_with_an_image_paid_once(
         assert len(partials(frames)) >= 1
 
 
+async def test_a_streamed_request_hung_up_on_is_asked_again_not_taken_for_a_timeout(fake_openai: fo.FakeOpenAI) -> None:
+    # The aiohttp transport names the lost connection a timeout; nothing was streamed.
+    fake_openai.script(B, fo.HangUp(), fo.Ok(latency=0.3))
+    async for imagegen in start(fake_openai, IMAGEGEN_CHAIN=B, IMAGEGEN_PARTIAL_IMAGES=1):
+        answer = final(await stream(imagegen, "hung up on"))
+        assert outcomes(answer) == [(B, "TRANSIENT"), (B, "SUCCESS")]
+        assert "connection error" in answer.attempts[0].reason
+        sent = fake_openai.generation_requests()
+        assert [r.body.get("stream") for r in sent] == [True, True], "both asked streamed: the fault was felt"
+        assert fake_openai.paid == ["hung up on"]
+
+
 async def test_a_quick_model_sends_fewer_partials_and_an_answer_paid_already_sends_none(
     fake_openai: fo.FakeOpenAI,
 ) -> None:
