@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -49,17 +50,43 @@ _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+def quiet_ports() -> range:
+    """Ports just below the kernel's ephemeral range (`ip_local_port_range`): an outgoing
+    connection never takes one of them, where it may take a port that a bind to port 0
+    handed out before its process binds it. Empty when that range starts too low."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(max(10_000, low - 12_000), low)
+
+
+def _bindable(port: int) -> int | None:
+    """``port`` when a listener could bind it now (port 0: the kernel's pick)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+        return int(s.getsockname()[1])
+
+
 def free_port() -> int:
-    """A port nothing listens on now, and never one this process handed out before: the
-    kernel may give the same free port to two binds in a row, and two processes of one
-    system (a gateway and a gRPC service, say) would then be told to share it."""
+    """A port nothing listens on now, out of the way of outgoing connections (`quiet_ports`,
+    where there are any), and never one this process handed out before: two processes of
+    one system (a gateway and a gRPC service, say) are never told to share one, even by a
+    kernel that gives the same free port to two binds in a row."""
+    quiet = quiet_ports()
     with _HANDED_OUT_LOCK:
+        port = None
         for _ in range(100):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            if port not in _HANDED_OUT:
+            port = _bindable(random.choice(quiet) if quiet else 0)
+            if port is not None and port not in _HANDED_OUT:
                 break
+        if port is None:
+            port = _bindable(0)
+        if port is None:
+            raise OSError("no free loopback port")
         _HANDED_OUT.add(port)  # after 100 repeats (a range nearly used up): the last one
         return port
 
