@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.processes import ROOT
 from tools.worktree import scratch_worktree
 
-ROOT = Path(__file__).resolve().parents[1]
 # "No reading from today" of the spend readings (the daily cap's and each user's share's).
 NO_READING = "                    )\n                    return math.inf\n"
 # The window of the end of a run's flush of unrecorded reports.

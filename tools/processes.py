@@ -50,10 +50,11 @@ _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+@functools.cache
 def quiet_ports() -> range:
     """Ports just below the kernel's ephemeral range (`ip_local_port_range`): an outgoing
     connection never takes one of them, where it may take a port that a bind to port 0
-    handed out before its process binds it. Empty when that range starts too low."""
+    handed out before its process binds it. Empty when that range starts too low. Read once."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
