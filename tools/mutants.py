@@ -195,6 +195,35 @@ MUTANTS = (
         ),
         "a connection refused or hung up on (the aiohttp transport's ConnectTimeout) read as a hang: never asked again",
     ),
+    Mutant(
+        "sent-before-its-turn",
+        "services/imagegen/providers/base.py",
+        (("        await gate.passed()\n", "        pass\n"),),
+        (
+            "tests/imagegen/test_admission.py::test_a_video_has_at_most_its_parallelism_at_the_provider",
+            "tests/imagegen/test_admission.py::test_a_call_cancelled_before_its_turn_is_never_sent",
+        ),
+        "a request built while its call waits for its lane goes out at once (the lane not held)",
+    ),
+    Mutant(
+        "place-given-back-unheld",
+        "services/imagegen/chain.py",
+        (("            if gate is None or gate.opened:\n", "            if True:\n"),),
+        (
+            "tests/imagegen/test_admission.py::test_a_call_that_leaves_before_its_turn_gives_back_no_place_it_never_held",
+        ),
+        "a request built while waiting and never sent gives back a provider place it never held",
+    ),
+    Mutant(
+        "deadline-from-the-build",
+        "services/imagegen/providers/base.py",
+        (("    return gate.deadline if gate is not None and gate.opened else deadline\n", "    return deadline\n"),),
+        (
+            "tests/imagegen/test_admission.py::"
+            "test_a_url_answer_after_a_long_wait_for_the_lane_has_the_whole_attempt_to_download",
+        ),
+        "a request built while waiting counts its deadline from the build, not from when it is sent",
+    ),
 )
 
 

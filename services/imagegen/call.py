@@ -64,6 +64,10 @@ class Call:
     waiting: asyncio.Task[tuple[ProviderImage, ImageInfo]] | None = None  # the request the chain waits for
     earlier: list[Earlier] = field(default_factory=list)  # requests it stopped waiting for, still going on
 
+    def waits_for_lane(self) -> bool:
+        """Whether taking its lane will wait (a place of its video is free, or it holds one)."""
+        return not self.in_lane and self.lane is not None and self.lane.locked()
+
     def leave_lane(self) -> None:
         if self.in_lane and self.lane is not None:
             self.lane.release()

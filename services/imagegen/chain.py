@@ -37,14 +37,16 @@ from services.imagegen import metrics
 from services.imagegen.admission import NO_ROOM, take_place
 from services.imagegen.breaker import Pass
 from services.imagegen.call import Call, ChainPolicy, ProviderSlot
-from services.imagegen.late import Earlier, LateRequests, arrived, first_image
+from services.imagegen.late import Earlier, LateRequests, Work, arrived, first_image
 from services.imagegen.prices import PriceTable
 from services.imagegen.providers.base import (
+    SEND_GATE,
     ImageRequest,
     Outcome,
     Partial,
     ProviderFailure,
     ProviderImage,
+    SendGate,
     Usage,
     billed_partials,
 )
@@ -246,26 +248,33 @@ class ProviderChain:
         started = time.monotonic()
         if self._time_for(index, slot, call) < self.policy.min_attempt:
             self._not_sent(call, slot, granted, Outcome.SKIPPED, NO_TIME, started)
-        if not await self._enter_lane(call):
-            self._not_sent(call, slot, granted, Outcome.TIMEOUT, NO_ROOM, started)
-        # Everything this model gets, from waiting for a place at it to its answer: its fair
-        # share of what is left now. No wait and no hang here can take the later models' time.
-        started = time.monotonic()
-        ends = started + self._time_for(index, slot, call)
-        if ends - started < self.policy.min_attempt:  # the lane's wait left too little
-            self._not_sent(call, slot, granted, Outcome.SKIPPED, NO_TIME, started)
-        why_not = await take_place(slot.semaphore, slot.breaker, granted, ends - self.policy.min_attempt)
-        if why_not:
-            self._not_sent(call, slot, granted, Outcome.SKIPPED, why_not, started)
+        prepared = self._prepare(slot, call, started)
+        try:
+            if not await self._enter_lane(call):
+                self._not_sent(call, slot, granted, Outcome.TIMEOUT, NO_ROOM, started)
+            # Everything this model gets, from waiting for a place at it to its answer: its
+            # fair share of what is left now. No wait and no hang here can take the later
+            # models' time.
+            started = time.monotonic()
+            ends = started + self._time_for(index, slot, call)
+            if ends - started < self.policy.min_attempt:  # the lane's wait left too little
+                self._not_sent(call, slot, granted, Outcome.SKIPPED, NO_TIME, started)
+            why_not = await take_place(slot.semaphore, slot.breaker, granted, ends - self.policy.min_attempt)
+            if why_not:
+                self._not_sent(call, slot, granted, Outcome.SKIPPED, why_not, started)
+        except BaseException:
+            _drop(prepared)
+            raise
         # From here the provider's place is the request's: it gives it back when it ends,
         # even after the chain has stopped waiting for it (a late image is still kept).
         started = time.monotonic()
         if (came := arrived(call.earlier)) is not None:  # while this one waited for its place
+            _drop(prepared)
             slot.semaphore.release()
             self._release(slot, granted)
             return self._take(call, came)
         timeout = max(ends - started, self.policy.min_attempt)
-        work = call.waiting = asyncio.create_task(self._call_provider(slot, call, started + slot.attempt_timeout))
+        work = call.waiting = self._send(slot, call, started + slot.attempt_timeout, prepared)
         this = Earlier(slot.name, work, started, lambda i: self._cost(slot, i))  # if the chain stops waiting
         try:
             # Never cancels the request: on a timeout it goes on, and may still answer this
@@ -336,9 +345,35 @@ class ProviderChain:
         call.deadline.start()
         return True
 
-    async def _call_provider(self, slot: ProviderSlot, call: Call, deadline: float) -> tuple[ProviderImage, ImageInfo]:
+    def _prepare(self, slot: ProviderSlot, call: Call, now: float) -> Prepared | None:
+        """A call that must wait for its lane has its request built meanwhile and held at
+        its gate: once the lane and the provider's place are its, the request goes out
+        without the client's building on the way (bench/RESULTS.md, "built while waiting")."""
+        if not (slot.provider.prepares and call.waits_for_lane()):
+            return None
+        gate = SendGate()
+        return gate, asyncio.create_task(self._call_provider(slot, call, now + slot.attempt_timeout, gate))
+
+    def _send(self, slot: ProviderSlot, call: Call, deadline: float, prepared: Prepared | None) -> Work:
+        """The request let go, its places held: the one built while the call waited, else
+        one made now (also when the built one ended at its gate: it was never sent)."""
+        if prepared is not None:
+            gate, work = prepared
+            if not work.done():
+                gate.open(deadline)
+                return work
+            _drop(prepared)
+        return asyncio.create_task(self._call_provider(slot, call, deadline))
+
+    async def _call_provider(
+        self, slot: ProviderSlot, call: Call, deadline: float, gate: SendGate | None = None
+    ) -> tuple[ProviderImage, ImageInfo]:
         """One request and the check of what it answered; the provider's place is given
-        back when it ends, whether or not the chain still waits for it."""
+        back when it ends, whether or not the chain still waits for it. With ``gate``, the
+        request is built now and sent when the gate opens (the places held, its deadline
+        then known); cancelled before that, it was never sent and holds no place."""
+        if gate is not None:
+            SEND_GATE.set(gate)  # this task's own context
 
         async def partial(frame: Partial) -> None:
             if call.on_partial is None or call.waiting is not asyncio.current_task():
@@ -359,7 +394,8 @@ class ProviderChain:
             except InvalidImage as exc:
                 raise ProviderFailure(Outcome.INVALID_IMAGE, str(exc)) from None
         finally:
-            slot.semaphore.release()
+            if gate is None or gate.opened:
+                slot.semaphore.release()
 
     def _cost(self, slot: ProviderSlot, image: ProviderImage) -> float | None:
         return self.prices.charge(slot.name, image.key, image.usage, image.partials)
@@ -369,3 +405,19 @@ class ProviderChain:
         await self._late.close()
         for slot in self.slots:
             await slot.provider.close()
+
+
+# A request built while its call waits for its places, and its gate.
+Prepared = tuple[SendGate, Work]
+
+
+def _drop(prepared: Prepared | None) -> None:
+    """A built request never let go: stopped at its gate, where it sent nothing and held no
+    place (one that ended there is over; its error is no failure of the call)."""
+    if prepared is None:
+        return
+    _gate, work = prepared
+    if not work.done():
+        work.cancel()
+    elif not work.cancelled():
+        work.exception()

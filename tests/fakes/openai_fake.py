@@ -268,6 +268,8 @@ class FakeOpenAI(LoopbackServer):
         # The keys it accepts (None: any).
         self.api_keys = {api_key} if isinstance(api_key, str) else set(api_key) if api_key is not None else None
         self.azure = azure
+        # Seconds an image URL's download waits before its bytes (a slow file server).
+        self.file_latency = 0.0
         self.requests: list[Request] = []
         # TCP connections accepted: fewer than requests when clients reuse them.
         self.connections = 0
@@ -372,6 +374,7 @@ class FakeOpenAI(LoopbackServer):
                         return
                     self._json(200, {"object": "list", "data": fake.models})
                 elif path.startswith("/files/"):
+                    time.sleep(fake.file_latency)
                     fmt = path.rsplit(".", 1)[-1].upper()
                     data = image_bytes("JPEG" if fmt == "JPG" else fmt)
                     self.send_response(200)

@@ -10,6 +10,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
+from services.imagegen.providers.base import SEND_GATE, SendGate
 from tests.conftest import wait_until
 from tests.fakes import openai_fake as fo
 from tests.imagegen.conftest import A, B
@@ -118,3 +121,71 @@ async def test_a_call_cancelled_after_its_turn_finishes_its_paid_work_and_the_re
         assert not retry.placeholder and outcomes(retry) == [(A, "SKIPPED")]
         assert "already paid" in retry.attempts[0].reason
         assert fake_openai.count(A) == 1, "the retry paid nothing"
+
+
+async def test_a_call_that_leaves_before_its_turn_gives_back_no_place_it_never_held(
+    fake_openai: fo.FakeOpenAI,
+) -> None:
+    """A call waiting for its lane has its request built (and held at its gate); one that
+    leaves before its turn never sent it and never held the provider's place, so it gives
+    none back: the limit of 2 still holds for the calls after it."""
+    fake_openai.script(A, fo.Ok(latency=1.0), *[fo.Ok(latency=0.3)] * 6)
+    async for imagegen in start(fake_openai, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 2}}):
+        first = asyncio.ensure_future(imagegen.generate(prompt="first", video_id="v1", scene=1, video_parallelism=1))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+        second = await imagegen.generate(prompt="second", video_id="v1", scene=2, video_parallelism=1, timeout=0.9)
+        assert second.placeholder and outcomes(second)[0] == (A, "TIMEOUT")
+        assert outcomes(await first) == [(A, "SUCCESS")]
+        answers = await asyncio.gather(
+            *(imagegen.generate(prompt=f"other {i}", video_id=f"w{i}", scene=1) for i in range(6))
+        )
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 6
+        assert fake_openai.max_in_flight[A] == 2  # a place given back twice would let a third in
+        assert "second" not in [r.body["prompt"] for r in fake_openai.generation_requests()]
+
+
+async def test_a_url_answer_after_a_long_wait_for_the_lane_has_the_whole_attempt_to_download(
+    fake_openai: fo.FakeOpenAI,
+) -> None:
+    """The request built while its call waited gets its deadline when it is sent: the fourth
+    call waits 1.2 s for its lane, longer than its model's 1 s, and still downloads its image
+    (a deadline counted from the build would leave the download 10 ms of its 100)."""
+    fake_openai.script(A, fo.UrlAnswer(latency=0.4))
+    fake_openai.file_latency = 0.1
+    async for imagegen in start(fake_openai, IMAGEGEN_ATTEMPT_TIMEOUT=1.0):
+        answers = await asyncio.gather(*scenes(imagegen, "v1", 4, 1))
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 4
+        assert fake_openai.max_in_flight[A] == 1
+        assert fake_openai.count(None, path="/files/img.png") == 4
+
+
+async def test_a_request_that_fails_while_built_is_made_again_when_its_turn_comes(
+    fake_openai: fo.FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request built while its call waits may end at its gate without being sent (the
+    client failing before its bytes go): it held no place and the call is not failed for
+    it; its request is made again once the call's turn comes, the provider's place given
+    back once (the limit of 1 then still holds)."""
+    fake_openai.script(A, fo.Ok(latency=0.3))
+    async for imagegen in start(fake_openai, IMAGEGEN_PROVIDER_LIMITS={A: {"concurrency": 1}}):
+        provider = imagegen.chain.slots[0].provider
+        generate, built = provider.generate, list[SendGate]()
+
+        async def fails_while_waiting(
+            *args: Any, _real: Any = generate, _built: list[Any] = built, **kwargs: Any
+        ) -> Any:
+            gate = SEND_GATE.get()
+            if gate is not None and not gate.opened:
+                _built.append(gate)
+                raise RuntimeError("the client failed before its bytes went")
+            return await _real(*args, **kwargs)
+
+        monkeypatch.setattr(provider, "generate", fails_while_waiting)
+        answers = await asyncio.gather(*scenes(imagegen, "v1", 3, 1))
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 3
+        assert len(built) == 2  # the two that waited for the lane
+        answers = await asyncio.gather(
+            *(imagegen.generate(prompt=f"other {i}", video_id=f"w{i}", scene=1) for i in range(3))
+        )
+        assert [outcomes(a) for a in answers] == [[(A, "SUCCESS")]] * 3
+        assert fake_openai.max_in_flight[A] == 1 and fake_openai.count(A) == 6

@@ -4,6 +4,7 @@ streaming from the fake (Server-Sent Events as the images API sends them)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -184,3 +185,18 @@ async def test_bad_input_to_generate_stream_is_refused_and_nothing_is_sent(fake_
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "prompt is empty" in (refused.value.details() or "")
         assert fake_openai.count() == 0
+
+
+async def test_a_scene_that_waited_for_its_lane_still_shows_its_partials(fake_openai: fo.FakeOpenAI) -> None:
+    """The second scene's request is built while the first holds the video's lane and sent
+    after it: its partials are shown all the same, each after the first scene's final."""
+    fake_openai.script(A, fo.Ok(latency=0.9, size=(0, 0)))
+    async for imagegen in start(fake_openai, IMAGEGEN_PARTIAL_IMAGES=2):
+        one, two = await asyncio.gather(
+            stream(imagegen, "scene one", video_id="v", scene=1, video_parallelism=1),
+            stream(imagegen, "scene two", video_id="v", scene=2, video_parallelism=1),
+        )
+        assert [p.index for p in partials(one)] == [0, 1] and [p.index for p in partials(two)] == [0, 1]
+        assert outcomes(final(one)) == outcomes(final(two)) == [(A, "SUCCESS")]
+        assert fake_openai.max_in_flight[A] == 1
+        assert sorted(fake_openai.paid) == ["scene one", "scene two"]

@@ -6,8 +6,10 @@ a deadline, makes exactly one request to its vendor and answers the image bytes 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,6 +91,44 @@ class Partial:
 OnPartial = Callable[[Partial], Awaitable[None]]
 
 
+class SendGate:
+    """Lets a request be built while its call still waits for its places (its video's lane,
+    the provider's limit), and sent only once they are held: a provider that `prepares`
+    waits on it just before its request's bytes go (`SEND_GATE`, set by the chain in the
+    request's own task). ``deadline`` is the request's, known when the gate opens."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self.deadline = 0.0
+
+    @property
+    def opened(self) -> bool:
+        return self._open.is_set()
+
+    def open(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._open.set()
+
+    async def passed(self) -> None:
+        await self._open.wait()
+
+
+# The gate of the request being made in this task (None: it may go at once).
+SEND_GATE: ContextVar[SendGate | None] = ContextVar("send_gate", default=None)
+
+
+async def wait_for_send_gate(*_: object) -> None:
+    """Waits until this task's request may go (an httpx request hook)."""
+    if (gate := SEND_GATE.get()) is not None:
+        await gate.passed()
+
+
+def sent_deadline(deadline: float) -> float:
+    """The deadline of this task's request: its gate's, once the request was let go."""
+    gate = SEND_GATE.get()
+    return gate.deadline if gate is not None and gate.opened else deadline
+
+
 class ImageProvider(Protocol):
     """One image model of one vendor account.
 
@@ -107,6 +147,8 @@ class ImageProvider(Protocol):
     # Partial images asked for per image, and whether the model still streams them.
     partial_images: int
     streams: bool
+    # Builds its request before its places are held and sends it at the `SEND_GATE`.
+    prepares: bool
 
     def price_key(self, request: ImageRequest) -> PriceKey: ...
 

@@ -62,6 +62,7 @@ class GoogleImagenProvider:
         self.kind = "google-imagen"
         self.max_prompt_chars = MAX_PROMPT_CHARS
         self.partial_images, self.streams = 0, False  # Imagen answers the final alone
+        self.prepares = False  # its request is built when it may go
         # The SDK's httpx transport, named: with `aiohttp` installed (the OpenAI client's
         # transport) the SDK would move onto it, whose hangs end in errors of another kind.
         self._http = httpx2.AsyncClient()

@@ -34,6 +34,8 @@ from services.imagegen.providers.base import (
     ProviderFailure,
     ProviderImage,
     Usage,
+    sent_deadline,
+    wait_for_send_gate,
 )
 
 log = logging.getLogger(__name__)
@@ -190,7 +192,7 @@ def openai_client(api_key: str, base_url: str) -> AsyncOpenAI:
     """An SDK client with the SDK's own retries off (the chain is the only retry layer), on
     the SDK's aiohttp transport: a third less CPU per request than its default (httpx2), on
     the loop that hands a freed lane to the next scene (bench/RESULTS.md, "aiohttp")."""
-    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=DefaultAioHttpClient())
+    return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client())
 
 
 def azure_client(api_key: str, endpoint: str, api_version: str) -> AsyncAzureOpenAI:
@@ -200,8 +202,14 @@ def azure_client(api_key: str, endpoint: str, api_version: str) -> AsyncAzureOpe
         azure_endpoint=endpoint,
         api_version=api_version,
         max_retries=0,
-        http_client=DefaultAioHttpClient(),
+        http_client=_http_client(),
     )
+
+
+def _http_client() -> DefaultAioHttpClient:
+    """The SDK's aiohttp client, whose every request waits at its task's `SEND_GATE` once
+    the SDK has built it (an httpx request hook: it holds for every transport and proxy)."""
+    return DefaultAioHttpClient(event_hooks={"request": [wait_for_send_gate]})
 
 
 class OpenAIImageProvider:
@@ -233,6 +241,7 @@ class OpenAIImageProvider:
         # Only GPT image models stream; one that refuses is asked without streaming after.
         self.partial_images = partial_images if self.family.takes_output_format else 0
         self.streams = streams and self.family.takes_output_format
+        self.prepares = True  # its client waits at the SEND_GATE
 
     def price_key(self, request: ImageRequest) -> PriceKey:
         width, height = nearest_size(self.family, request.size)
@@ -279,7 +288,8 @@ class OpenAIImageProvider:
                 except (binascii.Error, ValueError) as exc:
                     raise ProviderFailure(Outcome.INVALID_IMAGE, "b64_json is not valid base64") from exc
             if item.url:
-                return ProviderImage(await self._fetch(item.url, max(deadline - time.monotonic(), 0.01)), key, usage)
+                left = max(sent_deadline(deadline) - time.monotonic(), 0.01)
+                return ProviderImage(await self._fetch(item.url, left), key, usage)
             raise ProviderFailure(Outcome.TRANSIENT, "answer had neither b64_json nor url", retry_same=True)
         except ProviderFailure:
             raise
