@@ -5,9 +5,12 @@ browser does (layout, CORS, EventSource) is tested in a real one."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,7 +24,7 @@ import pytest
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, wait_until
 from tools.processes import free_port
 
 FLAGS = [
@@ -46,9 +49,10 @@ def chromium_or_skip() -> str:
 
 
 class Page:
-    def __init__(self, socket: Connection) -> None:
+    def __init__(self, socket: Connection, profile: str = "") -> None:
         self._socket = socket
         self._ids = itertools.count(1)
+        self.profile = profile  # the browser's own profile directory
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         message_id = next(self._ids)
@@ -94,26 +98,52 @@ class Page:
 
 @contextmanager
 def chromium() -> Iterator[Page]:
-    """A fresh headless Chromium (own profile) and its first tab."""
+    """A fresh headless Chromium (own profile, own process group) and its first tab."""
     browser = chromium_or_skip()
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="storyshort-chromium-", ignore_cleanup_errors=True) as profile:
+    with tempfile.TemporaryDirectory(prefix="storyshort-chromium-") as profile:
         proc = subprocess.Popen(
             [browser, *FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers in its group, stopped as one
         )
         try:
             socket_url = _page_socket(port)
             with connect(socket_url, max_size=64 * 1024 * 1024) as socket:
-                yield Page(socket)
+                yield Page(socket, profile)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, profile)
+
+
+def _using_profile(profile: str) -> list[int]:
+    """Processes started with this profile: Chromium's helpers (zygotes, renderers, the GPU
+    and network processes) outlive the browser by seconds, writing into it as they close."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if profile.encode() in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def _stop(proc: subprocess.Popen[bytes], profile: str) -> None:
+    """Stop the browser and every process of its profile (its group first; any left after
+    15 s are killed), so that the profile is removed with nothing writing into it and no
+    renderer goes on using a core the next tests need."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not wait_until(lambda: not _using_profile(profile), 15.0, every=0.05):
+        for pid in _using_profile(profile):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _using_profile(profile), 5.0, every=0.05)
 
 
 def _page_socket(port: int, timeout: float = 30.0) -> str:
