@@ -65,7 +65,7 @@ class Call:
     earlier: list[Earlier] = field(default_factory=list)  # requests it stopped waiting for, still going on
 
     def waits_for_lane(self) -> bool:
-        """Whether taking its lane will wait (a place of its video is free, or it holds one)."""
+        """Whether taking its lane will wait: it holds no place yet and none of its video's is free."""
         return not self.in_lane and self.lane is not None and self.lane.locked()
 
     def leave_lane(self) -> None:
