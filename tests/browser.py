@@ -49,7 +49,7 @@ def chromium_or_skip() -> str:
 
 
 class Page:
-    def __init__(self, socket: Connection, profile: str = "") -> None:
+    def __init__(self, socket: Connection, profile: str) -> None:
         self._socket = socket
         self._ids = itertools.count(1)
         self.profile = profile  # the browser's own profile directory

@@ -374,7 +374,8 @@ class FakeOpenAI(LoopbackServer):
                         return
                     self._json(200, {"object": "list", "data": fake.models})
                 elif path.startswith("/files/"):
-                    time.sleep(fake.file_latency)
+                    if fake.stopping.wait(fake.file_latency):
+                        return
                     fmt = path.rsplit(".", 1)[-1].upper()
                     data = image_bytes("JPEG" if fmt == "JPG" else fmt)
                     self.send_response(200)
