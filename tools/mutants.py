@@ -215,6 +215,16 @@ MUTANTS = (
         "a request built while waiting and never sent gives back a provider place it never held",
     ),
     Mutant(
+        "shared-place-given-back-unheld",
+        "services/imagegen/chain.py",
+        (("            if gate is None or gate.opened:\n", "            if True:\n"),),
+        (
+            "tests/imagegen/test_shared_state.py::"
+            "test_a_request_built_while_waiting_and_refused_by_the_shared_limit_sends_and_gives_back_nothing",
+        ),
+        "the same, across replicas: the refused request hands Redis another request's lease",
+    ),
+    Mutant(
         "deadline-from-the-build",
         "services/imagegen/providers/base.py",
         (("    return gate.deadline if gate is not None and gate.opened else deadline\n", "    return deadline\n"),),

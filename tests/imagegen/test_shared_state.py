@@ -82,10 +82,12 @@ def replicas(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> Iterator[Callable[..
 
 
 async def generate(
-    port: int, prompt: str, timeout: float = 40, video_id: str = "", scene: int = 0
+    port: int, prompt: str, timeout: float = 40, video_id: str = "", scene: int = 0, parallelism: int = 0
 ) -> imagegen_pb2.GenerateResponse:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[*CHANNEL_OPTIONS, *OWN_SUBCHANNELS]) as ch:
-        request = imagegen_pb2.GenerateRequest(prompt=prompt, size="256x256", video_id=video_id, scene=scene)
+        request = imagegen_pb2.GenerateRequest(
+            prompt=prompt, size="256x256", video_id=video_id, scene=scene, video_parallelism=parallelism
+        )
         answer: imagegen_pb2.GenerateResponse = await imagegen_pb2_grpc.ImageGenServiceStub(ch).Generate(
             request, timeout=timeout
         )
@@ -404,3 +406,41 @@ def test_a_limit_smaller_than_the_replicas_gives_some_replicas_no_part(
     assert served_by_a[0] == 0 and served_by_a[1] > 0, served_by_a
     without = next(mine for mine in by_replica if all(a.provider == B for a in mine))
     assert all("no part of the provider's limit" in a.attempts[0].reason for a in without)
+
+
+def test_a_request_built_while_waiting_and_refused_by_the_shared_limit_sends_and_gives_back_nothing(
+    replicas: Callable[..., Replicas], redis_prefix: Prefix, fake_openai: fo.FakeOpenAI
+) -> None:
+    """The send gate crossed with the shared limit. A limit of 2 over two replicas, both
+    places held by requests left to finish late (one from each replica). On replica 0 a
+    video's second scene waits for its lane, its request built and held at its gate; when
+    its turn comes the shared limit has no place for it within its share, so it is refused
+    unsent. It never held a place, so it gives none back: replica 0's own place stays
+    held, and a call on replica 1 meanwhile still finds no room. A place given back for
+    the refused request would hand Redis replica 0's lease and let a third request in."""
+    fake_openai.script(A, fo.Ok(latency=8.0), fo.Ok(latency=8.0), fo.Ok(latency=0.2))
+    group = replicas(
+        2,
+        redis_prefix.url,
+        redis_prefix.name,
+        IMAGE_GEN_TIMEOUT="1.5",
+        IMAGEGEN_PROVIDER_LIMITS=json.dumps({A: {"concurrency": 2}}),
+    )
+
+    async def crossing() -> list[imagegen_pb2.GenerateResponse]:
+        holders = asyncio.gather(generate(group.ports[0], "holder 0"), generate(group.ports[1], "holder 1"))
+        assert await asyncio.to_thread(fake_openai.wait_for_requests, 2)
+        scenes = await asyncio.gather(
+            *(generate(group.ports[0], f"v scene {n}", video_id="v", scene=n, parallelism=1) for n in (1, 2))
+        )
+        after = await generate(group.ports[1], "after the refusal")
+        await holders  # placeholders at their time; their requests go on, holding the places
+        return [*scenes, after]
+
+    first, second, after = asyncio.run(crossing())
+    assert first.placeholder and second.placeholder
+    assert [a.outcome for a in second.attempts][:1] == [imagegen_pb2.ATTEMPT_OUTCOME_SKIPPED], second.attempts
+    sent = [r.body["prompt"] for r in fake_openai.generation_requests()]
+    assert not {"v scene 1", "v scene 2"} & set(sent), sent
+    # Both holders still at the provider when `after` asked: a third place was never given.
+    assert fake_openai.max_in_flight[A] == 2, (fake_openai.max_in_flight, sent, after.attempts)
