@@ -208,11 +208,11 @@ class StatusBook:
         settles: str = "",
     ) -> Video:
         """Record the scene (and its cost) and drop the spend hold it was paid under
-        (``settles``): a retried report drops nothing twice (a hold is gone once)."""
-        video = await self._write("report_scene", deadline, lambda: self.store.report_scene(video_id, scene, settles))
-        if then is not None:
-            video = await self.update(video_id, then, deadline)
-        return video
+        (``settles``): a retried report drops nothing twice (a hold is gone once). ``then``
+        (the run's end) is written with it, in the same transaction where the store has one."""
+        return await self._write(
+            "report_scene", deadline, lambda: self.store.report_scene(video_id, scene, settles, then)
+        )
 
     async def report_preview(self, video_id: str, scene: int, url: str, index: int, deadline: Deadline) -> Video:
         return await self._write(

@@ -143,6 +143,30 @@ async def test_scene_reports_raise_progress_and_a_failure_never_replaces_a_store
     )
 
 
+async def test_the_last_scene_carries_the_run_end_and_answers_the_video_done(store: StatusStore) -> None:
+    await store.create("v1", 2)
+    await store.update("v1", VideoUpdate(status="generating_images"))
+    await store.report_scene("v1", stored(1))
+    end = VideoUpdate(status="assets_generated", progress=100, summary=RunSummary(generated=2, elapsed_ms=700))
+    done = await store.report_scene("v1", stored(2), then=end)
+    assert (done.status, done.progress, done.summary.generated) == ("assets_generated", 100, 2)
+    assert [(s.scene, s.state) for s in done.scenes] == [(1, "stored"), (2, "stored")]
+    assert await store.get("v1") == done
+
+
+async def test_a_run_end_the_status_refuses_keeps_the_scene_it_came_with(store: StatusStore) -> None:
+    """A draft cannot move to done: the end is refused (FailedPrecondition), nothing of it
+    written, and the scene reported with it is recorded all the same."""
+    await store.create("v1", 1)
+    end = VideoUpdate(status="assets_generated", progress=100, summary=RunSummary(generated=1))
+    with pytest.raises(FailedPrecondition, match="cannot move"):
+        await store.report_scene("v1", stored(1), then=end)
+    after = await store.get("v1")
+    assert after is not None and (after.status, after.summary.generated) == ("draft", 0)
+    assert [(s.scene, s.state) for s in after.scenes] == [(1, "stored")]
+    assert after.progress == 100  # from the stored scene, not from the refused end
+
+
 async def test_concurrent_scene_reports_end_at_one_hundred(store: StatusStore) -> None:
     await store.create("v1", 12)
     await store.update("v1", VideoUpdate(status="generating_images"))

@@ -64,9 +64,14 @@ class StatusStore(Protocol):
         """Raises NotFound, FailedPrecondition (bad transition)."""
         ...
 
-    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
+    async def report_scene(
+        self, video_id: str, scene: SceneResult, settles: str = "", then: VideoUpdate | None = None
+    ) -> Video:
         """Record a scene's result; ``settles``: the spend hold its image was paid under,
-        dropped once the cost is recorded (in the same transaction where the store has them)."""
+        dropped once the cost is recorded; ``then``: the video's change that follows (a
+        run's end: one write, so the video never reads as all scenes in and still
+        generating). Each in the same transaction where the store has them. A ``then`` the
+        video's status refuses raises FailedPrecondition, the scene recorded all the same."""
         ...
 
     async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:

@@ -253,28 +253,32 @@ class PostgresStore:
         return await self._run(lambda conn: self._read(conn, video_id))
 
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
-        async def work(conn: Conn) -> Video:
-            current = await self._read_existing(conn, video_id, lock=True)
-            if change.status is not None:
-                check_transition(current.status, change.status)
-                await conn.execute(
-                    sql.SQL("UPDATE {t} SET {status} = %s WHERE {id} = %s").format(**self._v),
-                    (self.videos.column_value(change.status), video_id),
-                )
-            if change.progress is not None:
-                await self._raise_progress(conn, video_id, change.progress)
-            if change.status == GENERATING:  # a run starts: the previews of an earlier one go
-                for clear in CLEAR_PREVIEWS:
-                    await conn.execute(clear.replace("?", "%s"), (video_id,))
-            resumed = change.status == GENERATING and current.status != GENERATING
-            await self._touch_run(conn, video_id, **run_columns(change, resumed))
-            return await self._read_existing(conn, video_id)
+        return await self._run(lambda conn: self._update(conn, video_id, change))
 
-        return await self._run(work)
+    async def _update(self, conn: Conn, video_id: str, change: VideoUpdate) -> Video:
+        """The change applied (FailedPrecondition, nothing written, for a refused status)."""
+        current = await self._read_existing(conn, video_id, lock=True)
+        if change.status is not None:
+            check_transition(current.status, change.status)
+            await conn.execute(
+                sql.SQL("UPDATE {t} SET {status} = %s WHERE {id} = %s").format(**self._v),
+                (self.videos.column_value(change.status), video_id),
+            )
+        if change.progress is not None:
+            await self._raise_progress(conn, video_id, change.progress)
+        if change.status == GENERATING:  # a run starts: the previews of an earlier one go
+            for clear in CLEAR_PREVIEWS:
+                await conn.execute(clear.replace("?", "%s"), (video_id,))
+        resumed = change.status == GENERATING and current.status != GENERATING
+        await self._touch_run(conn, video_id, **run_columns(change, resumed))
+        return await self._read_existing(conn, video_id)
 
-    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
+    async def report_scene(
+        self, video_id: str, scene: SceneResult, settles: str = "", then: VideoUpdate | None = None
+    ) -> Video:
         """One round trip: every statement goes out in pipeline mode; progress is computed
-        in SQL from the stored scenes, under the video's row lock."""
+        in SQL from the stored scenes, under the video's row lock. ``then`` (a run's end)
+        follows in the same transaction."""
         cols = sql.SQL(", ").join(map(sql.Identifier, SCENE_COLUMNS))
         sets = sql.SQL(", ").join(
             sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in SCENE_COLUMNS if c != "scene"
@@ -293,7 +297,7 @@ class PostgresStore:
         ).format(**self._v)
         lock = sql.SQL("SELECT 1 FROM {t} WHERE {id} = %s FOR UPDATE").format(**self._v)
 
-        async def work(conn: Conn) -> Video:
+        async def work(conn: Conn) -> tuple[Video, FailedPrecondition | None]:
             async with conn.pipeline():
                 exists = await conn.execute(lock, (video_id,))
                 await conn.execute(upsert, (video_id, *[getattr(scene, c) for c in SCENE_COLUMNS], now_ms()))
@@ -304,15 +308,24 @@ class PostgresStore:
                 )
                 if settles:  # the cost is in: its hold goes in the same transaction
                     await conn.execute("DELETE FROM preview_spend_holds WHERE id = %s", (settles,))
-                video_cur = await conn.execute(self._select(False), (video_id,))
-                scenes_cur = await self._select_scenes(conn, video_id)
+                if then is None:
+                    video_cur = await conn.execute(self._select(False), (video_id,))
+                    scenes_cur = await self._select_scenes(conn, video_id)
             if await exists.fetchone() is None:
                 raise NotFound(f"video {video_id!r} does not exist")  # rolls the transaction back
+            if then is not None:
+                try:
+                    return await self._update(conn, video_id, then), None
+                except FailedPrecondition as refused:  # the scene is kept all the same
+                    return await self._read_existing(conn, video_id), refused
             video = await self._video(video_cur, scenes_cur)
             assert video is not None
-            return video
+            return video, None
 
-        return await self._run(work)
+        video, refused = await self._run(work)
+        if refused is not None:
+            raise refused
+        return video
 
     async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
         async def work(conn: Conn) -> Video:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.common.config import StatusSettings
-from services.common.errors import NotFound
+from services.common.errors import FailedPrecondition, NotFound
 from services.common.video import SCENE_COLUMNS
 from services.status.model import (
     DAY_MS,
@@ -35,7 +35,7 @@ from services.status.model import (
     now_ms,
     progress_for,
 )
-from services.status.stores.base import StoreUnavailable
+from services.status.stores.base import StoreUnavailable, VideosTable
 from services.status.stores.rows import (
     CLEAR_PREVIEWS,
     DROP_PREVIEW,
@@ -157,27 +157,31 @@ class SQLiteStore:
         return await self._run(lambda conn: self._read(conn, video_id))
 
     async def update(self, video_id: str, change: VideoUpdate) -> Video:
-        def work(conn: sqlite3.Connection) -> Video:
-            current = self._read_existing(conn, video_id)
-            if change.status is not None:
-                check_transition(current.status, change.status)
-                conn.execute("UPDATE videos SET status = ? WHERE id = ?", (change.status, video_id))
-            if change.progress is not None:
-                conn.execute(
-                    "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
-                    (change.progress, video_id),
-                )
-            self._ensure_run_row(conn, video_id)
-            if change.status == GENERATING:  # a run starts: the previews of an earlier one go
-                for clear in CLEAR_PREVIEWS:
-                    conn.execute(clear, (video_id,))
-            resumed = change.status == GENERATING and current.status != GENERATING
-            columns = {"updated_at_ms": now_ms(), **run_columns(change, resumed)}
-            sets = ", ".join(f"{name} = ?" for name in columns)  # names are ours, values bound
-            conn.execute(f"UPDATE preview_runs SET {sets} WHERE video_id = ?", (*columns.values(), video_id))
-            return self._read_existing(conn, video_id)
+        return await self._run(lambda conn: self._update(conn, video_id, change))
 
-        return await self._run(work)
+    def _update(self, conn: sqlite3.Connection, video_id: str, change: VideoUpdate) -> Video:
+        """The change applied (FailedPrecondition, nothing written, for a refused status)."""
+        row = conn.execute("SELECT status FROM videos WHERE id = ?", (video_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"video {video_id!r} does not exist")
+        current = VideosTable().status_of(row[0])
+        if change.status is not None:
+            check_transition(current, change.status)
+            conn.execute("UPDATE videos SET status = ? WHERE id = ?", (change.status, video_id))
+        if change.progress is not None:
+            conn.execute(
+                "UPDATE videos SET image_upload_progress = MAX(image_upload_progress, ?) WHERE id = ?",
+                (change.progress, video_id),
+            )
+        self._ensure_run_row(conn, video_id)
+        if change.status == GENERATING:  # a run starts: the previews of an earlier one go
+            for clear in CLEAR_PREVIEWS:
+                conn.execute(clear, (video_id,))
+        resumed = change.status == GENERATING and current != GENERATING
+        columns = {"updated_at_ms": now_ms(), **run_columns(change, resumed)}
+        sets = ", ".join(f"{name} = ?" for name in columns)  # names are ours, values bound
+        conn.execute(f"UPDATE preview_runs SET {sets} WHERE video_id = ?", (*columns.values(), video_id))
+        return self._read_existing(conn, video_id)
 
     @staticmethod
     def _scene_count(conn: sqlite3.Connection, video_id: str) -> int:
@@ -189,8 +193,10 @@ class SQLiteStore:
             raise NotFound(f"video {video_id!r} does not exist")
         return int(row[0] or 0)
 
-    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
-        def work(conn: sqlite3.Connection) -> Video:
+    async def report_scene(
+        self, video_id: str, scene: SceneResult, settles: str = "", then: VideoUpdate | None = None
+    ) -> Video:
+        def work(conn: sqlite3.Connection) -> tuple[Video, FailedPrecondition | None]:
             scene_count = self._scene_count(conn, video_id)
             values = [getattr(scene, c) for c in SCENE_COLUMNS]
             placeholders = ", ".join("?" for _ in SCENE_COLUMNS)
@@ -215,9 +221,17 @@ class SQLiteStore:
             conn.execute("UPDATE preview_runs SET updated_at_ms = ? WHERE video_id = ?", (now_ms(), video_id))
             if settles:  # the cost is in: its hold goes in the same transaction
                 conn.execute("DELETE FROM preview_spend_holds WHERE id = ?", (settles,))
-            return self._read_existing(conn, video_id)
+            if then is not None:  # the run's end, in the same transaction
+                try:
+                    return self._update(conn, video_id, then), None
+                except FailedPrecondition as refused:  # the scene is kept all the same
+                    return self._read_existing(conn, video_id), refused
+            return self._read_existing(conn, video_id), None
 
-        return await self._run(work)
+        video, refused = await self._run(work)
+        if refused is not None:
+            raise refused
+        return video
 
     async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
         def work(conn: sqlite3.Connection) -> Video:

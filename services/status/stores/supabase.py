@@ -302,11 +302,14 @@ class SupabaseStore(SupabaseSpend):
 
         return await self._run(work)
 
-    async def report_scene(self, video_id: str, scene: SceneResult, settles: str = "") -> Video:
+    async def report_scene(
+        self, video_id: str, scene: SceneResult, settles: str = "", then: VideoUpdate | None = None
+    ) -> Video:
         """The scene, then (PostgREST has no transaction across requests) its spend hold:
-        between the two its cost counts twice, never not at all."""
+        between the two its cost counts twice, never not at all; then ``then`` (a run's end),
+        as update writes it."""
 
-        async def work(db: AClient) -> Video:
+        async def work(db: AClient) -> Video | None:
             current = await self._read_existing(db, video_id)
             values = {c: v for c, v in asdict(scene).items() if c in self._scene_columns}
             row = {"video_id": video_id, **values, "updated_at_ms": now_ms()}
@@ -340,9 +343,13 @@ class SupabaseStore(SupabaseSpend):
                     await db.table("preview_spend_holds").delete().eq("id", settles).execute()
                 except APIError as exc:  # recorded already: the hold ends at its ttl
                     log.warning("could not release a spend hold", extra={"video_id": video_id, "code": exc.code})
-            return await self._read_existing(db, video_id)
+            return None if then is not None else await self._read_existing(db, video_id)
 
-        return await self._run(work)
+        video = await self._run(work)
+        if then is not None:
+            return await self.update(video_id, then)
+        assert video is not None
+        return video
 
     async def report_preview(self, video_id: str, scene: int, url: str, index: int) -> Video:
         if not self._previews:
