@@ -215,6 +215,20 @@ MUTANTS = (
         "a request built while waiting and never sent gives back a provider place it never held",
     ),
     Mutant(
+        "refused-end-loses-its-scene",
+        "services/status/stores/sqlite.py",
+        (
+            (
+                "                except FailedPrecondition as refused:  # the scene is kept all the same\n",
+                "                except FailedPrecondition:  # the scene is kept all the same\n"
+                "                    raise\n"
+                "                except ZeroDivisionError as refused:\n",
+            ),
+        ),
+        ("tests/status/test_behaviour.py::test_a_run_end_the_status_refuses_keeps_the_scene_it_came_with[sqlite]",),
+        "the run's end refused by the video's status rolls back the last scene reported with it",
+    ),
+    Mutant(
         "shared-place-given-back-unheld",
         "services/imagegen/chain.py",
         (("            if gate is None or gate.opened:\n", "            if True:\n"),),
