@@ -473,8 +473,10 @@ class ReportSceneRequest(_message.Message):
     def scene(self) -> Global___SceneResult: ...
     @_builtins.property
     def then(self) -> Global___UpdateVideoRequest:
-        """Applied right after the scene is recorded, in the same call, like UpdateVideo (its
-        video_id may be left empty): a run's last scene carries the run's end this way.
+        """Applied right after the scene is recorded, in the same call and (where the store has
+        them) the same transaction, like UpdateVideo (its video_id may be left empty): a run's
+        last scene carries the run's end this way. A status change it cannot make is
+        FAILED_PRECONDITION, the scene recorded all the same.
         """
 
     def __init__(
