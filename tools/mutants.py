@@ -229,6 +229,22 @@ MUTANTS = (
         "the run's end refused by the video's status rolls back the last scene reported with it",
     ),
     Mutant(
+        "end-written-apart",
+        "services/status/book.py",
+        (
+            (
+                "lambda: self.store.report_scene(video_id, scene, settles, then)\n        )\n",
+                "lambda: self.store.report_scene(video_id, scene, settles)\n"
+                "        ) if then is None else (\n"
+                "            await self.store.report_scene(video_id, scene, settles)\n"
+                "            and await self.update(video_id, then, deadline)\n"
+                "        )\n",
+            ),
+        ),
+        ("tests/status/test_behaviour.py::test_no_write_leaves_a_run_with_every_scene_in_still_generating[sqlite]",),
+        "the run's end written apart, after the last scene: between them the video reads all in, still generating",
+    ),
+    Mutant(
         "shared-place-given-back-unheld",
         "services/imagegen/chain.py",
         (("            if gate is None or gate.opened:\n", "            if True:\n"),),

@@ -167,6 +167,40 @@ async def test_a_run_end_the_status_refuses_keeps_the_scene_it_came_with(store: 
     assert after.progress == 100  # from the stored scene, not from the refused end
 
 
+class Answers:
+    """A store whose writes' answers (the video as each write left it) are kept in order."""
+
+    def __init__(self, store: StatusStore) -> None:
+        self.store = store
+        self.seen: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.store, name)
+        if name not in ("create", "update", "report_scene"):
+            return attr
+
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            video = await attr(*args, **kwargs)
+            self.seen.append((video.status, video.progress))
+            return video
+
+        return write
+
+
+async def test_no_write_leaves_a_run_with_every_scene_in_still_generating(store: StatusStore) -> None:
+    """The book hands a run's end to the store with its last scene: no write answers (nor
+    leaves for a reader) the video at 100% and still generating."""
+    written = Answers(store)
+    book = StatusBook(written)
+    await book.start("v1", 2, deadline())
+    await book.report_scene("v1", stored(1), deadline())
+    end = VideoUpdate(status="assets_generated", progress=100, summary=RunSummary(generated=2))
+    done = await book.report_scene("v1", stored(2), deadline(), then=end)
+    assert (done.status, done.progress) == ("assets_generated", 100)
+    assert ("generating_images", 100) not in written.seen, written.seen
+    assert written.seen[-2:] == [("generating_images", 50), ("assets_generated", 100)]
+
+
 async def test_concurrent_scene_reports_end_at_one_hundred(store: StatusStore) -> None:
     await store.create("v1", 12)
     await store.update("v1", VideoUpdate(status="generating_images"))
