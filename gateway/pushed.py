@@ -55,8 +55,11 @@ async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller:
                 yield _event(
                     "preview", {"scene": preview["scene"], "url": preview["previewUrl"], "index": preview["index"]}
                 )
-        yield _event("status", answer)
         running = is_running(answer)
+        if not running:  # the run's last answer: it and `end` go in one write
+            yield _event("status", answer) + _event("end", {})
+            return
+        yield _event("status", answer)
     if running:
         # Cut before the run ended (the gateway is shutting down): no `end`, so the follower
         # reconnects (to another replica) instead of taking the run for over.
