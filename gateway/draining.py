@@ -13,8 +13,8 @@ SHUTDOWN_GRACE once the drain is over, as before."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,17 +52,17 @@ class Drain:
         return self._at_exit if self.draining else self._at_signal
 
 
-async def until_cut(items: AsyncIterator[T], cut: asyncio.Event) -> AsyncIterator[T]:
-    """``items`` until they end or ``cut`` is set, whichever comes first (the one being
-    waited for is cancelled, so its generator cleans up)."""
+async def until_cut(items: AsyncGenerator[T, None], cut: asyncio.Event) -> AsyncGenerator[T, None]:
+    """``items`` until they end or ``cut`` is set, whichever comes first. However it ends
+    (cut, closed early, its task cancelled), the wait for the next item is cancelled and
+    ``items`` closed, so its generator cleans up now."""
     stop = asyncio.ensure_future(cut.wait())
+    step: asyncio.Future[T] | None = None
     try:
         while not cut.is_set():
             step = asyncio.ensure_future(anext(items))
             done, _ = await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
             if step not in done:
-                step.cancel()
-                await asyncio.gather(step, return_exceptions=True)
                 return
             try:
                 item = step.result()
@@ -71,7 +71,12 @@ async def until_cut(items: AsyncIterator[T], cut: asyncio.Event) -> AsyncIterato
             yield item
     finally:
         stop.cancel()
-        await asyncio.gather(stop, return_exceptions=True)
+        waits: list[asyncio.Future[Any]] = [stop]
+        if step is not None and not step.done():
+            step.cancel()  # it holds the generator: closing it first would find it running
+            waits.append(step)
+        await asyncio.gather(*waits, return_exceptions=True)
+        await items.aclose()
 
 
 class RefuseStartsWhileDraining:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway import metrics
@@ -91,7 +91,7 @@ class VideoEvents:
 
     async def follow(
         self, video_id: str, first: Seen | None = None, heartbeat: float | None = None
-    ) -> AsyncIterator[Seen | None]:
+    ) -> AsyncGenerator[Seen | None, None]:
         """Each new status answer of the video (with its owner: the follower checks it is
         theirs), the current one first, until it is no longer running; None every
         ``heartbeat`` seconds without one. ``first``: the answer the caller has just read

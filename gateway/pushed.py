@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from gateway.answers import is_running
@@ -25,46 +25,44 @@ def _event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def sse_stream(video_id: str, answers: AsyncIterator[Seen | None], caller: Caller) -> AsyncIterator[str]:
+async def sse_stream(video_id: str, answers: AsyncGenerator[Seen | None, None], caller: Caller) -> AsyncIterator[str]:
     """`status` events, a `preview` event (`scene`, `url`, `index`) for each scene's new
     preview, `: heartbeat` comments for None, and `end` after the last answer.
     Each answer is checked against the caller as it comes (the video's owner is known when
     the stream opens, but an answer during an outage may not know it). A stream that may not
     go on ends with an `end` event that says why (`reason`, `message`): the caller's access
     token expired, or the answer is not the caller's to see. A stream cut while the run goes
-    on (shutdown) closes without `end`."""
-    yield f"retry: {RECONNECT_MS}\n\n"
-    shown: dict[int, str] = {}  # each scene's preview already pushed
-    running = True  # the last answer sent may still change
-    async for seen in answers:
-        left = caller.seconds_left()
-        if left is not None and left <= 0:
-            yield _event("end", {"reason": "TOKEN_EXPIRED", "message": "the access token expired; sign in again"})
-            return
-        if seen is None:
-            yield ": heartbeat\n\n"
-            continue
-        try:
-            answer = visible(seen, video_id, caller)
-        except HTTPError as exc:
-            yield _event("end", {"reason": exc.reason or exc.code, "message": exc.message})
-            return
-        for preview in answer.get("previews", ()):
-            if shown.get(preview["scene"]) != preview["previewUrl"]:
-                shown[preview["scene"]] = preview["previewUrl"]
-                yield _event(
-                    "preview", {"scene": preview["scene"], "url": preview["previewUrl"], "index": preview["index"]}
-                )
-        running = is_running(answer)
-        if not running:  # the run's last answer: it and `end` go in one write
-            yield _event("status", answer) + _event("end", {})
-            return
-        yield _event("status", answer)
-    if running:
-        # Cut before the run ended (the gateway is shutting down): no `end`, so the follower
-        # reconnects (to another replica) instead of taking the run for over.
-        return
-    yield _event("end", {})
+    on (shutdown) closes without `end`. However it ends, ``answers`` is closed with it."""
+    try:
+        yield f"retry: {RECONNECT_MS}\n\n"
+        shown: dict[int, str] = {}  # each scene's preview already pushed
+        async for seen in answers:
+            left = caller.seconds_left()
+            if left is not None and left <= 0:
+                yield _event("end", {"reason": "TOKEN_EXPIRED", "message": "the access token expired; sign in again"})
+                return
+            if seen is None:
+                yield ": heartbeat\n\n"
+                continue
+            try:
+                answer = visible(seen, video_id, caller)
+            except HTTPError as exc:
+                yield _event("end", {"reason": exc.reason or exc.code, "message": exc.message})
+                return
+            for preview in answer.get("previews", ()):
+                if shown.get(preview["scene"]) != preview["previewUrl"]:
+                    shown[preview["scene"]] = preview["previewUrl"]
+                    yield _event(
+                        "preview", {"scene": preview["scene"], "url": preview["previewUrl"], "index": preview["index"]}
+                    )
+            if not is_running(answer):  # the run's last answer: it and `end` go in one write
+                yield _event("status", answer) + _event("end", {})
+                return
+            yield _event("status", answer)
+        # The answers stopped while the run goes on (the gateway is shutting down): no `end`,
+        # so the follower reconnects (to another replica) instead of taking the run for over.
+    finally:
+        await answers.aclose()  # the follow ends now, not when the collector finds it
 
 
 def prefer_wait(header: str | None, most: float) -> float | None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import pytest
 
 from gateway.answers import status_json
 from gateway.auth import Caller
+from gateway.draining import until_cut
 from gateway.events import VideoEvents
 from gateway.pushed import sse_stream
 from gateway.status_reader import Seen
 from storyshort.status.v1 import status_pb2
+from tests.conftest import eventually
 
 
 def video(progress: int, at_ms: int, status: str = "generating_images") -> status_pb2.Video:
@@ -87,7 +91,7 @@ def events(out: list[str]) -> list[str]:
     return [block + "\n\n" for block in "".join(out).split("\n\n") if block]
 
 
-async def answers(*items: Seen | None) -> AsyncIterator[Seen | None]:
+async def answers(*items: Seen | None) -> AsyncGenerator[Seen | None, None]:
     for item in items:
         yield item
 
@@ -126,3 +130,46 @@ async def test_a_stream_cut_while_the_run_goes_on_closes_without_an_end() -> Non
     assert events(ended)[-1] == "event: end\ndata: {}\n\n"
     # The run's last answer and its `end` leave in one write: the follower has both at once.
     assert ended[-1].startswith("event: status") and ended[-1].endswith("event: end\ndata: {}\n\n")
+
+
+async def test_a_stream_that_ends_with_its_run_stops_following_at_once() -> None:
+    """The run's last answer ends the stream, and with it the follow (its count, its watch):
+    at once, not once the collector finds the generators left behind."""
+
+    async def read(video_id: str) -> Seen:
+        raise AssertionError("the stream's first answer is the last: nothing to read")
+
+    videos = VideoEvents(read, shape=shape, poll_every=60)
+    done = shape(video(100, 2, "assets_generated"))
+    follow = until_cut(videos.follow("v1", first=done), asyncio.Event())
+    out = await frames(sse_stream("v1", follow, Caller(None)))
+    assert [e.split("\n")[0] for e in events(out)] == ["retry: 2000", "event: status", "event: end"]
+    assert videos.followers == 0
+
+
+async def test_a_stream_whose_follower_goes_away_while_it_waits_stops_following() -> None:
+    """A follower that goes away mid-run (the stream's task cancelled while it waits for the
+    next answer) is counted out at once: the wait is cancelled before the follow is closed
+    (closing a generator that a pending wait still holds would fail)."""
+
+    async def read(video_id: str) -> Seen:
+        raise AssertionError("nothing to read: no change is announced")
+
+    videos = VideoEvents(read, shape=shape, poll_every=60)
+    follow = until_cut(videos.follow("v1", first=shape(video(40, 1))), asyncio.Event())
+    out: list[str] = []
+
+    async def consume() -> None:
+        async for frame in sse_stream("v1", follow, Caller(None)):
+            out.append(frame)
+
+    reading = asyncio.ensure_future(consume())
+
+    async def waiting() -> bool:
+        return len(out) == 2 and videos.followers == 1
+
+    assert await eventually(waiting, timeout=5), out
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert videos.followers == 0
