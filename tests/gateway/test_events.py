@@ -91,6 +91,11 @@ def events(out: list[str]) -> list[str]:
     return [block + "\n\n" for block in "".join(out).split("\n\n") if block]
 
 
+async def never_read(video_id: str) -> Seen:
+    """For a watch that is never told of a change (and polls only after a minute)."""
+    raise AssertionError(f"{video_id} was read: nothing announced a change")
+
+
 async def answers(*items: Seen | None) -> AsyncGenerator[Seen | None, None]:
     for item in items:
         yield item
@@ -136,10 +141,7 @@ async def test_a_stream_that_ends_with_its_run_stops_following_at_once() -> None
     """The run's last answer ends the stream, and with it the follow (its count, its watch):
     at once, not once the collector finds the generators left behind."""
 
-    async def read(video_id: str) -> Seen:
-        raise AssertionError("the stream's first answer is the last: nothing to read")
-
-    videos = VideoEvents(read, shape=shape, poll_every=60)
+    videos = VideoEvents(never_read, shape=shape, poll_every=60)
     done = shape(video(100, 2, "assets_generated"))
     follow = until_cut(videos.follow("v1", first=done), asyncio.Event())
     out = await frames(sse_stream("v1", follow, Caller(None)))
@@ -152,10 +154,7 @@ async def test_a_stream_whose_follower_goes_away_while_it_waits_stops_following(
     next answer) is counted out at once: the wait is cancelled before the follow is closed
     (closing a generator that a pending wait still holds would fail)."""
 
-    async def read(video_id: str) -> Seen:
-        raise AssertionError("nothing to read: no change is announced")
-
-    videos = VideoEvents(read, shape=shape, poll_every=60)
+    videos = VideoEvents(never_read, shape=shape, poll_every=60)
     follow = until_cut(videos.follow("v1", first=shape(video(40, 1))), asyncio.Event())
     out: list[str] = []
 
