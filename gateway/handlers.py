@@ -5,6 +5,8 @@ anything unexpected (a 500 that never shows a traceback)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +25,32 @@ async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
     refused = await _unauthenticated(request)
     if refused is not None:  # who is asking comes first: a stranger learns nothing of the rules
         return refused
-    problems = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return error_response(400, "INVALID_ARGUMENT", "; ".join(problems) or "invalid request")
+    problems = [_problem(err) for err in exc.errors()[:5]]
+    if not problems:
+        return error_response(400, "INVALID_ARGUMENT", "invalid request", reason="INVALID_ARGUMENT")
+    violations = [{"field": field, "description": text} for field, text, _ in problems if field]
+    more: dict[str, object] = {"reason": problems[0][2]}
+    if violations:
+        more["fieldViolations"] = violations
+    return error_response(400, "INVALID_ARGUMENT", "; ".join(text for _, text, _ in problems), None, **more)
+
+
+BODY_SHAPE = "the body must be a JSON object, sent with Content-Type: application/json"
+
+
+def _problem(err: Mapping[str, Any]) -> tuple[str, str, str]:
+    """One of FastAPI's validation errors as (field, what a person can act on, reason); the
+    field is written as the service rules write it (`scenes[1].prompt`), "" for the body."""
+    source, *path = err.get("loc", ()) or ("",)
+    kind = err.get("type", "")
+    if kind == "json_invalid":  # its path is the character where parsing failed
+        why = (err.get("ctx") or {}).get("error", "")
+        at = f" at character {path[0]}" if path else ""
+        return "", f"the body is not valid JSON ({why}{at}); {BODY_SHAPE}", "BODY_NOT_JSON"
+    if source == "body" and not path:  # no body, a list, form fields, JSON sent as text/plain
+        return "", BODY_SHAPE, "BODY_NOT_OBJECT"
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return field, f"{field}: {err.get('msg')}", "FIELD_MISSING" if kind == "missing" else "FIELD_INVALID"
 
 
 async def _unauthenticated(request: Request) -> JSONResponse | None:

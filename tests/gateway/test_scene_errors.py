@@ -51,3 +51,46 @@ def test_a_regenerate_with_an_empty_prompt_names_the_prompt(client: TestClient) 
     error = answer.json()["error"]
     assert error["reason"] == "PROMPT_EMPTY"
     assert [v["field"] for v in error["fieldViolations"]] == ["prompt"]
+
+
+MALFORMED: list[tuple[bytes, str, str, str]] = [
+    (
+        b'{"videoId": "v", "scenes": [',
+        "application/json",
+        "BODY_NOT_JSON",
+        "not valid JSON (Expecting value at character 28)",
+    ),
+    (b"garbage", "application/json", "BODY_NOT_JSON", "at character 0"),
+    (b'[{"prompt": "a"}]', "application/json", "BODY_NOT_OBJECT", "must be a JSON object"),
+    (b"videoId=v", "application/x-www-form-urlencoded", "BODY_NOT_OBJECT", "Content-Type: application/json"),
+    (
+        b'{"videoId": "v", "scenes": [{"prompt": "a"}]}',
+        "text/plain",
+        "BODY_NOT_OBJECT",
+        "Content-Type: application/json",
+    ),
+    (b"", "application/json", "BODY_NOT_OBJECT", "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "kind", "reason", "words"), MALFORMED)
+def test_a_body_that_is_not_a_json_object_says_what_to_send(
+    client: TestClient, body: bytes, kind: str, reason: str, words: str
+) -> None:
+    answer = client.post("/api/generate-preview-images", content=body, headers={"content-type": kind})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", reason)
+    assert words in error["message"], error["message"]
+    assert "fieldViolations" not in error  # no field is at fault: the body is
+
+
+def test_a_field_of_the_wrong_type_is_named_as_the_rules_name_it(client: TestClient) -> None:
+    answer = client.post("/api/generate-preview-images", json={"videoId": 5, "scenes": [{"prompt": "a"}, {}]})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["reason"] == "FIELD_INVALID"
+    assert [v["field"] for v in error["fieldViolations"]] == ["videoId", "scenes[1].prompt"]
+    assert error["message"] == "; ".join(v["description"] for v in error["fieldViolations"])
+    missing = client.get("/api/video-status").json()["error"]
+    assert (missing["reason"], missing["fieldViolations"][0]["field"]) == ("FIELD_MISSING", "videoId")
