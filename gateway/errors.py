@@ -83,7 +83,9 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
 
 
 def error_body(code: str, message: str, **more: object) -> dict[str, dict[str, object]]:
-    return {"error": {"code": code, "message": message, **more}}
+    """The JSON error; its `reason` is the code itself where no finer one is named, so a
+    program can always switch on `reason`."""
+    return {"error": {"code": code, "message": message, "reason": code, **more}}
 
 
 def error_response(

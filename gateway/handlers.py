@@ -27,7 +27,7 @@ async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
         return refused
     problems = [_problem(err) for err in exc.errors()[:5]]
     if not problems:
-        return error_response(400, "INVALID_ARGUMENT", "invalid request", reason="INVALID_ARGUMENT")
+        return error_response(400, "INVALID_ARGUMENT", "invalid request")
     violations = [{"field": field, "description": text} for field, text, _ in problems if field]
     more: dict[str, object] = {"reason": problems[0][2]}
     if violations:

@@ -144,7 +144,10 @@ class FieldViolation(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
-    reason: str | None = Field(None, description="a stable, machine-readable reason (google.rpc ErrorInfo)")
+    reason: str | None = Field(
+        None,
+        description="a stable, machine-readable reason (google.rpc ErrorInfo); the code where no finer one applies",
+    )
     fieldViolations: list[FieldViolation] | None = Field(None, description="the request fields at fault")
 
 

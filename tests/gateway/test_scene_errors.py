@@ -94,3 +94,13 @@ def test_a_field_of_the_wrong_type_is_named_as_the_rules_name_it(client: TestCli
     assert error["message"] == "; ".join(v["description"] for v in error["fieldViolations"])
     missing = client.get("/api/video-status").json()["error"]
     assert (missing["reason"], missing["fieldViolations"][0]["field"]) == ("FIELD_MISSING", "videoId")
+
+
+def test_every_error_names_a_reason_programs_can_switch_on(client: TestClient) -> None:
+    for answer, code in (
+        (client.get("/api/no-such-route"), "NOT_FOUND"),
+        (client.delete("/api/generate-preview-images"), "UNIMPLEMENTED"),
+        (client.get("/storage/v1/object/public/no-such-bucket/a.png"), "NOT_FOUND"),
+    ):
+        error = answer.json()["error"]
+        assert (error["code"], error["reason"]) == (code, code), answer.text

@@ -187,7 +187,7 @@ export interface components {
             message: string;
             /**
              * Reason
-             * @description a stable, machine-readable reason (google.rpc ErrorInfo)
+             * @description a stable, machine-readable reason (google.rpc ErrorInfo); the code where no finer one applies
              */
             reason?: string | null;
         };
