@@ -12,7 +12,8 @@ PROMPT_MAX = 32_000
 # The highest scene number anywhere: a video's scenes are 1..SCENE_MAX.
 SCENE_MAX = 10_000
 _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
-_SIZE = re.compile(r"(\d{2,5})x(\d{2,5})")
+# Any digits (up to 9, so int() stays cheap) parse, and the range check names the rule.
+_SIZE = re.compile(r"(\d{1,9})x(\d{1,9})")
 SIZE_MIN, SIZE_MAX = 64, 4096
 
 

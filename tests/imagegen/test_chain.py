@@ -348,7 +348,8 @@ async def test_per_model_concurrency_limit_is_shared_by_all_callers(fake_openai:
     [
         ({"prompt": ""}, "prompt is empty"),
         ({"prompt": "x", "size": "1000"}, "WIDTHxHEIGHT"),
-        ({"prompt": "x", "size": "99999x1"}, "WIDTHxHEIGHT"),
+        ({"prompt": "x", "size": "99999x1"}, "between 64 and 4096"),
+        ({"prompt": "x", "size": "1024x"}, "WIDTHxHEIGHT"),
         ({"prompt": "x", "size": "8000x8000"}, "between 64 and 4096"),
         ({"prompt": "x", "video_id": "v", "scene": -1}, "1-based"),
         ({"prompt": "x", "video_id": "v", "scene": 10_001}, "from 1 to 10000"),
