@@ -71,7 +71,7 @@ export function createStoryShortClient(options: ClientOptions = {}): StoryShortC
         throw networkError(cause);
       }
       if (answer.response.ok && answer.data !== undefined) return { data: answer.data, response: answer.response };
-      if (answer.response.status === 401 && tokens.refreshable && !expired) {
+      if (tokens.refreshes(answer.response.status, expired)) {
         expired = true;
         continue;
       }

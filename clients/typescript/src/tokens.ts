@@ -17,6 +17,13 @@ export class Tokens {
     return typeof this.source === "function";
   }
 
+  /** Whether a request refused with `status` is worth once more with a fresh token: a 401,
+   * a source that can give another token, and not already asked for one since the last
+   * token was taken (`expired`), so a token the gateway keeps refusing is asked for once. */
+  refreshes(status: number, expired: boolean): boolean {
+    return status === 401 && this.refreshable && !expired;
+  }
+
   async get(expired = false): Promise<string | undefined> {
     const token = typeof this.source === "function" ? await this.source({ expired }) : this.source;
     return token ? token : undefined;

@@ -130,7 +130,7 @@ class Watch {
           outcome = await this.read(response.body, watchdog);
         } else {
           const error = errorFromAnswer(response, await response.json().catch(() => undefined));
-          if (response.status === 401 && this.tokens.refreshable && !expired) {
+          if (this.tokens.refreshes(response.status, expired)) {
             expired = true;
             continue;
           }
@@ -263,7 +263,7 @@ class Watch {
           }
         } else {
           const error = errorFromAnswer(response, body);
-          if (response.status === 401 && this.tokens.refreshable && !expired) {
+          if (this.tokens.refreshes(response.status, expired)) {
             expired = true;
             continue;
           }
