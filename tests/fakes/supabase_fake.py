@@ -63,9 +63,11 @@ BAD_KEY = Fail(400, "403", "Unauthorized", "invalid signature")
 DUPLICATE = Fail(400, "409", "Duplicate", "The resource already exists")
 UNAVAILABLE = Fail(503, "503", "ServiceUnavailable", "try again")
 
-# Column defaults, as sql/postgres/001_init.sql declares them.
+# Column defaults, as sql/postgres declares them (tests/status/test_supabase_fake_schema.py
+# compares them, and SCHEMA, PRIMARY_KEYS and FUNCTIONS, with a migrated PostgreSQL).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "videos": {"status": "draft", "image_upload_progress": 0},
+    "preview_spend_holds": {"owner": ""},
     "preview_runs": {"scene_count": 0, "error": "", "summary": "{}", "prompts": "[]", "owner": ""},
     "preview_scenes": {
         "url": "",
