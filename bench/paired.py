@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_pipeline import MODEL, one_video, provider_env, story
+from bench.bench_pipeline import MODEL, STAGES, describe, one_video, provider_env, story
 from bench.common import Figure, running_system, wait_done, write_results
 from bench.run import table
 from tests.fakes.openai_fake import FakeOpenAI, Ok, model_entry, warm_answers
@@ -63,18 +63,18 @@ def compare(rev: str, pairs: int) -> dict[str, dict[str, list[float]]]:
             wait_done(client, "warm")
             pids = {name: system.procs[name].pid for name in PROCESSES}
             sides[side] = (fake, client, pids)
-            runs[side] = {"ratio": [], "first_ms": [], "gap_ms": [], "gaps_ms": [], "end_ms": []}
+            runs[side] = {"ratio": [], **{name: [] for name in STAGES}}
             runs[side] |= {f"{name}_cpu_ms": [] for name in PROCESSES}
         for pair in range(pairs):
             for side in ("A", "B") if pair % 2 == 0 else ("B", "A"):
                 fake, client, pids = sides[side]
                 before = {name: cpu_ns(pid) for name, pid in pids.items()}
-                seconds, stages = one_video(fake, client, f"pair{pair}", SCENES, LANES)
+                seconds, stages = one_video(fake, client, f"pair{pair}", SCENES, LANES, LATENCY)
                 wait_done(client, f"pair{pair}")
                 for name, pid in pids.items():  # per scene, the closing status read included
                     runs[side][f"{name}_cpu_ms"].append((cpu_ns(pid) - before[name]) / 1e6 / SCENES)
                 runs[side]["ratio"].append(seconds / ideal)
-                for name in ("first_ms", "gap_ms", "gaps_ms", "end_ms"):
+                for name in STAGES:
                     runs[side][name].append(stages[name])
     return runs
 
@@ -88,8 +88,7 @@ def figures(rev: str, runs: dict[str, dict[str, list[float]]]) -> list[Figure]:
                 f"paired, {side} ({label}): 30 scenes seen done by the client / ideal",
                 round(m["ratio"], 4),
                 "ratio",
-                note=f"first request {m['first_ms']:.1f} ms, gap {m['gap_ms']:.2f} (last lane's sum "
-                f"{m['gaps_ms']:.1f}), end {m['end_ms']:.1f}; medians of {len(runs[side]['ratio'])} videos",
+                note=f"{describe(m)} (ms, as in `pipeline`); medians of {len(runs[side]['ratio'])} videos",
             )
         )
     for name in PROCESSES:
