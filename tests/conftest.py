@@ -60,7 +60,10 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 
 
 @pytest.fixture
 def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
-    """Build the four-process system on free ports with its own data directory."""
+    """Build the four-process system on free ports with its own data directory. Ask for it
+    after the fixtures of what it uses (`pg_dsn`, the fakes): fixtures are torn down in the
+    reverse order, so the system then stops before its database is dropped or its provider
+    goes away (a queue worker whose database was dropped under it used its whole grace)."""
     systems: list[System] = []
 
     def build(env: dict[str, str] | None = None) -> System:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,34 @@ class Server(ThreadingHTTPServer):
     # overflow that on a busy machine (the likely cause of one ReadError in a CI run of the
     # test of fifty concurrent writes through the Supabase store; not reproduced here).
     request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()  # every connection not yet closed
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self) -> None:
+        """Close every connection still open, as a server that goes away does: a request
+        held (Hang, a latency not yet over) ends for its client at once, instead of the
+        handler returning without an answer and the connection waiting, kept alive, for the
+        client's next request while the client waits for this one's answer."""
+        with self._open_lock:
+            held = list(self._open)
+        for connection in held:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up (a timeout, a cancelled call) is part of what is tested,
@@ -46,6 +75,7 @@ class LoopbackServer:
     def stop(self) -> None:
         self.stopping.set()
         self.server.shutdown()
+        self.server.hang_up()
         self.server.server_close()
 
     def __enter__(self) -> Self:
