@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 from procrastinate import App
 
@@ -37,9 +39,54 @@ async def retry_stalled(jobs: App, stalled_after: float) -> None:
             log.warning("could not check for stalled jobs", extra={"error": str(exc)})
 
 
+# Beyond SHUTDOWN_GRACE, what procrastinate does after it (aborting the jobs left, taking
+# the worker off the list, closing the pool) may take before the worker gives up on it.
+STOP_MARGIN = 5.0
+
+
 async def main() -> None:
     settings = load_settings(GatewaySettings)
     setup_logging("worker", settings.log_level)
+    # SIGTERM and SIGINT are ours from the first moment (procrastinate's own handlers come
+    # only once its worker runs): the first stops the worker gracefully (procrastinate stops
+    # when its task is cancelled: no new job, the running ones get SHUTDOWN_GRACE), and if
+    # that has not ended STOP_MARGIN later (the queue's database does not answer: each of
+    # its steps would wait for a connection), the process exits. Nothing is lost either way:
+    # a job still marked as running is retried by the other workers once this one's
+    # heartbeat is stale, as after a killed worker.
+    loop = asyncio.get_running_loop()
+    work = asyncio.create_task(serve(settings), name="worker")
+    asked = False
+
+    def stop() -> None:
+        nonlocal asked
+        if asked or work.done():
+            return
+        asked = True
+        log.info("stopping", extra={"grace_s": settings.shutdown_grace})
+        work.cancel()
+        loop.call_later(settings.shutdown_grace + STOP_MARGIN, give_up)
+
+    def give_up() -> None:
+        log.error(
+            "the worker did not stop in time (the queue's database does not answer?); exiting: its jobs are "
+            "retried by the other workers once its heartbeat is stale",
+            extra={"waited_s": settings.shutdown_grace + STOP_MARGIN},
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not asked:
+            raise
+    log.info("worker stopped")
+
+
+async def serve(settings: GatewaySettings) -> None:
     tune_allocator()
     # The runs happen here, not in the gateway: their series are served from here.
     serve_metrics(settings.worker_metrics_port, settings.http_host)
@@ -66,13 +113,13 @@ async def main() -> None:
                 stalled_worker_timeout=settings.worker_stalled_after,
                 shutdown_graceful_timeout=settings.shutdown_grace,
                 fetch_job_polling_interval=1.0,
+                install_signal_handlers=False,  # ours (main): cancelling the run stops it gracefully
             )
         finally:
             recovery.cancel()
             await healer.close()
             await runner.drain(settings.shutdown_grace)
             await clients.close()
-    log.info("worker stopped")
 
 
 if __name__ == "__main__":

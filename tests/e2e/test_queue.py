@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import logs_of
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes, start_worker
 from tests.fakes import openai_fake as fo
+from tests.fakes.tcp_proxy import FaultyProxy
 from tools.processes import System, free_port
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def run_intervals(system: System, workers: list[str], killed: dict[str, float]) 
 
 
 def test_ten_videos_through_two_gateways_survive_a_killed_worker(
-    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
+    pg_dsn: str, fake_openai: fo.FakeOpenAI, make_system: Callable[..., System]
 ) -> None:
     fake_openai.script(MODEL, fo.Ok(latency=0.3))
     system, gateways = queue_system(make_system, fake_openai, pg_dsn)
@@ -99,7 +100,7 @@ def test_ten_videos_through_two_gateways_survive_a_killed_worker(
 
 
 def test_two_posts_at_once_through_two_gateways_queue_one_job(
-    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
+    pg_dsn: str, fake_openai: fo.FakeOpenAI, make_system: Callable[..., System]
 ) -> None:
     fake_openai.script(MODEL, fo.Ok(latency=1.0))
     system, gateways = queue_system(make_system, fake_openai, pg_dsn)
@@ -132,3 +133,33 @@ def test_two_posts_at_once_through_two_gateways_queue_one_job(
     assert collections.Counter(fake_openai.paid).most_common(1)[0][1] == 1
     # The later run's prompts differ: each new prompt is paid once, the old ones never again.
     assert len(fake_openai.paid) == 6
+
+
+def test_a_worker_stops_on_sigterm_even_with_its_database_down(pg_dsn: str, make_system: Callable[..., System]) -> None:
+    """SIGTERM stops a worker gracefully (exit 0, at once when it has no job). With the
+    queue's PostgreSQL down, each of procrastinate's stopping steps would wait for a
+    connection (it waited out every grace it was given); the worker now gives up
+    SHUTDOWN_GRACE + STOP_MARGIN after the signal and exits 1, saying why. Its jobs are left
+    to the other workers' stalled-job recovery, as after a kill."""
+    from gateway.worker import STOP_MARGIN
+
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        assert through != pg_dsn
+        system = make_system({"RUNS": "queue", "DATABASE_URL": through, "SHUTDOWN_GRACE": "1"})
+        for name in ("worker-up", "worker-down"):
+            start_worker(system, name)
+
+        healthy = system.procs["worker-up"]
+        healthy.send_signal(signal.SIGTERM)
+        assert healthy.wait(timeout=20) == 0
+        assert "worker stopped" in logs_of(system, "worker-up")
+
+        proxy.refusing = True  # PostgreSQL down: connections refused, the open ones cut
+        proxy.kill_connections()
+        down = system.procs["worker-down"]
+        signalled = time.monotonic()
+        down.send_signal(signal.SIGTERM)
+        assert down.wait(timeout=1 + STOP_MARGIN + 20) == 1
+        assert time.monotonic() - signalled >= 1 + STOP_MARGIN - 0.5  # the grace was given first
+        assert "did not stop in time" in logs_of(system, "worker-down")
