@@ -59,12 +59,12 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 
 
 
 @pytest.fixture
-def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
-    """Build the four-process system on free ports with its own data directory. Ask for it
-    after the fixtures of what it uses (`pg_dsn`, the fakes): fixtures are torn down in the
-    reverse order, so the system then stops before its database is dropped or its provider
-    goes away (a queue worker whose database was dropped under it used its whole grace)."""
-    systems: list[System] = []
+def make_system(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., System]:
+    """Build the four-process system on free ports with its own data directory. Each system
+    is stopped as soon as its test ends, before any fixture is torn down (a finalizer added
+    to the test while it runs comes first), whatever order the test asks for them in: its
+    database is not dropped, nor its fake provider stopped, under it (a queue worker whose
+    database was dropped used its whole grace)."""
 
     def build(env: dict[str, str] | None = None) -> System:
         ports = {name: free_port() for name in SERVICES}
@@ -76,12 +76,10 @@ def make_system(tmp_path: Path) -> Iterator[Callable[..., System]]:
             **(env or {}),
         }
         system = System.configure(overrides, ports, log_dir=tmp_path / "logs")
-        systems.append(system)
+        request.node.addfinalizer(lambda: system.stop_all(grace=10))
         return system
 
-    yield build
-    for system in systems:
-        system.stop_all(grace=10)
+    return build
 
 
 def metric(url: str, name: str, **labels: str) -> float:

@@ -206,6 +206,7 @@ class System:
             return 0
         if proc.poll() is None:
             proc.send_signal(sig)
+            proc.send_signal(signal.SIGCONT)  # a stopped (frozen) process acts on it only once continued
             try:
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -224,6 +225,7 @@ class System:
                 proc = self.procs[name]
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signal.SIGCONT)  # as systemd does: a frozen process could not stop
             deadline = time.monotonic() + grace
             for name in group:
                 proc = self.procs.pop(name)

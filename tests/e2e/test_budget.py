@@ -97,7 +97,7 @@ def test_two_videos_posted_together_pay_for_no_more_than_the_cap_has_room_for(
 
 
 def test_four_videos_through_two_workers_stay_within_a_daily_cap_with_room_for_two_images(
-    tmp_path: Path, fake_openai: fo.FakeOpenAI, pg_dsn: str, make_system: Callable[..., System]
+    make_system: Callable[..., System], tmp_path: Path, fake_openai: fo.FakeOpenAI, pg_dsn: str
 ) -> None:
     """Queue mode: two gateways take the posts, two workers run them (three videos each at
     once, two scenes of each): every hold is made in the one PostgreSQL, so the cap is

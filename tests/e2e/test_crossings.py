@@ -101,7 +101,7 @@ def frozen() -> Iterator[list[Any]]:
 
 
 def test_a_hanging_model_with_the_queue_and_a_follower_every_scene_gets_the_healthy_model(
-    fake_openai: fo.FakeOpenAI, pg_dsn: str, make_system: Callable[..., System]
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_dsn: str
 ) -> None:
     """The queue worker runs six scenes on a lane of three through a chain whose first model
     hangs (its requests kept alive to catch a late image): every scene gets the healthy one,
@@ -234,7 +234,7 @@ def test_with_the_status_service_frozen_a_stream_stays_its_owners_on_every_gatew
 
 
 def test_the_queue_finishes_a_run_the_status_service_froze_in_the_middle_of(
-    fake_openai: fo.FakeOpenAI, pg_dsn: str, make_system: Callable[..., System], frozen: list[Any]
+    make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_dsn: str, frozen: list[Any]
 ) -> None:
     """The worker's scene reports fail while the status service is frozen, are recorded once
     it answers, and the run ends assets_generated; no scene is paid twice."""

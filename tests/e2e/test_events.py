@@ -101,7 +101,7 @@ def test_a_stream_on_another_replica_follows_a_run_it_does_not_hold(
 
 
 def test_the_stream_follows_queue_workers(
-    fake_openai: FakeOpenAI, pg_dsn: str, make_system: Callable[..., System]
+    make_system: Callable[..., System], fake_openai: FakeOpenAI, pg_dsn: str
 ) -> None:
     fake_openai.script(MODEL, Ok(latency=0.3))
     system, gateways = queue_system(make_system, fake_openai, pg_dsn)

@@ -40,7 +40,7 @@ def test_placeholders_left_by_a_provider_outage_heal_when_it_recovers(
 
 @pytest.mark.postgres
 def test_with_queued_runs_the_worker_heals_the_videos_it_ran(
-    fake_openai: FakeOpenAI, pg_dsn: str, make_system: Callable[..., System]
+    make_system: Callable[..., System], fake_openai: FakeOpenAI, pg_dsn: str
 ) -> None:
     fake_openai.script(MODEL, SERVER_ERROR)
     env = provider_env(fake_openai.base_url, STATUS_STORE="postgres", DATABASE_URL=pg_dsn, RUNS="queue", **OUTAGE)

@@ -172,11 +172,11 @@ def test_prometheus_scrapes_every_series_and_a_billing_error_fires_the_alert(
 
 
 def test_prometheus_scrapes_the_queue_workers_and_their_budget_alert_fires(
+    make_system: Callable[..., System],
     prometheus: Callable[[list[str]], str],
     tmp_path: Path,
     fake_openai: fo.FakeOpenAI,
     pg_dsn: str,
-    make_system: Callable[..., System],
 ) -> None:
     """RUNS=queue: the runs happen in the workers, so the run, spend and budget series come
     from the workers' own /metrics; a real Prometheus scrapes gateways and workers, and the

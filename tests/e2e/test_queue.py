@@ -69,7 +69,7 @@ def run_intervals(system: System, workers: list[str], killed: dict[str, float]) 
 
 
 def test_ten_videos_through_two_gateways_survive_a_killed_worker(
-    pg_dsn: str, fake_openai: fo.FakeOpenAI, make_system: Callable[..., System]
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
 ) -> None:
     fake_openai.script(MODEL, fo.Ok(latency=0.3))
     system, gateways = queue_system(make_system, fake_openai, pg_dsn)
@@ -100,7 +100,7 @@ def test_ten_videos_through_two_gateways_survive_a_killed_worker(
 
 
 def test_two_posts_at_once_through_two_gateways_queue_one_job(
-    pg_dsn: str, fake_openai: fo.FakeOpenAI, make_system: Callable[..., System]
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
 ) -> None:
     fake_openai.script(MODEL, fo.Ok(latency=1.0))
     system, gateways = queue_system(make_system, fake_openai, pg_dsn)
@@ -135,7 +135,7 @@ def test_two_posts_at_once_through_two_gateways_queue_one_job(
     assert len(fake_openai.paid) == 6
 
 
-def test_a_worker_stops_on_sigterm_even_with_its_database_down(pg_dsn: str, make_system: Callable[..., System]) -> None:
+def test_a_worker_stops_on_sigterm_even_with_its_database_down(make_system: Callable[..., System], pg_dsn: str) -> None:
     """SIGTERM stops a worker gracefully (exit 0, at once when it has no job). With the
     queue's PostgreSQL down, each of procrastinate's stopping steps would wait for a
     connection (it waited out every grace it was given); the worker now gives up
