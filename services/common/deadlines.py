@@ -8,11 +8,18 @@ is a budget, gateway/budget.py.)
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,3 +56,38 @@ class Deadline:
     def slice(self, own: float, reserve: float = 0.0) -> float:
         """Time for one call: min(its own timeout, what is left minus a reserve)."""
         return max(min(own, self.remaining() - reserve), 0.0)
+
+
+# Work cut at its time limit that is still ending (held so it is not collected meanwhile).
+_ENDING: set[asyncio.Future[Any]] = set()
+
+
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """``await work`` for at most ``seconds``: then the work is cancelled and TimeoutError
+    raised at once, the work left to end on its own. ``asyncio.timeout`` waits until the
+    cancelled work has ended, and a client may take long to: psycopg, cancelled in a query,
+    asks the server to cancel it and waits for that, up to 10 s on a connection that no
+    longer answers. A caller cancelled meanwhile leaves the work the same way."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        _leave(task)
+        raise
+    if not done:
+        _leave(task)
+        raise TimeoutError(f"no answer within {seconds:.2f} s")
+    return task.result()
+
+
+def _leave(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    if not task.done():
+        _ENDING.add(task)
+        task.add_done_callback(_ended)
+
+
+def _ended(task: asyncio.Future[Any]) -> None:
+    _ENDING.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("work cut at its time limit ended with an error", extra={"error": repr(exc)})

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from services.common.deadlines import Deadline
+from services.common.deadlines import Deadline, within
 from services.common.errors import NotFound, Unavailable
 from services.common.retry import STATUS_READ_BACKOFF, RetryPolicy, retrying
 from services.status import metrics
@@ -126,8 +126,9 @@ class StatusBook:
                 timeout = deadline.slice(self.attempt_timeout, reserve=ANSWER_MARGIN)
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(timeout):
-                        return await work()
+                    # Not asyncio.timeout: a cut attempt's client may take seconds to end it
+                    # (psycopg cancelling a query on a connection that no longer answers).
+                    return await within(timeout, work())
                 except TimeoutError as exc:
                     metrics.STORE_ERRORS.labels(self.store.name, op).inc()
                     raise StoreUnavailable(f"{self.store.name} did not answer within {timeout:.2f} s") from exc
@@ -248,8 +249,7 @@ class StatusBook:
     async def _probe_store(self, video_id: str) -> None:
         """One attempt against the store; closes the breaker when it answers."""
         try:
-            async with asyncio.timeout(self.attempt_timeout):
-                video = await self.store.get(video_id)
+            video = await within(self.attempt_timeout, self.store.get(video_id))
         except (StoreUnavailable, TimeoutError):
             metrics.STORE_ERRORS.labels(self.store.name, "probe").inc()
             return

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.status_reader import STORE_DOWN
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import OWN_SUBCHANNELS, logs_of, wait_until
 from tests.e2e.helpers import MODEL, post, provider_env, scenes
@@ -286,7 +287,7 @@ def test_status_store_down_at_start(
     run.check(run.finish(), "assets_generated")
 
 
-@pytest.mark.parametrize("fault", ["down-mid-run", "restarted", "slow"])
+@pytest.mark.parametrize("fault", ["down-mid-run", "frozen", "restarted", "slow"])
 def test_status_store_fault_mid_run(
     make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, pg_proxy: tuple[FaultyProxy, str], fault: str
 ) -> None:
@@ -306,12 +307,21 @@ def test_status_store_fault_mid_run(
         assert during["degraded"] is True, during
         assert wait_until(lambda: scene_results(run.system).get("deferred", 0) >= 1, timeout=60, every=0.2)
         proxy.refusing = False
+    elif fault == "frozen":
+        proxy.freeze()  # the database hangs: open connections and new ones get no answer
+        with run.client as c:
+            during = c.get("/api/video-status", params={"videoId": "v"}).json()
+        # The status service answered it (degraded, from what it knows) within the read's
+        # deadline: a cut attempt on a hung connection does not hold its call.
+        assert during["degraded"] is True and during["degradedReason"] == STORE_DOWN, during
+        assert wait_until(lambda: scene_results(run.system).get("deferred", 0) >= 1, timeout=60, every=0.2)
+        proxy.thaw()
     elif fault == "restarted":
         assert proxy.kill_connections() > 0
     else:
         proxy.delay = 0.05
     run.check(run.finish(), "assets_generated", n=6)
-    if fault == "down-mid-run":
+    if fault in ("down-mid-run", "frozen"):
         felt = scene_results(run.system)
         assert felt.get("recorded_at_end", 0) >= 1, felt  # the deferred results, recorded at the end
 

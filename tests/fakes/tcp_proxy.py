@@ -1,5 +1,6 @@
 """A TCP proxy on a loopback port in front of a real server (PostgreSQL), to inject faults:
-refuse new connections, kill the open ones (as a restart does), or slow every chunk."""
+refuse new connections, kill the open ones (as a restart does), slow every chunk, or freeze
+(connections stay open, and nothing passes either way: a server or network that hangs)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ class FaultyProxy:
         self.upstream = upstream
         self.refusing = False
         self.delay = 0.0
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -29,10 +32,20 @@ class FaultyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._flowing.set()  # held chunks go on (to closed sockets), so no pump stays blocked
         self._stop.set()
         self._thread.join()
         self.kill_connections()
         self.listener.close()
+
+    def freeze(self) -> None:
+        """Nothing passes from now on, either way, on open or new connections (new ones are
+        accepted): every read on the other side waits, as on a server that hangs."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """What was held passes, in order, and everything after it."""
+        self._flowing.set()
 
     def kill_connections(self) -> int:
         with self._lock:
@@ -59,6 +72,7 @@ class FaultyProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the 5 s were for connecting: an idle connection stays open
             with self._lock:
                 self._conns |= {client, upstream}
             for src, dst in ((client, upstream), (upstream, client)):
@@ -72,6 +86,7 @@ class FaultyProxy:
                     break
                 if self.delay:
                     time.sleep(self.delay)
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

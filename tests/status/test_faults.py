@@ -13,12 +13,15 @@ import psycopg
 import pytest
 
 from services.common.deadlines import Deadline
+from services.common.errors import Unavailable
 from services.status.book import StatusBook, StoreBreaker
 from services.status.model import VideoUpdate
 from services.status.stores.postgres import PostgresStore
 from services.status.stores.supabase import SupabaseStore
+from tests.conftest import eventually
 from tests.fakes import supabase_fake as sf
 from tests.fakes.supabase_fake import FakeSupabase
+from tests.fakes.tcp_proxy import FaultyProxy
 from tools.processes import free_port
 
 
@@ -165,6 +168,41 @@ async def test_postgres_connections_killed_mid_run_are_replaced(pg_dsn: str) -> 
     updated = await book.update("v1", VideoUpdate(status="generating_images"), Deadline.of(5))
     assert updated.status == "generating_images"
     await store.close()
+
+
+async def test_a_postgres_that_stops_answering_mid_life_holds_no_call_past_its_budget(pg_dsn: str) -> None:
+    """Connections open and working, then nothing answers (a hung server or network): psycopg,
+    cancelled in a query, cancels it on the server and waits for that (up to 5 s + 5 s), so an
+    attempt cut at its timeout held its caller that much longer. Reads answer degraded and
+    writes UNAVAILABLE within their deadline; thawed, the store answers again."""
+    database = pg_dsn.rsplit("/", 1)[1]
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}", connect_timeout=1)
+        book = book_for(store)
+        try:
+            await store.migrate()
+            await store.create("v1", 2)
+            assert not (await book.get("v1", Deadline.of(5))).degraded  # a pooled connection, working
+            proxy.freeze()
+            answer, elapsed = await timed_get(book, "v1", deadline=2.0)
+            assert answer.degraded and answer.video.video_id == "v1"  # type: ignore[attr-defined]
+            assert elapsed < 2.0 + 1.0, f"a read took {elapsed:.1f} s with a 2 s deadline"
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                await book.update("v1", VideoUpdate(progress=50), Deadline.of(2.0))
+            assert time.monotonic() - started < 2.0 + 1.0
+            proxy.thaw()
+
+            async def fresh() -> bool:
+                return not (await book.get("v1", Deadline.of(2))).degraded
+
+            assert await eventually(fresh, timeout=30, every=0.2)
+            # The write cut at its timeout may have reached the database after the thaw
+            # (its bytes were on their way): whether it did or not, progress only goes up.
+            assert (await book.get("v1", Deadline.of(5))).video.progress in (0, 50)
+        finally:
+            proxy.thaw()
+            await store.close()
 
 
 async def test_existing_storyshort_database_is_used_as_it_is(pg_dsn: str) -> None:
