@@ -44,8 +44,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     raise SystemExit("RUNS=queue needs DATABASE_URL (the PostgreSQL that holds the queue)")
                 jobs = queue_app(settings.database_url)
                 await stack.enter_async_context(jobs.open_async())
-                await ensure_schema(jobs)
-                queue = QueueRunner(pipeline, jobs, settings.database_url)
+                await ensure_schema(jobs, settings.database_url)
+                queue = QueueRunner(pipeline, jobs, settings.database_url, settings.queue_timeout)
                 await queue.open()
                 runs = queue
             else:

@@ -136,17 +136,20 @@ class Healer:
             if exc.status == 429:  # no room to run it now: later, without spending a try
                 heal.due = time.monotonic() + max(float(exc.headers.get("Retry-After", 1)), self.first_wait)
                 self.pending.setdefault(heal.video_id, heal)
-                return
-            # Its scenes changed since: the newer run is the one that counts.
-            log.info("heal dropped", extra={"video_id": heal.video_id, "reason": exc.message})
-            self._tries.pop(heal.video_id, None)
+            elif exc.status >= 500:  # the queue's database did not answer: an outage, later
+                self._later(heal, exc)
+            else:  # its scenes changed since: the newer run is the one that counts
+                log.info("heal dropped", extra={"video_id": heal.video_id, "reason": exc.message})
+                self._tries.pop(heal.video_id, None)
         except Exception as exc:
-            log.warning(
-                "could not resume the video to heal it; trying later",
-                extra={"video_id": heal.video_id, "error": str(exc)},
-            )
-            heal.due = time.monotonic() + min(self.first_wait * 2 ** self._tries.get(heal.video_id, 0), self.max_wait)
-            self.pending.setdefault(heal.video_id, heal)
+            self._later(heal, exc)
+
+    def _later(self, heal: Heal, exc: Exception) -> None:
+        log.warning(
+            "could not resume the video to heal it; trying later", extra={"video_id": heal.video_id, "error": str(exc)}
+        )
+        heal.due = time.monotonic() + min(self.first_wait * 2 ** self._tries.get(heal.video_id, 0), self.max_wait)
+        self.pending.setdefault(heal.video_id, heal)
 
     async def _until_providers_answer(self) -> float | None:
         """0 when a real provider would be tried now; else seconds until one might (None:

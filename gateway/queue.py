@@ -14,22 +14,37 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+import psycopg
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.types import JSONValue
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import scenes_conflict, video_not_found
+from gateway.errors import HTTPError, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
 from gateway.vocabulary import FINAL
+from services.common.deadlines import within
 
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"
 ACTIVE = ("todo", "doing")
 FINISHED = FINAL
+QUEUE_RETRY_AFTER = 5  # seconds, on a 503 for a queue that did not answer
+
+
+def queue_unavailable(why: str) -> HTTPError:
+    """A start the queue's database could not take: nothing was enqueued (or, cut after the
+    enqueue, the same POST again finds the job and answers alreadyRunning)."""
+    return HTTPError(
+        503,
+        "UNAVAILABLE",
+        f"the run queue's database {why}; the video was not started: try again",
+        headers={"Retry-After": str(QUEUE_RETRY_AFTER)},
+        reason="QUEUE_UNAVAILABLE",
+    )
 
 
 def queue_app(database_url: str) -> App:
@@ -63,30 +78,34 @@ async def run_video(
     return final
 
 
-async def ensure_schema(queue_app: App) -> None:
-    """Apply procrastinate's schema once (it is not idempotent by itself)."""
-    found = await queue_app.connector.execute_query_one_async(
-        "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
-    )
-    if not found["present"]:
-        await queue_app.connector.execute_query_async("SELECT pg_advisory_lock(7410264)")
-        try:
-            again = await queue_app.connector.execute_query_one_async(
-                "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
-            )
-            if not again["present"]:
-                await queue_app.schema_manager.apply_schema_async()
-                log.info("procrastinate schema applied")
-        finally:
-            await queue_app.connector.execute_query_async("SELECT pg_advisory_unlock(7410264)")
+async def ensure_schema(queue_app: App, database_url: str) -> None:
+    """Apply procrastinate's schema once (it is not idempotent by itself), whoever starts
+    first. Check, lock, check again and apply all on one connection of its own: a session's
+    advisory lock taken through procrastinate's pool stayed on whichever pooled connection
+    took it (the unlock went to another), for the life of the process, and a replica starting
+    on a fresh database beside it waited for it. Closing the connection releases it in any case."""
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        if await _has_schema(conn):
+            return
+        await conn.execute("SELECT pg_advisory_lock(7410264)")
+        if not await _has_schema(conn):
+            await conn.execute(queue_app.schema_manager.get_schema())
+            log.info("procrastinate schema applied")
+        await conn.execute("SELECT pg_advisory_unlock(7410264)")
+
+
+async def _has_schema(conn: AsyncConnection[Any]) -> bool:
+    found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
+    return bool(found and found[0])
 
 
 class QueueRunner:
     """The gateway side: one queued or running job per video, across all replicas."""
 
-    def __init__(self, pipeline: Pipeline, jobs: App, database_url: str) -> None:
+    def __init__(self, pipeline: Pipeline, jobs: App, database_url: str, timeout: float = 5.0) -> None:
         self.pipeline = pipeline
         self.app = jobs
+        self.timeout = timeout  # one start's queue work: the lock, the video's jobs, the enqueue
         # For the per-video advisory lock that makes check-then-enqueue atomic across replicas.
         self.locks: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
@@ -103,15 +122,32 @@ class QueueRunner:
         owner: str = "",
         heal: bool = False,
     ) -> tuple[VideoRun, bool]:
+        """Enqueue the video's run unless it is queued or running (then that run, False).
+        Within ``timeout``: a queue database that refuses or does not answer is a 503
+        (QUEUE_UNAVAILABLE), and the cut work ends on its own (psycopg may take seconds to
+        give up a query on a connection that hangs)."""
+        try:
+            return await within(self.timeout, self._start(video_id, scenes, regenerate, owner, heal))
+        except TimeoutError:
+            log.warning("the queue's database did not answer", extra={"video_id": video_id, "timeout_s": self.timeout})
+            raise queue_unavailable(f"did not answer within {self.timeout:g} s (QUEUE_TIMEOUT)") from None
+        except (psycopg.Error, ConnectorException) as exc:
+            log.warning("the queue's database failed", extra={"video_id": video_id, "error": repr(exc)})
+            raise queue_unavailable("is unavailable") from exc
+
+    async def _start(
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int], owner: str, heal: bool
+    ) -> tuple[VideoRun, bool]:
         key = f"storyshort-run:{video_id}"
-        async with self.locks.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-            try:
-                run = new_run(video_id, scenes, regenerate, owner)
-                run.counted = heal  # a heal is the owner's, but not counted against their limits
-                return await self._start_locked(run)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        # The transaction's lock, released when it ends however it ends (commit, rollback, the
+        # connection lost). A session's lock, taken by a start cut before its unlock (the
+        # lock's answer late on a slow network), stayed on its pooled connection, and every
+        # later start of the video waited on it.
+        async with self.locks.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+            run = new_run(video_id, scenes, regenerate, owner)
+            run.counted = heal  # a heal is the owner's, but not counted against their limits
+            return await self._start_locked(run)
 
     async def _start_locked(self, run: VideoRun) -> tuple[VideoRun, bool]:
         video_id = run.video_id

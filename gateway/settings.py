@@ -42,6 +42,8 @@ class GatewaySettings(ObjectLayoutSettings):
     # procrastinate queue in DATABASE_URL, run by `python -m gateway.worker` replicas.
     runs: Literal["inprocess", "queue"] = Field("inprocess", validation_alias="RUNS")
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    # A start's work on the queue's database (RUNS=queue); past it the start answers 503.
+    queue_timeout: Seconds = Field(5.0, validation_alias="QUEUE_TIMEOUT", gt=0)
     worker_concurrency: int = Field(4, validation_alias="WORKER_CONCURRENCY", ge=1)
     # The worker's own Prometheus /metrics (its runs, scenes, spend and budget series); 0: off.
     worker_metrics_port: int = Field(9104, validation_alias="WORKER_METRICS_PORT", ge=0)

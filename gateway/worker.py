@@ -96,10 +96,10 @@ async def serve(settings: GatewaySettings) -> None:
     pipeline = build_pipeline(settings, clients)
     jobs = queue_app(settings.database_url)
     async with jobs.open_async():
-        await ensure_schema(jobs)
+        await ensure_schema(jobs, settings.database_url)
         # Heals of the videos this worker ran are enqueued like a POST would enqueue them.
         healer = build_healer(settings, clients)
-        runner = QueueRunner(pipeline, jobs, settings.database_url)
+        runner = QueueRunner(pipeline, jobs, settings.database_url, settings.queue_timeout)
         await runner.open()
         healer.resume = runner.start
         recovery = asyncio.create_task(retry_stalled(jobs, settings.worker_stalled_after))

@@ -163,3 +163,35 @@ def test_a_worker_stops_on_sigterm_even_with_its_database_down(make_system: Call
         assert down.wait(timeout=1 + STOP_MARGIN + 20) == 1
         assert time.monotonic() - signalled >= 1 + STOP_MARGIN - 0.5  # the grace was given first
         assert "did not stop in time" in logs_of(system, "worker-down")
+
+
+def test_a_post_while_the_queue_database_hangs_is_a_503_in_time_and_the_same_post_works_after(
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
+) -> None:
+    """Through the gateway: the start hung without end with the queue's PostgreSQL frozen
+    (the client gave up after 60 s), and once the pool had given up, answered 500 and reset
+    the connection. Now 503 UNAVAILABLE (QUEUE_UNAVAILABLE, Retry-After) within QUEUE_TIMEOUT,
+    the connection still serves, and the same POST after the thaw starts the video and a
+    worker runs it to the end."""
+    fake_openai.script(MODEL, fo.Ok(latency=0.05))
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        system = make_system(provider_env(fake_openai.base_url, RUNS="queue", DATABASE_URL=through, QUEUE_TIMEOUT="1"))
+        system.start_all()
+        with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
+            proxy.freeze()
+            started = time.monotonic()
+            refused = post(client, "q-frozen", scenes(2))
+            took = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["reason"] == "QUEUE_UNAVAILABLE"
+            assert refused.headers["Retry-After"] == "5"
+            assert took < 1 + 4, f"answered after {took:.1f} s"
+            assert client.get("/healthz").status_code == 200  # the same connection, still served
+            proxy.thaw()
+            again = post(client, "q-frozen", scenes(2))
+            assert again.status_code == 202 and again.json()["alreadyRunning"] is False, again.text
+            start_worker(system)
+            seen = poll_until_done(client, "q-frozen", timeout=60)
+            assert seen[-1]["status"] == "assets_generated", seen[-1]
+    assert sorted(fake_openai.paid) == sorted(s["prompt"] for s in scenes(2))  # each scene paid once

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.errors import HTTPError
 from gateway.healing import Healer
 from gateway.video_run import Scene, SceneOutcome, VideoRun
 from storyshort.imagegen.v1 import imagegen_pb2
@@ -77,3 +78,43 @@ async def test_with_no_tries_allowed_nothing_is_resumed() -> None:
     healer.consider(ended_with_placeholders("v-off"))
     assert not healer.pending
     await healer.close()
+
+
+async def test_a_queue_that_cannot_take_the_heal_is_asked_again_and_other_refusals_drop_it() -> None:
+    """With RUNS=queue a resume is a queue start: its database down answers 503, which is an
+    outage to wait out (the heal was dropped as if the video's scenes had changed); a 409
+    (a newer run with other scenes) still drops it."""
+    healer = Healer(cast(Any, Providers()), first_wait=0.01, max_wait=0.05, max_tries=3)
+    asked: list[str] = []
+    answers = [
+        HTTPError(503, "UNAVAILABLE", "the run queue's database is unavailable", reason="QUEUE_UNAVAILABLE"),
+        HTTPError(503, "UNAVAILABLE", "the run queue's database is unavailable", reason="QUEUE_UNAVAILABLE"),
+        None,  # the queue is back: the heal starts
+    ]
+
+    async def resume(video_id: str, scenes: list[Scene], **_: Any) -> tuple[VideoRun, bool]:
+        asked.append(video_id)
+        answer = answers.pop(0) if answers else HTTPError(409, "ALREADY_EXISTS", "other scenes")
+        if answer is not None:
+            raise answer
+        return ended_with_placeholders(video_id), True
+
+    healer.resume = resume
+    started = heals("started")
+    try:
+        healer.consider(ended_with_placeholders("v-queue"))
+
+        async def healed() -> bool:
+            return heals("started") > started
+
+        assert await eventually(healed, timeout=10)
+        assert asked == ["v-queue"] * 3  # asked again after each 503
+
+        healer.consider(ended_with_placeholders("v-queue"))  # still placeholders: a second try
+
+        async def dropped() -> bool:
+            return len(asked) == 4 and not healer.pending
+
+        assert await eventually(dropped, timeout=10)  # the 409 dropped it: not asked again
+    finally:
+        await healer.close()

@@ -7,9 +7,12 @@ a 409 for a run the user already sees finished."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import psycopg
 import pytest
 from procrastinate import App
 
@@ -18,6 +21,8 @@ from gateway.pipeline import Pipeline
 from gateway.queue import TASK, QueueRunner, ensure_schema, queue_app
 from gateway.video_run import Scene, VideoRun
 from storyshort.status.v1 import status_pb2
+from tests.conftest import eventually
+from tests.fakes.tcp_proxy import FaultyProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -50,7 +55,7 @@ def scenes(word: str) -> list[Scene]:
 async def runner(pg_dsn: str) -> AsyncIterator[tuple[QueueRunner, StandInPipeline, App]]:
     jobs = queue_app(pg_dsn)
     async with jobs.open_async():
-        await ensure_schema(jobs)
+        await ensure_schema(jobs, pg_dsn)
         pipeline = StandInPipeline()
         runner = QueueRunner(cast(Pipeline, pipeline), jobs, pg_dsn)
         await runner.open()
@@ -109,3 +114,105 @@ async def test_a_running_job_counts_as_running_when_status_cannot_say(
     with pytest.raises(HTTPError) as refused:
         await start.start("v1", scenes("other"))
     assert refused.value.status == 409
+
+
+@pytest.fixture
+async def proxied(pg_dsn: str) -> AsyncIterator[tuple[QueueRunner, StandInPipeline, App, FaultyProxy]]:
+    """The runner and its procrastinate app on the real PostgreSQL behind a faulty proxy,
+    with a 1 s QUEUE_TIMEOUT."""
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        jobs = queue_app(through)
+        async with jobs.open_async():
+            await ensure_schema(jobs, through)
+            pipeline = StandInPipeline()
+            runner = QueueRunner(cast(Pipeline, pipeline), jobs, through, timeout=1.0)
+            await runner.open()
+            try:
+                yield runner, pipeline, jobs, proxy
+            finally:
+                proxy.thaw()
+                proxy.delay, proxy.refusing = 0.0, False
+                await runner.drain(1.0)
+
+
+async def refused_within(runner: QueueRunner, video_id: str, bound: float) -> HTTPError:
+    started = time.monotonic()
+    with pytest.raises(HTTPError) as refused:
+        await runner.start(video_id, scenes("first"))
+    took = time.monotonic() - started
+    assert took < bound, f"the start answered after {took:.1f} s"
+    return refused.value
+
+
+@pytest.mark.parametrize("fault", ["frozen", "down"])
+async def test_a_queue_database_that_hangs_or_is_down_answers_503_within_the_timeout(
+    proxied: tuple[QueueRunner, StandInPipeline, App, FaultyProxy], fault: str
+) -> None:
+    """It hung without a bound (frozen) or answered 500 with the traceback in the log (down);
+    now 503 QUEUE_UNAVAILABLE with Retry-After, nothing prepared nor enqueued, and the same
+    start goes through once the database is back."""
+    runner, pipeline, jobs, proxy = proxied
+    if fault == "frozen":
+        proxy.freeze()
+    else:
+        proxy.refusing = True
+        proxy.kill_connections()
+    refused = await refused_within(runner, "v1", bound=1.0 + 2.0)
+    assert (refused.status, refused.reason) == (503, "QUEUE_UNAVAILABLE"), refused.message
+    assert "try again" in refused.message and refused.headers["Retry-After"] == "5"
+    assert pipeline.prepared == []  # the video was not marked generating
+    proxy.thaw()
+    proxy.refusing = False
+
+    async def starts() -> bool:
+        try:
+            return (await runner.start("v1", scenes("first")))[1]
+        except HTTPError as exc:
+            assert exc.status == 503, exc.message  # still coming back
+            return False
+
+    assert await eventually(starts, timeout=30, every=0.2)
+    assert len(await jobs_of(jobs, "todo")) == 1 and pipeline.prepared == ["v1"]
+
+
+async def test_a_start_cut_while_its_lock_was_on_the_way_leaves_no_lock_behind(
+    pg_dsn: str, proxied: tuple[QueueRunner, StandInPipeline, App, FaultyProxy]
+) -> None:
+    """Each chunk 1.5 s late: the start is cut at its 1 s timeout while its lock query is on
+    the way; the database takes the lock, and psycopg's cancel comes after it. The lock must
+    not outlive the cut start (a session lock stayed on its pooled connection, and every later
+    start of the video waited on it until the timeout)."""
+    runner, _pipeline, _jobs, proxy = proxied
+    proxy.delay = 1.5
+    refused = await refused_within(runner, "v1", bound=1.0 + 2.0)
+    assert refused.status == 503
+    proxy.delay = 0.0
+
+    def advisory_locks() -> int:
+        with psycopg.connect(pg_dsn) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    # The cut start ends on its own (its answers arrive, 1.5 s a chunk): then no lock is held.
+    assert await eventually(lambda: asyncio.to_thread(lambda: advisory_locks() == 0), timeout=30, every=0.3)
+    _, started = await runner.start("v1", scenes("first"))
+    assert started
+
+
+async def test_replicas_starting_at_once_on_a_fresh_database_apply_the_schema_once_and_hold_no_lock(
+    pg_dsn: str,
+) -> None:
+    """The schema lock went through procrastinate's pool: taken on one pooled connection and
+    "released" on another, it stayed held for the life of the process."""
+    apps = [queue_app(pg_dsn) for _ in range(3)]
+    async with apps[0].open_async(), apps[1].open_async(), apps[2].open_async():
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(ensure_schema(app, pg_dsn) for app in apps))
+        with psycopg.connect(pg_dsn) as admin:
+            held = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+            present = admin.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        assert held == (0,) and present == (True,)
