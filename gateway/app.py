@@ -17,7 +17,7 @@ from gateway.clients import ServiceClients
 from gateway.draining import Drain, RefuseStartsWhileDraining
 from gateway.errors import BodyLimit
 from gateway.events import VideoEvents
-from gateway.queue import QueueRunner, ensure_schema, queue_app
+from gateway.queue import QueueRunner, queue_app, queue_pool
 from gateway.routes import health, objects, videos
 from gateway.runner import Runner
 from gateway.runs import RunRegistry
@@ -42,9 +42,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if settings.runs == "queue":
                 if not settings.database_url:
                     raise SystemExit("RUNS=queue needs DATABASE_URL (the PostgreSQL that holds the queue)")
+                # Started, and serving reads, even while the queue's database is down: its
+                # pool opens without waiting, and starts answer 503 until it answers.
                 jobs = queue_app(settings.database_url)
-                await stack.enter_async_context(jobs.open_async())
-                await ensure_schema(jobs, settings.database_url)
+                pool = queue_pool(settings.database_url)
+                await pool.open(wait=False)
+                stack.push_async_callback(pool.close)
+                await stack.enter_async_context(jobs.open_async(pool))
                 queue = QueueRunner(pipeline, jobs, settings.database_url, settings.queue_timeout)
                 await queue.open()
                 runs = queue

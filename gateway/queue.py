@@ -54,6 +54,12 @@ def queue_app(database_url: str) -> App:
     return jobs
 
 
+def queue_pool(database_url: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    """The pool procrastinate would make for itself, to be opened without waiting for the
+    database (procrastinate's own waits up to 30 s for it, then fails the start)."""
+    return AsyncConnectionPool(database_url, open=False, check=AsyncConnectionPool.check_connection)
+
+
 def scenes_arg(scenes: list[Scene]) -> list[list[Any]]:
     return [[s.number, s.prompt] for s in scenes]
 
@@ -106,13 +112,30 @@ class QueueRunner:
         self.pipeline = pipeline
         self.app = jobs
         self.timeout = timeout  # one start's queue work: the lock, the video's jobs, the enqueue
+        self.database_url = database_url
+        self.schema_ready = False  # procrastinate's tables seen (or made): ensured by the first start
         # For the per-video advisory lock that makes check-then-enqueue atomic across replicas.
         self.locks: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
         )
 
     async def open(self) -> None:
-        await self.locks.open()
+        """Open the pool without waiting for the database, and make sure of the schema if
+        the database answers within ``timeout``: a gateway starts, and serves reads, while
+        its queue's database is down; its starts answer 503 until it is back."""
+        await self.locks.open(wait=False)
+        try:
+            await within(self.timeout, self._ensure_schema())
+        except (TimeoutError, psycopg.Error, ConnectorException) as exc:
+            log.error(
+                "the queue's database does not answer; starts of videos answer 503 until it does",
+                extra={"error": repr(exc) if not isinstance(exc, TimeoutError) else f"no answer in {self.timeout:g} s"},
+            )
+
+    async def _ensure_schema(self) -> None:
+        if not self.schema_ready:
+            await ensure_schema(self.app, self.database_url)
+            self.schema_ready = True
 
     async def start(
         self,
@@ -138,6 +161,7 @@ class QueueRunner:
     async def _start(
         self, video_id: str, scenes: list[Scene], regenerate: frozenset[int], owner: str, heal: bool
     ) -> tuple[VideoRun, bool]:
+        await self._ensure_schema()
         key = f"storyshort-run:{video_id}"
         # The transaction's lock, released when it ends however it ends (commit, rollback, the
         # connection lost). A session's lock, taken by a start cut before its unlock (the

@@ -9,13 +9,15 @@ import logging
 import os
 import signal
 
+import psycopg
 from procrastinate import App
+from procrastinate.exceptions import ConnectorException
 
 from gateway.clients import ServiceClients
 from gateway.queue import QueueRunner, ensure_schema, queue_app
 from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
-from services.common.config import load_settings
+from services.common.config import load_settings, url_without_password
 from services.common.logs import setup_logging
 from services.common.memory import settle_heap, tune_allocator
 from services.common.metrics import serve_metrics
@@ -86,6 +88,17 @@ async def main() -> None:
     log.info("worker stopped")
 
 
+async def reach(jobs: App, database_url: str) -> None:
+    """Open procrastinate's pool (it waits up to 30 s for the database) and make sure of its
+    schema: a worker has nothing to do without its database, so it stops, saying why."""
+    await jobs.open_async()
+    try:
+        await ensure_schema(jobs, database_url)
+    except BaseException:
+        await jobs.close_async()
+        raise
+
+
 async def serve(settings: GatewaySettings) -> None:
     tune_allocator()
     # The runs happen here, not in the gateway: their series are served from here.
@@ -95,31 +108,37 @@ async def serve(settings: GatewaySettings) -> None:
     clients = ServiceClients.connect(settings)
     pipeline = build_pipeline(settings, clients)
     jobs = queue_app(settings.database_url)
-    async with jobs.open_async():
-        await ensure_schema(jobs, settings.database_url)
-        # Heals of the videos this worker ran are enqueued like a POST would enqueue them.
-        healer = build_healer(settings, clients)
-        runner = QueueRunner(pipeline, jobs, settings.database_url, settings.queue_timeout)
-        await runner.open()
-        healer.resume = runner.start
-        recovery = asyncio.create_task(retry_stalled(jobs, settings.worker_stalled_after))
-        settle_heap()
-        log.info("worker started", extra={"concurrency": settings.worker_concurrency})
-        try:
-            await jobs.run_worker_async(
-                concurrency=settings.worker_concurrency,
-                additional_context={"pipeline": pipeline, "healer": healer},
-                update_heartbeat_interval=settings.worker_stalled_after / 3,
-                stalled_worker_timeout=settings.worker_stalled_after,
-                shutdown_graceful_timeout=settings.shutdown_grace,
-                fetch_job_polling_interval=1.0,
-                install_signal_handlers=False,  # ours (main): cancelling the run stops it gracefully
-            )
-        finally:
-            recovery.cancel()
-            await healer.close()
-            await runner.drain(settings.shutdown_grace)
-            await clients.close()
+    try:
+        await reach(jobs, settings.database_url)
+    except (psycopg.Error, ConnectorException) as exc:  # a pool's timeout is an OperationalError
+        raise SystemExit(
+            f"the worker cannot reach the queue's database ({url_without_password(settings.database_url)}): {exc}"
+        ) from None
+    # Heals of the videos this worker ran are enqueued like a POST would enqueue them.
+    healer = build_healer(settings, clients)
+    runner = QueueRunner(pipeline, jobs, settings.database_url, settings.queue_timeout)
+    runner.schema_ready = True
+    await runner.open()
+    healer.resume = runner.start
+    recovery = asyncio.create_task(retry_stalled(jobs, settings.worker_stalled_after))
+    settle_heap()
+    log.info("worker started", extra={"concurrency": settings.worker_concurrency})
+    try:
+        await jobs.run_worker_async(
+            concurrency=settings.worker_concurrency,
+            additional_context={"pipeline": pipeline, "healer": healer},
+            update_heartbeat_interval=settings.worker_stalled_after / 3,
+            stalled_worker_timeout=settings.worker_stalled_after,
+            shutdown_graceful_timeout=settings.shutdown_grace,
+            fetch_job_polling_interval=1.0,
+            install_signal_handlers=False,  # ours (main): cancelling the run stops it gracefully
+        )
+    finally:
+        recovery.cancel()
+        await healer.close()
+        await runner.drain(settings.shutdown_grace)
+        await clients.close()
+        await jobs.close_async()
 
 
 if __name__ == "__main__":

@@ -195,3 +195,34 @@ def test_a_post_while_the_queue_database_hangs_is_a_503_in_time_and_the_same_pos
             seen = poll_until_done(client, "q-frozen", timeout=60)
             assert seen[-1]["status"] == "assets_generated", seen[-1]
     assert sorted(fake_openai.paid) == sorted(s["prompt"] for s in scenes(2))  # each scene paid once
+
+
+@pytest.mark.matrix
+def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_worker_says_why_it_stops(
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
+) -> None:
+    """The gateway failed its start after procrastinate's 30 s wait for the database (a
+    traceback), so its reads were gone too. Now it starts: reads are served, starts answer
+    503 QUEUE_UNAVAILABLE, and once the database is back the first start makes procrastinate's
+    schema (the database is fresh) and the video runs. A worker has nothing to do without
+    the database: it exits 1 saying so, not with a traceback."""
+    fake_openai.script(MODEL, fo.Ok(latency=0.05))
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        proxy.refusing = True
+        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        system = make_system(provider_env(fake_openai.base_url, RUNS="queue", DATABASE_URL=through, QUEUE_TIMEOUT="1"))
+        worker = system.start_replica("worker", "gateway.worker", {"WORKER_METRICS_PORT": "0"}, port=None)
+        system.start_all()
+        with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
+            assert client.get("/api/video-status", params={"videoId": "nobody"}).status_code == 404  # reads served
+            refused = post(client, "q-late", scenes(2))
+            assert refused.status_code == 503 and refused.json()["error"]["reason"] == "QUEUE_UNAVAILABLE", refused.text
+            assert worker.wait(timeout=90) == 1
+            said = logs_of(system, "worker")
+            assert "cannot reach the queue's database" in said and "Traceback" not in said, said[-2000:]
+            proxy.refusing = False
+            started = post(client, "q-late", scenes(2))
+            assert started.status_code == 202, started.text
+            start_worker(system)
+            seen = poll_until_done(client, "q-late", timeout=60)
+            assert seen[-1]["status"] == "assets_generated", seen[-1]
