@@ -264,6 +264,38 @@ MUTANTS = (
         ),
         "a request built while waiting counts its deadline from the build, not from when it is sent",
     ),
+    Mutant(
+        "cut-work-waited-for",
+        "services/common/deadlines.py",
+        (
+            (
+                "        _leave(task)\n        raise TimeoutError",
+                "        task.cancel()\n        await asyncio.wait({task})\n        raise TimeoutError",
+            ),
+        ),
+        (
+            "tests/status/test_faults.py::test_a_postgres_that_stops_answering_mid_life_holds_no_call_past_its_budget",
+            "tests/gateway/test_queue_start.py::test_a_queue_database_that_hangs_or_is_down_answers_503_within_the_timeout",
+        ),
+        "a call cut at its time limit waits for its work to end (asyncio.timeout's way): a hung database holds it",
+    ),
+    Mutant(
+        "video-lock-of-the-session",
+        "gateway/queue.py",
+        (("pg_advisory_xact_lock(hashtext(%s))", "pg_advisory_lock(hashtext(%s))"),),
+        ("tests/gateway/test_queue_start.py::test_a_start_cut_while_its_lock_was_on_the_way_leaves_no_lock_behind",),
+        "the video's queue lock is the session's, never released by a start cut mid-way",
+    ),
+    Mutant(
+        "heal-dropped-on-an-outage",
+        "gateway/healing.py",
+        (("            elif exc.status >= 500:", "            elif False:"),),
+        (
+            "tests/gateway/test_healing.py::"
+            "test_a_queue_that_cannot_take_the_heal_is_asked_again_and_other_refusals_drop_it",
+        ),
+        "a heal the queue could not take (503) is dropped instead of asked again later",
+    ),
 )
 
 
