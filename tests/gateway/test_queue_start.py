@@ -20,6 +20,7 @@ from gateway.errors import HTTPError
 from gateway.pipeline import Pipeline
 from gateway.queue import TASK, QueueRunner, ensure_schema, queue_app
 from gateway.video_run import Scene, VideoRun
+from services.common import deadlines
 from storyshort.status.v1 import status_pb2
 from tests.conftest import eventually
 from tests.fakes.tcp_proxy import FaultyProxy
@@ -176,18 +177,23 @@ async def test_a_queue_database_that_hangs_or_is_down_answers_503_within_the_tim
     assert len(await jobs_of(jobs, "todo")) == 1 and pipeline.prepared == ["v1"]
 
 
+# (each chunk this late, the start cut then): the start's first round trip in flight at the
+# cut (where the session's lock was taken); its second (BEGIN back at 0.8 s, the lock's query
+# on its way).
+CUTS = [(1.5, 1.0), (0.4, 1.2)]
+
+
+@pytest.mark.parametrize(("delay", "cut"), CUTS)
 async def test_a_start_cut_while_its_lock_was_on_the_way_leaves_no_lock_behind(
-    pg_dsn: str, proxied: tuple[QueueRunner, StandInPipeline, App, FaultyProxy]
+    pg_dsn: str, proxied: tuple[QueueRunner, StandInPipeline, App, FaultyProxy], delay: float, cut: float
 ) -> None:
-    """Each chunk 1.5 s late: the start is cut at its 1 s timeout while its lock query is on
-    the way; the database takes the lock, and psycopg's cancel comes after it. The lock must
-    not outlive the cut start (a session lock stayed on its pooled connection, and every later
-    start of the video waited on it until the timeout)."""
+    """A start holds the video's lock only while it runs. Then every chunk is late and the
+    start is cut while a query is on its way (the lock's, or one after it): the database
+    answers it, and psycopg's cancel comes after. The lock must not outlive the cut start (a
+    session's lock, taken by the start's first query, stayed on its pooled connection when
+    the cut came before its unlock was due, and every later start of the video waited on it
+    until the timeout)."""
     runner, _pipeline, _jobs, proxy = proxied
-    proxy.delay = 1.5
-    refused = await refused_within(runner, "v1", bound=1.0 + 2.0)
-    assert refused.status == 503
-    proxy.delay = 0.0
 
     def advisory_locks() -> int:
         with psycopg.connect(pg_dsn) as admin:
@@ -197,8 +203,20 @@ async def test_a_start_cut_while_its_lock_was_on_the_way_leaves_no_lock_behind(
             ).fetchone()
         return int(row[0]) if row else 0
 
-    # The cut start ends on its own (its answers arrive, 1.5 s a chunk): then no lock is held.
-    assert await eventually(lambda: asyncio.to_thread(lambda: advisory_locks() == 0), timeout=30, every=0.3)
+    assert (await runner.start("v0", scenes("first")))[1]
+    assert advisory_locks() == 0  # released with the start's end
+
+    proxy.delay, runner.timeout = delay, cut
+    refused = await refused_within(runner, "v1", bound=cut + 2.0)
+    assert refused.status == 503
+
+    # The cut start ends on its own, on the same slow network: then no lock is held.
+    async def cut_work_ended() -> bool:
+        return not deadlines._ENDING
+
+    assert await eventually(cut_work_ended, timeout=60, every=0.1)
+    assert await asyncio.to_thread(advisory_locks) == 0
+    proxy.delay = 0.0
     _, started = await runner.start("v1", scenes("first"))
     assert started
 
