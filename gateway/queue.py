@@ -11,6 +11,7 @@ gateway.worker` (any number of replicas) runs the jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, cast
 
@@ -114,6 +115,7 @@ class QueueRunner:
         self.timeout = timeout  # one start's queue work: the lock, the video's jobs, the enqueue
         self.database_url = database_url
         self.schema_ready = False  # procrastinate's tables seen (or made): ensured by the first start
+        self._schema: asyncio.Task[None] | None = None
         # For the per-video advisory lock that makes check-then-enqueue atomic across replicas.
         self.locks: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
@@ -133,9 +135,18 @@ class QueueRunner:
             )
 
     async def _ensure_schema(self) -> None:
-        if not self.schema_ready:
-            await ensure_schema(self.app, self.database_url)
-            self.schema_ready = True
+        """Wait for the schema to be there. Making it is a task of its own, never cut with
+        the start that waits for it: on a slow database making procrastinate's schema can
+        take longer than QUEUE_TIMEOUT, and cut each time it would never be made."""
+        if self.schema_ready:
+            return
+        if self._schema is None or self._schema.done():
+            self._schema = asyncio.create_task(self._make_schema(), name="queue-schema")
+        await asyncio.shield(self._schema)
+
+    async def _make_schema(self) -> None:
+        await ensure_schema(self.app, self.database_url)
+        self.schema_ready = True
 
     async def start(
         self,

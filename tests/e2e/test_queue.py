@@ -16,7 +16,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.conftest import logs_of
+from tests.conftest import logs_of, wait_until
 from tests.e2e.helpers import MODEL, poll_until_done, post, provider_env, scenes, start_worker
 from tests.fakes import openai_fake as fo
 from tests.fakes.tcp_proxy import FaultyProxy
@@ -221,8 +221,14 @@ def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_wo
             said = logs_of(system, "worker")
             assert "cannot reach the queue's database" in said and "Traceback" not in said, said[-2000:]
             proxy.refusing = False
-            started = post(client, "q-late", scenes(2))
-            assert started.status_code == 202, started.text
+            answers: list[httpx.Response] = []
+
+            def started() -> bool:  # as a client after Retry-After: the first start makes the schema
+                answers.append(post(client, "q-late", scenes(2)))
+                return answers[-1].status_code == 202
+
+            assert wait_until(started, timeout=60, every=1.0), answers[-1].text
+            assert all(a.json()["error"]["reason"] == "QUEUE_UNAVAILABLE" for a in answers[:-1])
             start_worker(system)
             seen = poll_until_done(client, "q-late", timeout=60)
             assert seen[-1]["status"] == "assets_generated", seen[-1]

@@ -234,3 +234,33 @@ async def test_replicas_starting_at_once_on_a_fresh_database_apply_the_schema_on
             held = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
             present = admin.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
         assert held == (0,) and present == (True,)
+
+
+async def test_the_schema_is_made_even_when_making_it_takes_longer_than_a_start_may(pg_dsn: str) -> None:
+    """A fresh database on a slow network (each chunk 0.3 s late): making procrastinate's
+    schema takes seconds, and a start may take 1. The starts meanwhile answer 503, and the
+    schema's making goes on across them (cut with each start, it was never made); once the
+    network is quick again, a start goes through."""
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        jobs = queue_app(through)
+        async with jobs.open_async():
+            runner = QueueRunner(cast(Pipeline, StandInPipeline()), jobs, through, timeout=1.0)
+            proxy.delay = 0.3
+            try:
+                await runner.open()  # cut at 1 s: the gateway starts all the same
+                assert not runner.schema_ready
+
+                async def made() -> bool:
+                    try:
+                        await runner.start("v1", scenes("first"))
+                    except HTTPError as exc:
+                        assert exc.status == 503, exc.message
+                    return runner.schema_ready
+
+                assert await eventually(made, timeout=60, every=0.2)
+            finally:
+                proxy.delay = 0.0
+            _, started = await runner.start("v2", scenes("first"))
+            assert started
+            await runner.drain(1.0)
