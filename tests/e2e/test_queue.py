@@ -165,6 +165,7 @@ def test_a_worker_stops_on_sigterm_even_with_its_database_down(make_system: Call
         assert "did not stop in time" in logs_of(system, "worker-down")
 
 
+@pytest.mark.matrix
 def test_a_post_while_the_queue_database_hangs_is_a_503_in_time_and_the_same_post_works_after(
     make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI
 ) -> None:
