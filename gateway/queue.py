@@ -34,6 +34,7 @@ TASK = "storyshort.run_video"
 ACTIVE = ("todo", "doing")
 FINISHED = FINAL
 QUEUE_RETRY_AFTER = 5  # seconds, on a 503 for a queue that did not answer
+SCHEMA_CONNECT_TIMEOUT = 10  # seconds
 
 
 def queue_unavailable(why: str) -> HTTPError:
@@ -91,7 +92,11 @@ async def ensure_schema(queue_app: App, database_url: str) -> None:
     advisory lock taken through procrastinate's pool stayed on whichever pooled connection
     took it (the unlock went to another), for the life of the process, and a replica starting
     on a fresh database beside it waited for it. Closing the connection releases it in any case."""
-    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+    # A database that does not answer at all ends this (a worker's start; the gateway's task
+    # that its starts wait for) within SCHEMA_CONNECT_TIMEOUT, to be tried again.
+    async with await AsyncConnection.connect(
+        database_url, autocommit=True, connect_timeout=SCHEMA_CONNECT_TIMEOUT
+    ) as conn:
         if await _has_schema(conn):
             return
         await conn.execute("SELECT pg_advisory_lock(7410264)")
@@ -104,6 +109,11 @@ async def ensure_schema(queue_app: App, database_url: str) -> None:
 async def _has_schema(conn: AsyncConnection[Any]) -> bool:
     found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
     return bool(found and found[0])
+
+
+def _schema_made(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:  # the next start tries again
+        log.warning("procrastinate's schema could not be made yet", extra={"error": repr(exc)})
 
 
 class QueueRunner:
@@ -142,6 +152,7 @@ class QueueRunner:
             return
         if self._schema is None or self._schema.done():
             self._schema = asyncio.create_task(self._make_schema(), name="queue-schema")
+            self._schema.add_done_callback(_schema_made)
         await asyncio.shield(self._schema)
 
     async def _make_schema(self) -> None:
@@ -225,4 +236,6 @@ class QueueRunner:
         return None
 
     async def drain(self, grace: float) -> None:
+        if self._schema is not None:
+            self._schema.cancel()
         await self.locks.close()  # jobs live in PostgreSQL; nothing else to hand over

@@ -8,6 +8,7 @@ a 409 for a run the user already sees finished."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from procrastinate import App
 
+from gateway import queue as queue_module
 from gateway.errors import HTTPError
 from gateway.pipeline import Pipeline
 from gateway.queue import TASK, QueueRunner, ensure_schema, queue_app
@@ -264,3 +266,30 @@ async def test_the_schema_is_made_even_when_making_it_takes_longer_than_a_start_
             _, started = await runner.start("v2", scenes("first"))
             assert started
             await runner.drain(1.0)
+
+
+async def test_a_database_that_never_answers_does_not_hold_the_schema_making_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that takes the connection and never says a word: the schema's making (which
+    starts wait for, and never cut) gives up at its connect timeout, and the next start tries
+    again, instead of every start waiting on one attempt for ever."""
+    monkeypatch.setattr(queue_module, "SCHEMA_CONNECT_TIMEOUT", 2)  # libpq's least
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    dsn = f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/none"
+    runner = QueueRunner(cast(Pipeline, StandInPipeline()), queue_app(dsn), dsn, timeout=0.5)
+    try:
+        await runner.open()  # answers at 0.5 s; the making goes on
+        first = runner._schema
+        assert first is not None
+        async with asyncio.timeout(20):
+            await asyncio.wait({first})
+        assert isinstance(first.exception(), psycopg.OperationalError)
+        with pytest.raises(HTTPError) as refused:
+            await runner.start("v1", scenes("first"))
+        assert refused.value.status == 503 and runner._schema is not first  # tried again
+    finally:
+        await runner.drain(1.0)
+        listener.close()
