@@ -35,6 +35,8 @@ ACTIVE = ("todo", "doing")
 FINISHED = FINAL
 QUEUE_RETRY_AFTER = 5  # seconds, on a 503 for a queue that did not answer
 SCHEMA_CONNECT_TIMEOUT = 10  # seconds
+# What the queue's database refusing or failing raises (a pool's timeout is an OperationalError).
+DATABASE_ERRORS = (psycopg.Error, ConnectorException)
 
 
 def queue_unavailable(why: str) -> HTTPError:
@@ -138,7 +140,7 @@ class QueueRunner:
         await self.locks.open(wait=False)
         try:
             await within(self.timeout, self._ensure_schema())
-        except (TimeoutError, psycopg.Error, ConnectorException) as exc:
+        except (TimeoutError, *DATABASE_ERRORS) as exc:
             log.error(
                 "the queue's database does not answer; starts of videos answer 503 until it does",
                 extra={"error": repr(exc) if not isinstance(exc, TimeoutError) else f"no answer in {self.timeout:g} s"},
@@ -176,7 +178,7 @@ class QueueRunner:
         except TimeoutError:
             log.warning("the queue's database did not answer", extra={"video_id": video_id, "timeout_s": self.timeout})
             raise queue_unavailable(f"did not answer within {self.timeout:g} s (QUEUE_TIMEOUT)") from None
-        except (psycopg.Error, ConnectorException) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("the queue's database failed", extra={"video_id": video_id, "error": repr(exc)})
             raise queue_unavailable("is unavailable") from exc
 

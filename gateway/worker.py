@@ -9,12 +9,10 @@ import logging
 import os
 import signal
 
-import psycopg
 from procrastinate import App
-from procrastinate.exceptions import ConnectorException
 
 from gateway.clients import ServiceClients
-from gateway.queue import QueueRunner, ensure_schema, queue_app
+from gateway.queue import DATABASE_ERRORS, QueueRunner, ensure_schema, queue_app
 from gateway.settings import GatewaySettings
 from gateway.wiring import build_healer, build_pipeline
 from services.common.config import load_settings, url_without_password
@@ -110,7 +108,7 @@ async def serve(settings: GatewaySettings) -> None:
     jobs = queue_app(settings.database_url)
     try:
         await reach(jobs, settings.database_url)
-    except (psycopg.Error, ConnectorException) as exc:  # a pool's timeout is an OperationalError
+    except DATABASE_ERRORS as exc:
         raise SystemExit(
             f"the worker cannot reach the queue's database ({url_without_password(settings.database_url)}): {exc}"
         ) from None

@@ -259,9 +259,8 @@ def test_storage_bucket_created_concurrently(
 
 @pytest.fixture
 def pg_proxy(pg_dsn: str) -> Iterator[tuple[FaultyProxy, str]]:
-    database = pg_dsn.rsplit("/", 1)[1]
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        yield proxy, f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
+        yield proxy, proxy.dsn(pg_dsn)
 
 
 def pg_run(make_system: Callable[..., System], fake_openai: fo.FakeOpenAI, dsn: str, proxy: FaultyProxy) -> Run:

@@ -144,7 +144,7 @@ def test_a_worker_stops_on_sigterm_even_with_its_database_down(make_system: Call
     from gateway.worker import STOP_MARGIN
 
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        through = proxy.dsn(pg_dsn)
         assert through != pg_dsn
         system = make_system({"RUNS": "queue", "DATABASE_URL": through, "SHUTDOWN_GRACE": "1"})
         for name in ("worker-up", "worker-down"):
@@ -176,7 +176,7 @@ def test_a_post_while_the_queue_database_hangs_is_a_503_in_time_and_the_same_pos
     worker runs it to the end."""
     fake_openai.script(MODEL, fo.Ok(latency=0.05))
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        through = proxy.dsn(pg_dsn)
         system = make_system(provider_env(fake_openai.base_url, RUNS="queue", DATABASE_URL=through, QUEUE_TIMEOUT="1"))
         system.start_all()
         with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
@@ -210,7 +210,7 @@ def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_wo
     fake_openai.script(MODEL, fo.Ok(latency=0.05))
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
         proxy.refusing = True
-        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        through = proxy.dsn(pg_dsn)
         system = make_system(provider_env(fake_openai.base_url, RUNS="queue", DATABASE_URL=through, QUEUE_TIMEOUT="1"))
         worker = system.start_replica("worker", "gateway.worker", {"WORKER_METRICS_PORT": "0"}, port=None)
         system.start_all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 
 class FaultyProxy:
@@ -37,6 +38,12 @@ class FaultyProxy:
         self._thread.join()
         self.kill_connections()
         self.listener.close()
+
+    def dsn(self, database_url: str) -> str:
+        """The same database's URL, reached through this proxy."""
+        parts = urlsplit(database_url)
+        user = f"{parts.username}@" if parts.username else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
 
     def freeze(self) -> None:
         """Nothing passes from now on, either way, on open or new connections (new ones are

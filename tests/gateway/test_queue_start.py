@@ -124,7 +124,7 @@ async def proxied(pg_dsn: str) -> AsyncIterator[tuple[QueueRunner, StandInPipeli
     """The runner and its procrastinate app on the real PostgreSQL behind a faulty proxy,
     with a 1 s QUEUE_TIMEOUT."""
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        through = proxy.dsn(pg_dsn)
         jobs = queue_app(through)
         async with jobs.open_async():
             await ensure_schema(jobs, through)
@@ -244,7 +244,7 @@ async def test_the_schema_is_made_even_when_making_it_takes_longer_than_a_start_
     schema's making goes on across them (cut with each start, it was never made); once the
     network is quick again, a start goes through."""
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        through = pg_dsn.replace("127.0.0.1:5432/", f"127.0.0.1:{proxy.port}/")
+        through = proxy.dsn(pg_dsn)
         jobs = queue_app(through)
         async with jobs.open_async():
             runner = QueueRunner(cast(Pipeline, StandInPipeline()), jobs, through, timeout=1.0)

@@ -175,9 +175,8 @@ async def test_a_postgres_that_stops_answering_mid_life_holds_no_call_past_its_b
     cancelled in a query, cancels it on the server and waits for that (up to 5 s + 5 s), so an
     attempt cut at its timeout held its caller that much longer. Reads answer degraded and
     writes UNAVAILABLE within their deadline; thawed, the store answers again."""
-    database = pg_dsn.rsplit("/", 1)[1]
     with FaultyProxy(("127.0.0.1", 5432)) as proxy:
-        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}", connect_timeout=1)
+        store = PostgresStore(proxy.dsn(pg_dsn), connect_timeout=1)
         book = book_for(store)
         try:
             await store.migrate()
