@@ -22,6 +22,7 @@ from procrastinate.types import JSONValue
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.clients import HEALTH_TIMEOUT
 from gateway.errors import HTTPError, scenes_conflict, video_not_found
 from gateway.healing import Healer
 from gateway.pipeline import Pipeline
@@ -128,6 +129,7 @@ class QueueRunner:
         self.database_url = database_url
         self.schema_ready = False  # procrastinate's tables seen (or made): ensured by the first start
         self._schema: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[str] | None = None  # /readyz's query, one at a time
         # For the per-video advisory lock that makes check-then-enqueue atomic across replicas.
         self.locks: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
@@ -233,11 +235,43 @@ class QueueRunner:
             return False  # status unknown: the job counts as running
         return not video.degraded and video.video.status in FINISHED
 
+    async def health(self) -> dict[str, str]:
+        """/readyz's entry for the queue's database: SERVING when a query through the
+        starts' pool answers within HEALTH_TIMEOUT, else UNAVAILABLE (refused, failed) or
+        DEADLINE_EXCEEDED (no answer). Starts answer 503 meanwhile, so the gateway is not
+        ready. One query at a time, whoever asks: a load balancer polling a database that
+        hangs waits on the query already out instead of adding one per poll to the pool."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._query(), name="queue-health")
+        try:
+            return {"queue": await within(HEALTH_TIMEOUT, asyncio.shield(self._probe))}
+        except TimeoutError:
+            return {"queue": "DEADLINE_EXCEEDED"}
+
+    async def _query(self) -> str:
+        """One round trip on a pooled connection, cut after ``timeout`` (what a start may
+        take), so a connection that never answers holds the next probe back no longer. No
+        connection to be had within half of HEALTH_TIMEOUT (the pool cannot connect) is
+        UNAVAILABLE."""
+
+        async def select_one() -> None:
+            async with self.locks.connection(timeout=HEALTH_TIMEOUT / 2) as conn:
+                await conn.execute("SELECT 1")
+
+        try:
+            await within(self.timeout, select_one())
+        except TimeoutError:
+            return "DEADLINE_EXCEEDED"
+        except DATABASE_ERRORS:
+            return "UNAVAILABLE"
+        return "SERVING"
+
     def waiting(self, video_id: str) -> tuple[int, str] | None:
         """Queued jobs wait in PostgreSQL and read as generating (StartVideo ran at POST)."""
         return None
 
     async def drain(self, grace: float) -> None:
-        if self._schema is not None:
-            self._schema.cancel()
+        for task in (self._schema, self._probe):
+            if task is not None:
+                task.cancel()
         await self.locks.close()  # jobs live in PostgreSQL; nothing else to hand over

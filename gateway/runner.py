@@ -28,6 +28,11 @@ class Runner(Protocol):
         user who started it (None: not waiting here)."""
         ...
 
+    async def health(self) -> dict[str, str]:
+        """What it runs on beyond the three services, by name, for /readyz ("SERVING" when
+        it answers): the queue's database with RUNS=queue; nothing in process."""
+        ...
+
     async def drain(self, grace: float) -> None:
         """On shutdown: let runs finish within the grace."""
         ...

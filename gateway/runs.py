@@ -184,6 +184,9 @@ class RunRegistry:
         metrics.VIDEOS.labels("running").set(len(self.running))
         metrics.VIDEOS.labels("waiting").set(len(self.line))
 
+    async def health(self) -> dict[str, str]:
+        return {}  # runs live in this process: nothing more to answer for
+
     async def drain(self, grace: float) -> None:
         """On shutdown: let runs finish within the grace, then cancel what is left (videos
         still waiting are not started; a new POST starts them)."""

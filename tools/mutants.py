@@ -296,6 +296,13 @@ MUTANTS = (
         ),
         "a heal the queue could not take (503) is dropped instead of asked again later",
     ),
+    Mutant(
+        "readiness-query-per-poll",
+        "gateway/queue.py",
+        (("        if self._probe is None or self._probe.done():", "        if True:"),),
+        ("tests/gateway/test_queue_start.py::test_readiness_asks_the_queue_database_one_query_at_a_time",),
+        "/readyz sends a query to a hung queue database at every poll, filling the starts' pool",
+    ),
 )
 
 

@@ -189,7 +189,11 @@ def test_a_post_while_the_queue_database_hangs_is_a_503_in_time_and_the_same_pos
             assert refused.headers["Retry-After"] == "5"
             assert took < 1 + 4, f"answered after {took:.1f} s"
             assert client.get("/healthz").status_code == 200  # the same connection, still served
+            ready = client.get("/readyz")  # starts answer 503: not ready, and it says why
+            assert ready.status_code == 503, ready.text  # (no new connection in time, or no answer)
+            assert ready.json()["services"]["queue"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED"), ready.text
             proxy.thaw()
+            assert wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, every=0.2)
             again = post(client, "q-frozen", scenes(2))
             assert again.status_code == 202 and again.json()["alreadyRunning"] is False, again.text
             start_worker(system)
@@ -218,6 +222,8 @@ def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_wo
             assert client.get("/api/video-status", params={"videoId": "nobody"}).status_code == 404  # reads served
             refused = post(client, "q-late", scenes(2))
             assert refused.status_code == 503 and refused.json()["error"]["reason"] == "QUEUE_UNAVAILABLE", refused.text
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["services"]["queue"] == "UNAVAILABLE", ready.text
             assert worker.wait(timeout=90) == 1
             said = logs_of(system, "worker")
             assert "cannot reach the queue's database" in said and "Traceback" not in said, said[-2000:]
@@ -230,6 +236,8 @@ def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_wo
 
             assert wait_until(started, timeout=60, every=1.0), answers[-1].text
             assert all(a.json()["error"]["reason"] == "QUEUE_UNAVAILABLE" for a in answers[:-1])
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["services"]["queue"] == "SERVING", ready.text
             start_worker(system)
             seen = poll_until_done(client, "q-late", timeout=60)
             assert seen[-1]["status"] == "assets_generated", seen[-1]

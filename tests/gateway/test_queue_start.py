@@ -18,6 +18,7 @@ import pytest
 from procrastinate import App
 
 from gateway import queue as queue_module
+from gateway.clients import HEALTH_TIMEOUT
 from gateway.errors import HTTPError
 from gateway.pipeline import Pipeline
 from gateway.queue import TASK, QueueRunner, ensure_schema, queue_app
@@ -293,3 +294,50 @@ async def test_a_database_that_never_answers_does_not_hold_the_schema_making_for
     finally:
         await runner.drain(1.0)
         listener.close()
+
+
+async def health_of(runner: QueueRunner, bound: float) -> str:
+    started = time.monotonic()
+    answer = (await runner.health())["queue"]
+    took = time.monotonic() - started
+    assert took < bound, f"/readyz's queue entry answered after {took:.1f} s"
+    return answer
+
+
+async def test_readiness_asks_the_queue_database_one_query_at_a_time(pg_dsn: str) -> None:
+    """/readyz said ready while every start answered 503 (it never asked the queue's
+    database). Now its `queue` entry: SERVING while the database answers; frozen,
+    DEADLINE_EXCEEDED within HEALTH_TIMEOUT for every caller at once, all on one query (a
+    load balancer polling a database that hangs must not fill the starts' pool with hung
+    queries); refused, UNAVAILABLE; back, SERVING."""
+    bound = HEALTH_TIMEOUT + 2.0
+    with FaultyProxy(("127.0.0.1", 5432)) as proxy:
+        through = proxy.dsn(pg_dsn)
+        jobs = queue_app(through)
+        async with jobs.open_async():
+            # A start's queue work may take 5 s: so may the query that /readyz waits 1 s for.
+            runner = QueueRunner(cast(Pipeline, StandInPipeline()), jobs, through, timeout=5.0)
+            await runner.open()
+            try:
+                assert await health_of(runner, bound) == "SERVING"
+                proxy.freeze()
+                asked = runner.locks.get_stats().get("requests_num", 0)
+                answers = await asyncio.gather(*(health_of(runner, bound) for _ in range(10)))
+                assert answers == ["DEADLINE_EXCEEDED"] * 10
+                assert await health_of(runner, bound) == "DEADLINE_EXCEEDED"  # the query out is waited on
+                assert runner.locks.get_stats().get("requests_num", 0) - asked == 1, "one query for 11 callers"
+                proxy.thaw()
+
+                async def answers_(state: str) -> bool:
+                    return await health_of(runner, bound) == state
+
+                assert await eventually(lambda: answers_("SERVING"), timeout=15, every=0.2)
+                proxy.refusing = True
+                proxy.kill_connections()
+                assert await eventually(lambda: answers_("UNAVAILABLE"), timeout=15, every=0.2)
+                proxy.refusing = False
+                assert await eventually(lambda: answers_("SERVING"), timeout=30, every=0.2)
+            finally:
+                proxy.thaw()
+                proxy.refusing = False
+                await runner.drain(1.0)
