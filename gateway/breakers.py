@@ -26,6 +26,12 @@ from services.common.status_details import from_trailers
 log = logging.getLogger("breakers")
 # The codes that say the service is not answering, as opposed to answering "no".
 SICK = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
+# A sick call that the service never answered (every answer of ours names a reason): what
+# the caller is told, instead of gRPC's "Deadline Exceeded" or the address it failed to reach.
+NOT_ANSWERING = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the {service} service did not answer in time; try again",
+    grpc.StatusCode.UNAVAILABLE: "the {service} service cannot be reached; try again",
+}
 PROBE_TIMEOUT = 1.0
 
 
@@ -64,6 +70,8 @@ class HopBreaker:
             rich = from_trailers(exc.trailing_metadata())
             if code in SICK:
                 self.failure(code.name)
+                if not rich.reason:  # the channel's own words ("Deadline Exceeded", an address): ours
+                    details = NOT_ANSWERING[code].format(service=self.service)
                 raise ServiceDown(self.service, code, details, rich) from exc
             self.success()  # it answered
             raise ServiceRefused(self.service, code, details, rich) from exc

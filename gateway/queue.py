@@ -28,7 +28,7 @@ from gateway.healing import Healer
 from gateway.pipeline import Pipeline
 from gateway.video_run import Scene, VideoRun, new_run
 from gateway.vocabulary import FINAL
-from services.common.deadlines import within
+from services.common.deadlines import Limit, within
 
 log = logging.getLogger("queue")
 TASK = "storyshort.run_video"
@@ -174,9 +174,14 @@ class QueueRunner:
         """Enqueue the video's run unless it is queued or running (then that run, False).
         Within ``timeout``: a queue database that refuses or does not answer is a 503
         (QUEUE_UNAVAILABLE), and the cut work ends on its own (psycopg may take seconds to
-        give up a query on a connection that hangs)."""
+        give up a query on a connection that hangs). The status service's part of a start
+        (the video marked generating, a running job's video read) has its own deadline and
+        its own errors, and its time is not the queue's: a frozen status service was cut
+        as the queue's database not answering (a 503 that blamed the wrong part, and the
+        gateway's status breaker never heard of it)."""
+        limit = Limit(self.timeout)
         try:
-            return await within(self.timeout, self._start(video_id, scenes, regenerate, owner, heal))
+            return await limit.run(self._start(video_id, scenes, regenerate, owner, heal, limit))
         except TimeoutError:
             log.warning("the queue's database did not answer", extra={"video_id": video_id, "timeout_s": self.timeout})
             raise queue_unavailable(f"did not answer within {self.timeout:g} s (QUEUE_TIMEOUT)") from None
@@ -185,7 +190,7 @@ class QueueRunner:
             raise queue_unavailable("is unavailable") from exc
 
     async def _start(
-        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int], owner: str, heal: bool
+        self, video_id: str, scenes: list[Scene], regenerate: frozenset[int], owner: str, heal: bool, limit: Limit
     ) -> tuple[VideoRun, bool]:
         await self._ensure_schema()
         key = f"storyshort-run:{video_id}"
@@ -197,9 +202,9 @@ class QueueRunner:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
             run = new_run(video_id, scenes, regenerate, owner)
             run.counted = heal  # a heal is the owner's, but not counted against their limits
-            return await self._start_locked(run)
+            return await self._start_locked(run, limit)
 
-    async def _start_locked(self, run: VideoRun) -> tuple[VideoRun, bool]:
+    async def _start_locked(self, run: VideoRun, limit: Limit) -> tuple[VideoRun, bool]:
         video_id = run.video_id
         wanted = scenes_arg(run.scenes)
         again = sorted(run.regenerate)
@@ -207,12 +212,13 @@ class QueueRunner:
             for job in await self.app.job_manager.list_jobs_async(lock=video_id, status=status, task=TASK):
                 if run.owner and job.task_kwargs.get("owner", "") != run.owner:
                     raise video_not_found(video_id)
-                if status == "doing" and await self._finishing(video_id):
+                if status == "doing" and await self._finishing(video_id, limit):
                     continue  # its run has ended; the new job waits on the video's lock for it
                 if job.task_kwargs.get("scenes") != wanted or (job.task_kwargs.get("regenerate") or []) != again:
                     raise scenes_conflict(video_id)
                 return run, False
-        await self.pipeline.prepare(run)  # status answers generating at once; errors surface here
+        with limit.paused():  # status answers generating at once; its errors surface here
+            await self.pipeline.prepare(run)
         try:
             await self.app.configure_task(TASK, lock=video_id, queueing_lock=video_id).defer_async(
                 video_id=video_id,
@@ -225,12 +231,13 @@ class QueueRunner:
             return run, False  # another replica enqueued it a moment ago
         return run, True
 
-    async def _finishing(self, video_id: str) -> bool:
+    async def _finishing(self, video_id: str, limit: Limit) -> bool:
         """A running job whose video already reads finished (or failed) has written its
         final status and is returning: the user sees the run over, so a new start is not
         refused for it."""
         try:
-            video = await self.pipeline.clients.get_video(video_id)
+            with limit.paused():
+                video = await self.pipeline.clients.get_video(video_id)
         except Exception:
             return False  # status unknown: the job counts as running
         return not video.degraded and video.video.status in FINISHED

@@ -303,6 +303,13 @@ MUTANTS = (
         ("tests/gateway/test_queue_start.py::test_readiness_asks_the_queue_database_one_query_at_a_time",),
         "/readyz sends a query to a hung queue database at every poll, filling the starts' pool",
     ),
+    Mutant(
+        "status-time-counted-as-the-queues",
+        "gateway/queue.py",
+        (("        with limit.paused():  # status answers", "        if True:  # status answers"),),
+        ("tests/gateway/test_queue_start.py::test_the_status_services_time_in_a_start_is_not_the_queues",),
+        "a slow status service at a queue start is cut as the queue's database not answering",
+    ),
 )
 
 

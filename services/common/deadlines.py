@@ -9,10 +9,11 @@ is a budget, gateway/budget.py.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,16 +69,53 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
     cancelled work has ended, and a client may take long to: psycopg, cancelled in a query,
     asks the server to cancel it and waits for that, up to 10 s on a connection that no
     longer answers. A caller cancelled meanwhile leaves the work the same way."""
-    task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-    except asyncio.CancelledError:
-        _leave(task)
-        raise
-    if not done:
-        _leave(task)
-        raise TimeoutError(f"no answer within {seconds:.2f} s")
-    return task.result()
+    return await Limit(seconds).run(work)
+
+
+class Limit:
+    """`within`'s time limit, whose clock the work can stop while it waits on something
+    the limit is not about (``paused()``): a call with a deadline of its own to another
+    service, whose slowness is not the limited part's fault."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self._running = asyncio.Event()
+        self._running.set()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The clock stands still while the block runs (bound it by its own deadline)."""
+        stopped = time.monotonic()
+        self._running.clear()
+        try:
+            yield
+        finally:
+            self.ends += time.monotonic() - stopped
+            self._running.set()
+
+    async def run(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                if not self._running.is_set():  # paused: wait for the work, or for the clock again
+                    resumed = asyncio.ensure_future(self._running.wait())
+                    try:
+                        await asyncio.wait({task, resumed}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        resumed.cancel()
+                    continue
+                left = self.ends - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.wait({task}, timeout=left)  # a pause begun meanwhile is seen next turn
+        except asyncio.CancelledError:
+            _leave(task)
+            raise
+        if not task.done():
+            _leave(task)
+            raise TimeoutError(f"no answer within {self.seconds:.2f} s")
+        return task.result()
 
 
 def _leave(task: asyncio.Future[Any]) -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from services.common import deadlines
-from services.common.deadlines import within
+from services.common.deadlines import Limit, within
 
 
 class SlowToEnd:
@@ -79,3 +79,32 @@ async def test_a_caller_cancelled_meanwhile_cancels_the_work_without_waiting_for
     assert not work.ended.is_set()
     async with asyncio.timeout(10):
         await work.ended.wait()
+
+
+async def test_a_paused_clock_does_not_count_what_the_work_waits_on_elsewhere() -> None:
+    """A queue start waits on the status service (its own deadline) inside the queue's time
+    limit: that wait is not the limited part's, and the work goes on past the limit."""
+    limit = Limit(0.3)
+
+    async def work() -> str:
+        with limit.paused():
+            await asyncio.sleep(0.6)  # another service's call, twice the limit
+        await asyncio.sleep(0.05)
+        return "done"
+
+    assert await limit.run(work()) == "done"
+
+
+async def test_outside_its_pauses_the_work_is_cut_at_the_limit() -> None:
+    limit = Limit(0.3)
+
+    async def work() -> None:
+        with limit.paused():
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3600)  # the limited part hangs
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await limit.run(work())
+    took = time.monotonic() - started
+    assert 0.45 <= took < 0.5 + 2.0, f"cut after {took:.2f} s: the limit (0.3 s) plus the pause (0.2 s)"

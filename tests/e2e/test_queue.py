@@ -241,3 +241,42 @@ def test_a_gateway_starts_and_serves_reads_with_the_queue_database_down_and_a_wo
             start_worker(system)
             seen = poll_until_done(client, "q-late", timeout=60)
             assert seen[-1]["status"] == "assets_generated", seen[-1]
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("runs", ["local", "queue"])
+def test_a_start_while_the_status_service_is_frozen_names_the_status_service(
+    make_system: Callable[..., System], pg_dsn: str, fake_openai: fo.FakeOpenAI, runs: str
+) -> None:
+    """With the status service frozen (SIGSTOP), a start answered 504 "Deadline Exceeded"
+    (gRPC's own words) in-process, and with RUNS=queue a 503 that blamed the queue's
+    database (QUEUE_UNAVAILABLE: the status call's time was counted as the queue's, and the
+    gateway's status breaker never heard of it). Now both say that the status service did
+    not answer, after its own STATUS_TIMEOUT; once it answers again the same POST starts."""
+    fake_openai.script(MODEL, fo.Ok(latency=0.05))
+    queue = {"RUNS": "queue", "DATABASE_URL": pg_dsn} if runs == "queue" else {}
+    system = make_system(provider_env(fake_openai.base_url, STATUS_TIMEOUT="1", QUEUE_TIMEOUT="1", **queue))
+    system.start_all()
+    status = system.procs["status"]
+    with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
+        assert post(client, "warm", scenes(1)).status_code == 202  # the queue's schema made
+        status.send_signal(signal.SIGSTOP)
+        try:
+            refused = post(client, "q-status", scenes(2))
+        finally:
+            status.send_signal(signal.SIGCONT)
+        assert refused.status_code == 504, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "DEADLINE_EXCEEDED" and error["reason"] != "QUEUE_UNAVAILABLE", error
+        assert error["message"] == "the status service did not answer in time; try again", error
+        if runs == "queue":
+            start_worker(system)
+        answers: list[httpx.Response] = []
+
+        def started() -> bool:
+            answers.append(post(client, "q-status", scenes(2)))
+            return answers[-1].status_code == 202
+
+        assert wait_until(started, timeout=30, every=0.5), answers[-1].text
+        seen = poll_until_done(client, "q-status", timeout=60)
+        assert seen[-1]["status"] == "assets_generated", seen[-1]

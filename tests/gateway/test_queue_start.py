@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import grpc
 import psycopg
 import pytest
 from procrastinate import App
 
 from gateway import queue as queue_module
 from gateway.clients import HEALTH_TIMEOUT
-from gateway.errors import HTTPError
+from gateway.errors import HTTPError, ServiceDown
 from gateway.pipeline import Pipeline
 from gateway.queue import TASK, QueueRunner, ensure_schema, queue_app
 from gateway.video_run import Scene, VideoRun
@@ -341,3 +342,41 @@ async def test_readiness_asks_the_queue_database_one_query_at_a_time(pg_dsn: str
                 proxy.thaw()
                 proxy.refusing = False
                 await runner.drain(1.0)
+
+
+class StatusTaking(StandInPipeline):
+    """The status service's part of a start (the video marked generating): ``delay`` seconds,
+    then ``error`` raised if one is given."""
+
+    def __init__(self, delay: float, error: Exception | None = None) -> None:
+        super().__init__()
+        self.delay, self.error = delay, error
+
+    async def prepare(self, run: VideoRun) -> set[int]:
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return await super().prepare(run)
+
+
+async def test_the_status_services_time_in_a_start_is_not_the_queues(pg_dsn: str) -> None:
+    """A start's status call (its own deadline) counted against QUEUE_TIMEOUT: a slow status
+    service was cut and answered as the queue's database not answering (503
+    QUEUE_UNAVAILABLE), and the gateway's status breaker never heard of it. Now a slow
+    status service's answer is waited for, and its failure is the start's error as is."""
+    jobs = queue_app(pg_dsn)
+    async with jobs.open_async():
+        await ensure_schema(jobs, pg_dsn)
+        slow = StatusTaking(delay=1.0)  # twice the queue's limit
+        runner = QueueRunner(cast(Pipeline, slow), jobs, pg_dsn, timeout=0.5)
+        await runner.open()
+        try:
+            _, started = await runner.start("v1", scenes("first"))
+            assert started and slow.prepared == ["v1"] and len(await jobs_of(jobs, "todo")) == 1
+            down = ServiceDown("status", grpc.StatusCode.DEADLINE_EXCEEDED, "the status service did not answer")
+            runner.pipeline = cast(Pipeline, StatusTaking(delay=1.0, error=down))
+            with pytest.raises(ServiceDown) as failed:
+                await runner.start("v2", scenes("first"))
+            assert failed.value is down  # not a 503 that blames the queue's database
+        finally:
+            await runner.drain(1.0)
