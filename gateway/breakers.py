@@ -3,7 +3,8 @@
 A service that times out or is unreachable `threshold` times in a row opens its breaker.
 While it is open, reads that can be answered without the service fail fast with
 :class:`BreakerOpen` (the status route answers the last known state at once; a scene gets
-the gateway's placeholder instead of waiting out imagegen's deadline). Writes that must not
+the gateway's placeholder instead of waiting out imagegen's deadline), and so do starts,
+which status must record (a 503 with Retry-After at once, not STATUS_TIMEOUT each). Writes that must not
 be lost (scene reports, run ends, uploads) still go out with their retries; their answers
 teach the breaker too. In the background, a probe asks the service's gRPC health service
 every `probe_every` seconds and closes the breaker when it answers SERVING."""
@@ -57,7 +58,7 @@ class HopBreaker:
     def check(self) -> None:
         """For a call that may be skipped: raise BreakerOpen while the breaker is open."""
         if self.opened_at is not None:
-            raise BreakerOpen(self.service, self.opened_at)
+            raise BreakerOpen(self.service, self.opened_at, self.probe_every)
 
     @asynccontextmanager
     async def watching(self) -> AsyncIterator[None]:

@@ -48,13 +48,17 @@ def is_down(exc: BaseException) -> bool:
 
 
 class BreakerOpen(ServiceDown):
-    """The service's breaker is open: the call was not made."""
+    """The service's breaker is open: the call was not made. Answered as a 503 that says
+    so, with a Retry-After of the breaker's probe period (when it may have closed)."""
 
     CODE = grpc.StatusCode.UNAVAILABLE
 
-    def __init__(self, service: str, since: float) -> None:
+    def __init__(self, service: str, since: float, retry_after: float = 1.0) -> None:
         super().__init__(
-            service, grpc.StatusCode.UNAVAILABLE, f"{service} service breaker open for {time.monotonic() - since:.1f} s"
+            service,
+            grpc.StatusCode.UNAVAILABLE,
+            f"the {service} service is not answering (for {time.monotonic() - since:.1f} s); try again",
+            ErrorDetails(retry_after=retry_after),
         )
 
     def __str__(self) -> str:

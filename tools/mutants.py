@@ -269,8 +269,8 @@ MUTANTS = (
         "services/common/deadlines.py",
         (
             (
-                "        _leave(task)\n        raise TimeoutError",
-                "        task.cancel()\n        await asyncio.wait({task})\n        raise TimeoutError",
+                "            _leave(task)\n            raise TimeoutError",
+                "            task.cancel()\n            await asyncio.wait({task})\n            raise TimeoutError",
             ),
         ),
         (

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from gateway.clients import ServiceClients
 from gateway.deps import (
     BrowserReaderDep,
     BudgetDep,
@@ -42,6 +43,14 @@ def started_answer(video_id: str, run: VideoRun, started: bool) -> GenerateOut:
     )
 
 
+def status_answering(clients: ServiceClients) -> None:
+    """A start needs the status service, which records it: while that hop's breaker is open
+    (it did not answer, and its health probe has not found it well since), the start is
+    refused at once, 503 with Retry-After (BreakerOpen), not after STATUS_TIMEOUT each time.
+    A queue worker's or a waiting video's start still waits for it, with its retries."""
+    clients.breakers["status"].check()
+
+
 @router.post(
     "/api/generate-preview-images",
     status_code=202,
@@ -75,6 +84,7 @@ async def generate_preview_images(
     else:
         scenes = await stored_scenes(clients, video_id, caller)
     await budget.check_owner_share(caller.user or "")
+    status_answering(clients)  # the input checked first: bad input is a 400 whatever is down
     run, started = await runner.start(video_id, scenes, owner=caller.user or "")
     out = started_answer(video_id, run, started)
     if wait is None:
@@ -105,6 +115,7 @@ async def regenerate_scene(
     back. A video that is running answers 409."""
     video_id = validation.video_id(videoId, "videoId")
     scenes = await regenerated_scenes(clients, video_id, scene, body.prompt if body else None, caller)
+    status_answering(clients)
     run, started = await runner.start(video_id, scenes, regenerate=frozenset({scene}), owner=caller.user or "")
     return JSONResponse(started_answer(video_id, run, started).model_dump(), status_code=202, headers=NO_STORE)
 

@@ -251,11 +251,13 @@ def test_a_start_while_the_status_service_is_frozen_names_the_status_service(
     """With the status service frozen (SIGSTOP), a start answered 504 "Deadline Exceeded"
     (gRPC's own words) in-process, and with RUNS=queue a 503 that blamed the queue's
     database (QUEUE_UNAVAILABLE: the status call's time was counted as the queue's, and the
-    gateway's status breaker never heard of it). Now both say that the status service did
-    not answer, after its own STATUS_TIMEOUT; once it answers again the same POST starts."""
+    gateway's status breaker never heard of it); every later start waited STATUS_TIMEOUT
+    again. Now the first says that the status service did not answer, after its own
+    STATUS_TIMEOUT; the next ones, the breaker open, are refused at once (503, Retry-After);
+    once it answers again the same POST starts."""
     fake_openai.script(MODEL, fo.Ok(latency=0.05))
     queue = {"RUNS": "queue", "DATABASE_URL": pg_dsn} if runs == "queue" else {}
-    system = make_system(provider_env(fake_openai.base_url, STATUS_TIMEOUT="1", QUEUE_TIMEOUT="1", **queue))
+    system = make_system(provider_env(fake_openai.base_url, STATUS_TIMEOUT="4", QUEUE_TIMEOUT="1", **queue))
     system.start_all()
     status = system.procs["status"]
     with httpx.Client(base_url=system.gateway_url, timeout=30) as client:
@@ -263,20 +265,28 @@ def test_a_start_while_the_status_service_is_frozen_names_the_status_service(
         status.send_signal(signal.SIGSTOP)
         try:
             refused = post(client, "q-status", scenes(2))
+            started = time.monotonic()
+            again = post(client, "q-status", scenes(2))
+            took = time.monotonic() - started
+            bad = post(client, "q-status", [{"prompt": ""}])  # bad input is told so, whatever is down
         finally:
             status.send_signal(signal.SIGCONT)
         assert refused.status_code == 504, refused.text
         error = refused.json()["error"]
         assert error["code"] == "DEADLINE_EXCEEDED" and error["reason"] != "QUEUE_UNAVAILABLE", error
         assert error["message"] == "the status service did not answer in time; try again", error
+        assert again.status_code == 503 and again.headers["Retry-After"] == "1", again.text
+        assert again.json()["error"]["message"].startswith("the status service is not answering"), again.text
+        assert took < 2.0, f"refused after {took:.1f} s: it waited STATUS_TIMEOUT (4 s) again"
+        assert bad.status_code == 400, bad.text
         if runs == "queue":
             start_worker(system)
         answers: list[httpx.Response] = []
 
-        def started() -> bool:
+        def started_now() -> bool:
             answers.append(post(client, "q-status", scenes(2)))
             return answers[-1].status_code == 202
 
-        assert wait_until(started, timeout=30, every=0.5), answers[-1].text
+        assert wait_until(started_now, timeout=30, every=0.5), answers[-1].text
         seen = poll_until_done(client, "q-status", timeout=60)
         assert seen[-1]["status"] == "assets_generated", seen[-1]
