@@ -116,8 +116,9 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description Ready when imagegen, storage and status all answer SERVING, and the gateway is not
-         *     draining (shutting down: see SHUTDOWN_DRAIN).
+         * @description Ready when imagegen, storage and status all answer SERVING (and, with RUNS=queue,
+         *     the run queue's database answers), and the gateway is not draining (shutting down: see
+         *     SHUTDOWN_DRAIN).
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -1046,7 +1047,7 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description a service is not SERVING */
+            /** @description a service (or the run queue's database) is not SERVING */
             503: {
                 headers: {
                     [name: string]: unknown;
