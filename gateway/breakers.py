@@ -4,7 +4,9 @@ A service that times out or is unreachable `threshold` times in a row opens its 
 While it is open, reads that can be answered without the service fail fast with
 :class:`BreakerOpen` (the status route answers the last known state at once; a scene gets
 the gateway's placeholder instead of waiting out imagegen's deadline), and so do starts,
-which status must record (a 503 with Retry-After at once, not STATUS_TIMEOUT each). Writes that must not
+which status must record, while the service gives no answer at all (a 503 with Retry-After
+at once, not STATUS_TIMEOUT each; a status service that answers that its store is down is
+still asked). Writes that must not
 be lost (scene reports, run ends, uploads) still go out with their retries; their answers
 teach the breaker too. In the background, a probe asks the service's gRPC health service
 every `probe_every` seconds and closes the breaker when it answers SERVING."""
@@ -44,6 +46,9 @@ class HopBreaker:
         self.probe_every = probe_every
         self.failures = 0
         self.opened_at: float | None = None
+        # The last failure was no answer at all (a timeout, unreachable), not the service
+        # answering that it cannot (its store down, with a reason of its own).
+        self.silent = False
         self._probe: asyncio.Task[None] | None = None
         metrics.HOP_BREAKER_OPEN.labels(service).set(0)
 
@@ -60,6 +65,15 @@ class HopBreaker:
         if self.opened_at is not None:
             raise BreakerOpen(self.service, self.opened_at, self.probe_every)
 
+    def check_answering(self) -> None:
+        """For a call that is worth making whenever the service answers, even with an error
+        (a start): raise BreakerOpen while the breaker is open because the service gave no
+        answer at all, so the caller is not held its whole timeout. A service that answers
+        quickly that it cannot (its store down) is still asked: its answer says why, and
+        the first call after it recovers goes through."""
+        if self.silent:
+            self.check()
+
     @asynccontextmanager
     async def watching(self) -> AsyncIterator[None]:
         """Learn from the call inside the block (its success, or how it failed) and raise
@@ -70,8 +84,9 @@ class HopBreaker:
             code, details = exc.code(), exc.details() or exc.code().name.lower()
             rich = from_trailers(exc.trailing_metadata())
             if code in SICK:
+                self.silent = not rich.reason  # every answer of the service's own names a reason
                 self.failure(code.name)
-                if not rich.reason:  # the channel's own words ("Deadline Exceeded", an address): ours
+                if self.silent:  # the channel's own words ("Deadline Exceeded", an address): ours
                     details = NOT_ANSWERING[code].format(service=self.service)
                 raise ServiceDown(self.service, code, details, rich) from exc
             self.success()  # it answered

@@ -45,10 +45,10 @@ def started_answer(video_id: str, run: VideoRun, started: bool) -> GenerateOut:
 
 def status_answering(clients: ServiceClients) -> None:
     """A start needs the status service, which records it: while that hop's breaker is open
-    (it did not answer, and its health probe has not found it well since), the start is
-    refused at once, 503 with Retry-After (BreakerOpen), not after STATUS_TIMEOUT each time.
-    A queue worker's or a waiting video's start still waits for it, with its retries."""
-    clients.breakers["status"].check()
+    because it gave no answer (and its health probe has not found it well since), the start
+    is refused at once, 503 with Retry-After (BreakerOpen), not after STATUS_TIMEOUT each
+    time. A queue worker's or a waiting video's start still waits for it, with its retries."""
+    clients.breakers["status"].check_answering()
 
 
 @router.post(
