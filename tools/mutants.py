@@ -310,6 +310,26 @@ MUTANTS = (
         ("tests/gateway/test_queue_start.py::test_the_status_services_time_in_a_start_is_not_the_queues",),
         "a slow status service at a queue start is cut as the queue's database not answering",
     ),
+    Mutant(
+        "start-waits-out-a-silent-status",
+        "gateway/routes/videos.py",
+        (('    clients.breakers["status"].check_answering()', "    pass"),),
+        (
+            "tests/e2e/test_queue.py::"
+            "test_a_start_while_the_status_service_is_frozen_names_the_status_service[local]",
+        ),
+        "every start waits STATUS_TIMEOUT again while the status service gives no answer",
+    ),
+    Mutant(
+        "start-refused-while-status-answers",
+        "gateway/breakers.py",
+        (("        if self.silent:\n            self.check()", "        self.check()"),),
+        (
+            "tests/e2e/test_fault_matrix.py::"
+            "test_a_status_outage_past_the_runs_end_goes_to_the_journal_and_the_resume_records_it",
+        ),
+        "starts are refused while the status service answers that its store is down, and just after",
+    ),
 )
 
 
