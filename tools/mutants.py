@@ -314,10 +314,7 @@ MUTANTS = (
         "start-waits-out-a-silent-status",
         "gateway/routes/videos.py",
         (('    clients.breakers["status"].check_answering()', "    pass"),),
-        (
-            "tests/e2e/test_queue.py::"
-            "test_a_start_while_the_status_service_is_frozen_names_the_status_service[local]",
-        ),
+        ("tests/e2e/test_queue.py::test_a_start_while_the_status_service_is_frozen_names_the_status_service[local]",),
         "every start waits STATUS_TIMEOUT again while the status service gives no answer",
     ),
     Mutant(
