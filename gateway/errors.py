@@ -53,7 +53,7 @@ class BreakerOpen(ServiceDown):
 
     CODE = grpc.StatusCode.UNAVAILABLE
 
-    def __init__(self, service: str, since: float, retry_after: float = 1.0) -> None:
+    def __init__(self, service: str, since: float, retry_after: float) -> None:
         super().__init__(
             service,
             grpc.StatusCode.UNAVAILABLE,
