@@ -255,6 +255,50 @@ MUTANTS = (
         "the same, across replicas: the refused request hands Redis another request's lease",
     ),
     Mutant(
+        "replica-back-shares-at-once",
+        "services/imagegen/shared_limit.py",
+        (
+            (
+                "            if self.shared.up and self.shared.settling and len(self._held) >= self.local_size:\n",
+                "            if False:\n",
+            ),
+        ),
+        (
+            "tests/imagegen/test_shared_state.py::"
+            "test_a_replica_back_first_keeps_to_its_part_until_the_others_have_registered_theirs",
+        ),
+        "a replica back from an outage first takes the whole limit from Redis, without the others' alone slots",
+    ),
+    Mutant(
+        "asks-not-counted-while-keeping-to-the-part",
+        "services/imagegen/shared_limit.py",
+        (("                self._asking += 1\n", "                self._asking += 0\n"),),
+        (
+            "tests/imagegen/test_shared_state.py::"
+            "test_a_replica_back_first_keeps_to_its_part_until_the_others_have_registered_theirs",
+        ),
+        "calls arriving together on a replica keeping to its part each see room and all ask Redis, which has some",
+    ),
+    Mutant(
+        "late-ping-undoes-alone",
+        "services/imagegen/shared_roll.py",
+        (("if not kept or tonumber(string.match(kept, '^(%d+)')) <= tonumber(ARGV[3]) then", "if true then"),),
+        (
+            "tests/imagegen/test_shared_roll.py::test_a_ping_from_before_an_outage_run_late_does_not_undo_the_word_alone",
+        ),
+        "a ping from before an outage, run late by a thawed Redis, says a replica shares that now works alone",
+    ),
+    Mutant(
+        "unheard-replica-forgotten-at-once",
+        "services/imagegen/shared_roll.py",
+        (("            if time.monotonic() >= self.wait_until:\n", "            if True:\n"),),
+        (
+            "tests/imagegen/test_shared_roll.py::"
+            "test_the_parts_count_a_replica_unheard_since_the_outage_until_a_lease_has_passed",
+        ),
+        "after an outage longer than the lease, a replica Redis forgot is not waited for (it may still work alone)",
+    ),
+    Mutant(
         "deadline-from-the-build",
         "services/imagegen/providers/base.py",
         (("    return gate.deadline if gate is not None and gate.opened else deadline\n", "    return deadline\n"),),

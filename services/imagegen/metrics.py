@@ -52,6 +52,11 @@ SHARED_UP = Gauge(
     "storyshort_imagegen_shared_state_up",
     "1 while the replicas' shared state (Redis) answers; 0 while this replica uses its own limits and breakers",
 )
+SHARED_SETTLING = Gauge(
+    "storyshort_imagegen_shared_state_settling",
+    "1 while Redis answers but this replica keeps to its part of each limit: a replica it counts has not said it "
+    "shares again since Redis came back (its slots taken alone are not registered yet), or says it works alone",
+)
 SHARED_ERRORS = Counter(
     "storyshort_imagegen_shared_state_errors_total",
     "Shared-state (Redis) calls that failed, by operation; the request goes on without them",

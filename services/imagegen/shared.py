@@ -11,7 +11,9 @@ once, in the log, a metric and the health service; each replica then takes its p
 every shared limit (the limit split among the replicas that were alive when it last saw
 Redis, so the parts add up to the limit) and uses its own breakers, which mirror the
 shared ones while Redis answers. The ping brings it back: the slots taken meanwhile are
-registered in Redis before anyone takes a shared slot again.
+registered in Redis before this replica takes a shared slot again, and it keeps to its part
+until every replica it counts has said it shares again (shared_roll.py: the one back first
+must not count without the others' alone slots).
 
 Atomic steps run as server-side scripts with Redis's own clock (replicas' clocks differ).
 The connection, its health (up, down, back) and the replicas alive stay in this one module,
@@ -39,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.imagegen import metrics
 from services.imagegen.shared_limit import SharedLimit
+from services.imagegen.shared_roll import HEARTBEAT, Roll
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,16 +52,6 @@ PINGS_MISSED = 2
 # Commands still running after their request stopped waiting; beyond this many a request
 # does not send more (Redis is behind) and goes on as if the answer were late.
 MAX_LATE = 48
-
-# The replicas alive: each renews its own entry; -> every live replica's name.
-HEARTBEAT = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
 
 
 def part_of(size: int, replicas: list[str], me: str) -> int:
@@ -105,14 +98,16 @@ class SharedState:
         self.local_share = local_share
         self.up = False
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        # The replicas alive when Redis last answered a heartbeat (sorted; empty: never).
-        self.replicas: list[str] = []
+        # Who is alive and who shares, from the heartbeats (shared_roll.py).
+        self.roll = Roll(self.replica, lease)
+        self.outages = 0  # outages this replica has seen: its words carry the count
         self.on_change: Callable[[bool], None] = lambda _up: None
         self._scripts: dict[str, Any] = {}
         self._limits: dict[str, SharedLimit] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._check = asyncio.Event()  # a late answer asks the ping to look now
         self._late: set[asyncio.Future[Any]] = set()  # commands answered after their request left
+        self._now = 0  # Redis's time at the last heartbeat answered (ms)
         metrics.SHARED_UP.set(0)
 
     def key(self, *parts: str) -> str:
@@ -129,6 +124,8 @@ class SharedState:
         answered = await self._ping()
         if answered is True:
             metrics.SHARED_UP.set(1)
+            self.roll.came_back(self._now)
+            metrics.SHARED_SETTLING.set(1 if self.settling else 0)
             self.spawn(self._listen())
         else:
             self._mark(False, answered or "no answer to the first ping")
@@ -183,29 +180,58 @@ class SharedState:
 
     async def _ping(self) -> bool | str:
         """True when Redis answered in time; else what failed ("" for no answer in time,
-        which alone is not a verdict). The ping is this replica's heartbeat: its answer
-        names the replicas alive."""
+        which alone is not a verdict). The ping is this replica's heartbeat: it says whether
+        this replica shares, and its answer names the replicas alive and what they said."""
         try:
             async with asyncio.timeout(self.ping_timeout):
-                found = await self._beat(keys=[self.key("replicas")], args=[int(self.lease * 1000), self.replica])
+                now, alive, words = await self._beat(
+                    keys=[self.key("replicas"), self.key("words")],
+                    args=[int(self.lease * 1000), self.replica, self.outages, 1 if self.up else 0],
+                )
         except (TimeoutError, RedisTimeoutError, MaxConnectionsError):
             return ""
         except (RedisError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
-        self.replicas = sorted(r.decode() if isinstance(r, bytes) else str(r) for r in found)
+        self._now = int(now)
+        settling = self.settling
+        self.roll.heard(self._now, alive, words, up=self.up)
         metrics.SHARED_REPLICAS.set(len(self.replicas))
+        if self.settling != settling:
+            if settling:
+                log.info("every replica counted shares again: this one may take more than its part again")
+            self._settled_changed()
         return True
+
+    @property
+    def replicas(self) -> list[str]:
+        """The replicas counted in the parts of a limit (sorted; empty: Redis never answered)."""
+        return self.roll.replicas
+
+    @property
+    def settling(self) -> bool:
+        """Redis answers, yet this replica keeps to its part of every limit: a replica it
+        counts has not said it shares again since this one came back, or says it works alone
+        (shared_roll.py)."""
+        return self.up and self.roll.settling
+
+    def _settled_changed(self) -> None:
+        metrics.SHARED_SETTLING.set(1 if self.settling else 0)
+        for limit in self._limits.values():
+            limit.state_changed()
 
     def _mark(self, up: bool, error: str = "") -> None:
         if up == self.up:
             return
         self.up = up
         metrics.SHARED_UP.set(1 if up else 0)
+        metrics.SHARED_SETTLING.set(1 if self.settling else 0)
         self.on_change(up)
         if up:
             log.info("shared state reachable: limits, breakers and paid images are shared again")
             self.spawn(self._listen())
         else:
+            self.outages += 1
+            self._check.set()  # the word "alone" goes to Redis at once, for when it answers again
             log.error(
                 "shared state unavailable: each replica uses its part of every limit and its own breakers "
                 "until it is back",
@@ -232,6 +258,7 @@ class SharedState:
             if answered is True:
                 missed = 0
                 if not self.up and await self._rejoin():
+                    self.roll.came_back(self._now)  # before anyone shares: see shared_roll.py
                     self._mark(True)
                 continue
             missed += 1

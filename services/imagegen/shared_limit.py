@@ -52,6 +52,9 @@ class Shared(Protocol):
     lease: float
     replica: str
 
+    @property
+    def settling(self) -> bool: ...
+
     def key(self, *parts: str) -> str: ...
 
     def script(self, name: str, source: str) -> Any: ...
@@ -70,7 +73,8 @@ class SharedLimit:
     renewed while its request runs, gone by itself when its replica dies. While the shared
     state is down, this replica uses its part of the limit (SharedState.part), counting the
     shared slots it still holds (so the switch itself never lets more through); the slots it
-    takes alone are registered in Redis when it is back, before anyone shares again.
+    takes alone are registered in Redis when it is back, and it keeps to its part (taking its
+    slots from Redis too) until the others have registered theirs (SharedState.settling).
 
     Used where an asyncio.Semaphore was (acquire, then release when the request ends);
     acquire answers False when this replica has no part of the limit while Redis is down."""
@@ -88,6 +92,12 @@ class SharedLimit:
         self._freed = asyncio.Condition()
         self._room = asyncio.Condition()  # alone: room while fewer than this replica's part held
         self._wakes = 0
+        self._asking = 0  # acquires out to Redis now
+
+    @property
+    def _taken(self) -> int:
+        """Slots held, and those being asked for (each may be granted)."""
+        return len(self._held) + self._asking
 
     @property
     def local_size(self) -> int:
@@ -100,13 +110,29 @@ class SharedLimit:
         acquire = self.shared.script("acquire", ACQUIRE)
         lease_ms = int(self.shared.lease * 1000)
         while True:
+            if self.shared.up and self.shared.settling and self._taken >= self.local_size:
+                # Redis is back, but a replica may still hold slots it took alone that Redis
+                # does not count yet (shared_roll.py): this replica keeps to its part meanwhile.
+                if self.local_size == 0:
+                    return False
+                async with self._room:
+                    await self._room.wait_for(
+                        lambda: not (self.shared.up and self.shared.settling) or self._taken < self.local_size
+                    )
+                continue
             if self.shared.up:
                 token, seen = self._token(), self._wakes
-                got = await self.shared.call(
-                    "acquire",
-                    functools.partial(acquire, keys=[self._key], args=[self.size, lease_ms, token]),
-                    late=functools.partial(self._granted_late, token),
-                )
+                self._asking += 1
+                try:
+                    got = await self.shared.call(
+                        "acquire",
+                        functools.partial(acquire, keys=[self._key], args=[self.size, lease_ms, token]),
+                        late=functools.partial(self._granted_late, token),
+                    )
+                finally:
+                    self._asking -= 1
+                    if self.shared.settling:  # a place this ask kept from the others' count
+                        self.shared.spawn(self._make_room())
                 if got == 1:
                     self._held.append(token)
                     return True
@@ -144,7 +170,8 @@ class SharedLimit:
             self._room.notify(1)
 
     def state_changed(self) -> None:
-        """The shared state went down or came back: every waiter looks again."""
+        """The shared state went down or came back, or this replica began or stopped keeping
+        to its part while Redis answers: every waiter looks again."""
 
         async def notify() -> None:
             async with self._room:

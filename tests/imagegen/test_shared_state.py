@@ -4,6 +4,7 @@ real process against one fake provider: what the provider sees is the proof."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from services.common.channels import CHANNEL_OPTIONS
 from storyshort.imagegen.v1 import imagegen_pb2, imagegen_pb2_grpc
 from tests.conftest import OWN_SUBCHANNELS, SYSTEM_KEY, metric, wait_until
 from tests.fakes import openai_fake as fo
+from tests.fakes.tcp_proxy import FaultyProxy
 from tests.redis_server import OwnRedis, Prefix
 from tools.processes import SERVICES, System, free_port, wait_for_port
 
@@ -39,6 +41,9 @@ class Replicas:
     def up(self, i: int) -> float:
         return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_up")
 
+    def settling(self, i: int) -> float:
+        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_settling")
+
     def replicas_seen(self, i: int) -> float:
         return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_replicas")
 
@@ -51,13 +56,14 @@ class Replicas:
 def replicas(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> Iterator[Callable[..., Replicas]]:
     started: list[System] = []
 
-    def start(count: int, shared: str, prefix: str, **env: str) -> Replicas:
+    def start(count: int, shared: str | list[str], prefix: str, **env: str) -> Replicas:
+        """``shared``: the Redis URL, or one per replica (each through a proxy of its own)."""
+        urls = shared if isinstance(shared, list) else [shared] * count
         settings = {
             "DATA_DIR": str(tmp_path / "data"),
             "OPENAI_API_KEY": SYSTEM_KEY,
             "OPENAI_BASE_URL": fake_openai.base_url,
             "IMAGEGEN_CHAIN": A,
-            "IMAGEGEN_SHARED_STATE": shared,
             "IMAGEGEN_SHARED_PREFIX": prefix,
             "IMAGE_GEN_TIMEOUT": "30",
             "LOG_LEVEL": "INFO",
@@ -70,7 +76,12 @@ def replicas(tmp_path: Path, fake_openai: fo.FakeOpenAI) -> Iterator[Callable[..
             port, metrics_port = free_port(), free_port()
             group.ports.append(port)
             group.metrics.append(metrics_port)
-            env_i = {**system.env, "IMAGEGEN_PORT": str(port), "IMAGEGEN_METRICS_PORT": str(metrics_port)}
+            env_i = {
+                **system.env,
+                "IMAGEGEN_PORT": str(port),
+                "IMAGEGEN_METRICS_PORT": str(metrics_port),
+                "IMAGEGEN_SHARED_STATE": urls[i],
+            }
             system.start(f"imagegen-{i}", module="services.imagegen", env=env_i, port=port, wait=False)
         for i, port in enumerate(group.ports):
             wait_for_port(port, 30, group.proc(i))
@@ -378,6 +389,54 @@ def test_a_frozen_redis_is_found_dead_and_the_parts_add_up_to_the_limit(
     assert [a.provider for a in answers] == [A] * 60
     assert fake_openai.max_in_flight[A] <= 6, fake_openai.max_in_flight
     assert wait_until(group.know_each_other, timeout=15)
+
+
+def test_a_replica_back_first_keeps_to_its_part_until_the_others_have_registered_theirs(
+    replicas: Callable[..., Replicas], own_redis: OwnRedis, fake_openai: fo.FakeOpenAI
+) -> None:
+    """Redis comes back for one replica while another still works alone (its ping has not
+    answered yet), so the slot that one took alone is not in Redis. Limit 2, each replica
+    reaching Redis through a proxy of its own: both frozen until both work alone, replica 1
+    sends a long request on its part, then only replica 0's proxy thaws. Replica 0 must not
+    take both places from Redis (3 at the provider): its three calls go one at a time, on its
+    part, until replica 1 is back and has registered its slot; then the limit is shared
+    again and replica 0's calls hold both places at once."""
+    fake_openai.script(A, fo.Ok(latency=12), fo.Ok(latency=1))  # the first: replica 1's, alone
+    upstream = ("127.0.0.1", own_redis.port)
+    with FaultyProxy(upstream) as first, FaultyProxy(upstream) as second:
+        group = replicas(
+            2,
+            [first.dsn(own_redis.url), second.dsn(own_redis.url)],
+            "first-back",
+            IMAGEGEN_CONCURRENCY="2",
+            IMAGEGEN_SHARED_TIMEOUT="100ms",
+            IMAGEGEN_SHARED_PING_TIMEOUT="300ms",
+            IMAGEGEN_SHARED_LEASE="60",  # replica 1 stays counted alive through the test
+        )
+        assert wait_until(group.know_each_other, timeout=10)
+        first.freeze()
+        second.freeze()
+        assert wait_until(lambda: group.up(0) == 0 and group.up(1) == 0, timeout=15)
+
+        async def one_back_first() -> list[imagegen_pb2.GenerateResponse]:
+            alone = asyncio.ensure_future(generate(group.ports[1], "alone on replica 1"))
+            assert await asyncio.to_thread(fake_openai.wait_for_requests, 1)
+            first.thaw()
+            assert await asyncio.to_thread(wait_until, lambda: group.up(0) == 1, 15)
+            back = await asyncio.gather(*(generate(group.ports[0], f"back {i}") for i in range(3)))
+            second.thaw()
+            return [await alone, *back]
+
+        answers = asyncio.run(one_back_first())
+        assert [a.provider for a in answers] == [A] * 4
+        alone, *back = fake_openai.generation_requests()
+        assert all(alone.at < r.at < alone.answered for r in back), "replica 0 sent while replica 1's call was out"
+        assert fake_openai.max_in_flight[A] <= 2, fake_openai.max_in_flight
+        assert all(b.at >= a.answered for a, b in itertools.pairwise(back))  # one at a time: its part
+        assert wait_until(lambda: group.up(1) == 1 and group.settling(0) == 0, timeout=15)
+        asyncio.run(spread(Replicas(group.system, group.ports[:1], group.metrics[:1]), 2, "shared again"))
+        together = fake_openai.generation_requests()[4:]
+        assert max(r.at for r in together) < min(r.answered for r in together)  # both places, at once
 
 
 def test_a_limit_smaller_than_the_replicas_gives_some_replicas_no_part(
