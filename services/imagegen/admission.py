@@ -91,7 +91,10 @@ async def take_place(gate: Gate, breaker: Breaker, granted: Pass, until: float) 
         await _give_up(gate, taking)
         return opened() or f"{NO_ROOM} (its fair share ends)"
     if not taking.result():
-        return "no part of the provider's limit is this replica's while the shared state is down"
+        return (
+            "no part of the provider's limit is this replica's while the shared state is down "
+            "or the replicas are coming back to it"
+        )
     if opened():
         gate.release()
         return opened()

@@ -16,9 +16,9 @@ until every replica it counts has said it shares again (shared_roll.py: the one 
 must not count without the others' alone slots).
 
 Atomic steps run as server-side scripts with Redis's own clock (replicas' clocks differ).
-The connection, its health (up, down, back) and the replicas alive stay in this one module,
-a little over 300 lines, because each decides the others; a limit's slots are in
-shared_limit.py."""
+The connection, its health (up, down, back) and the heartbeat stay in this one module,
+about 340 lines, because each decides the others; a limit's slots are in shared_limit.py,
+and what the heartbeats say of the replicas in shared_roll.py."""
 
 from __future__ import annotations
 
