@@ -280,6 +280,18 @@ MUTANTS = (
         "calls arriving together on a replica keeping to its part each see room and all ask Redis, which has some",
     ),
     Mutant(
+        "redis-client-failure-fails-the-request",
+        "services/imagegen/shared.py",
+        (
+            (
+                "        except Exception as exc:  # the client failing its own way is Redis trouble too\n",
+                "        except ZeroDivisionError as exc:\n",
+            ),
+        ),
+        ("tests/imagegen/test_shared_calls.py::test_the_redis_client_failing_its_own_way_fails_no_request",),
+        "an error of the Redis client's own (an AttributeError) fails the request that asked Redis (INTERNAL)",
+    ),
+    Mutant(
         "late-ping-undoes-alone",
         "services/imagegen/shared_roll.py",
         (("if not kept or tonumber(string.match(kept, '^(%d+)')) <= tonumber(ARGV[3]) then", "if true then"),),

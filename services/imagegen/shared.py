@@ -169,6 +169,12 @@ class SharedState:
             metrics.SHARED_ERRORS.labels(op).inc()
             log.info("a shared-state call failed; the ping decides", extra={"op": op, "error": repr(exc)[:200]})
             self._check.set()
+        except Exception as exc:  # the client failing its own way is Redis trouble too
+            # Seen: an AttributeError from redis-py when a connection it was opening was
+            # closed under it. Redis trouble never fails a request: it goes on without it.
+            metrics.SHARED_ERRORS.labels(op).inc()
+            log.warning("the Redis client failed; the ping decides", extra={"op": op, "error": repr(exc)[:200]})
+            self._check.set()
         return None
 
     def _wait_late(self, task: asyncio.Future[T], late: Callable[[T], None] | None) -> None:
@@ -190,7 +196,7 @@ class SharedState:
                 )
         except (TimeoutError, RedisTimeoutError, MaxConnectionsError):
             return ""
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, or the client failing its own way (see call)
             return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
         self._now = int(now)
         settling = self.settling
@@ -251,9 +257,12 @@ class SharedState:
             self._check.clear()
             if not self.up:
                 # Connections from before the outage are dead (a restarted Redis closed
-                # them): drop them all, so the first call after the ping does not fail.
+                # them): drop the idle ones, so the first call after the ping does not fail.
+                # Not those in use: a call sent just before the state went down may be
+                # opening one, and redis-py fails with an AttributeError on a connection
+                # closed under it (those fail or finish on their own).
                 with contextlib.suppress(RedisError, OSError):
-                    await self.redis.connection_pool.disconnect()
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
             answered = await self._ping()
             if answered is True:
                 missed = 0
@@ -274,7 +283,7 @@ class SharedState:
             async with asyncio.timeout(self.ping_timeout):
                 for limit in self._limits.values():
                     await limit.renew(direct=True)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except Exception as exc:  # TimeoutError, RedisError, OSError, or the client's own (see call)
             log.info("shared state answers pings but not yet the rest", extra={"error": repr(exc)[:200]})
             return False
         return True
