@@ -259,7 +259,7 @@ MUTANTS = (
         "services/imagegen/shared_limit.py",
         (
             (
-                "            if self.shared.up and self.shared.settling and self._taken >= self.local_size:\n",
+                "            if self.shared.settling and self._taken >= self.local_size:\n",
                 "            if False:\n",
             ),
         ),

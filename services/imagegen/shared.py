@@ -125,7 +125,7 @@ class SharedState:
         if answered is True:
             metrics.SHARED_UP.set(1)
             self.roll.came_back(self._now)
-            metrics.SHARED_SETTLING.set(1 if self.settling else 0)
+            self._limits_look_again()
             self.spawn(self._listen())
         else:
             self._mark(False, answered or "no answer to the first ping")
@@ -205,7 +205,7 @@ class SharedState:
         if self.settling != settling:
             if settling:
                 log.info("every replica counted shares again: this one may take more than its part again")
-            self._settled_changed()
+            self._limits_look_again()
         return True
 
     @property
@@ -220,7 +220,9 @@ class SharedState:
         (shared_roll.py)."""
         return self.up and self.roll.settling
 
-    def _settled_changed(self) -> None:
+    def _limits_look_again(self) -> None:
+        """Up, down, or keeping to the parts changed: the gauge follows, and every limit's
+        waiters look again."""
         metrics.SHARED_SETTLING.set(1 if self.settling else 0)
         for limit in self._limits.values():
             limit.state_changed()
@@ -230,7 +232,6 @@ class SharedState:
             return
         self.up = up
         metrics.SHARED_UP.set(1 if up else 0)
-        metrics.SHARED_SETTLING.set(1 if self.settling else 0)
         self.on_change(up)
         if up:
             log.info("shared state reachable: limits, breakers and paid images are shared again")
@@ -243,8 +244,7 @@ class SharedState:
                 "until it is back",
                 extra={"error": error, "replicas_seen": len(self.replicas) or None},
             )
-        for limit in self._limits.values():
-            limit.state_changed()
+        self._limits_look_again()
 
     async def _watch(self) -> None:
         """The ping outside the request path (the heartbeat that counts the replicas): every

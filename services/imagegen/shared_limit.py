@@ -53,7 +53,7 @@ class Shared(Protocol):
     replica: str
 
     @property
-    def settling(self) -> bool: ...
+    def settling(self) -> bool: ...  # Redis answers, yet this replica keeps to its part
 
     def key(self, *parts: str) -> str: ...
 
@@ -110,15 +110,13 @@ class SharedLimit:
         acquire = self.shared.script("acquire", ACQUIRE)
         lease_ms = int(self.shared.lease * 1000)
         while True:
-            if self.shared.up and self.shared.settling and self._taken >= self.local_size:
+            if self.shared.settling and self._taken >= self.local_size:
                 # Redis is back, but a replica may still hold slots it took alone that Redis
                 # does not count yet (shared_roll.py): this replica keeps to its part meanwhile.
                 if self.local_size == 0:
                     return False
                 async with self._room:
-                    await self._room.wait_for(
-                        lambda: not (self.shared.up and self.shared.settling) or self._taken < self.local_size
-                    )
+                    await self._room.wait_for(lambda: not self.shared.settling or self._taken < self.local_size)
                 continue
             if self.shared.up:
                 token, seen = self._token(), self._wakes
