@@ -38,14 +38,18 @@ class Replicas:
     def proc(self, i: int) -> subprocess.Popen[bytes]:
         return self.system.procs[f"imagegen-{i}"]
 
+    def shared_state(self, i: int, name: str) -> float:
+        """Replica ``i``'s ``storyshort_imagegen_shared_state_<name>``."""
+        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", f"storyshort_imagegen_shared_state_{name}")
+
     def up(self, i: int) -> float:
-        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_up")
+        return self.shared_state(i, "up")
 
     def settling(self, i: int) -> float:
-        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_settling")
+        return self.shared_state(i, "settling")
 
     def replicas_seen(self, i: int) -> float:
-        return metric(f"http://127.0.0.1:{self.metrics[i]}/metrics", "storyshort_imagegen_shared_state_replicas")
+        return self.shared_state(i, "replicas")
 
     def know_each_other(self) -> bool:
         """Every replica has seen all of them alive in Redis (their parts of a limit add up)."""
@@ -334,7 +338,7 @@ def test_a_slow_redis_is_not_taken_for_a_dead_one(
     assert wait_until(group.know_each_other, timeout=10)
 
     def late(i: int) -> float:
-        return metric(f"http://127.0.0.1:{group.metrics[i]}/metrics", "storyshort_imagegen_shared_state_late_total")
+        return group.shared_state(i, "late_total")
 
     async def through_a_slow_spell() -> list[imagegen_pb2.GenerateResponse]:
         calls = asyncio.ensure_future(spread(group, 60, "slow"))
